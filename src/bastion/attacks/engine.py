@@ -1,0 +1,130 @@
+"""One gradient loop for the FGSM/PGD family.
+
+Every iterative first-order attack here is this loop with different hooks: the loss it climbs
+(cross-entropy or the Carlini-Wagner margin), the step (steepest ascent in the threat's norm,
+from :meth:`ThreatModel.steepest_step`) and the projection (:meth:`ThreatModel.project`).
+
+Performance habits: gradients are taken with respect to the input only
+(:func:`torch.autograd.grad`), so no parameter gradient is computed or accumulated; with
+``early_stop`` an example leaves the working batch as soon as it is fooled, and restarts run only
+on the examples still robust.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from bastion.threat import ThreatModel
+
+LossName = Literal["ce", "cw"]
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def ce_loss(logits: Tensor, y: Tensor) -> Tensor:
+    """Per-example cross-entropy ``(N,)``."""
+    return F.cross_entropy(logits, y, reduction="none")
+
+
+def cw_margin_loss(logits: Tensor, y: Tensor) -> Tensor:
+    """Per-example Carlini-Wagner margin ``max_{j != y} z_j - z_y`` ``(N,)`` (Carlini & Wagner 2017)."""
+    z_y = logits.gather(1, y[:, None]).squeeze(1)
+    other = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf"))
+    return other.amax(dim=1) - z_y
+
+
+LOSSES: dict[str, LossFn] = {"ce": ce_loss, "cw": cw_margin_loss}
+
+
+def _objective(loss: LossFn, logits: Tensor, y: Tensor, targets: Tensor | None) -> Tensor:
+    """The quantity to maximise, per example: the loss for the true class, or minus the loss
+    towards the target for a targeted attack."""
+    if targets is None:
+        return loss(logits, y)
+    return -loss(logits, targets)
+
+
+def _fooled(logits: Tensor, y: Tensor, targets: Tensor | None) -> Tensor:
+    pred = logits.argmax(dim=1)
+    return pred == targets if targets is not None else pred != y
+
+
+def input_gradient(
+    model: nn.Module, x_adv: Tensor, y: Tensor, *, loss: LossFn = ce_loss,
+    targets: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """``(grad, logits)``: the gradient of the objective summed over the batch with respect to
+    ``x_adv`` ``(N, ...)``, and the logits at ``x_adv`` ``(N, C)`` (detached)."""
+    x_adv = x_adv.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(x_adv)
+        obj = _objective(loss, logits, y, targets).sum()
+        (grad,) = torch.autograd.grad(obj, x_adv)
+    return grad, logits.detach()
+
+
+def gradient_attack(
+    model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *,
+    steps: int, step_size: float, random_start: bool, restarts: int = 1,
+    loss: LossFn = ce_loss, targets: Tensor | None = None, early_stop: bool = True,
+    init_scale: float = 1.0, generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Projected steepest ascent (Madry et al. 2018) with restarts.
+
+    Args:
+        x, y: clean batch ``(N, ...)`` and labels ``(N,)``.
+        steps: gradient steps per restart; step_size: length of each step in the threat's norm.
+        random_start: start from a random point of the eps-ball (scaled by ``init_scale``).
+        restarts: independent runs; each later run only attacks examples not yet fooled.
+        early_stop: freeze an example at the first iterate that fools the model (evaluation);
+            without it every example takes every step and the last iterate is returned
+            (training, where the hardest point in the budget is wanted, not the first fooling one).
+
+    Returns:
+        ``(x_adv, queries)``: ``(N, ...)`` and ``(N,)`` int64 forward passes per example.
+    """
+    n = x.shape[0]
+    x_best = x.clone()
+    queries = torch.zeros(n, dtype=torch.int64, device=x.device)
+    done = torch.zeros(n, dtype=torch.bool, device=x.device)
+    if early_stop:
+        with torch.no_grad():
+            done = _fooled(model(x), y, targets)
+        queries += 1
+    for _ in range(max(1, restarts)):
+        idx = (~done).nonzero().squeeze(1)
+        if idx.numel() == 0:
+            break
+        xs, ys = x[idx], y[idx]
+        ts = targets[idx] if targets is not None else None
+        xa = threat.random_init(xs, generator=generator, scale=init_scale) if random_start else xs.clone()
+        for _step in range(steps):
+            grad, logits = input_gradient(model, xa, ys, loss=loss, targets=ts)
+            queries[idx] += 1
+            if early_stop:
+                hit = _fooled(logits, ys, ts)
+                if bool(hit.any()):
+                    x_best[idx[hit]] = xa[hit]
+                    done[idx[hit]] = True
+                    keep = ~hit
+                    idx, xs, ys, xa, grad = idx[keep], xs[keep], ys[keep], xa[keep], grad[keep]
+                    ts = ts[keep] if ts is not None else None
+                    if idx.numel() == 0:
+                        break
+            xa = threat.project(xa + step_size * threat.steepest_step(grad), xs)
+        if idx.numel() == 0:
+            continue
+        if early_stop:
+            with torch.no_grad():
+                hit = _fooled(model(xa), ys, ts)
+            queries[idx] += 1
+            x_best[idx[hit]] = xa[hit]
+            done[idx[hit]] = True
+            x_best[idx[~hit]] = xa[~hit]  # not fooled: return the latest attempt
+        else:
+            x_best[idx] = xa
+    return x_best, queries

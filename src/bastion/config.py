@@ -1,0 +1,213 @@
+"""The YAML run configuration, validated with pydantic; errors name the field at fault.
+
+A config names the data, the threat model, the architecture, the models to train (a baseline
+and one or more hardened ones, each with its objective) and the evaluation to run. See
+``examples/digits.yaml`` for a complete, commented example.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bastion.attacks.registry import build_attack
+from bastion.errors import ConfigError
+from bastion.threat import ThreatModel
+from bastion.training.objectives import OBJECTIVES, ObjectiveSettings
+from bastion.training.trainer import TrainSettings
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Strict):
+    name: str = "digits"
+    data_dir: str | None = None
+    path: str | None = None
+    schema_path: str | None = Field(default=None, alias="schema")
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class ThreatConfig(_Strict):
+    norm: Literal["linf", "l2"] = "linf"
+    eps: float = Field(default=0.3, ge=0)
+    bounds: tuple[float, float] = (0.0, 1.0)
+
+    def build(self) -> ThreatModel:
+        return ThreatModel(norm=self.norm, eps=self.eps, bounds=self.bounds)
+
+
+class ArchitectureConfig(_Strict):
+    architecture: str = "mlp"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ObjectiveConfig(_Strict):
+    name: Literal["standard", "pgd-at", "fast-fgsm", "trades"] = "standard"
+    steps: int = Field(default=10, ge=1)
+    step_size: float | None = Field(default=None, gt=0)
+    random_start: bool = True
+    beta: float = Field(default=6.0, ge=0)
+
+    def build(self) -> ObjectiveSettings:
+        return ObjectiveSettings(name=self.name, steps=self.steps, step_size=self.step_size,
+                                 random_start=self.random_start, beta=self.beta)
+
+
+class TrainingConfig(_Strict):
+    """Training settings; every field is optional so a model entry can override a few."""
+
+    epochs: int | None = Field(default=None, ge=1)
+    batch_size: int | None = Field(default=None, ge=1)
+    lr: float | None = Field(default=None, gt=0)
+    schedule: Literal["cyclic", "cosine", "constant", "step"] | None = None
+    optimizer: Literal["sgd", "adam"] | None = None
+    momentum: float | None = Field(default=None, ge=0, lt=1)
+    weight_decay: float | None = Field(default=None, ge=0)
+    train_eps: float | None = Field(default=None, ge=0)
+    eps_ramp_epochs: float | None = Field(default=None, ge=0)
+    val_examples: int | None = Field(default=None, ge=1)
+    val_pgd_steps: int | None = Field(default=None, ge=1)
+    select: Literal["robust", "clean", "last"] | None = None
+    grad_clip: float | None = Field(default=None, ge=0)
+
+    def merged(self, override: TrainingConfig | None) -> dict[str, Any]:
+        base = self.model_dump(exclude_none=True)
+        if override is not None:
+            base.update(override.model_dump(exclude_none=True))
+        return base
+
+
+class ModelEntry(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
+    training: TrainingConfig | None = None
+    architecture: ArchitectureConfig | None = None
+
+
+class AttackEntry(BaseModel):
+    """An attack in the evaluation list: ``name`` (registered attack), optional ``label``
+    (its name in the scorecard, default the attack name) and the attack's own settings."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str
+    label: str | None = None
+
+    def settings(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    @property
+    def key(self) -> str:
+        return self.label or self.name
+
+
+class EvaluationConfig(_Strict):
+    examples: int | None = Field(default=1000, ge=1)
+    batch_size: int = Field(default=500, ge=1)
+    attacks: list[AttackEntry] = Field(
+        default_factory=lambda: [AttackEntry(name="fgsm"), AttackEntry(name="pgd", steps=50, restarts=3)]  # type: ignore[call-arg]
+    )
+    eps_grid: list[float] = Field(default_factory=list)
+
+    @field_validator("eps_grid")
+    @classmethod
+    def _grid(cls, v: list[float]) -> list[float]:
+        for e in v:
+            if e < 0:
+                raise ValueError(f"every eps must be >= 0, got {e}")
+        return v
+
+
+class RunConfig(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    seed: int = 0
+    data: DataConfig = Field(default_factory=DataConfig)
+    threat: ThreatConfig = Field(default_factory=ThreatConfig)
+    model: ArchitectureConfig = Field(default_factory=ArchitectureConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    models: list[ModelEntry] = Field(min_length=1)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> RunConfig:
+        names = [m.name for m in self.models]
+        if len(set(names)) != len(names):
+            raise ValueError(f"models: names must be unique, got {names}")
+        keys = [a.key for a in self.evaluation.attacks]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"evaluation.attacks: labels must be unique, got {keys}; set 'label' to tell them apart")
+        self.threat_model()  # threat-level checks (eps against the range)
+        for i, a in enumerate(self.evaluation.attacks):
+            build_attack(a.name, a.settings(), where=f"evaluation.attacks[{i}]")
+        for i, m in enumerate(self.models):
+            self.train_settings(m, where=f"models[{i}]")
+        return self
+
+    # -- builders ---------------------------------------------------------------------------
+    def threat_model(self) -> ThreatModel:
+        return self.threat.build()
+
+    def train_settings(self, entry: ModelEntry, *, where: str = "models") -> TrainSettings:
+        merged = self.training.merged(entry.training)
+        try:
+            objective = entry.objective.build()
+            settings = TrainSettings(objective=objective, **merged)
+        except ConfigError as e:
+            raise ConfigError(f"{where} ({entry.name}): {e}") from e
+        teps = settings.train_eps if settings.train_eps is not None else self.threat.eps
+        if objective.adversarial and self.threat.norm == "linf" and teps > self.threat.bounds[1] - self.threat.bounds[0]:
+            raise ConfigError(f"{where}.training.train_eps: {teps} exceeds the input range")
+        return settings
+
+    def architecture_for(self, entry: ModelEntry) -> ArchitectureConfig:
+        return entry.architecture or self.model
+
+
+def _format_validation_error(e: ValidationError, source: str) -> str:
+    lines = []
+    for err in e.errors():
+        loc = ".".join(str(p) for p in err["loc"] if p != "__root__")
+        msg = err["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        got = err.get("input")
+        got_s = "" if isinstance(got, dict) or err["type"] == "missing" else f" (got {got!r})"
+        lines.append(f"{source}: {loc}: {msg}{got_s}" if loc else f"{source}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_config(doc: Any, *, source: str = "config") -> RunConfig:
+    """Validate a parsed YAML document; raises :class:`ConfigError` naming each bad field."""
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(doc).__name__}")
+    if "objective" in doc and "models" not in doc:
+        raise ConfigError(f"{source}: 'objective' belongs to an entry of 'models'")
+    try:
+        return RunConfig.model_validate(doc)
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(e, source)) from None
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def load_config(path: str | os.PathLike[str]) -> tuple[RunConfig, dict[str, Any]]:
+    """Read and validate a YAML config; returns the validated config and the raw document."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file not found")
+    try:
+        doc = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: not valid YAML: {e}") from None
+    return parse_config(doc, source=str(p)), doc
+
+
+OBJECTIVE_NAMES = OBJECTIVES

@@ -1,0 +1,88 @@
+"""Loading data sets by name."""
+
+from __future__ import annotations
+
+import os
+
+from bastion.data.core import Dataset, check_fraction, check_fractions, check_seed
+from bastion.data.digits import load_digits_dataset
+from bastion.data.mnist import load_mnist
+from bastion.data.tabular import load_breast_cancer_dataset, load_csv
+from bastion.errors import DataError
+
+_NAMES = ("breast-cancer", "csv", "digits", "mnist")
+
+
+def available_datasets() -> tuple[str, ...]:
+    """Names :func:`load_dataset` accepts, sorted: breast-cancer, csv, digits, mnist."""
+    return _NAMES
+
+
+def load_dataset(
+    name: str,
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    path: str | os.PathLike[str] | None = None,
+    schema: str | os.PathLike[str] | None = None,
+) -> Dataset:
+    """Load a data set by name, split deterministically by ``seed``.
+
+    Args:
+        name: one of :func:`available_datasets`:
+
+            * ``"digits"`` (the embedded default): sklearn's 8x8 digits, ``(1, 8, 8)`` inputs.
+            * ``"mnist"``: the four IDX files from ``data_dir`` (else ``$BASTION_DATA``, or its
+              ``mnist/`` subdirectory), ``(1, 28, 28)`` inputs; test is the official test set.
+            * ``"breast-cancer"``: sklearn's breast cancer set, ``(30,)`` inputs.
+            * ``"csv"``: the CSV file ``path`` described by the schema file ``schema``.
+        data_dir: directory holding MNIST (ignored by the other sets).
+        seed: seeds the split (``numpy.random.default_rng(seed)``; global RNGs are untouched).
+        val_fraction: share of the examples (MNIST: of the 60,000 training images) held out
+            for validation; ``0 <= val_fraction < 1``.
+        test_fraction: share held out for testing, ``0 < test_fraction < 1`` with
+            ``val_fraction + test_fraction < 1``; ignored (and not validated) for MNIST, whose
+            test split is the official one.
+        path, schema: the CSV file and its schema file (``"csv"`` only; both required there).
+
+    Returns:
+        A :class:`Dataset` whose splits are disjoint; the sets without an official split are
+        split stratified by class. Inputs lie in ``bounds == (0.0, 1.0)``.
+
+    Raises:
+        DataError: for an unknown name (listing the available ones), a bad seed or fraction
+            (naming the field), misplaced or missing ``path``/``schema``, or any problem with
+            the data itself (naming the file, and the row and column where relevant).
+    """
+    if name not in _NAMES:
+        raise DataError(
+            f"unknown data set {name!r} (expected one of {', '.join(available_datasets())})"
+        )
+    check_seed(seed)
+    if name == "mnist":
+        check_fraction("val_fraction", val_fraction, allow_zero=True)
+    else:
+        check_fractions(val_fraction, test_fraction)
+    if name != "csv":
+        for field, value in (("path", path), ("schema", schema)):
+            if value is not None:
+                raise DataError(f"{field}: only used by the 'csv' data set, not {name!r}")
+    if name == "digits":
+        return load_digits_dataset(
+            seed=seed, val_fraction=val_fraction, test_fraction=test_fraction
+        )
+    if name == "breast-cancer":
+        return load_breast_cancer_dataset(
+            seed=seed, val_fraction=val_fraction, test_fraction=test_fraction
+        )
+    if name == "mnist":
+        return load_mnist(data_dir, seed=seed, val_fraction=val_fraction)
+    if path is None or schema is None:
+        missing = " and ".join(f for f, v in (("path", path), ("schema", schema)) if v is None)
+        raise DataError(
+            f"csv: {missing} required: pass path= (the CSV file) and schema= (its YAML or JSON "
+            "schema file)"
+        )
+    return load_csv(path, schema, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)

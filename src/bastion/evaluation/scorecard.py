@@ -1,0 +1,81 @@
+"""The scorecard: one JSON document per run that a CI job can gate on.
+
+It holds, per model, ``clean_accuracy`` and ``worst_case_accuracy`` (fractions in [0, 1]), the
+accuracy per attack and eps, training history and timings, plus what is needed to reproduce the
+run: seeds, package versions, the config hash and the data fingerprint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of Python, the platform and the packages a result depends on."""
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for pkg in ("bastion", "torch", "numpy", "scikit-learn", "safetensors"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of a (validated) config."""
+    blob = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def write_json(doc: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write JSON atomically (temporary file, then rename)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2, sort_keys=False, allow_nan=False, default=_json_default))
+    os.replace(tmp, p)
+    return p
+
+
+def _json_default(o: object) -> object:
+    if isinstance(o, tuple | set):
+        return list(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
+
+
+def sanitize(obj: Any) -> Any:
+    """Replace NaN/inf floats by None so the document is strict JSON."""
+    if isinstance(obj, float):
+        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
+    if isinstance(obj, Mapping):
+        return {str(k): sanitize(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [sanitize(v) for v in obj]
+    return obj
+
+
+def read_scorecard(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load a scorecard, with a clear error if it is not one."""
+    from bastion.errors import ConfigError
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: scorecard not found")
+    try:
+        doc = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: not a scorecard (invalid JSON: {e})") from e
+    if not isinstance(doc, dict) or "models" not in doc or doc.get("schema_version") != SCHEMA_VERSION:
+        raise ConfigError(f"{p}: not a bastion scorecard (expected schema_version {SCHEMA_VERSION} and 'models')")
+    return doc

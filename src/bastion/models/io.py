@@ -1,0 +1,91 @@
+"""Saving and loading models: safetensors weights with a JSON sidecar.
+
+``save_model(model, "dir/hardened")`` writes ``dir/hardened.safetensors`` and
+``dir/hardened.json``. The sidecar holds the :class:`ModelSpec` (architecture, input shape,
+classes, normalisation) plus provenance (data fingerprint, config hash, threat model, metrics).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from bastion.errors import ModelFileError
+from bastion.models.zoo import BastionModel, ModelSpec, build_model
+
+FORMAT = "bastion-model/1"
+
+
+def _paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
+    p = Path(path)
+    if p.suffix in (".safetensors", ".json"):
+        p = p.with_suffix("")
+    return p.with_suffix(".safetensors"), p.with_suffix(".json")
+
+
+def save_model(
+    model: BastionModel, path: str | os.PathLike[str], metadata: Mapping[str, Any] | None = None
+) -> Path:
+    """Write weights and sidecar; returns the path of the ``.safetensors`` file.
+
+    Each file is written to a temporary name and renamed, so a crash leaves no half file.
+    """
+    weights, sidecar = _paths(path)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tmp_w = weights.with_name(weights.name + ".tmp")
+    save_file(state, str(tmp_w), metadata={"format": FORMAT})
+    doc = {"format": FORMAT, "spec": model.spec.to_dict(), "metadata": dict(metadata or {})}
+    tmp_s = sidecar.with_name(sidecar.name + ".tmp")
+    tmp_s.write_text(json.dumps(doc, indent=2, sort_keys=True))
+    os.replace(tmp_w, weights)
+    os.replace(tmp_s, sidecar)
+    return weights
+
+
+def read_sidecar(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The parsed JSON sidecar of a saved model (raises :class:`ModelFileError`)."""
+    _, sidecar = _paths(path)
+    if not sidecar.is_file():
+        raise ModelFileError(f"{sidecar}: model sidecar not found (expected the JSON file saved beside the .safetensors weights)")
+    try:
+        doc = json.loads(sidecar.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelFileError(f"{sidecar}: not a bastion model sidecar (invalid JSON: {e})") from e
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or "spec" not in doc:
+        raise ModelFileError(f"{sidecar}: not a bastion model sidecar (expected format {FORMAT!r})")
+    return doc
+
+
+def load_model(path: str | os.PathLike[str], *, device: str | torch.device = "cpu") -> BastionModel:
+    """Load a model saved by :func:`save_model`, in eval mode, on ``device``.
+
+    The returned module maps a float32 batch in the data's natural range (pixels in [0, 1],
+    NCHW) to logits ``(N, num_classes)``. ``path`` may name the weights, the sidecar or their
+    common stem.
+    """
+    weights, _ = _paths(path)
+    doc = read_sidecar(path)
+    if not weights.is_file():
+        raise ModelFileError(f"{weights}: model weights not found")
+    try:
+        spec = ModelSpec.from_dict(doc["spec"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelFileError(f"{path}: sidecar 'spec' is incomplete ({e})") from e
+    model = build_model(spec)
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ModelFileError(f"{weights}: not a safetensors file ({e})") from e
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise ModelFileError(f"{weights}: weights do not match the architecture in the sidecar: {e}") from e
+    return model.to(device).eval()

@@ -1,0 +1,250 @@
+"""The one place that wires the stages together: config -> data -> training -> evaluation ->
+scorecard -> report, into a run directory that appears only once the run is complete.
+
+Each stage is also a function of its own (:func:`train_entry`, :func:`evaluate_models`), which
+the one-stage commands of the CLI call.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from rich.console import Console
+from rich.table import Table
+from torch import nn
+
+from bastion.attacks.registry import build_attack
+from bastion.config import ModelEntry, RunConfig, load_config
+from bastion.data import Dataset, load_dataset
+from bastion.evaluation.evaluator import NamedAttack, eps_key, evaluate_model
+from bastion.evaluation.scorecard import (
+    SCHEMA_VERSION,
+    config_hash,
+    package_versions,
+    sanitize,
+    write_json,
+)
+from bastion.models import BastionModel, ModelSpec, build_model, save_model
+from bastion.progress import ProgressReporter
+from bastion.training.trainer import Trainer, TrainResult
+
+
+@dataclass
+class TrainedModel:
+    """A model with what the scorecard says about it."""
+
+    name: str
+    model: nn.Module
+    objective: str
+    architecture: str
+    training: dict[str, Any] | None = None
+
+
+def resolve_data_dir(cfg: RunConfig, config_path: Path | None, data_dir: str | os.PathLike[str] | None) -> str | None:
+    """``--data-dir`` wins; else the config's ``data.data_dir`` relative to the config file."""
+    if data_dir is not None:
+        return str(data_dir)
+    if cfg.data.data_dir is None:
+        return None
+    p = Path(cfg.data.data_dir).expanduser()
+    if not p.is_absolute() and config_path is not None:
+        p = config_path.parent / p
+    return str(p)
+
+
+def _relative_to_config(value: str | None, config_path: Path | None) -> str | None:
+    if value is None:
+        return None
+    p = Path(value).expanduser()
+    if not p.is_absolute() and config_path is not None and not p.exists():
+        p = config_path.parent / p
+    return str(p)
+
+
+def load_run_data(cfg: RunConfig, *, config_path: Path | None = None,
+                  data_dir: str | os.PathLike[str] | None = None) -> Dataset:
+    """The data set a config names, split by the config's seed."""
+    return load_dataset(
+        cfg.data.name, data_dir=resolve_data_dir(cfg, config_path, data_dir), seed=cfg.seed,
+        val_fraction=cfg.data.val_fraction, test_fraction=cfg.data.test_fraction,
+        path=_relative_to_config(cfg.data.path, config_path),
+        schema=_relative_to_config(cfg.data.schema_path, config_path),
+    )
+
+
+def model_spec(cfg: RunConfig, entry: ModelEntry, data: Dataset) -> ModelSpec:
+    arch = cfg.architecture_for(entry)
+    return ModelSpec(architecture=arch.architecture, input_shape=tuple(data.input_shape),
+                     num_classes=data.num_classes, mean=tuple(data.mean), std=tuple(data.std),
+                     options=dict(arch.options))
+
+
+def train_entry(cfg: RunConfig, entry: ModelEntry, data: Dataset, *,
+                reporter: ProgressReporter | None = None) -> tuple[BastionModel, TrainResult]:
+    """Build and train the model a config entry describes (seeded from the config)."""
+    settings = cfg.train_settings(entry)
+    spec = model_spec(cfg, entry, data)
+    with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
+        torch.manual_seed(cfg.seed)
+        model = build_model(spec)
+    trainer = Trainer(settings, cfg.threat_model(), seed=cfg.seed,
+                      progress=reporter.training(entry.name) if reporter else None)
+    result = trainer.fit(model, data.train.x, data.train.y, data.val.x, data.val.y)
+    return model, result
+
+
+def evaluation_attacks(cfg: RunConfig) -> list[NamedAttack]:
+    """Fresh attack objects for the evaluation list."""
+    return [NamedAttack(a.key, build_attack(a.name, a.settings(), where=f"evaluation.attacks[{i}]"))
+            for i, a in enumerate(cfg.evaluation.attacks)]
+
+
+def evaluate_models(cfg: RunConfig, models: list[TrainedModel], data: Dataset, *,
+                    reporter: ProgressReporter | None = None) -> dict[str, dict[str, Any]]:
+    """Evaluate each model on the first ``evaluation.examples`` test examples."""
+    test = data.test if cfg.evaluation.examples is None else data.test.subset(cfg.evaluation.examples)
+    out: dict[str, dict[str, Any]] = {}
+    for tm in models:
+        res = evaluate_model(
+            tm.model, test.x, test.y, cfg.threat_model(), evaluation_attacks(cfg),
+            eps_grid=cfg.evaluation.eps_grid, seed=cfg.seed, batch_size=cfg.evaluation.batch_size,
+            progress=reporter.evaluation(tm.name) if reporter else None,
+        )
+        entry: dict[str, Any] = {"objective": tm.objective, "architecture": tm.architecture, **res}
+        if tm.training is not None:
+            entry["training"] = tm.training
+        out[tm.name] = entry
+    return out
+
+
+def build_scorecard(cfg: RunConfig, data: Dataset, model_results: dict[str, dict[str, Any]], *,
+                    timings: dict[str, float], command: str, n_eval: int,
+                    warnings: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    """Assemble the scorecard document (see :mod:`bastion.evaluation.scorecard`)."""
+    cfg_doc = cfg.model_dump(mode="json", by_alias=True)
+    return sanitize({
+        "schema_version": SCHEMA_VERSION,
+        "run": {"name": cfg.name, "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "seed": cfg.seed, "config_hash": config_hash(cfg_doc), "command": command},
+        "data": {**data.summary(), "n_eval": n_eval},
+        "threat": cfg.threat_model().to_dict(),
+        "evaluation": {"attacks": [{"label": a.key, "name": a.name, **a.settings()} for a in cfg.evaluation.attacks],
+                       "examples": n_eval},
+        "versions": package_versions(),
+        "models": model_results,
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+        "warnings": list(warnings or []),
+    })
+
+
+def collect_warnings(cfg: RunConfig, results: dict[str, dict[str, Any]]) -> list[dict[str, str]]:
+    """Simple sanity checks on the results, recorded in the scorecard (Carlini et al. 2019)."""
+    out: list[dict[str, str]] = []
+    key = eps_key(cfg.threat.eps)
+    for name, r in results.items():
+        attacks = r.get("attacks", {})
+        single = [v[key] for lbl, v in attacks.items() if lbl.startswith("fgsm") and key in v]
+        multi = [v[key] for lbl, v in attacks.items() if lbl.startswith("pgd") and key in v]
+        if single and multi and min(multi) > min(single) + 1e-9:
+            out.append({"code": "single-step-beats-iterative", "model": name, "message":
+                        f"FGSM ({min(single):.1%}) is stronger than PGD ({min(multi):.1%}): a sign of "
+                        "gradient masking or a too-weak PGD; do not trust this robust accuracy without "
+                        "stronger and black-box attacks."})
+        curve = r.get("accuracy_vs_eps", {}).get("worst_case", [])
+        if any(b > a + 0.02 for a, b in zip(curve, curve[1:], strict=False)):
+            out.append({"code": "non-monotonic-eps", "model": name, "message":
+                        "Accuracy rises with a larger eps somewhere on the curve: the attacks are not "
+                        "converging; raise steps or restarts."})
+    return out
+
+
+def _unique_dir(parent: Path, stem: str) -> Path:
+    p = parent / stem
+    i = 1
+    while p.exists():
+        i += 1
+        p = parent / f"{stem}-{i}"
+    return p
+
+
+def summary_table(scorecard: dict[str, Any]) -> Table:
+    key = eps_key(scorecard["threat"]["eps"])
+    labels: list[str] = []
+    for r in scorecard["models"].values():
+        labels += [lbl for lbl in r.get("attacks", {}) if lbl not in labels]
+    t = Table(title=f"{scorecard['run']['name']}: {scorecard['threat']['norm']} eps {key}, "
+                    f"{scorecard['data']['n_eval']} test examples")
+    for col in ["model", "objective", "clean", *labels, "worst case", "train s"]:
+        t.add_column(col, justify="left" if col in ("model", "objective") else "right")
+    for name, r in scorecard["models"].items():
+        cells = [name, r["objective"], f"{r['clean_accuracy']:.1%}"]
+        cells += [f"{r['attacks'][lbl][key]:.1%}" if lbl in r.get("attacks", {}) else "-" for lbl in labels]
+        cells.append(f"{r['worst_case_accuracy']:.1%}")
+        cells.append(f"{r['training']['seconds']:.0f}" if "training" in r else "-")
+        t.add_row(*cells)
+    return t
+
+
+def run_pipeline(config_path: str | os.PathLike[str], *, data_dir: str | os.PathLike[str] | None = None,
+                 out_dir: str | os.PathLike[str] = "runs", console: Console | None = None,
+                 show_progress: bool = True, command: str = "bastion run") -> Path:
+    """Run the whole pipeline for a config; return the completed run directory.
+
+    The run is written to a hidden temporary directory beside the final one and renamed once
+    complete: a run that fails or is interrupted leaves no partial run directory behind.
+    """
+    from bastion.report import write_report
+
+    t_start = time.perf_counter()
+    config_path = Path(config_path)
+    cfg, raw = load_config(config_path)
+    console = console or Console(stderr=True)
+    reporter = ProgressReporter(console, enabled=show_progress)
+    t0 = time.perf_counter()
+    data = load_run_data(cfg, config_path=config_path, data_dir=data_dir)
+    timings: dict[str, float] = {"data_seconds": time.perf_counter() - t0}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    tmp = out / f".{cfg.name}-{stamp}.partial-{os.getpid()}"
+    tmp.mkdir()
+    try:
+        (tmp / "config.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+        trained: list[TrainedModel] = []
+        with reporter.session():
+            for entry in cfg.models:
+                reporter.log(f"training {entry.name} ({entry.objective.name})")
+                model, result = train_entry(cfg, entry, data, reporter=reporter)
+                timings[f"train_{entry.name}_seconds"] = result.seconds
+                meta = {"name": entry.name, "objective": entry.objective.model_dump(),
+                        "classes": list(data.classes), "data_fingerprint": data.fingerprint,
+                        "config_hash": config_hash(cfg.model_dump(mode="json", by_alias=True)),
+                        "threat": cfg.threat_model().to_dict(), "best_epoch": result.best_epoch}
+                save_model(model, tmp / "models" / entry.name, meta)
+                trained.append(TrainedModel(entry.name, model, entry.objective.name,
+                                            cfg.architecture_for(entry).architecture, result.summary()))
+            t0 = time.perf_counter()
+            results = evaluate_models(cfg, trained, data, reporter=reporter)
+            timings["evaluation_seconds"] = time.perf_counter() - t0
+        n_eval = len(data.test) if cfg.evaluation.examples is None else min(cfg.evaluation.examples, len(data.test))
+        timings["total_seconds"] = time.perf_counter() - t_start
+        scorecard = build_scorecard(cfg, data, results, timings=timings, command=command, n_eval=n_eval,
+                                    warnings=collect_warnings(cfg, results))
+        write_json(scorecard, tmp / "scorecard.json")
+        write_report(scorecard, tmp / "report.html")
+        final = _unique_dir(out, f"{cfg.name}-{stamp}")
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    console.print(summary_table(scorecard))
+    console.print(f"run written to {final}")
+    return final

@@ -1,0 +1,176 @@
+"""The threat model: which perturbations an attacker may add to an input.
+
+A :class:`ThreatModel` holds the norm, the budget ``eps`` and the valid input range. All
+norm-specific maths (projection onto the eps-ball, random starts, steepest-ascent steps,
+distances) lives here, so attacks never branch on the norm themselves.
+
+Shapes: ``x`` and ``x_adv`` are batches ``(N, *input_shape)``; the norm of a perturbation is
+taken per example over all non-batch dimensions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, cast
+
+import torch
+from torch import Tensor
+
+from bastion.errors import ConfigError
+
+Norm = Literal["linf", "l2"]
+NORMS: tuple[Norm, ...] = ("linf", "l2")
+_TINY = 1e-12
+
+
+def _per_example(v: Tensor) -> Tensor:
+    """Flatten all non-batch dimensions: ``(N, ...) -> (N, D)``."""
+    return v.reshape(v.shape[0], -1)
+
+
+def _expand(s: Tensor, like: Tensor) -> Tensor:
+    """Reshape a per-example vector ``(N,)`` so it broadcasts against ``like`` ``(N, ...)``."""
+    return s.reshape(-1, *([1] * (like.dim() - 1)))
+
+
+@dataclass(frozen=True)
+class ThreatModel:
+    """An Lp-bounded evasion threat: ``||x_adv - x||_p <= eps`` and ``lo <= x_adv <= hi``.
+
+    Attributes:
+        norm: ``"linf"`` or ``"l2"``.
+        eps: the budget, in the model's input space (pixels in [0, 1] for images).
+        bounds: the valid input range ``(lo, hi)``, applied element-wise.
+
+    Guarantees: :meth:`project` returns points that satisfy both constraints (up to float
+    rounding of the L2 norm, at most 1e-6 relative).
+    """
+
+    norm: Norm = "linf"
+    eps: float = 0.3
+    bounds: tuple[float, float] = (0.0, 1.0)
+
+    def __post_init__(self) -> None:
+        if self.norm not in NORMS:
+            raise ConfigError(
+                f"threat.norm: expected one of {', '.join(NORMS)}, got {self.norm!r}"
+            )
+        if not isinstance(self.eps, int | float) or isinstance(self.eps, bool):
+            raise ConfigError(f"threat.eps: expected a number, got {self.eps!r}")
+        if not math.isfinite(self.eps) or self.eps < 0:
+            raise ConfigError(f"threat.eps: expected a finite number >= 0, got {self.eps!r}")
+        lo, hi = self.bounds
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+            raise ConfigError(f"threat.bounds: expected [lo, hi] with lo < hi, got {list(self.bounds)}")
+        width = hi - lo
+        if self.norm == "linf" and self.eps > width:
+            raise ConfigError(
+                f"threat.eps: {self.eps} exceeds the width of the input range {width} for the "
+                "linf norm, so every input would be reachable; expected eps <= hi - lo"
+            )
+        object.__setattr__(self, "eps", float(self.eps))
+        object.__setattr__(self, "bounds", (float(lo), float(hi)))
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ThreatModel:
+        """Build from a mapping such as a parsed YAML section; unknown keys are an error."""
+        unknown = set(d) - {"norm", "eps", "bounds"}
+        if unknown:
+            raise ConfigError(f"threat: unknown field(s) {sorted(unknown)}; expected norm, eps, bounds")
+        bounds = d.get("bounds", (0.0, 1.0))
+        if not isinstance(bounds, list | tuple) or len(bounds) != 2:
+            raise ConfigError(f"threat.bounds: expected a list [lo, hi], got {bounds!r}")
+        return cls(norm=cast(Norm, d.get("norm", "linf")), eps=d.get("eps", 0.3),
+                   bounds=(float(bounds[0]), float(bounds[1])))
+
+    def with_eps(self, eps: float) -> ThreatModel:
+        """The same threat with another budget."""
+        return ThreatModel(norm=self.norm, eps=eps, bounds=self.bounds)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["bounds"] = list(self.bounds)
+        return d
+
+    # -- geometry -----------------------------------------------------------------------------
+    def clip(self, x: Tensor) -> Tensor:
+        """Clamp into the valid input range."""
+        return x.clamp(self.bounds[0], self.bounds[1])
+
+    def norm_of(self, delta: Tensor) -> Tensor:
+        """Per-example norm ``(N, ...) -> (N,)``."""
+        flat = _per_example(delta)
+        if self.norm == "linf":
+            return flat.abs().amax(dim=1)
+        return flat.norm(p=2, dim=1)
+
+    def distance(self, x_adv: Tensor, x: Tensor) -> Tensor:
+        """Per-example distance in this threat's norm, ``(N,)``."""
+        return self.norm_of(x_adv - x)
+
+    def project_delta(self, delta: Tensor, eps: Tensor | float | None = None) -> Tensor:
+        """Project perturbations onto the eps-ball (no range clipping). ``eps`` may be ``(N,)``."""
+        e = self.eps if eps is None else eps
+        if self.norm == "linf":
+            if isinstance(e, Tensor):
+                e = _expand(e, delta)
+                return torch.maximum(torch.minimum(delta, e), -e)
+            return delta.clamp(-e, e)
+        n = self.norm_of(delta)
+        e_t = e if isinstance(e, Tensor) else torch.full_like(n, float(e))
+        factor = torch.clamp(e_t / (n + _TINY), max=1.0)
+        return delta * _expand(factor, delta)
+
+    def project(self, x_adv: Tensor, x: Tensor, eps: Tensor | float | None = None) -> Tensor:
+        """Project ``x_adv`` into the eps-ball around ``x`` intersected with the input range.
+
+        For linf the two projections commute; for l2 projecting the ball first and then clipping
+        can only shrink the perturbation, so the result stays feasible.
+        """
+        return self.clip(x + self.project_delta(x_adv - x, eps))
+
+    def random_init(
+        self, x: Tensor, *, generator: torch.Generator | None = None, scale: float = 1.0
+    ) -> Tensor:
+        """A random point of the eps-ball around ``x`` (uniform for linf, uniform in the ball
+        for l2), clipped to the range. ``scale`` shrinks or grows the ball it is drawn from."""
+        eps = self.eps * scale
+        if self.norm == "linf":
+            u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            delta = (2 * u - 1) * eps
+        else:
+            g = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            g = g / (_expand(_per_example(g).norm(dim=1), g) + _TINY)
+            d = _per_example(x).shape[1]
+            r = torch.rand(x.shape[0], generator=generator, device=x.device, dtype=x.dtype)
+            delta = g * _expand(r ** (1.0 / d) * eps, g)
+        return self.clip(x + delta)
+
+    def steepest_step(self, grad: Tensor) -> Tensor:
+        """The unit-norm direction of steepest ascent for a gradient: ``sign`` for linf, the
+        L2-normalised gradient for l2. Shape as ``grad``."""
+        if self.norm == "linf":
+            return grad.sign()
+        n = _per_example(grad).norm(dim=1)
+        return grad / _expand(n + _TINY, grad)
+
+    def validate_inputs(self, x: Tensor, *, name: str = "x", atol: float = 1e-6) -> None:
+        """Raise if ``x`` is not a floating tensor inside the bounds."""
+        from bastion.errors import AttackInputError
+
+        if not isinstance(x, Tensor):
+            raise AttackInputError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise AttackInputError(f"{name}: expected a floating-point tensor, got dtype {x.dtype}")
+        if x.numel() == 0:
+            return
+        lo, hi = self.bounds
+        mn, mx = float(x.min()), float(x.max())
+        if mn < lo - atol or mx > hi + atol:
+            raise AttackInputError(
+                f"{name}: values must lie in the threat model's bounds [{lo}, {hi}], "
+                f"got min {mn:.4g}, max {mx:.4g}"
+            )
