@@ -8,6 +8,7 @@ status 2 and one line naming the field or file at fault.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -110,9 +111,9 @@ def attack(
         params["restarts"] = restarts
     atk = build_attack(attack_name, params, where="--attack")
     ds = load_dataset(data, data_dir=data_dir, seed=seed)
-    if tuple(ds.input_shape) != tuple(net.spec.input_shape):  # type: ignore[attr-defined]
+    if tuple(ds.input_shape) != tuple(net.spec.input_shape):
         raise BastionError(f"--data: {data!r} has input shape {tuple(ds.input_shape)}, the model expects "
-                           f"{tuple(net.spec.input_shape)}")  # type: ignore[attr-defined]
+                           f"{tuple(net.spec.input_shape)}")
     test = ds.test.subset(examples)
     clean = predict(net, test.x) == test.y
     res = atk(net, test.x, test.y, threat, generator=torch.Generator().manual_seed(seed))
@@ -235,24 +236,24 @@ def version() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: runs the app, turning bastion's input errors into one line and exit 2."""
+    """Entry point: runs the app, turning bastion's input errors into one line and exit 2.
+
+    Usage errors (a missing argument, an unknown option) are reported by typer with exit 2 too.
+    """
+    def _terminate(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)  # unwinds, so a half-written run directory is removed
+
+    signal.signal(signal.SIGTERM, _terminate)
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, standalone_mode=True)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except BastionError as e:
-        _err.print(f"[red]error:[/red] {e}", markup=True, highlight=False)
+        _err.print(f"[red]error:[/red] {e}", markup=True, highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         _err.print("interrupted")
         return 130
-    except typer.Exit as e:
-        return int(e.exit_code or 0)
-    except Exception as e:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            return int(e.exit_code)
-        raise
     return 0
 
 

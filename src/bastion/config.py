@@ -7,6 +7,7 @@ and one or more hardened ones, each with its objective) and the evaluation to ru
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -121,8 +122,8 @@ class EvaluationConfig(_Strict):
     @classmethod
     def _grid(cls, v: list[float]) -> list[float]:
         for e in v:
-            if e < 0:
-                raise ValueError(f"every eps must be >= 0, got {e}")
+            if not (math.isfinite(e) and e >= 0):
+                raise ValueError(f"every eps must be a finite number >= 0, got {e}")
         return v
 
 
@@ -145,6 +146,11 @@ class RunConfig(_Strict):
         if len(set(keys)) != len(keys):
             raise ValueError(f"evaluation.attacks: labels must be unique, got {keys}; set 'label' to tell them apart")
         self.threat_model()  # threat-level checks (eps against the range)
+        width = self.threat.bounds[1] - self.threat.bounds[0]
+        for i, e in enumerate(self.evaluation.eps_grid):
+            if self.threat.norm == "linf" and e > width:
+                raise ValueError(f"evaluation.eps_grid[{i}]: {e} exceeds the width of the input "
+                                 f"range {width} for the linf norm; expected eps <= hi - lo")
         for i, a in enumerate(self.evaluation.attacks):
             build_attack(a.name, a.settings(), where=f"evaluation.attacks[{i}]")
         for i, m in enumerate(self.models):

@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
+from bastion.attacks.base import predict
 from bastion.attacks.registry import build_attack
 from bastion.config import ModelEntry, RunConfig, load_config
 from bastion.data import Dataset, load_dataset
@@ -113,12 +114,17 @@ def evaluate_models(cfg: RunConfig, models: list[TrainedModel], data: Dataset, *
     test = data.test if cfg.evaluation.examples is None else data.test.subset(cfg.evaluation.examples)
     out: dict[str, dict[str, Any]] = {}
     for tm in models:
+        tm.model.eval()
+        full_correct = torch.cat([predict(tm.model, data.test.x[i:i + 1000]) == data.test.y[i:i + 1000]
+                                  for i in range(0, len(data.test), 1000)])
         res = evaluate_model(
             tm.model, test.x, test.y, cfg.threat_model(), evaluation_attacks(cfg),
             eps_grid=cfg.evaluation.eps_grid, seed=cfg.seed, batch_size=cfg.evaluation.batch_size,
             progress=reporter.evaluation(tm.name) if reporter else None,
         )
-        entry: dict[str, Any] = {"objective": tm.objective, "architecture": tm.architecture, **res}
+        entry: dict[str, Any] = {"objective": tm.objective, "architecture": tm.architecture, **res,
+                                 "test_clean_accuracy": float(full_correct.float().mean()),
+                                 "n_test": len(data.test)}
         if tm.training is not None:
             entry["training"] = tm.training
         out[tm.name] = entry
@@ -164,6 +170,28 @@ def collect_warnings(cfg: RunConfig, results: dict[str, dict[str, Any]]) -> list
                         "Accuracy rises with a larger eps somewhere on the curve: the attacks are not "
                         "converging; raise steps or restarts."})
     return out
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_partials(out: Path) -> list[Path]:
+    """Delete hidden ``.<name>.partial-<pid>`` directories left by runs whose process is gone
+    (killed with SIGKILL, or a machine that lost power); return what was removed."""
+    removed = []
+    for p in out.glob(".*.partial-*"):
+        pid = p.name.rsplit("-", 1)[-1]
+        if p.is_dir() and pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
 
 
 def _unique_dir(parent: Path, stem: str) -> Path:
@@ -213,6 +241,8 @@ def run_pipeline(config_path: str | os.PathLike[str], *, data_dir: str | os.Path
     timings: dict[str, float] = {"data_seconds": time.perf_counter() - t0}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    for p in remove_stale_partials(out):
+        console.print(f"removed {p.name}, left by a run that was killed")
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     tmp = out / f".{cfg.name}-{stamp}.partial-{os.getpid()}"
     tmp.mkdir()

@@ -61,7 +61,12 @@ class ThreatModel:
             raise ConfigError(f"threat.eps: expected a number, got {self.eps!r}")
         if not math.isfinite(self.eps) or self.eps < 0:
             raise ConfigError(f"threat.eps: expected a finite number >= 0, got {self.eps!r}")
-        lo, hi = self.bounds
+        try:
+            lo, hi = (float(v) for v in self.bounds)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"threat.bounds: expected [lo, hi], two numbers, got {self.bounds!r}"
+            ) from None
         if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
             raise ConfigError(f"threat.bounds: expected [lo, hi] with lo < hi, got {list(self.bounds)}")
         width = hi - lo
@@ -84,7 +89,7 @@ class ThreatModel:
         if not isinstance(bounds, list | tuple) or len(bounds) != 2:
             raise ConfigError(f"threat.bounds: expected a list [lo, hi], got {bounds!r}")
         return cls(norm=cast(Norm, d.get("norm", "linf")), eps=d.get("eps", 0.3),
-                   bounds=(float(bounds[0]), float(bounds[1])))
+                   bounds=(bounds[0], bounds[1]))
 
     def with_eps(self, eps: float) -> ThreatModel:
         """The same threat with another budget."""
@@ -104,8 +109,10 @@ class ThreatModel:
         """Per-example norm ``(N, ...) -> (N,)``."""
         flat = _per_example(delta)
         if self.norm == "linf":
-            return flat.abs().amax(dim=1)
-        return flat.norm(p=2, dim=1)
+            out: Tensor = flat.abs().amax(dim=1)
+        else:
+            out = flat.norm(p=2, dim=1)
+        return out
 
     def distance(self, x_adv: Tensor, x: Tensor) -> Tensor:
         """Per-example distance in this threat's norm, ``(N,)``."""
@@ -154,6 +161,10 @@ class ThreatModel:
         L2-normalised gradient for l2. Shape as ``grad``."""
         if self.norm == "linf":
             return grad.sign()
+        # Rescale by the largest entry first: a vanishing gradient (a confident model, ~1e-17)
+        # must still give a unit step, which ``grad / (n + _TINY)`` alone does not.
+        peak = _per_example(grad).abs().amax(dim=1).clamp_min(torch.finfo(grad.dtype).tiny)
+        grad = grad / _expand(peak, grad)
         n = _per_example(grad).norm(dim=1)
         return grad / _expand(n + _TINY, grad)
 
@@ -168,8 +179,8 @@ class ThreatModel:
         if x.numel() == 0:
             return
         lo, hi = self.bounds
-        mn, mx = float(x.min()), float(x.max())
-        if mn < lo - atol or mx > hi + atol:
+        mn, mx = float(x.detach().min()), float(x.detach().max())
+        if not (mn >= lo - atol and mx <= hi + atol):  # also rejects NaN
             raise AttackInputError(
                 f"{name}: values must lie in the threat model's bounds [{lo}, {hi}], "
                 f"got min {mn:.4g}, max {mx:.4g}"

@@ -56,7 +56,8 @@ def validate_batch(
         if t.shape != (x.shape[0],):
             raise AttackInputError(f"{name}: expected shape ({x.shape[0]},) to match x, got {tuple(t.shape)}")
         if t.numel() and (int(t.min()) < 0 or (num_classes is not None and int(t.max()) >= num_classes)):
-            raise AttackInputError(f"{name}: class indices must lie in [0, {num_classes}), "
+            upper = num_classes if num_classes is not None else "inf"
+            raise AttackInputError(f"{name}: class indices must lie in [0, {upper}), "
                                    f"got range [{int(t.min())}, {int(t.max())}]")
 
 
@@ -64,7 +65,8 @@ def predict(model: nn.Module, x: Tensor, batch_size: int = 1024) -> Tensor:
     """Predicted classes ``(N,)`` without building a graph."""
     with torch.no_grad():
         if x.shape[0] <= batch_size:
-            return model(x).argmax(dim=1)
+            out: Tensor = model(x).argmax(dim=1)
+            return out
         return torch.cat([model(x[i:i + batch_size]).argmax(dim=1) for i in range(0, x.shape[0], batch_size)])
 
 
@@ -94,9 +96,12 @@ class Attack(ABC):
             targets: for a targeted attack, the classes to reach ``(N,)``; None is untargeted.
             generator: the source of all randomness (same seed, same result).
         """
+        validate_batch(x, y, threat, targets=targets)  # before any forward pass on x
         with torch.no_grad():
             num_classes = int(model(x[:1]).shape[1]) if x.shape[0] else None
         validate_batch(x, y, threat, targets=targets, num_classes=num_classes)
+        y = y.long()
+        targets = targets.long() if targets is not None else None
         if x.shape[0] == 0:
             empty = torch.zeros(0, dtype=torch.bool, device=x.device)
             return AttackResult(x.clone(), empty, torch.zeros(0, dtype=torch.int64, device=x.device))

@@ -127,4 +127,9 @@ def gradient_attack(
             x_best[idx[~hit]] = xa[~hit]  # not fooled: return the latest attempt
         else:
             x_best[idx] = xa
+            if restarts > 1:  # later restarts only attack the examples this one did not fool
+                with torch.no_grad():
+                    hit = _fooled(model(xa), ys, ts)
+                queries[idx] += 1
+                done[idx[hit]] = True
     return x_best, queries

@@ -55,7 +55,10 @@ def _json_default(o: object) -> object:
 
 
 def sanitize(obj: Any) -> Any:
-    """Replace NaN/inf floats by None so the document is strict JSON."""
+    """Replace NaN/inf floats by None so the document is strict JSON; numpy scalars and arrays
+    and torch tensors become the Python numbers and lists they hold (then sanitised)."""
+    if not isinstance(obj, float) and callable(getattr(obj, "tolist", None)):
+        return sanitize(obj.tolist())
     if isinstance(obj, float):
         return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
     if isinstance(obj, Mapping):

@@ -17,7 +17,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from bastion.errors import ModelFileError
+from bastion.errors import ConfigError, ModelFileError
 from bastion.models.zoo import BastionModel, ModelSpec, build_model
 
 FORMAT = "bastion-model/1"
@@ -27,7 +27,8 @@ def _paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
     p = Path(path)
     if p.suffix in (".safetensors", ".json"):
         p = p.with_suffix("")
-    return p.with_suffix(".safetensors"), p.with_suffix(".json")
+    # append, not with_suffix: a stem such as "model-eps0.3" must keep its ".3"
+    return p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
 
 
 def save_model(
@@ -79,7 +80,10 @@ def load_model(path: str | os.PathLike[str], *, device: str | torch.device = "cp
         spec = ModelSpec.from_dict(doc["spec"])
     except (KeyError, TypeError, ValueError) as e:
         raise ModelFileError(f"{path}: sidecar 'spec' is incomplete ({e})") from e
-    model = build_model(spec)
+    try:
+        model = build_model(spec)
+    except (ConfigError, RuntimeError) as e:
+        raise ModelFileError(f"{path}: sidecar 'spec' cannot be built ({e})") from e
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as e:

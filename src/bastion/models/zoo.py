@@ -175,7 +175,8 @@ class _PreActBlock(nn.Module):
         sc = self.shortcut(out) if self.shortcut is not None else x
         out = self.conv1(out)
         out = self.conv2(torch.relu(self.bn2(out)))
-        return out + sc
+        res: Tensor = out + sc
+        return res
 
 
 class _PreActResNet18(nn.Module):

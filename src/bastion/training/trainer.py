@@ -148,7 +148,8 @@ class Trainer:
         else:
             pgd = PGD(steps=self.settings.val_pgd_steps, restarts=1)
             res = pgd(model, x, y, self.threat, generator=generator)
-            robust = float((~res.success).float().mean())
+            # an empty validation set scores 0.0, as accuracy() does (the mean of nothing is NaN)
+            robust = float((~res.success).float().mean()) if res.success.numel() else 0.0
         return clean, robust
 
     def fit(self, model: nn.Module, x_train: Tensor, y_train: Tensor, x_val: Tensor, y_val: Tensor) -> TrainResult:
