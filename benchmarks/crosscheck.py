@@ -14,7 +14,8 @@ and the worst case (an example counts as robust only if it survives all three). 
 
 Usage::
 
-    python benchmarks/crosscheck.py runs/mnist-linf-YYYYmmdd-HHMMSS --data-dir ../shared/datasets/mnist
+    python benchmarks/crosscheck.py runs/mnist-linf-YYYYmmdd-HHMMSS \\
+        --data-dir ../shared/datasets/mnist
 """
 
 from __future__ import annotations
@@ -169,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         "worst_case_accuracy",
     ]
     lines = [
-        f"# Cross-check of {args.run_dir.name} ({threat.norm} eps {threat.eps}, first {len(test)} test examples)",
+        f"# Cross-check of {args.run_dir.name} ({threat.norm} eps {threat.eps}, first "
+        f"{len(test)} test examples)",
         "",
         "| model | " + " | ".join(cols) + " |",
         "|---" * (len(cols) + 1) + "|",

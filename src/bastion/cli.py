@@ -14,19 +14,27 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import yaml
 from rich.console import Console
 
 from bastion.errors import BastionError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Harden machine-learning models against malicious input.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Harden machine-learning models against malicious input.",
+)
 data_app = typer.Typer(no_args_is_help=True, help="Fetch and inspect data sets.")
 app.add_typer(data_app, name="data")
 
 _err = Console(stderr=True)
 _out = Console()
 
-DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Directory holding the data set files (else BASTION_DATA).")]
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Directory holding the data set files (else BASTION_DATA)."),
+]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
 
 
@@ -34,21 +42,34 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.
 def run(
     config: Annotated[Path, typer.Argument(help="YAML threat-model and run config.")],
     data_dir: DataDir = None,
-    out: Annotated[Path, typer.Option("--out", help="Parent directory of run directories.")] = Path("runs"),
+    out: Annotated[Path, typer.Option("--out", help="Parent directory of run directories.")] = Path(
+        "runs"
+    ),
     quiet: Quiet = False,
 ) -> None:
     """Train a baseline and hardened model(s), evaluate them, write scorecard and report."""
     from bastion.pipeline import run_pipeline
 
-    run_pipeline(config, data_dir=data_dir, out_dir=out, console=_err, show_progress=not quiet,
-                 command="bastion " + " ".join(sys.argv[1:]))
+    run_pipeline(
+        config,
+        data_dir=data_dir,
+        out_dir=out,
+        console=_err,
+        show_progress=not quiet,
+        command="bastion " + " ".join(sys.argv[1:]),
+    )
 
 
 @app.command()
 def train(
     config: Annotated[Path, typer.Argument(help="YAML run config.")],
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Which entry of 'models' (default: the last).")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Model path stem (writes .safetensors and .json).")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Which entry of 'models' (default: the last)."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Model path stem (writes .safetensors and .json).")
+    ] = None,
     data_dir: DataDir = None,
     quiet: Quiet = False,
 ) -> None:
@@ -69,28 +90,59 @@ def train(
     with reporter.session():
         net, result = train_entry(cfg, entry, data, reporter=reporter)
     path = out or Path(f"{cfg.name}-{entry.name}")
-    meta = {"name": entry.name, "objective": entry.objective.model_dump(), "classes": list(data.classes),
-            "data_fingerprint": data.fingerprint, "threat": cfg.threat_model().to_dict(),
-            "config_hash": config_hash(cfg.model_dump(mode="json", by_alias=True)),
-            "training": result.summary()}
+    meta = {
+        "name": entry.name,
+        "objective": entry.objective.model_dump(),
+        "classes": list(data.classes),
+        "data_fingerprint": data.fingerprint,
+        "threat": cfg.threat_model().to_dict(),
+        "config_hash": config_hash(cfg.model_dump(mode="json", by_alias=True)),
+        "training": result.summary(),
+    }
     written = save_model(net, path, meta)
     best = result.history[result.best_epoch - 1] if result.best_epoch else result.history[-1]
-    _out.print(f"saved {written} (epoch {result.best_epoch}: val clean {best['val_clean_accuracy']:.1%}, "
-               f"val robust {best['val_robust_accuracy']:.1%}, {result.seconds:.0f} s)")
+    _out.print(
+        f"saved {written} (epoch {result.best_epoch}: val clean {best['val_clean_accuracy']:.1%}, "
+        f"val robust {best['val_robust_accuracy']:.1%}, {result.seconds:.0f} s)"
+    )
 
 
 @app.command()
 def attack(
-    model: Annotated[Path, typer.Argument(help="Model file saved by bastion (.safetensors or stem).")],
+    model: Annotated[
+        Path, typer.Argument(help="Model file saved by bastion (.safetensors or stem).")
+    ],
     data: Annotated[str, typer.Option("--data", help="Data set name.")] = "digits",
-    attack_name: Annotated[str, typer.Option("--attack", help="Attack name (fgsm, pgd).")] = "pgd",
-    norm: Annotated[str, typer.Option("--norm", help="linf or l2.")] = "linf",
+    attack_name: Annotated[
+        str,
+        typer.Option(
+            "--attack",
+            help="Attack name (see the docs: fgsm, pgd, apgd, apgd-t, square, cascade, ...).",
+        ),
+    ] = "pgd",
+    norm: Annotated[str, typer.Option("--norm", help="linf, l2 or l1.")] = "linf",
     eps: Annotated[float, typer.Option("--eps", help="Perturbation budget.")] = 0.3,
     steps: Annotated[int | None, typer.Option("--steps", help="Iterations (pgd).")] = None,
-    restarts: Annotated[int | None, typer.Option("--restarts", help="Random restarts (pgd).")] = None,
-    examples: Annotated[int, typer.Option("--examples", "-n", help="First N test examples.")] = 1000,
+    restarts: Annotated[
+        int | None, typer.Option("--restarts", help="Random restarts (pgd).")
+    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param",
+            "-p",
+            help="Attack setting KEY=VALUE (YAML value); repeat, e.g. -p preset=standard -p "
+            "queries=1000.",
+        ),
+    ] = None,
+    examples: Annotated[
+        int, typer.Option("--examples", "-n", help="First N test examples.")
+    ] = 1000,
     seed: Annotated[int, typer.Option("--seed")] = 0,
-    save: Annotated[Path | None, typer.Option("--save", help="Write x_adv, y and success to this .safetensors file.")] = None,
+    save: Annotated[
+        Path | None,
+        typer.Option("--save", help="Write x_adv, y and success to this .safetensors file."),
+    ] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Attack a saved model on the first N test examples and report its accuracy under attack."""
@@ -104,34 +156,57 @@ def attack(
 
     net = load_model(model)
     threat = ThreatModel(norm=norm, eps=eps)  # type: ignore[arg-type]
+    # (ThreatModel validates the norm and eps and names the field in its error)
     params: dict[str, Any] = {}
     if steps is not None:
         params["steps"] = steps
     if restarts is not None:
         params["restarts"] = restarts
+    for item in param or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise BastionError(f"--param: expected KEY=VALUE, got {item!r}")
+        params[key.strip()] = yaml.safe_load(value)
     atk = build_attack(attack_name, params, where="--attack")
     ds = load_dataset(data, data_dir=data_dir, seed=seed)
     if tuple(ds.input_shape) != tuple(net.spec.input_shape):
-        raise BastionError(f"--data: {data!r} has input shape {tuple(ds.input_shape)}, the model expects "
-                           f"{tuple(net.spec.input_shape)}")
+        raise BastionError(
+            f"--data: {data!r} has input shape {tuple(ds.input_shape)}, the model expects "
+            f"{tuple(net.spec.input_shape)}"
+        )
     test = ds.test.subset(examples)
     clean = predict(net, test.x) == test.y
     res = atk(net, test.x, test.y, threat, generator=torch.Generator().manual_seed(seed))
     robust = clean & ~res.success
-    _out.print(f"{atk!r} at {norm} eps {eps} on {len(test)} examples: clean accuracy {float(clean.float().mean()):.1%}, "
-               f"accuracy under attack {float(robust.float().mean()):.1%}, "
-               f"mean queries {float(res.queries.float().mean()):.1f}")
+    _out.print(
+        f"{atk!r} at {norm} eps {eps} on {len(test)} examples: clean accuracy "
+        f"{float(clean.float().mean()):.1%}, "
+        f"accuracy under attack {float(robust.float().mean()):.1%}, "
+        f"mean queries {float(res.queries.float().mean()):.1f}"
+    )
     if save is not None:
         save.parent.mkdir(parents=True, exist_ok=True)
-        save_file({"x_adv": res.x_adv.contiguous(), "y": test.y.contiguous(),
-                   "success": res.success.to(torch.uint8)}, str(save))
+        save_file(
+            {
+                "x_adv": res.x_adv.contiguous(),
+                "y": test.y.contiguous(),
+                "success": res.success.to(torch.uint8),
+            },
+            str(save),
+        )
         _out.print(f"adversarial examples written to {save}")
 
 
 @app.command()
 def evaluate(
-    config: Annotated[Path, typer.Argument(help="YAML run config (its data, threat and evaluation sections are used).")],
-    models: Annotated[list[Path], typer.Option("--model", "-m", help="Model file(s) to evaluate; repeat the option.")],
+    config: Annotated[
+        Path,
+        typer.Argument(help="YAML run config (its data, threat and evaluation sections are used)."),
+    ],
+    models: Annotated[
+        list[Path],
+        typer.Option("--model", "-m", help="Model file(s) to evaluate; repeat the option."),
+    ],
     out: Annotated[Path, typer.Option("--out", help="Scorecard path.")] = Path("scorecard.json"),
     data_dir: DataDir = None,
     quiet: Quiet = False,
@@ -159,20 +234,38 @@ def evaluate(
         net = load_model(p)
         meta = read_sidecar(p)
         if tuple(net.spec.input_shape) != tuple(data.input_shape):
-            raise BastionError(f"--model {p}: expects input shape {tuple(net.spec.input_shape)}, "
-                               f"the data set has {tuple(data.input_shape)}")
+            raise BastionError(
+                f"--model {p}: expects input shape {tuple(net.spec.input_shape)}, "
+                f"the data set has {tuple(data.input_shape)}"
+            )
         md = meta.get("metadata", {})
         name = str(md.get("name") or Path(p).with_suffix("").name)
-        objective = md.get("objective", {}).get("name", "unknown") if isinstance(md.get("objective"), dict) else "unknown"
-        trained.append(TrainedModel(name, net, objective, net.spec.architecture, md.get("training")))
+        objective = (
+            md.get("objective", {}).get("name", "unknown")
+            if isinstance(md.get("objective"), dict)
+            else "unknown"
+        )
+        trained.append(
+            TrainedModel(name, net, objective, net.spec.architecture, md.get("training"))
+        )
     reporter = ProgressReporter(_err, enabled=not quiet)
     t0 = time.perf_counter()
     with reporter.session():
         results = evaluate_models(cfg, trained, data, reporter=reporter)
-    n_eval = len(data.test) if cfg.evaluation.examples is None else min(cfg.evaluation.examples, len(data.test))
-    sc = build_scorecard(cfg, data, results, timings={"evaluation_seconds": time.perf_counter() - t0},
-                         command="bastion " + " ".join(sys.argv[1:]), n_eval=n_eval,
-                         warnings=collect_warnings(cfg, results))
+    n_eval = (
+        len(data.test)
+        if cfg.evaluation.examples is None
+        else min(cfg.evaluation.examples, len(data.test))
+    )
+    sc = build_scorecard(
+        cfg,
+        data,
+        results,
+        timings={"evaluation_seconds": time.perf_counter() - t0},
+        command="bastion " + " ".join(sys.argv[1:]),
+        n_eval=n_eval,
+        warnings=collect_warnings(cfg, results),
+    )
     write_json(sc, out)
     _out.print(summary_table(sc))
     _out.print(f"scorecard written to {out}")
@@ -181,8 +274,13 @@ def evaluate(
 @app.command()
 def report(
     scorecard: Annotated[Path, typer.Argument(help="scorecard.json of a run.")],
-    out: Annotated[Path | None, typer.Option("--out", help="HTML path (default: report.html beside the scorecard).")] = None,
-    markdown: Annotated[bool, typer.Option("--markdown", help="Print a Markdown summary instead.")] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="HTML path (default: report.html beside the scorecard)."),
+    ] = None,
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="Print a Markdown summary instead.")
+    ] = False,
 ) -> None:
     """Render the HTML report (or a Markdown summary) of a scorecard."""
     from bastion.evaluation.scorecard import read_scorecard
@@ -199,13 +297,18 @@ def report(
 @data_app.command("download")
 def data_download(
     name: Annotated[str, typer.Argument(help="Data set to download (mnist).")],
-    dest: Annotated[Path, typer.Option("--dest", help="Directory to write the files to.")] = Path("data/mnist"),
+    dest: Annotated[Path, typer.Option("--dest", help="Directory to write the files to.")] = Path(
+        "data/mnist"
+    ),
 ) -> None:
     """Download a data set's files, verifying the original release checksums."""
     from bastion.data import download_mnist
 
     if name != "mnist":
-        raise BastionError(f"name: only 'mnist' is downloadable (digits and breast-cancer ship with scikit-learn), got {name!r}")
+        raise BastionError(
+            "name: only 'mnist' is downloadable (digits and breast-cancer ship with "
+            f"scikit-learn), got {name!r}"
+        )
 
     def show(file: str, done: int, total: int) -> None:
         _err.print(f"  {file}: {done}/{total} bytes" if total > 0 else f"  {file}: {done} bytes")
@@ -240,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
 
     Usage errors (a missing argument, an unknown option) are reported by typer with exit 2 too.
     """
+
     def _terminate(signum: int, frame: object) -> None:
         raise SystemExit(128 + signum)  # unwinds, so a half-written run directory is removed
 

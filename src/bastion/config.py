@@ -38,7 +38,7 @@ class DataConfig(_Strict):
 
 
 class ThreatConfig(_Strict):
-    norm: Literal["linf", "l2"] = "linf"
+    norm: Literal["linf", "l2", "l1"] = "linf"
     eps: float = Field(default=0.3, ge=0)
     bounds: tuple[float, float] = (0.0, 1.0)
 
@@ -59,8 +59,13 @@ class ObjectiveConfig(_Strict):
     beta: float = Field(default=6.0, ge=0)
 
     def build(self) -> ObjectiveSettings:
-        return ObjectiveSettings(name=self.name, steps=self.steps, step_size=self.step_size,
-                                 random_start=self.random_start, beta=self.beta)
+        return ObjectiveSettings(
+            name=self.name,
+            steps=self.steps,
+            step_size=self.step_size,
+            random_start=self.random_start,
+            beta=self.beta,
+        )
 
 
 class TrainingConfig(_Strict):
@@ -114,7 +119,10 @@ class EvaluationConfig(_Strict):
     examples: int | None = Field(default=1000, ge=1)
     batch_size: int = Field(default=500, ge=1)
     attacks: list[AttackEntry] = Field(
-        default_factory=lambda: [AttackEntry(name="fgsm"), AttackEntry(name="pgd", steps=50, restarts=3)]  # type: ignore[call-arg]
+        default_factory=lambda: [
+            AttackEntry(name="fgsm"),
+            AttackEntry.model_validate({"name": "pgd", "steps": 50, "restarts": 3}),
+        ]
     )
     eps_grid: list[float] = Field(default_factory=list)
 
@@ -144,13 +152,18 @@ class RunConfig(_Strict):
             raise ValueError(f"models: names must be unique, got {names}")
         keys = [a.key for a in self.evaluation.attacks]
         if len(set(keys)) != len(keys):
-            raise ValueError(f"evaluation.attacks: labels must be unique, got {keys}; set 'label' to tell them apart")
+            raise ValueError(
+                f"evaluation.attacks: labels must be unique, got {keys}; set 'label' to tell "
+                "them apart"
+            )
         self.threat_model()  # threat-level checks (eps against the range)
         width = self.threat.bounds[1] - self.threat.bounds[0]
         for i, e in enumerate(self.evaluation.eps_grid):
             if self.threat.norm == "linf" and e > width:
-                raise ValueError(f"evaluation.eps_grid[{i}]: {e} exceeds the width of the input "
-                                 f"range {width} for the linf norm; expected eps <= hi - lo")
+                raise ValueError(
+                    f"evaluation.eps_grid[{i}]: {e} exceeds the width of the input "
+                    f"range {width} for the linf norm; expected eps <= hi - lo"
+                )
         for i, a in enumerate(self.evaluation.attacks):
             build_attack(a.name, a.settings(), where=f"evaluation.attacks[{i}]")
         for i, m in enumerate(self.models):
@@ -169,7 +182,11 @@ class RunConfig(_Strict):
         except ConfigError as e:
             raise ConfigError(f"{where} ({entry.name}): {e}") from e
         teps = settings.train_eps if settings.train_eps is not None else self.threat.eps
-        if objective.adversarial and self.threat.norm == "linf" and teps > self.threat.bounds[1] - self.threat.bounds[0]:
+        if (
+            objective.adversarial
+            and self.threat.norm == "linf"
+            and teps > self.threat.bounds[1] - self.threat.bounds[0]
+        ):
             raise ConfigError(f"{where}.training.train_eps: {teps} exceeds the input range")
         return settings
 
@@ -183,7 +200,7 @@ def _format_validation_error(e: ValidationError, source: str) -> str:
         loc = ".".join(str(p) for p in err["loc"] if p != "__root__")
         msg = err["msg"]
         if msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
+            msg = msg[len("Value error, ") :]
         got = err.get("input")
         got_s = "" if isinstance(got, dict) or err["type"] == "missing" else f" (got {got!r})"
         lines.append(f"{source}: {loc}: {msg}{got_s}" if loc else f"{source}: {msg}")
@@ -193,7 +210,9 @@ def _format_validation_error(e: ValidationError, source: str) -> str:
 def parse_config(doc: Any, *, source: str = "config") -> RunConfig:
     """Validate a parsed YAML document; raises :class:`ConfigError` naming each bad field."""
     if not isinstance(doc, dict):
-        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(doc).__name__}")
+        raise ConfigError(
+            f"{source}: expected a mapping at the top level, got {type(doc).__name__}"
+        )
     if "objective" in doc and "models" not in doc:
         raise ConfigError(f"{source}: 'objective' belongs to an entry of 'models'")
     try:

@@ -7,6 +7,7 @@ the one-stage commands of the CLI call.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import time
@@ -49,7 +50,9 @@ class TrainedModel:
     training: dict[str, Any] | None = None
 
 
-def resolve_data_dir(cfg: RunConfig, config_path: Path | None, data_dir: str | os.PathLike[str] | None) -> str | None:
+def resolve_data_dir(
+    cfg: RunConfig, config_path: Path | None, data_dir: str | os.PathLike[str] | None
+) -> str | None:
     """``--data-dir`` wins; else the config's ``data.data_dir`` relative to the config file."""
     if data_dir is not None:
         return str(data_dir)
@@ -70,12 +73,19 @@ def _relative_to_config(value: str | None, config_path: Path | None) -> str | No
     return str(p)
 
 
-def load_run_data(cfg: RunConfig, *, config_path: Path | None = None,
-                  data_dir: str | os.PathLike[str] | None = None) -> Dataset:
+def load_run_data(
+    cfg: RunConfig,
+    *,
+    config_path: Path | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+) -> Dataset:
     """The data set a config names, split by the config's seed."""
     return load_dataset(
-        cfg.data.name, data_dir=resolve_data_dir(cfg, config_path, data_dir), seed=cfg.seed,
-        val_fraction=cfg.data.val_fraction, test_fraction=cfg.data.test_fraction,
+        cfg.data.name,
+        data_dir=resolve_data_dir(cfg, config_path, data_dir),
+        seed=cfg.seed,
+        val_fraction=cfg.data.val_fraction,
+        test_fraction=cfg.data.test_fraction,
         path=_relative_to_config(cfg.data.path, config_path),
         schema=_relative_to_config(cfg.data.schema_path, config_path),
     )
@@ -83,72 +93,124 @@ def load_run_data(cfg: RunConfig, *, config_path: Path | None = None,
 
 def model_spec(cfg: RunConfig, entry: ModelEntry, data: Dataset) -> ModelSpec:
     arch = cfg.architecture_for(entry)
-    return ModelSpec(architecture=arch.architecture, input_shape=tuple(data.input_shape),
-                     num_classes=data.num_classes, mean=tuple(data.mean), std=tuple(data.std),
-                     options=dict(arch.options))
+    return ModelSpec(
+        architecture=arch.architecture,
+        input_shape=tuple(data.input_shape),
+        num_classes=data.num_classes,
+        mean=tuple(data.mean),
+        std=tuple(data.std),
+        options=dict(arch.options),
+    )
 
 
-def train_entry(cfg: RunConfig, entry: ModelEntry, data: Dataset, *,
-                reporter: ProgressReporter | None = None) -> tuple[BastionModel, TrainResult]:
+def train_entry(
+    cfg: RunConfig, entry: ModelEntry, data: Dataset, *, reporter: ProgressReporter | None = None
+) -> tuple[BastionModel, TrainResult]:
     """Build and train the model a config entry describes (seeded from the config)."""
     settings = cfg.train_settings(entry)
     spec = model_spec(cfg, entry, data)
     with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
         torch.manual_seed(cfg.seed)
         model = build_model(spec)
-    trainer = Trainer(settings, cfg.threat_model(), seed=cfg.seed,
-                      progress=reporter.training(entry.name) if reporter else None)
+    trainer = Trainer(
+        settings,
+        cfg.threat_model(),
+        seed=cfg.seed,
+        progress=reporter.training(entry.name) if reporter else None,
+    )
     result = trainer.fit(model, data.train.x, data.train.y, data.val.x, data.val.y)
     return model, result
 
 
 def evaluation_attacks(cfg: RunConfig) -> list[NamedAttack]:
     """Fresh attack objects for the evaluation list."""
-    return [NamedAttack(a.key, build_attack(a.name, a.settings(), where=f"evaluation.attacks[{i}]"))
-            for i, a in enumerate(cfg.evaluation.attacks)]
+    return [
+        NamedAttack(a.key, build_attack(a.name, a.settings(), where=f"evaluation.attacks[{i}]"))
+        for i, a in enumerate(cfg.evaluation.attacks)
+    ]
 
 
-def evaluate_models(cfg: RunConfig, models: list[TrainedModel], data: Dataset, *,
-                    reporter: ProgressReporter | None = None) -> dict[str, dict[str, Any]]:
+def evaluate_models(
+    cfg: RunConfig,
+    models: list[TrainedModel],
+    data: Dataset,
+    *,
+    reporter: ProgressReporter | None = None,
+) -> dict[str, dict[str, Any]]:
     """Evaluate each model on the first ``evaluation.examples`` test examples."""
-    test = data.test if cfg.evaluation.examples is None else data.test.subset(cfg.evaluation.examples)
+    test = (
+        data.test if cfg.evaluation.examples is None else data.test.subset(cfg.evaluation.examples)
+    )
     out: dict[str, dict[str, Any]] = {}
     for tm in models:
         tm.model.eval()
-        full_correct = torch.cat([predict(tm.model, data.test.x[i:i + 1000]) == data.test.y[i:i + 1000]
-                                  for i in range(0, len(data.test), 1000)])
+        full_correct = torch.cat(
+            [
+                predict(tm.model, data.test.x[i : i + 1000]) == data.test.y[i : i + 1000]
+                for i in range(0, len(data.test), 1000)
+            ]
+        )
         res = evaluate_model(
-            tm.model, test.x, test.y, cfg.threat_model(), evaluation_attacks(cfg),
-            eps_grid=cfg.evaluation.eps_grid, seed=cfg.seed, batch_size=cfg.evaluation.batch_size,
+            tm.model,
+            test.x,
+            test.y,
+            cfg.threat_model(),
+            evaluation_attacks(cfg),
+            eps_grid=cfg.evaluation.eps_grid,
+            seed=cfg.seed,
+            batch_size=cfg.evaluation.batch_size,
             progress=reporter.evaluation(tm.name) if reporter else None,
         )
-        entry: dict[str, Any] = {"objective": tm.objective, "architecture": tm.architecture, **res,
-                                 "test_clean_accuracy": float(full_correct.float().mean()),
-                                 "n_test": len(data.test)}
+        entry: dict[str, Any] = {
+            "objective": tm.objective,
+            "architecture": tm.architecture,
+            **res,
+            "test_clean_accuracy": float(full_correct.float().mean()),
+            "n_test": len(data.test),
+        }
         if tm.training is not None:
             entry["training"] = tm.training
         out[tm.name] = entry
     return out
 
 
-def build_scorecard(cfg: RunConfig, data: Dataset, model_results: dict[str, dict[str, Any]], *,
-                    timings: dict[str, float], command: str, n_eval: int,
-                    warnings: list[dict[str, str]] | None = None) -> dict[str, Any]:
+def build_scorecard(
+    cfg: RunConfig,
+    data: Dataset,
+    model_results: dict[str, dict[str, Any]],
+    *,
+    timings: dict[str, float],
+    command: str,
+    n_eval: int,
+    warnings: list[dict[str, str]] | None = None,
+) -> dict[str, Any]:
     """Assemble the scorecard document (see :mod:`bastion.evaluation.scorecard`)."""
     cfg_doc = cfg.model_dump(mode="json", by_alias=True)
-    return sanitize({
-        "schema_version": SCHEMA_VERSION,
-        "run": {"name": cfg.name, "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "seed": cfg.seed, "config_hash": config_hash(cfg_doc), "command": command},
-        "data": {**data.summary(), "n_eval": n_eval},
-        "threat": cfg.threat_model().to_dict(),
-        "evaluation": {"attacks": [{"label": a.key, "name": a.name, **a.settings()} for a in cfg.evaluation.attacks],
-                       "examples": n_eval},
-        "versions": package_versions(),
-        "models": model_results,
-        "timings": {k: round(v, 3) for k, v in timings.items()},
-        "warnings": list(warnings or []),
-    })
+    doc: dict[str, Any] = sanitize(
+        {
+            "schema_version": SCHEMA_VERSION,
+            "run": {
+                "name": cfg.name,
+                "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "seed": cfg.seed,
+                "config_hash": config_hash(cfg_doc),
+                "command": command,
+            },
+            "data": {**data.summary(), "n_eval": n_eval},
+            "threat": cfg.threat_model().to_dict(),
+            "evaluation": {
+                "attacks": [
+                    {"label": a.key, "name": a.name, **a.settings()} for a in cfg.evaluation.attacks
+                ],
+                "examples": n_eval,
+            },
+            "versions": package_versions(),
+            "models": model_results,
+            "timings": {k: round(v, 3) for k, v in timings.items()},
+            "warnings": list(warnings or []),
+        }
+    )
+    return doc
 
 
 def collect_warnings(cfg: RunConfig, results: dict[str, dict[str, Any]]) -> list[dict[str, str]]:
@@ -160,15 +222,27 @@ def collect_warnings(cfg: RunConfig, results: dict[str, dict[str, Any]]) -> list
         single = [v[key] for lbl, v in attacks.items() if lbl.startswith("fgsm") and key in v]
         multi = [v[key] for lbl, v in attacks.items() if lbl.startswith("pgd") and key in v]
         if single and multi and min(multi) > min(single) + 1e-9:
-            out.append({"code": "single-step-beats-iterative", "model": name, "message":
-                        f"FGSM ({min(single):.1%}) is stronger than PGD ({min(multi):.1%}): a sign of "
-                        "gradient masking or a too-weak PGD; do not trust this robust accuracy without "
-                        "stronger and black-box attacks."})
+            out.append(
+                {
+                    "code": "single-step-beats-iterative",
+                    "model": name,
+                    "message": f"FGSM ({min(single):.1%}) is stronger than PGD "
+                    "({min(multi):.1%}): a sign of "
+                    "gradient masking or a too-weak PGD; do not trust this robust accuracy without "
+                    "stronger and black-box attacks.",
+                }
+            )
         curve = r.get("accuracy_vs_eps", {}).get("worst_case", [])
-        if any(b > a + 0.02 for a, b in zip(curve, curve[1:], strict=False)):
-            out.append({"code": "non-monotonic-eps", "model": name, "message":
-                        "Accuracy rises with a larger eps somewhere on the curve: the attacks are not "
-                        "converging; raise steps or restarts."})
+        if any(b > a + 0.02 for a, b in itertools.pairwise(curve)):
+            out.append(
+                {
+                    "code": "non-monotonic-eps",
+                    "model": name,
+                    "message": "Accuracy rises with a larger eps somewhere on the curve: the "
+                    "attacks are not "
+                    "converging; raise steps or restarts.",
+                }
+            )
     return out
 
 
@@ -208,22 +282,33 @@ def summary_table(scorecard: dict[str, Any]) -> Table:
     labels: list[str] = []
     for r in scorecard["models"].values():
         labels += [lbl for lbl in r.get("attacks", {}) if lbl not in labels]
-    t = Table(title=f"{scorecard['run']['name']}: {scorecard['threat']['norm']} eps {key}, "
-                    f"{scorecard['data']['n_eval']} test examples")
+    t = Table(
+        title=f"{scorecard['run']['name']}: {scorecard['threat']['norm']} eps {key}, "
+        f"{scorecard['data']['n_eval']} test examples"
+    )
     for col in ["model", "objective", "clean", *labels, "worst case", "train s"]:
         t.add_column(col, justify="left" if col in ("model", "objective") else "right")
     for name, r in scorecard["models"].items():
         cells = [name, r["objective"], f"{r['clean_accuracy']:.1%}"]
-        cells += [f"{r['attacks'][lbl][key]:.1%}" if lbl in r.get("attacks", {}) else "-" for lbl in labels]
+        cells += [
+            f"{r['attacks'][lbl][key]:.1%}" if lbl in r.get("attacks", {}) else "-"
+            for lbl in labels
+        ]
         cells.append(f"{r['worst_case_accuracy']:.1%}")
         cells.append(f"{r['training']['seconds']:.0f}" if "training" in r else "-")
         t.add_row(*cells)
     return t
 
 
-def run_pipeline(config_path: str | os.PathLike[str], *, data_dir: str | os.PathLike[str] | None = None,
-                 out_dir: str | os.PathLike[str] = "runs", console: Console | None = None,
-                 show_progress: bool = True, command: str = "bastion run") -> Path:
+def run_pipeline(
+    config_path: str | os.PathLike[str],
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    out_dir: str | os.PathLike[str] = "runs",
+    console: Console | None = None,
+    show_progress: bool = True,
+    command: str = "bastion run",
+) -> Path:
     """Run the whole pipeline for a config; return the completed run directory.
 
     The run is written to a hidden temporary directory beside the final one and renamed once
@@ -254,20 +339,43 @@ def run_pipeline(config_path: str | os.PathLike[str], *, data_dir: str | os.Path
                 reporter.log(f"training {entry.name} ({entry.objective.name})")
                 model, result = train_entry(cfg, entry, data, reporter=reporter)
                 timings[f"train_{entry.name}_seconds"] = result.seconds
-                meta = {"name": entry.name, "objective": entry.objective.model_dump(),
-                        "classes": list(data.classes), "data_fingerprint": data.fingerprint,
-                        "config_hash": config_hash(cfg.model_dump(mode="json", by_alias=True)),
-                        "threat": cfg.threat_model().to_dict(), "best_epoch": result.best_epoch}
+                meta = {
+                    "name": entry.name,
+                    "objective": entry.objective.model_dump(),
+                    "classes": list(data.classes),
+                    "data_fingerprint": data.fingerprint,
+                    "config_hash": config_hash(cfg.model_dump(mode="json", by_alias=True)),
+                    "threat": cfg.threat_model().to_dict(),
+                    "best_epoch": result.best_epoch,
+                }
                 save_model(model, tmp / "models" / entry.name, meta)
-                trained.append(TrainedModel(entry.name, model, entry.objective.name,
-                                            cfg.architecture_for(entry).architecture, result.summary()))
+                trained.append(
+                    TrainedModel(
+                        entry.name,
+                        model,
+                        entry.objective.name,
+                        cfg.architecture_for(entry).architecture,
+                        result.summary(),
+                    )
+                )
             t0 = time.perf_counter()
             results = evaluate_models(cfg, trained, data, reporter=reporter)
             timings["evaluation_seconds"] = time.perf_counter() - t0
-        n_eval = len(data.test) if cfg.evaluation.examples is None else min(cfg.evaluation.examples, len(data.test))
+        n_eval = (
+            len(data.test)
+            if cfg.evaluation.examples is None
+            else min(cfg.evaluation.examples, len(data.test))
+        )
         timings["total_seconds"] = time.perf_counter() - t_start
-        scorecard = build_scorecard(cfg, data, results, timings=timings, command=command, n_eval=n_eval,
-                                    warnings=collect_warnings(cfg, results))
+        scorecard = build_scorecard(
+            cfg,
+            data,
+            results,
+            timings=timings,
+            command=command,
+            n_eval=n_eval,
+            warnings=collect_warnings(cfg, results),
+        )
         write_json(scorecard, tmp / "scorecard.json")
         write_report(scorecard, tmp / "report.html")
         final = _unique_dir(out, f"{cfg.name}-{stamp}")

@@ -35,9 +35,14 @@ class ProgressReporter:
             yield self
             return
         self._progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-            console=self.console, transient=False,
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
         )
         with self._progress:
             yield self
@@ -61,12 +66,18 @@ class ProgressReporter:
                 rob_s = f" val robust {rob:.1%}" if isinstance(rob, float) and rob == rob else ""
                 progress.console.print(
                     f"  {model_name} epoch {d['epoch']}/{d['epochs']}: loss {d['train_loss']:.4f}, "
-                    f"train acc {d['train_accuracy']:.1%}, val clean {d['val_clean_accuracy']:.1%}{rob_s}"
+                    f"train acc {d['train_accuracy']:.1%}, val clean "
+                    f"{d['val_clean_accuracy']:.1%}{rob_s}"
                 )
                 return
             done = (d["epoch"] - 1) * d["batches"] + d["batch"]
-            progress.update(task, total=total, completed=done,
-                            info=f"epoch {d['epoch']}/{d['epochs']} loss {d['loss']:.3f} acc {d['accuracy']:.1%}")
+            progress.update(
+                task,
+                total=total,
+                completed=done,
+                info=f"epoch {d['epoch']}/{d['epochs']} loss {d['loss']:.3f} acc "
+                f"{d['accuracy']:.1%}",
+            )
 
         return update
 

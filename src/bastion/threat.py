@@ -20,8 +20,8 @@ from torch import Tensor
 
 from bastion.errors import ConfigError
 
-Norm = Literal["linf", "l2"]
-NORMS: tuple[Norm, ...] = ("linf", "l2")
+Norm = Literal["linf", "l2", "l1"]
+NORMS: tuple[Norm, ...] = ("linf", "l2", "l1")
 _TINY = 1e-12
 
 
@@ -35,12 +35,39 @@ def _expand(s: Tensor, like: Tensor) -> Tensor:
     return s.reshape(-1, *([1] * (like.dim() - 1)))
 
 
+def _project_l1_ball(delta: Tensor, eps: Tensor | float) -> Tensor:
+    """Euclidean projection of each example onto the l1 ball of radius ``eps`` (a float or
+    ``(N,)``), by the sorting algorithm of Duchi et al. 2008 ("Efficient projections onto the
+    l1-ball for learning in high dimensions"): soft-threshold by the ``theta`` that makes the
+    l1 norm exactly ``eps``. Examples already inside are returned unchanged. The threshold is
+    found in float64 so that the result's norm exceeds ``eps`` by float rounding only."""
+    flat = _per_example(delta)
+    mag = flat.abs().double()
+    if isinstance(eps, Tensor):
+        e = eps.double().clamp_min(0)
+    else:
+        e = torch.full((flat.shape[0],), max(float(eps), 0.0), dtype=torch.float64)
+        e = e.to(delta.device)
+    outside = mag.sum(dim=1) > e
+    if not bool(outside.any()) or flat.shape[1] == 0:
+        return delta
+    mu, _ = mag.sort(dim=1, descending=True)
+    excess = mu.cumsum(dim=1) - e[:, None]
+    j = torch.arange(1, flat.shape[1] + 1, device=delta.device, dtype=torch.float64)
+    # rho: the number of coordinates left non-zero, the largest j with mu_j > excess_j / j
+    rho = (mu * j > excess).sum(dim=1).clamp_min(1)
+    theta = excess.gather(1, (rho - 1)[:, None]) / rho[:, None].double()
+    shrunk = flat.sign() * (mag - theta).clamp_min(0).to(flat.dtype)
+    return torch.where(outside[:, None], shrunk, flat).reshape(delta.shape)
+
+
 @dataclass(frozen=True)
 class ThreatModel:
-    """An Lp-bounded evasion threat: ``||x_adv - x||_p <= eps`` and ``lo <= x_adv <= hi``.
+    """An Lp-bounded evasion threat: ``||x_adv - x||_p <= eps`` and ``lo <= x_adv <= hi``
+    for ``p`` in ``{inf, 2, 1}``.
 
     Attributes:
-        norm: ``"linf"`` or ``"l2"``.
+        norm: ``"linf"``, ``"l2"`` or ``"l1"``.
         eps: the budget, in the model's input space (pixels in [0, 1] for images).
         bounds: the valid input range ``(lo, hi)``, applied element-wise.
 
@@ -54,9 +81,7 @@ class ThreatModel:
 
     def __post_init__(self) -> None:
         if self.norm not in NORMS:
-            raise ConfigError(
-                f"threat.norm: expected one of {', '.join(NORMS)}, got {self.norm!r}"
-            )
+            raise ConfigError(f"threat.norm: expected one of {', '.join(NORMS)}, got {self.norm!r}")
         if not isinstance(self.eps, int | float) or isinstance(self.eps, bool):
             raise ConfigError(f"threat.eps: expected a number, got {self.eps!r}")
         if not math.isfinite(self.eps) or self.eps < 0:
@@ -68,7 +93,9 @@ class ThreatModel:
                 f"threat.bounds: expected [lo, hi], two numbers, got {self.bounds!r}"
             ) from None
         if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-            raise ConfigError(f"threat.bounds: expected [lo, hi] with lo < hi, got {list(self.bounds)}")
+            raise ConfigError(
+                f"threat.bounds: expected [lo, hi] with lo < hi, got {list(self.bounds)}"
+            )
         width = hi - lo
         if self.norm == "linf" and self.eps > width:
             raise ConfigError(
@@ -84,12 +111,17 @@ class ThreatModel:
         """Build from a mapping such as a parsed YAML section; unknown keys are an error."""
         unknown = set(d) - {"norm", "eps", "bounds"}
         if unknown:
-            raise ConfigError(f"threat: unknown field(s) {sorted(unknown)}; expected norm, eps, bounds")
+            raise ConfigError(
+                f"threat: unknown field(s) {sorted(unknown)}; expected norm, eps, bounds"
+            )
         bounds = d.get("bounds", (0.0, 1.0))
         if not isinstance(bounds, list | tuple) or len(bounds) != 2:
             raise ConfigError(f"threat.bounds: expected a list [lo, hi], got {bounds!r}")
-        return cls(norm=cast(Norm, d.get("norm", "linf")), eps=d.get("eps", 0.3),
-                   bounds=(bounds[0], bounds[1]))
+        return cls(
+            norm=cast(Norm, d.get("norm", "linf")),
+            eps=d.get("eps", 0.3),
+            bounds=(bounds[0], bounds[1]),
+        )
 
     def with_eps(self, eps: float) -> ThreatModel:
         """The same threat with another budget."""
@@ -110,6 +142,8 @@ class ThreatModel:
         flat = _per_example(delta)
         if self.norm == "linf":
             out: Tensor = flat.abs().amax(dim=1)
+        elif self.norm == "l1":
+            out = flat.abs().sum(dim=1)
         else:
             out = flat.norm(p=2, dim=1)
         return out
@@ -126,6 +160,8 @@ class ThreatModel:
                 e = _expand(e, delta)
                 return torch.maximum(torch.minimum(delta, e), -e)
             return delta.clamp(-e, e)
+        if self.norm == "l1":
+            return _project_l1_ball(delta, e)
         n = self.norm_of(delta)
         e_t = e if isinstance(e, Tensor) else torch.full_like(n, float(e))
         factor = torch.clamp(e_t / (n + _TINY), max=1.0)
@@ -142,12 +178,23 @@ class ThreatModel:
     def random_init(
         self, x: Tensor, *, generator: torch.Generator | None = None, scale: float = 1.0
     ) -> Tensor:
-        """A random point of the eps-ball around ``x`` (uniform for linf, uniform in the ball
-        for l2), clipped to the range. ``scale`` shrinks or grows the ball it is drawn from."""
+        """A random point of the eps-ball around ``x`` (uniform in the ball for every norm),
+        clipped to the range. ``scale`` shrinks or grows the ball it is drawn from."""
         eps = self.eps * scale
         if self.norm == "linf":
             u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
             delta = (2 * u - 1) * eps
+        elif self.norm == "l1":
+            # d + 1 exponential spacings, normalised, are uniform on the simplex; dropping the
+            # last coordinate gives a uniform point of {u >= 0, sum(u) <= 1}, and random signs
+            # make it uniform in the l1 ball.
+            flat = _per_example(x)
+            shape = (flat.shape[0], flat.shape[1] + 1)
+            u = torch.rand(shape, generator=generator, device=x.device, dtype=x.dtype)
+            e = -torch.log1p(-u)  # Exp(1); 1 - u > 0 because torch.rand lies in [0, 1)
+            mag = e[:, :-1] / e.sum(dim=1, keepdim=True)
+            sign = torch.rand(flat.shape, generator=generator, device=x.device, dtype=x.dtype) < 0.5
+            delta = (torch.where(sign, -mag, mag) * eps).reshape(x.shape)
         else:
             g = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
             g = g / (_expand(_per_example(g).norm(dim=1), g) + _TINY)
@@ -158,9 +205,17 @@ class ThreatModel:
 
     def steepest_step(self, grad: Tensor) -> Tensor:
         """The unit-norm direction of steepest ascent for a gradient: ``sign`` for linf, the
-        L2-normalised gradient for l2. Shape as ``grad``."""
+        L2-normalised gradient for l2, and for l1 the sign of the largest-magnitude coordinate
+        (shared equally among ties, so the step has l1 norm 1). Shape as ``grad``; a zero
+        gradient gives a zero step."""
         if self.norm == "linf":
             return grad.sign()
+        if self.norm == "l1":
+            flat = _per_example(grad)
+            mag = flat.abs()
+            top = (mag == mag.amax(dim=1, keepdim=True)) & (mag > 0)
+            count = top.sum(dim=1, keepdim=True).clamp_min(1)
+            return (flat.sign() * top / count).reshape(grad.shape)
         # Rescale by the largest entry first: a vanishing gradient (a confident model, ~1e-17)
         # must still give a unit step, which ``grad / (n + _TINY)`` alone does not.
         peak = _per_example(grad).abs().amax(dim=1).clamp_min(torch.finfo(grad.dtype).tiny)

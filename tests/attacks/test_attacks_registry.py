@@ -11,7 +11,17 @@ from bastion.errors import ConfigError
 
 
 def test_registry_names() -> None:
-    assert ATTACKS == {"fgsm": FGSM, "pgd": PGD}
+    assert ATTACKS["fgsm"] is FGSM and ATTACKS["pgd"] is PGD
+    assert {
+        "apgd",
+        "apgd-t",
+        "fab-t",
+        "square",
+        "cw-l2",
+        "deepfool",
+        "hopskipjump",
+        "cascade",
+    } <= set(ATTACKS)
     for name, cls in ATTACKS.items():
         assert cls.name == name
 
@@ -47,7 +57,7 @@ def test_build_returns_a_fresh_object_and_does_not_keep_params() -> None:
 
 
 def test_unknown_name_names_field_and_choices() -> None:
-    with pytest.raises(ConfigError, match=r"^attack\.name: expected one of fgsm, pgd, got 'cw'$"):
+    with pytest.raises(ConfigError, match=r"^attack\.name: expected one of .*fgsm.*, got 'cw'$"):
         build_attack("cw")
     with pytest.raises(ConfigError, match=r"^evaluation\.attacks\[1\]\.name: "):
         build_attack("PGD", where="evaluation.attacks[1]")

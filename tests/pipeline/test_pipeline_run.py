@@ -41,7 +41,7 @@ def test_run_writes_complete_directory(tiny_config_file: Path, tmp_path: Path) -
             assert set(r["attacks"][label]) == {"0", "0.1", "0.2"}
             assert r["worst_case_accuracy"] <= r["attacks"][label]["0.2"] + 1e-12
         assert r["training"]["seconds"] > 0
-        assert r["n_test"] == 360 and 0.0 <= r["test_clean_accuracy"] <= 1.0
+        assert r["n_test"] == 359 and 0.0 <= r["test_clean_accuracy"] <= 1.0
     assert len(sc["data"]["fingerprint"]) == 64
     assert sc["run"]["seed"] == 0 and len(sc["run"]["config_hash"]) == 64
     assert "torch" in sc["versions"]
@@ -155,8 +155,18 @@ def test_sigterm_leaves_no_partial_directory(tiny_config_file: Path, tmp_path: P
 
     out = tmp_path / "runs"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bastion.cli", "run", str(tiny_config_file), "--out", str(out), "-q"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "bastion.cli",
+            "run",
+            str(tiny_config_file),
+            "--out",
+            str(out),
+            "-q",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (out.exists() and any(out.glob(".*partial*"))):

@@ -16,8 +16,9 @@ def _decay(clean: float, eps: float, scale: float, floor: float) -> float:
     return round(floor + (clean - floor) * math.exp(-((eps / scale) ** 2)), 4)
 
 
-def _history(epochs: int, *, start_loss: float, end_loss: float, clean: float,
-             robust: float) -> list[dict[str, Any]]:
+def _history(
+    epochs: int, *, start_loss: float, end_loss: float, clean: float, robust: float
+) -> list[dict[str, Any]]:
     rows = []
     for epoch in range(1, epochs + 1):
         t = epoch / epochs
@@ -35,16 +36,24 @@ def _history(epochs: int, *, start_loss: float, end_loss: float, clean: float,
     return rows
 
 
-def _model(objective: str, clean: float, scales: dict[str, float], floor: float,
-           history: list[dict[str, Any]], seconds: float, best_epoch: int) -> dict[str, Any]:
+def _model(
+    objective: str,
+    clean: float,
+    scales: dict[str, float],
+    floor: float,
+    history: list[dict[str, Any]],
+    seconds: float,
+    best_epoch: int,
+) -> dict[str, Any]:
     per_attack = {
         attack: [_decay(clean, e, scale, floor) for e in EPS_GRID]
         for attack, scale in scales.items()
     }
     worst = [min(values) for values in zip(*per_attack.values(), strict=True)]
     attacks = {
-        attack: {format(e, "g"): acc for e, acc in zip(EPS_GRID, values, strict=True)
-                 if e in (0.1, 0.2)}
+        attack: {
+            format(e, "g"): acc for e, acc in zip(EPS_GRID, values, strict=True) if e in (0.1, 0.2)
+        }
         for attack, values in per_attack.items()
     }
     return {
@@ -94,14 +103,22 @@ _SCORECARD: dict[str, Any] = {
     },
     "models": {
         "baseline": _model(
-            "standard", 0.975, {"fgsm": 0.12, "pgd": 0.1}, 0.0,
+            "standard",
+            0.975,
+            {"fgsm": 0.12, "pgd": 0.1},
+            0.0,
             _history(20, start_loss=2.1, end_loss=0.08, clean=0.975, robust=0.05),
-            seconds=12.5, best_epoch=19,
+            seconds=12.5,
+            best_epoch=19,
         ),
         "hardened": _model(
-            "pgd-at", 0.9431, {"fgsm": 0.45, "pgd": 0.38}, 0.2,
+            "pgd-at",
+            0.9431,
+            {"fgsm": 0.45, "pgd": 0.38},
+            0.2,
             _history(20, start_loss=2.3, end_loss=0.65, clean=0.94, robust=0.83),
-            seconds=61.0, best_epoch=18,
+            seconds=61.0,
+            best_epoch=18,
         ),
     },
     "timings": {"total_seconds": 95.0, "data_seconds": 0.5},
@@ -110,7 +127,7 @@ _SCORECARD: dict[str, Any] = {
             "code": "gradient-masking",
             "model": "hardened",
             "message": "Accuracy at eps 0.3 stays at 20.0% under every attack; gradients may be "
-                       "masked. Check with a gradient-free attack.",
+            "masked. Check with a gradient-free attack.",
         }
     ],
 }

@@ -79,7 +79,11 @@ def test_page_is_well_formed_and_has_every_section_in_order(page: str) -> None:
     assert checker.stack == []
     headings = re.findall(r"<h2>(.*?)</h2>", page)
     assert headings == [
-        "Summary", "Threat model", "Accuracy against \u03b5", "Training", "Warnings",
+        "Summary",
+        "Threat model",
+        "Accuracy against \u03b5",
+        "Training",
+        "Warnings",
         "Provenance",
     ]
     assert "<title>Robustness report \u2014 digits</title>" in page
@@ -93,8 +97,15 @@ def test_summary_table_shows_models_and_formatted_accuracies(page: str) -> None:
     baseline, hardened = rows[1], rows[2]
     # model, objective, clean, worst case, fgsm @ 0.2, pgd @ 0.2, training time
     assert cells(baseline) == ["baseline", "standard", "97.5%", "1.8%", "6.1%", "1.8%", "12.5 s"]
-    assert cells(hardened) == ["hardened", "pgd-at", "94.3%", "76.3%", "81.0%", "76.3%",
-                               "1 min 01 s"]
+    assert cells(hardened) == [
+        "hardened",
+        "pgd-at",
+        "94.3%",
+        "76.3%",
+        "81.0%",
+        "76.3%",
+        "1 min 01 s",
+    ]
     # the per-attack columns are read at the threat eps (0.2), not at the other stored eps (0.1)
     assert "@ \u03b5 = 0.2" in rows[0]
     # the most robust model's worst case is highlighted, the other is not
@@ -127,8 +138,18 @@ def test_threat_training_warnings_and_provenance(page: str) -> None:
 
     provenance = _section(page, "provenance")
     for expected in (
-        "ab12cd34ef56", "9f8e7d6c5b4a", "1,150", "287", "360", "1 \u00d7 8 \u00d7 8",
-        "2.13.0+cpu", "3.11.7", "2.4.6", "1 min 35 s", "0.5 s", "bastion run examples/digits.yaml",
+        "ab12cd34ef56",
+        "9f8e7d6c5b4a",
+        "1,150",
+        "287",
+        "360",
+        "1 \u00d7 8 \u00d7 8",
+        "2.13.0+cpu",
+        "3.11.7",
+        "2.4.6",
+        "1 min 35 s",
+        "0.5 s",
+        "bastion run examples/digits.yaml",
     ):
         assert expected in provenance, expected
     seed_row = re.search(r'<th scope="row">Seed</th><td>(.*?)</td>', provenance)
@@ -175,8 +196,18 @@ def test_values_from_the_scorecard_are_escaped(scorecard: dict[str, Any]) -> Non
 
     page = render_html(scorecard)
     lowered = page.lower()
-    for raw in ("<script", "<b>pgd", "<img src=x", "<iframe", "<svg", "<a href", "<i>code",
-                "<marquee", "<u>cw", 'x" onload'):
+    for raw in (
+        "<script",
+        "<b>pgd",
+        "<img src=x",
+        "<iframe",
+        "<svg",
+        "<a href",
+        "<i>code",
+        "<marquee",
+        "<u>cw",
+        'x" onload',
+    ):
         assert raw not in lowered, raw
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
     assert "&lt;b&gt;pgd&lt;/b&gt;" in page
@@ -256,10 +287,14 @@ def test_minimal_scorecard_renders() -> None:
     ("mutate", "field"),
     [
         (lambda s: s.__setitem__("models", ["baseline"]), "models"),
-        (lambda s: s["models"]["baseline"].__setitem__("clean_accuracy", "97%"),
-         "models.baseline.clean_accuracy"),
-        (lambda s: s["models"]["baseline"]["accuracy_vs_eps"]["per_attack"]["fgsm"].pop(),
-         "models.baseline.accuracy_vs_eps.per_attack.fgsm"),
+        (
+            lambda s: s["models"]["baseline"].__setitem__("clean_accuracy", "97%"),
+            "models.baseline.clean_accuracy",
+        ),
+        (
+            lambda s: s["models"]["baseline"]["accuracy_vs_eps"]["per_attack"]["fgsm"].pop(),
+            "models.baseline.accuracy_vs_eps.per_attack.fgsm",
+        ),
         (lambda s: s.__setitem__("schema_version", 2), "schema_version"),
         (lambda s: s["threat"].__setitem__("bounds", [0.0]), "threat.bounds"),
         (lambda s: s.__setitem__("warnings", "oops"), "warnings"),

@@ -18,8 +18,14 @@ def test_summary_has_heading_threat_and_a_row_per_model(scorecard: dict[str, Any
     assert "Threat model: linf, \u03b5 = 0.2, inputs in \\[0, 1\\]." in markdown
     assert "Evaluated on 360 examples." in markdown
     table = _table(markdown)
-    assert table[0] == ["Model", "Objective", "Clean", "Worst case @ \u03b5=0.2",
-                        "fgsm @ \u03b5=0.2", "pgd @ \u03b5=0.2"]
+    assert table[0] == [
+        "Model",
+        "Objective",
+        "Clean",
+        "Worst case @ \u03b5=0.2",
+        "fgsm @ \u03b5=0.2",
+        "pgd @ \u03b5=0.2",
+    ]
     assert table[1] == ["---|---|---:|---:|---:|---:"]
     assert table[2] == ["baseline", "standard", "97.5%", "1.8%", "6.1%", "1.8%"]
     assert table[3] == ["hardened", "pgd-at", "94.3%", "76.3%", "81.0%", "76.3%"]

@@ -1,19 +1,50 @@
-"""Evasion attacks on one shared gradient engine, and their conformance suite."""
+"""Evasion attacks on one shared contract (:class:`Attack`), their registry, the worst-case
+cascade, black-box target wrappers and the conformance suite every attack passes."""
 
+from bastion.attacks.adaptive import BPDAWrapper, EOTModel
+from bastion.attacks.apgd import APGD, APGDTargeted
 from bastion.attacks.base import Attack, AttackResult, predict, validate_batch
+from bastion.attacks.cascade import PRESETS, Cascade
 from bastion.attacks.conformance import AttackConformanceError, check_attack
+from bastion.attacks.cw import CarliniWagnerL2
+from bastion.attacks.deepfool import DeepFool
 from bastion.attacks.engine import LOSSES, ce_loss, cw_margin_loss, gradient_attack, input_gradient
+from bastion.attacks.fab import FAB, FABTargeted
 from bastion.attacks.gradient import FGSM, PGD
+from bastion.attacks.hopskipjump import HopSkipJump
+from bastion.attacks.l1 import SparseL1Descent
 from bastion.attacks.registry import ATTACKS, attack_params, build_attack
+from bastion.attacks.square import Square
+from bastion.attacks.targets import HTTPTarget, LabelTarget, ScoreTarget, SklearnTarget
+from bastion.attacks.transfer import MIFGSM, TransferAttack
 
 __all__ = [
+    "APGD",
     "ATTACKS",
+    "FAB",
     "FGSM",
     "LOSSES",
+    "MIFGSM",
     "PGD",
+    "PRESETS",
+    "APGDTargeted",
     "Attack",
     "AttackConformanceError",
     "AttackResult",
+    "BPDAWrapper",
+    "CarliniWagnerL2",
+    "Cascade",
+    "DeepFool",
+    "EOTModel",
+    "FABTargeted",
+    "HTTPTarget",
+    "HopSkipJump",
+    "LabelTarget",
+    "ScoreTarget",
+    "SklearnTarget",
+    "SparseL1Descent",
+    "Square",
+    "TransferAttack",
     "attack_params",
     "build_attack",
     "ce_loss",

@@ -40,7 +40,11 @@ class AttackResult:
 
 
 def validate_batch(
-    x: Tensor, y: Tensor, threat: ThreatModel, *, targets: Tensor | None = None,
+    x: Tensor,
+    y: Tensor,
+    threat: ThreatModel,
+    *,
+    targets: Tensor | None = None,
     num_classes: int | None = None,
 ) -> None:
     """Raise :class:`AttackInputError` for inputs an attack cannot take."""
@@ -51,14 +55,22 @@ def validate_batch(
         if t is None:
             continue
         if not isinstance(t, Tensor) or t.dtype not in (torch.int64, torch.int32):
-            raise AttackInputError(f"{name}: expected an integer tensor of class indices, got "
-                                   f"{getattr(t, 'dtype', type(t).__name__)}")
+            raise AttackInputError(
+                f"{name}: expected an integer tensor of class indices, got "
+                f"{getattr(t, 'dtype', type(t).__name__)}"
+            )
         if t.shape != (x.shape[0],):
-            raise AttackInputError(f"{name}: expected shape ({x.shape[0]},) to match x, got {tuple(t.shape)}")
-        if t.numel() and (int(t.min()) < 0 or (num_classes is not None and int(t.max()) >= num_classes)):
+            raise AttackInputError(
+                f"{name}: expected shape ({x.shape[0]},) to match x, got {tuple(t.shape)}"
+            )
+        if t.numel() and (
+            int(t.min()) < 0 or (num_classes is not None and int(t.max()) >= num_classes)
+        ):
             upper = num_classes if num_classes is not None else "inf"
-            raise AttackInputError(f"{name}: class indices must lie in [0, {upper}), "
-                                   f"got range [{int(t.min())}, {int(t.max())}]")
+            raise AttackInputError(
+                f"{name}: class indices must lie in [0, {upper}), "
+                f"got range [{int(t.min())}, {int(t.max())}]"
+            )
 
 
 def predict(model: nn.Module, x: Tensor, batch_size: int = 1024) -> Tensor:
@@ -67,7 +79,9 @@ def predict(model: nn.Module, x: Tensor, batch_size: int = 1024) -> Tensor:
         if x.shape[0] <= batch_size:
             out: Tensor = model(x).argmax(dim=1)
             return out
-        return torch.cat([model(x[i:i + batch_size]).argmax(dim=1) for i in range(0, x.shape[0], batch_size)])
+        return torch.cat(
+            [model(x[i : i + batch_size]).argmax(dim=1) for i in range(0, x.shape[0], batch_size)]
+        )
 
 
 class Attack(ABC):
@@ -85,8 +99,14 @@ class Attack(ABC):
 
     @final
     def __call__(
-        self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *,
-        targets: Tensor | None = None, generator: torch.Generator | None = None,
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        threat: ThreatModel,
+        *,
+        targets: Tensor | None = None,
+        generator: torch.Generator | None = None,
     ) -> AttackResult:
         """Attack ``model`` on ``(x, y)`` within ``threat``.
 
@@ -104,7 +124,9 @@ class Attack(ABC):
         targets = targets.long() if targets is not None else None
         if x.shape[0] == 0:
             empty = torch.zeros(0, dtype=torch.bool, device=x.device)
-            return AttackResult(x.clone(), empty, torch.zeros(0, dtype=torch.int64, device=x.device))
+            return AttackResult(
+                x.clone(), empty, torch.zeros(0, dtype=torch.int64, device=x.device)
+            )
         x = x.detach()
         x_adv, queries = self._run(model, x, y, threat, targets=targets, generator=generator)
         x_adv = threat.project(x_adv.detach(), x)
@@ -114,7 +136,13 @@ class Attack(ABC):
 
     @abstractmethod
     def _run(
-        self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *,
-        targets: Tensor | None, generator: torch.Generator | None,
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        threat: ThreatModel,
+        *,
+        targets: Tensor | None,
+        generator: torch.Generator | None,
     ) -> tuple[Tensor, Tensor]:
         """Return ``(x_adv, queries)``; the base class projects and re-checks ``x_adv``."""

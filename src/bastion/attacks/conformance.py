@@ -25,8 +25,15 @@ def _fail(attack: Attack, msg: str) -> None:
 
 
 def check_attack(
-    make_attack: Callable[[], Attack], model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel,
-    *, seed: int = 0, targeted: bool = True, expect_stronger: bool = True,
+    make_attack: Callable[[], Attack],
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    threat: ThreatModel,
+    *,
+    seed: int = 0,
+    targeted: bool = True,
+    expect_stronger: bool = True,
 ) -> list[str]:
     """Run the conformance checks; return the names of the checks that passed.
 
@@ -44,7 +51,11 @@ def check_attack(
     res = attack(model, x, y, threat, generator=torch.Generator().manual_seed(seed))
 
     if res.x_adv.shape != x.shape or res.x_adv.dtype != x.dtype:
-        _fail(attack, f"x_adv has shape {tuple(res.x_adv.shape)} {res.x_adv.dtype}, expected {tuple(x.shape)} {x.dtype}")
+        _fail(
+            attack,
+            f"x_adv has shape {tuple(res.x_adv.shape)} {res.x_adv.dtype}, expected "
+            f"{tuple(x.shape)} {x.dtype}",
+        )
     if res.success.shape != (x.shape[0],) or res.success.dtype != torch.bool:
         _fail(attack, "success must be a bool tensor of shape (N,)")
     if res.queries.shape != (x.shape[0],) or bool((res.queries < 1).any()):
@@ -60,7 +71,11 @@ def check_attack(
         _fail(attack, "returned points outside the input bounds")
     dist = threat.distance(res.x_adv, x)
     if bool((dist > threat.eps * (1 + 1e-5) + 1e-6).any()):
-        _fail(attack, f"returned points outside the eps-ball: max distance {float(dist.max()):.6g} > eps {threat.eps}")
+        _fail(
+            attack,
+            f"returned points outside the eps-ball: max distance {float(dist.max()):.6g} > eps "
+            f"{threat.eps}",
+        )
     passed.append("feasible")
 
     if not torch.equal(res.success, predict(model, res.x_adv) != y):
@@ -68,7 +83,9 @@ def check_attack(
     passed.append("success-consistent")
 
     again = make_attack()(model, x, y, threat, generator=torch.Generator().manual_seed(seed))
-    if not torch.allclose(again.x_adv, res.x_adv, atol=1e-6) or not torch.equal(again.success, res.success):
+    if not torch.allclose(again.x_adv, res.x_adv, atol=1e-6) or not torch.equal(
+        again.success, res.success
+    ):
         _fail(attack, "not repeatable with the same generator seed")
     passed.append("repeatable")
 
@@ -76,7 +93,10 @@ def check_attack(
         clean_acc = float((predict(model, x) == y).float().mean())
         adv_acc = float((~res.success).float().mean())
         if not adv_acc < clean_acc:
-            _fail(attack, f"no stronger than no attack: accuracy {adv_acc:.3f} vs clean {clean_acc:.3f}")
+            _fail(
+                attack,
+                f"no stronger than no attack: accuracy {adv_acc:.3f} vs clean {clean_acc:.3f}",
+            )
         passed.append("stronger-than-clean")
 
     if any(p.grad is not None for p in model.parameters()):
@@ -89,7 +109,9 @@ def check_attack(
         with torch.no_grad():
             num_classes = int(model(x[:1]).shape[1])
         targets = (y + 1) % num_classes
-        tres = make_attack()(model, x, y, threat, targets=targets, generator=torch.Generator().manual_seed(seed))
+        tres = make_attack()(
+            model, x, y, threat, targets=targets, generator=torch.Generator().manual_seed(seed)
+        )
         if not torch.equal(tres.success, predict(model, tres.x_adv) == targets):
             _fail(attack, "targeted success must mean the model predicts the target")
         if expect_stronger and not bool(tres.success.any()):

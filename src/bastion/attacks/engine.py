@@ -31,7 +31,8 @@ def ce_loss(logits: Tensor, y: Tensor) -> Tensor:
 
 
 def cw_margin_loss(logits: Tensor, y: Tensor) -> Tensor:
-    """Per-example Carlini-Wagner margin ``max_{j != y} z_j - z_y`` ``(N,)`` (Carlini & Wagner 2017)."""
+    """Per-example Carlini-Wagner margin ``max_{j != y} z_j - z_y`` ``(N,)``
+    (Carlini & Wagner 2017)."""
     z_y = logits.gather(1, y[:, None]).squeeze(1)
     other = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf"))
     return other.amax(dim=1) - z_y
@@ -54,7 +55,11 @@ def _fooled(logits: Tensor, y: Tensor, targets: Tensor | None) -> Tensor:
 
 
 def input_gradient(
-    model: nn.Module, x_adv: Tensor, y: Tensor, *, loss: LossFn = ce_loss,
+    model: nn.Module,
+    x_adv: Tensor,
+    y: Tensor,
+    *,
+    loss: LossFn = ce_loss,
     targets: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """``(grad, logits)``: the gradient of the objective summed over the batch with respect to
@@ -68,10 +73,20 @@ def input_gradient(
 
 
 def gradient_attack(
-    model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *,
-    steps: int, step_size: float, random_start: bool, restarts: int = 1,
-    loss: LossFn = ce_loss, targets: Tensor | None = None, early_stop: bool = True,
-    init_scale: float = 1.0, generator: torch.Generator | None = None,
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    threat: ThreatModel,
+    *,
+    steps: int,
+    step_size: float,
+    random_start: bool,
+    restarts: int = 1,
+    loss: LossFn = ce_loss,
+    targets: Tensor | None = None,
+    early_stop: bool = True,
+    init_scale: float = 1.0,
+    generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Projected steepest ascent (Madry et al. 2018) with restarts.
 
@@ -101,7 +116,11 @@ def gradient_attack(
             break
         xs, ys = x[idx], y[idx]
         ts = targets[idx] if targets is not None else None
-        xa = threat.random_init(xs, generator=generator, scale=init_scale) if random_start else xs.clone()
+        xa = (
+            threat.random_init(xs, generator=generator, scale=init_scale)
+            if random_start
+            else xs.clone()
+        )
         for _step in range(steps):
             grad, logits = input_gradient(model, xa, ys, loss=loss, targets=ts)
             queries[idx] += 1

@@ -36,17 +36,35 @@ class FGSM(Attack):
 
     def __init__(self, *, step_size: float = 1.0, random_start: bool = False, loss: str = "ce"):
         if not step_size > 0:
-            raise ConfigError(f"fgsm.step_size: expected a positive multiple of eps, got {step_size}")
+            raise ConfigError(
+                f"fgsm.step_size: expected a positive multiple of eps, got {step_size}"
+            )
         self.step_size = float(step_size)
         self.random_start = bool(random_start)
         self.loss = _check_loss(loss, "fgsm")
 
-    def _run(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *,
-             targets: Tensor | None, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    def _run(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        threat: ThreatModel,
+        *,
+        targets: Tensor | None,
+        generator: torch.Generator | None,
+    ) -> tuple[Tensor, Tensor]:
         return gradient_attack(
-            model, x, y, threat, steps=1, step_size=self.step_size * threat.eps,
-            random_start=self.random_start, loss=LOSSES[self.loss], targets=targets,
-            early_stop=False, generator=generator,
+            model,
+            x,
+            y,
+            threat,
+            steps=1,
+            step_size=self.step_size * threat.eps,
+            random_start=self.random_start,
+            loss=LOSSES[self.loss],
+            targets=targets,
+            early_stop=False,
+            generator=generator,
         )
 
 
@@ -65,14 +83,24 @@ class PGD(Attack):
 
     name = "pgd"
 
-    def __init__(self, *, steps: int = 50, step_size: float | None = None, restarts: int = 1,
-                 random_start: bool = True, loss: str = "ce", early_stop: bool = True):
+    def __init__(
+        self,
+        *,
+        steps: int = 50,
+        step_size: float | None = None,
+        restarts: int = 1,
+        random_start: bool = True,
+        loss: str = "ce",
+        early_stop: bool = True,
+    ):
         if int(steps) < 1:
             raise ConfigError(f"pgd.steps: expected an integer >= 1, got {steps}")
         if int(restarts) < 1:
             raise ConfigError(f"pgd.restarts: expected an integer >= 1, got {restarts}")
         if step_size is not None and not step_size > 0:
-            raise ConfigError(f"pgd.step_size: expected a positive multiple of eps, got {step_size}")
+            raise ConfigError(
+                f"pgd.step_size: expected a positive multiple of eps, got {step_size}"
+            )
         self.steps = int(steps)
         self.step_size = float(step_size) if step_size is not None else 2.5 / int(steps)
         self.restarts = int(restarts)
@@ -80,10 +108,27 @@ class PGD(Attack):
         self.loss = _check_loss(loss, "pgd")
         self.early_stop = bool(early_stop)
 
-    def _run(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *,
-             targets: Tensor | None, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    def _run(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        threat: ThreatModel,
+        *,
+        targets: Tensor | None,
+        generator: torch.Generator | None,
+    ) -> tuple[Tensor, Tensor]:
         return gradient_attack(
-            model, x, y, threat, steps=self.steps, step_size=self.step_size * threat.eps,
-            random_start=self.random_start, restarts=self.restarts, loss=LOSSES[self.loss],
-            targets=targets, early_stop=self.early_stop, generator=generator,
+            model,
+            x,
+            y,
+            threat,
+            steps=self.steps,
+            step_size=self.step_size * threat.eps,
+            random_start=self.random_start,
+            restarts=self.restarts,
+            loss=LOSSES[self.loss],
+            targets=targets,
+            early_stop=self.early_stop,
+            generator=generator,
         )

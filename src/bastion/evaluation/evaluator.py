@@ -45,29 +45,44 @@ def _seed_for(seed: int, label: str, eps: float) -> int:
 
 
 def robust_mask(
-    model: nn.Module, attack: Attack, x: Tensor, y: Tensor, threat: ThreatModel, *,
-    candidates: Tensor, seed: int, batch_size: int = 500,
+    model: nn.Module,
+    attack: Attack,
+    x: Tensor,
+    y: Tensor,
+    threat: ThreatModel,
+    *,
+    candidates: Tensor,
+    seed: int,
+    batch_size: int = 500,
 ) -> Tensor:
     """``(N,)`` bool: examples among ``candidates`` that the attack fails to break."""
     robust = candidates.clone()
     idx = candidates.nonzero().squeeze(1)
     gen = torch.Generator().manual_seed(seed)
     for start in range(0, idx.numel(), batch_size):
-        b = idx[start:start + batch_size]
+        b = idx[start : start + batch_size]
         res = attack(model, x[b], y[b], threat, generator=gen)
         robust[b] = ~res.success
     return robust
 
 
 def evaluate_model(
-    model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, attacks: Sequence[NamedAttack], *,
-    eps_grid: Sequence[float] = (), seed: int = 0, batch_size: int = 500,
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    threat: ThreatModel,
+    attacks: Sequence[NamedAttack],
+    *,
+    eps_grid: Sequence[float] = (),
+    seed: int = 0,
+    batch_size: int = 500,
     progress: EvalProgressFn | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on ``(x, y)`` ``(N, ...)``/``(N,)``.
 
     Returns a JSON-able dict with ``clean_accuracy``, ``worst_case_accuracy`` (at
-    ``threat.eps``), ``attacks`` (``{label: {eps_key: accuracy}}`` for every eps of the grid), ``accuracy_vs_eps``
+    ``threat.eps``), ``attacks`` (``{label: {eps_key: accuracy}}`` for every eps of the grid),
+    ``accuracy_vs_eps``
     (``{"eps": [...], "worst_case": [...], "per_attack": {label: [...]}}``) and
     ``evaluation_seconds``. All accuracies are fractions in [0, 1] of all ``N`` examples.
     """
@@ -93,8 +108,16 @@ def evaluate_model(
             if eps == 0:
                 mask = correct.clone()
             else:
-                mask = robust_mask(model, na.attack, x, y, t, candidates=correct,
-                                   seed=_seed_for(seed, na.label, eps), batch_size=batch_size)
+                mask = robust_mask(
+                    model,
+                    na.attack,
+                    x,
+                    y,
+                    t,
+                    candidates=correct,
+                    seed=_seed_for(seed, na.label, eps),
+                    batch_size=batch_size,
+                )
             per_attack[na.label].append(float(mask.float().mean()))
             worst_mask &= mask
             done += 1
@@ -105,8 +128,10 @@ def evaluate_model(
     return {
         "clean_accuracy": clean,
         "worst_case_accuracy": worst[at],
-        "attacks": {label: {eps_key(e): v for e, v in zip(grid, vals, strict=True)}
-                    for label, vals in per_attack.items()},
+        "attacks": {
+            label: {eps_key(e): v for e, v in zip(grid, vals, strict=True)}
+            for label, vals in per_attack.items()
+        },
         "accuracy_vs_eps": {"eps": grid, "worst_case": worst, "per_attack": per_attack},
         "n_eval": n,
         "evaluation_seconds": round(time.perf_counter() - start, 3),

@@ -41,7 +41,9 @@ def write_json(doc: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2, sort_keys=False, allow_nan=False, default=_json_default))
+    tmp.write_text(
+        json.dumps(doc, indent=2, sort_keys=False, allow_nan=False, default=_json_default)
+    )
     os.replace(tmp, p)
     return p
 
@@ -79,6 +81,12 @@ def read_scorecard(path: str | os.PathLike[str]) -> dict[str, Any]:
         doc = json.loads(p.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{p}: not a scorecard (invalid JSON: {e})") from e
-    if not isinstance(doc, dict) or "models" not in doc or doc.get("schema_version") != SCHEMA_VERSION:
-        raise ConfigError(f"{p}: not a bastion scorecard (expected schema_version {SCHEMA_VERSION} and 'models')")
+    if (
+        not isinstance(doc, dict)
+        or "models" not in doc
+        or doc.get("schema_version") != SCHEMA_VERSION
+    ):
+        raise ConfigError(
+            f"{p}: not a bastion scorecard (expected schema_version {SCHEMA_VERSION} and 'models')"
+        )
     return doc

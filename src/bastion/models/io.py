@@ -55,7 +55,10 @@ def read_sidecar(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The parsed JSON sidecar of a saved model (raises :class:`ModelFileError`)."""
     _, sidecar = _paths(path)
     if not sidecar.is_file():
-        raise ModelFileError(f"{sidecar}: model sidecar not found (expected the JSON file saved beside the .safetensors weights)")
+        raise ModelFileError(
+            f"{sidecar}: model sidecar not found (expected the JSON file saved beside the "
+            ".safetensors weights)"
+        )
     try:
         doc = json.loads(sidecar.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -91,5 +94,7 @@ def load_model(path: str | os.PathLike[str], *, device: str | torch.device = "cp
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise ModelFileError(f"{weights}: weights do not match the architecture in the sidecar: {e}") from e
+        raise ModelFileError(
+            f"{weights}: weights do not match the architecture in the sidecar: {e}"
+        ) from e
     return model.to(device).eval()

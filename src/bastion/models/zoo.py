@@ -94,7 +94,9 @@ def _image_channels(input_shape: Sequence[int], arch: str) -> int:
     return int(input_shape[0])
 
 
-def _mlp(input_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = (256, 256)) -> nn.Module:
+def _mlp(
+    input_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = (256, 256)
+) -> nn.Module:
     d = 1
     for s in input_shape:
         d *= int(s)
@@ -111,7 +113,8 @@ def _tabular_mlp(
 ) -> nn.Module:
     if len(input_shape) != 1:
         raise ConfigError(
-            f"model.architecture: 'tabular-mlp' needs inputs of shape (features,), got {tuple(input_shape)}"
+            "model.architecture: 'tabular-mlp' needs inputs of shape (features,), got "
+            f"{tuple(input_shape)}"
         )
     return _mlp(input_shape, num_classes, hidden)
 
@@ -121,27 +124,41 @@ def _small_cnn(input_shape: Sequence[int], num_classes: int, width: int = 1) -> 
     stride 2, conv 32 4x4 stride 2, fc 100. ``width`` multiplies the channel counts."""
     c = _image_channels(input_shape, "small-cnn")
     feats = nn.Sequential(
-        nn.Conv2d(c, 16 * width, 4, stride=2, padding=1), nn.ReLU(),
-        nn.Conv2d(16 * width, 32 * width, 4, stride=2, padding=1), nn.ReLU(),
-        nn.Flatten(),
-    )
-    n = _flat_size(feats, input_shape)
-    return nn.Sequential(feats, nn.Linear(n, 100 * width), nn.ReLU(), nn.Linear(100 * width, num_classes))
-
-
-def _large_cnn(input_shape: Sequence[int], num_classes: int) -> nn.Module:
-    """The larger CNN of Wong et al. 2018/2020: conv 32, 32 (stride 2), 64, 64 (stride 2), fc 512, 512."""
-    c = _image_channels(input_shape, "large-cnn")
-    feats = nn.Sequential(
-        nn.Conv2d(c, 32, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(32, 32, 4, stride=2, padding=1), nn.ReLU(),
-        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(64, 64, 4, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(c, 16 * width, 4, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16 * width, 32 * width, 4, stride=2, padding=1),
+        nn.ReLU(),
         nn.Flatten(),
     )
     n = _flat_size(feats, input_shape)
     return nn.Sequential(
-        feats, nn.Linear(n, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, num_classes)
+        feats, nn.Linear(n, 100 * width), nn.ReLU(), nn.Linear(100 * width, num_classes)
+    )
+
+
+def _large_cnn(input_shape: Sequence[int], num_classes: int) -> nn.Module:
+    """The larger CNN of Wong et al. 2018/2020: conv 32, 32 (stride 2), 64, 64 (stride 2),
+    fc 512, 512."""
+    c = _image_channels(input_shape, "large-cnn")
+    feats = nn.Sequential(
+        nn.Conv2d(c, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(32, 32, 4, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(64, 64, 4, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+    )
+    n = _flat_size(feats, input_shape)
+    return nn.Sequential(
+        feats,
+        nn.Linear(n, 512),
+        nn.ReLU(),
+        nn.Linear(512, 512),
+        nn.ReLU(),
+        nn.Linear(512, num_classes),
     )
 
 
@@ -149,13 +166,22 @@ def _lenet(input_shape: Sequence[int], num_classes: int) -> nn.Module:
     """LeNet-5 (LeCun et al. 1998) with ReLU and max pooling; padded so that 8x8 inputs fit."""
     c = _image_channels(input_shape, "lenet")
     feats = nn.Sequential(
-        nn.Conv2d(c, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(6, 16, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(c, 6, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
         nn.Flatten(),
     )
     n = _flat_size(feats, input_shape)
     return nn.Sequential(
-        feats, nn.Linear(n, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, num_classes)
+        feats,
+        nn.Linear(n, 120),
+        nn.ReLU(),
+        nn.Linear(120, 84),
+        nn.ReLU(),
+        nn.Linear(84, num_classes),
     )
 
 

@@ -231,7 +231,10 @@ def _parse_history(value: object, where: str) -> History | None:
     if not records:
         return None
     columns: dict[str, list[float]] = {
-        "epoch": [], "train_loss": [], "val_clean_accuracy": [], "val_robust_accuracy": []
+        "epoch": [],
+        "train_loss": [],
+        "val_clean_accuracy": [],
+        "val_robust_accuracy": [],
     }
     for i, record in enumerate(records):
         row = _mapping(record, f"{where}[{i}]")
@@ -275,9 +278,7 @@ def _parse_model(name: str, value: object) -> ModelView:
         objective=_text(raw.get("objective")),
         architecture=_text(raw.get("architecture")),
         clean_accuracy=_number(raw.get("clean_accuracy"), f"{where}.clean_accuracy"),
-        worst_case_accuracy=_number(
-            raw.get("worst_case_accuracy"), f"{where}.worst_case_accuracy"
-        ),
+        worst_case_accuracy=_number(raw.get("worst_case_accuracy"), f"{where}.worst_case_accuracy"),
         attacks=attacks,
         curve=_parse_curve(raw.get("accuracy_vs_eps"), f"{where}.accuracy_vs_eps"),
         training=_parse_training(raw.get("training"), f"{where}.training"),

@@ -137,7 +137,8 @@ def _img(png: bytes, alt: str) -> str:
 def _best_model(view: ScorecardView) -> ModelView | None:
     """The model with the highest worst-case accuracy, if any has one."""
     scored = [
-        m for m in view.models
+        m
+        for m in view.models
         if m.worst_case_accuracy is not None and math.isfinite(m.worst_case_accuracy)
     ]
     if not scored:
@@ -175,13 +176,21 @@ def _tiles(view: ScorecardView) -> str:
     best = _best_model(view)
     if best is not None:
         tiles.append(
-            ("Most robust model", fmt.percent(best.worst_case_accuracy),
-             f"{best.name} (worst case)", False)
+            (
+                "Most robust model",
+                fmt.percent(best.worst_case_accuracy),
+                f"{best.name} (worst case)",
+                False,
+            )
         )
     n_eval = view.data.get("n_eval")
     tiles.append(
-        ("Models evaluated", str(len(view.models)),
-         f"on {fmt.count(n_eval)} examples" if n_eval is not None else "", False)
+        (
+            "Models evaluated",
+            str(len(view.models)),
+            f"on {fmt.count(n_eval)} examples" if n_eval is not None else "",
+            False,
+        )
     )
     n_warn = len(view.warnings)
     tiles.append(("Warnings", str(n_warn), "see below" if n_warn else "none raised", n_warn > 0))
@@ -221,12 +230,8 @@ def _summary(view: ScorecardView) -> str:
     for model in view.models:
         cells = [f'<th scope="row">{_e(model.name)}</th>', _text_cell(model.objective)]
         cells.append(_num_cell(fmt.percent(model.clean_accuracy)))
-        cells.append(
-            _num_cell(fmt.percent(model.worst_case_accuracy), best=model is best)
-        )
-        cells += [
-            _num_cell(fmt.percent(model.attack_accuracy(a, eps_key))) for a in attacks
-        ]
+        cells.append(_num_cell(fmt.percent(model.worst_case_accuracy), best=model is best))
+        cells += [_num_cell(fmt.percent(model.attack_accuracy(a, eps_key))) for a in attacks]
         train_seconds = None if model.training is None else model.training.seconds
         cells.append(_num_cell(fmt.seconds(train_seconds)))
         rows.append(f"<tr>{''.join(cells)}</tr>")
@@ -235,7 +240,8 @@ def _summary(view: ScorecardView) -> str:
     note = (
         f"Accuracies{on}. Worst case: accuracy when every attack is tried, as reported by the "
         "evaluation; the most robust model is highlighted."
-        if best is not None else f"Accuracies{on}."
+        if best is not None
+        else f"Accuracies{on}."
     )
     return (
         '<section id="summary"><h2>Summary</h2><div class="scroll"><table>'
@@ -253,7 +259,8 @@ def _threat(view: ScorecardView) -> str:
         (
             "Valid input range",
             f"[{fmt.number(threat.bounds[0])}, {fmt.number(threat.bounds[1])}]"
-            if threat.bounds else fmt.MISSING,
+            if threat.bounds
+            else fmt.MISSING,
             False,
         ),
     ]
@@ -261,7 +268,8 @@ def _threat(view: ScorecardView) -> str:
     explain = (
         f"The attacker may add any perturbation whose {fmt.norm_label(norm)} norm is at most "
         f"{fmt.number(threat.eps)}, as long as the input stays within the valid range."
-        if norm and threat.eps is not None else "The threat model is incompletely recorded."
+        if norm and threat.eps is not None
+        else "The threat model is incompletely recorded."
     )
     return (
         '<section id="threat"><h2>Threat model</h2>'
@@ -289,9 +297,7 @@ def _robustness(view: ScorecardView) -> str:
         )
         if missing:
             names = ", ".join(missing)
-            parts.append(
-                f'<p class="note">No accuracy-against-\u03b5 curve for: {_e(names)}.</p>'
-            )
+            parts.append(f'<p class="note">No accuracy-against-\u03b5 curve for: {_e(names)}.</p>')
     parts.append("</section>")
     return "".join(parts)
 
@@ -333,16 +339,14 @@ def _training(view: ScorecardView) -> str:
         training = model.training
         cells = [f'<th scope="row">{_e(model.name)}</th>', _text_cell(model.objective)]
         if training is None:
-            cells.append(
-                f'<td class="missing" colspan="6">{_e("not trained in this run")}</td>'
-            )
-            notes.append(
-                f"{model.name}: evaluated without training, so it has no training curves."
-            )
+            cells.append(f'<td class="missing" colspan="6">{_e("not trained in this run")}</td>')
+            notes.append(f"{model.name}: evaluated without training, so it has no training curves.")
         else:
             record = _best_record(model)
-            clean, robust = (None, None) if record is None else (
-                _nan_to_none(record[0]), _nan_to_none(record[1])
+            clean, robust = (
+                (None, None)
+                if record is None
+                else (_nan_to_none(record[0]), _nan_to_none(record[1]))
             )
             cells += [
                 _num_cell(fmt.number(training.epochs)),
@@ -369,9 +373,7 @@ def _training(view: ScorecardView) -> str:
             "under attack (dashed); a star marks the epoch kept.</figcaption></figure>"
         )
     else:
-        parts.append(
-            '<p class="note">No model has a training history; the curves are skipped.</p>'
-        )
+        parts.append('<p class="note">No model has a training history; the curves are skipped.</p>')
     parts += [f'<p class="note">{_e(note)}</p>' for note in notes]
     parts.append("</section>")
     return "".join(parts)
@@ -379,9 +381,7 @@ def _training(view: ScorecardView) -> str:
 
 def _warning_item(warning: WarningEntry) -> str:
     code = f'<span class="badge">{_e(warning.code)}</span>' if warning.code else ""
-    model = (
-        f' <span class="model-tag">model: {_e(warning.model)}</span>' if warning.model else ""
-    )
+    model = f' <span class="model-tag">model: {_e(warning.model)}</span>' if warning.model else ""
     return f"<li>{code}{_e(warning.message)}{model}</li>"
 
 
@@ -414,8 +414,16 @@ def _provenance(view: ScorecardView) -> str:
     run_rows += [(fmt.key_label(k), v, False) for k, v in run.items() if k not in known_run]
 
     data: Mapping[str, Any] = view.data
-    known_data = ("name", "fingerprint", "n_train", "n_val", "n_test", "n_eval", "input_shape",
-                  "classes")
+    known_data = (
+        "name",
+        "fingerprint",
+        "n_train",
+        "n_val",
+        "n_test",
+        "n_eval",
+        "input_shape",
+        "classes",
+    )
     data_rows: list[tuple[str, str, bool]] = [
         ("Data set", str(data.get("name", fmt.MISSING)), False),
         ("Fingerprint", str(data.get("fingerprint", fmt.MISSING)), True),
@@ -454,8 +462,7 @@ def _provenance(view: ScorecardView) -> str:
         ]
     )
     return (
-        '<section id="provenance"><h2>Provenance</h2>'
-        f'<div class="kv-grid">{tables}</div></section>'
+        f'<section id="provenance"><h2>Provenance</h2><div class="kv-grid">{tables}</div></section>'
     )
 
 

@@ -30,11 +30,23 @@ __all__ = ["PALETTE", "plot_accuracy_vs_eps", "plot_training_curves"]
 
 #: Colour-blind-friendly palette (Okabe-Ito), cycled when there are more models.
 PALETTE = (
-    "#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442",
+    "#0072B2",
+    "#D55E00",
+    "#009E73",
+    "#CC79A7",
+    "#E69F00",
+    "#56B4E9",
+    "#000000",
+    "#F0E442",
 )
 _LineStyle = Literal["--", ":", "-."] | tuple[float, tuple[float, ...]]
 _ATTACK_STYLES: tuple[_LineStyle, ...] = (
-    "--", ":", "-.", (0, (6, 2, 1, 2, 1, 2)), (0, (1, 3)), (0, (8, 3)),
+    "--",
+    ":",
+    "-.",
+    (0, (6, 2, 1, 2, 1, 2)),
+    (0, (1, 3)),
+    (0, (8, 3)),
 )
 _DPI = 110
 _GRID = "#d9dde3"
@@ -87,7 +99,13 @@ def _figure_legend(
     figure: Figure, handles: list[Line2D], labels: list[str], title: str, loc: _LegendLoc
 ) -> None:
     legend = figure.legend(
-        handles, labels, title=title, loc=loc, fontsize=9, title_fontsize=9, frameon=False,
+        handles,
+        labels,
+        title=title,
+        loc=loc,
+        fontsize=9,
+        title_fontsize=9,
+        frameon=False,
         alignment="left",
     )
     legend.get_title().set_color(_TEXT)
@@ -117,14 +135,28 @@ def accuracy_vs_eps_png(view: ScorecardView) -> bytes:
             continue
         colour = _colour(index)
         if _finite(curve.worst_case):
-            ax.plot(curve.eps, curve.worst_case, color=colour, linewidth=2.4, marker="o",
-                    markersize=4.5, zorder=3)
+            ax.plot(
+                curve.eps,
+                curve.worst_case,
+                color=colour,
+                linewidth=2.4,
+                marker="o",
+                markersize=4.5,
+                zorder=3,
+            )
         for attack, values in curve.per_attack.items():
             if not _finite(values):
                 continue
             used_attacks.setdefault(attack, None)
-            ax.plot(curve.eps, values, color=colour, linewidth=1.2,
-                    linestyle=attack_styles[attack], alpha=0.8, zorder=2)
+            ax.plot(
+                curve.eps,
+                values,
+                color=colour,
+                linewidth=1.2,
+                linestyle=attack_styles[attack],
+                alpha=0.8,
+                zorder=2,
+            )
         model_handles.append(Line2D([], [], color=colour, linewidth=2.4))
         model_labels.append(_label(model.name))
 
@@ -132,16 +164,23 @@ def accuracy_vs_eps_png(view: ScorecardView) -> bytes:
     if eps is not None and math.isfinite(eps):
         ax.axvline(eps, color="#6b7280", linewidth=1.0, linestyle=(0, (2, 2)), zorder=1)
         ax.annotate(
-            f"threat \u03b5 = {format(eps, 'g')}", xy=(eps, 1.0),
-            xycoords=("data", "axes fraction"), xytext=(4, -4), textcoords="offset points",
-            ha="left", va="top", fontsize=9, color="#4b5563",
+            f"threat \u03b5 = {format(eps, 'g')}",
+            xy=(eps, 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(4, -4),
+            textcoords="offset points",
+            ha="left",
+            va="top",
+            fontsize=9,
+            color="#4b5563",
         )
 
     ax.set_ylim(-0.02, 1.02)
     ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
     norm = view.threat.norm
-    ax.set_xlabel(f"perturbation budget \u03b5 ({_label(norm)})" if norm else
-                  "perturbation budget \u03b5")
+    ax.set_xlabel(
+        f"perturbation budget \u03b5 ({_label(norm)})" if norm else "perturbation budget \u03b5"
+    )
     ax.set_ylabel("accuracy")
     _style_axes(ax)
 
@@ -206,21 +245,50 @@ def training_curves_png(view: ScorecardView) -> bytes:
         colour = _colour(index)
         marker = "o" if len(history) <= 30 else None
         if _finite(history.train_loss):
-            ax_loss.plot(history.epoch, history.train_loss, color=colour, linewidth=1.8,
-                         marker=marker, markersize=3)
+            ax_loss.plot(
+                history.epoch,
+                history.train_loss,
+                color=colour,
+                linewidth=1.8,
+                marker=marker,
+                markersize=3,
+            )
         if _finite(history.val_clean_accuracy):
             any_clean = True
-            ax_acc.plot(history.epoch, history.val_clean_accuracy, color=colour, linewidth=1.8,
-                        marker=marker, markersize=3)
+            ax_acc.plot(
+                history.epoch,
+                history.val_clean_accuracy,
+                color=colour,
+                linewidth=1.8,
+                marker=marker,
+                markersize=3,
+            )
         if _finite(history.val_robust_accuracy):
             any_robust = True
-            ax_acc.plot(history.epoch, history.val_robust_accuracy, color=colour, linewidth=1.4,
-                        linestyle="--", marker=marker, markersize=3, markerfacecolor="white")
+            ax_acc.plot(
+                history.epoch,
+                history.val_robust_accuracy,
+                color=colour,
+                linewidth=1.4,
+                linestyle="--",
+                marker=marker,
+                markersize=3,
+                markerfacecolor="white",
+            )
         best = _best_point(model)
         if best is not None:
             any_best = True
-            ax_acc.plot([best[0]], [best[1]], linestyle="none", marker="*", markersize=13,
-                        color=colour, markeredgecolor="white", markeredgewidth=0.8, zorder=4)
+            ax_acc.plot(
+                [best[0]],
+                [best[1]],
+                linestyle="none",
+                marker="*",
+                markersize=13,
+                color=colour,
+                markeredgecolor="white",
+                markeredgewidth=0.8,
+                zorder=4,
+            )
         model_handles.append(Line2D([], [], color=colour, linewidth=1.8))
         model_labels.append(_label(model.name))
 

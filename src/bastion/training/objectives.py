@@ -48,12 +48,21 @@ class ObjectiveSettings:
 
     def __post_init__(self) -> None:
         if self.name not in OBJECTIVES:
-            raise ConfigError(f"objective: expected one of {', '.join(OBJECTIVES)}, got {self.name!r}")
+            raise ConfigError(
+                f"objective: expected one of {', '.join(OBJECTIVES)}, got {self.name!r}"
+            )
         if self.steps < 1:
             raise ConfigError(f"attack.steps: expected an integer >= 1, got {self.steps}")
         if self.step_size is not None and self.step_size <= 0:
-            raise ConfigError(f"attack.step_size: expected a positive multiple of eps, got {self.step_size}")
-        if self.name == "pgd-at" and self.step_size is not None and self.step_size > 1.0 and self.steps > 1:
+            raise ConfigError(
+                f"attack.step_size: expected a positive multiple of eps, got {self.step_size}"
+            )
+        if (
+            self.name == "pgd-at"
+            and self.step_size is not None
+            and self.step_size > 1.0
+            and self.steps > 1
+        ):
             raise ConfigError(
                 f"attack.step_size: {self.step_size} x eps is larger than eps for multi-step PGD; "
                 "expected a multiple of eps <= 1"
@@ -71,8 +80,14 @@ class ObjectiveSettings:
         return 1.25 if self.name == "fast-fgsm" else 2.5 / self.steps
 
 
-def _kl_attack(model: nn.Module, x: Tensor, threat: ThreatModel, steps: int, step: float,
-               generator: torch.Generator | None) -> Tensor:
+def _kl_attack(
+    model: nn.Module,
+    x: Tensor,
+    threat: ThreatModel,
+    steps: int,
+    step: float,
+    generator: torch.Generator | None,
+) -> Tensor:
     """TRADES' inner maximisation: PGD on KL(p(x) || p(x'))."""
     with torch.no_grad():
         p_clean = F.softmax(model(x), dim=1)
@@ -87,8 +102,13 @@ def _kl_attack(model: nn.Module, x: Tensor, threat: ThreatModel, steps: int, ste
 
 
 def objective_loss(
-    settings: ObjectiveSettings, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel,
-    *, generator: torch.Generator | None = None,
+    settings: ObjectiveSettings,
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    threat: ThreatModel,
+    *,
+    generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor]:
     """``(loss, logits)`` for one batch: the scalar loss to minimise and the logits the loss
     was computed on (adversarial for adversarial objectives), for running accuracy.
@@ -106,16 +126,24 @@ def objective_loss(
         else:
             steps = 1 if settings.name == "fast-fgsm" else settings.steps
             xa, _ = gradient_attack(
-                model, x, y, threat, steps=steps, step_size=step,
-                random_start=settings.random_start, early_stop=False, generator=generator,
+                model,
+                x,
+                y,
+                threat,
+                steps=steps,
+                step_size=step,
+                random_start=settings.random_start,
+                early_stop=False,
+                generator=generator,
             )
     finally:
         model.train()
     if settings.name == "trades":
         logits_clean = model(x)
         logits_adv = model(xa)
-        kl = F.kl_div(F.log_softmax(logits_adv, dim=1), F.softmax(logits_clean, dim=1),
-                      reduction="batchmean")
+        kl = F.kl_div(
+            F.log_softmax(logits_adv, dim=1), F.softmax(logits_clean, dim=1), reduction="batchmean"
+        )
         return F.cross_entropy(logits_clean, y) + settings.beta * kl, logits_adv
     logits = model(xa)
     return F.cross_entropy(logits, y), logits

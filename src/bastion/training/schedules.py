@@ -33,10 +33,14 @@ def learning_rate(schedule: str, lr_max: float, progress: float, *, peak: float 
         return lr_max * (1.0 if p < 0.5 else 0.1 if p < 0.75 else 0.01)
     if schedule == "constant":
         return lr_max
-    raise ConfigError(f"training.schedule: expected one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    raise ConfigError(
+        f"training.schedule: expected one of {', '.join(SCHEDULES)}, got {schedule!r}"
+    )
 
 
-def ramped_eps(eps: float, progress_epochs: float, ramp_epochs: float, *, start_fraction: float = 0.0) -> float:
+def ramped_eps(
+    eps: float, progress_epochs: float, ramp_epochs: float, *, start_fraction: float = 0.0
+) -> float:
     """Training eps during a linear ramp (a curriculum that grows adversarial exposure).
 
     Starts at ``start_fraction * eps`` and reaches ``eps`` after ``ramp_epochs`` epochs

@@ -67,8 +67,11 @@ class TrainSettings:
             ("batch_size", self.batch_size >= 1, "an integer >= 1"),
             ("lr", self.lr > 0, "a positive number"),
             ("weight_decay", self.weight_decay >= 0, "a number >= 0"),
-            ("eps_ramp_epochs", 0 <= self.eps_ramp_epochs <= self.epochs,
-             f"a number of epochs in [0, epochs={self.epochs}]"),
+            (
+                "eps_ramp_epochs",
+                0 <= self.eps_ramp_epochs <= self.epochs,
+                f"a number of epochs in [0, epochs={self.epochs}]",
+            ),
             ("val_examples", self.val_examples >= 1, "an integer >= 1"),
             ("val_pgd_steps", self.val_pgd_steps >= 1, "an integer >= 1"),
             ("grad_clip", self.grad_clip >= 0, "a number >= 0"),
@@ -76,13 +79,21 @@ class TrainSettings:
         ]
         for name, ok, expected in checks:
             if not ok:
-                raise ConfigError(f"training.{name}: expected {expected}, got {getattr(self, name)!r}")
+                raise ConfigError(
+                    f"training.{name}: expected {expected}, got {getattr(self, name)!r}"
+                )
         if self.schedule not in SCHEDULES:
-            raise ConfigError(f"training.schedule: expected one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+            raise ConfigError(
+                f"training.schedule: expected one of {', '.join(SCHEDULES)}, got {self.schedule!r}"
+            )
         if self.optimizer not in ("sgd", "adam"):
-            raise ConfigError(f"training.optimizer: expected 'sgd' or 'adam', got {self.optimizer!r}")
+            raise ConfigError(
+                f"training.optimizer: expected 'sgd' or 'adam', got {self.optimizer!r}"
+            )
         if self.select not in (None, "robust", "clean", "last"):
-            raise ConfigError(f"training.select: expected robust, clean or last, got {self.select!r}")
+            raise ConfigError(
+                f"training.select: expected robust, clean or last, got {self.select!r}"
+            )
 
     @property
     def selection(self) -> str:
@@ -105,9 +116,13 @@ class TrainResult:
     selection: str
 
     def summary(self) -> dict[str, Any]:
-        return {"seconds": round(self.seconds, 3), "epochs": len(self.history),
-                "best_epoch": self.best_epoch, "selection": f"val_{self.selection}_accuracy"
-                if self.selection != "last" else "last", "history": self.history}
+        return {
+            "seconds": round(self.seconds, 3),
+            "epochs": len(self.history),
+            "best_epoch": self.best_epoch,
+            "selection": f"val_{self.selection}_accuracy" if self.selection != "last" else "last",
+            "history": self.history,
+        }
 
 
 def accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
@@ -125,8 +140,14 @@ class Trainer:
     figures (key ``"end_of_epoch": True``).
     """
 
-    def __init__(self, settings: TrainSettings, threat: ThreatModel, *, seed: int = 0,
-                 progress: ProgressFn | None = None):
+    def __init__(
+        self,
+        settings: TrainSettings,
+        threat: ThreatModel,
+        *,
+        seed: int = 0,
+        progress: ProgressFn | None = None,
+    ):
         self.settings = settings
         self.threat = threat
         self.seed = seed
@@ -136,10 +157,17 @@ class Trainer:
         s = self.settings
         if s.optimizer == "adam":
             return torch.optim.Adam(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
-        return torch.optim.SGD(model.parameters(), lr=s.lr, momentum=s.momentum,
-                               weight_decay=s.weight_decay, nesterov=s.momentum > 0)
+        return torch.optim.SGD(
+            model.parameters(),
+            lr=s.lr,
+            momentum=s.momentum,
+            weight_decay=s.weight_decay,
+            nesterov=s.momentum > 0,
+        )
 
-    def validate(self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator) -> tuple[float, float]:
+    def validate(
+        self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator
+    ) -> tuple[float, float]:
         """Clean and PGD accuracy on a validation batch (the model in eval mode)."""
         model.eval()
         clean = accuracy(model, x, y)
@@ -152,7 +180,9 @@ class Trainer:
             robust = float((~res.success).float().mean()) if res.success.numel() else 0.0
         return clean, robust
 
-    def fit(self, model: nn.Module, x_train: Tensor, y_train: Tensor, x_val: Tensor, y_val: Tensor) -> TrainResult:
+    def fit(
+        self, model: nn.Module, x_train: Tensor, y_train: Tensor, x_val: Tensor, y_val: Tensor
+    ) -> TrainResult:
         """Train ``model`` in place and return it with the best checkpoint loaded."""
         s = self.settings
         gen = torch.Generator().manual_seed(self.seed)
@@ -175,14 +205,16 @@ class Trainer:
             loss_sum, correct, seen = 0.0, 0, 0
             lr = s.lr
             for b in range(batches):
-                idx = perm[b * s.batch_size:(b + 1) * s.batch_size]
+                idx = perm[b * s.batch_size : (b + 1) * s.batch_size]
                 xb, yb = x_train[idx], y_train[idx]
                 progress = step / total_steps
                 lr = learning_rate(s.schedule, s.lr, progress)
                 for group in opt.param_groups:
                     group["lr"] = lr
                 eps = ramped_eps(final_eps, (epoch - 1) + b / batches, s.eps_ramp_epochs)
-                threat = self.threat.with_eps(min(eps, self.threat.bounds[1] - self.threat.bounds[0]))
+                threat = self.threat.with_eps(
+                    min(eps, self.threat.bounds[1] - self.threat.bounds[0])
+                )
                 loss, logits = objective_loss(s.objective, model, xb, yb, threat, generator=gen)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()  # type: ignore[no-untyped-call]
@@ -194,15 +226,33 @@ class Trainer:
                 correct += int((logits.detach().argmax(1) == yb).sum())
                 seen += yb.shape[0]
                 if self.progress is not None:
-                    self.progress({"epoch": epoch, "epochs": s.epochs, "batch": b + 1, "batches": batches,
-                                   "loss": loss_sum / seen, "accuracy": correct / seen, "eps": eps})
-            val_clean, val_robust = self.validate(model, xv, yv, torch.Generator().manual_seed(val_gen_seed))
-            record = {"epoch": epoch, "lr": lr, "train_eps": eps, "train_loss": loss_sum / max(seen, 1),
-                      "train_accuracy": correct / max(seen, 1), "val_clean_accuracy": val_clean,
-                      "val_robust_accuracy": val_robust, "seconds": time.perf_counter() - t0}
+                    self.progress(
+                        {
+                            "epoch": epoch,
+                            "epochs": s.epochs,
+                            "batch": b + 1,
+                            "batches": batches,
+                            "loss": loss_sum / seen,
+                            "accuracy": correct / seen,
+                            "eps": eps,
+                        }
+                    )
+            val_clean, val_robust = self.validate(
+                model, xv, yv, torch.Generator().manual_seed(val_gen_seed)
+            )
+            record = {
+                "epoch": epoch,
+                "lr": lr,
+                "train_eps": eps,
+                "train_loss": loss_sum / max(seen, 1),
+                "train_accuracy": correct / max(seen, 1),
+                "val_clean_accuracy": val_clean,
+                "val_robust_accuracy": val_robust,
+                "seconds": time.perf_counter() - t0,
+            }
             history.append(record)
             sel = s.selection
-            score = (float(epoch) if sel == "last" else val_clean if sel == "clean" else val_robust)
+            score = float(epoch) if sel == "last" else val_clean if sel == "clean" else val_robust
             # a robust score only counts once training reached the full eps
             eligible = sel != "robust" or epoch >= s.eps_ramp_epochs
             if eligible and score >= best_score:
@@ -212,6 +262,12 @@ class Trainer:
                 self.progress({**record, "epochs": s.epochs, "end_of_epoch": True})
         if best_state is not None:
             model.load_state_dict(best_state)
+        model.zero_grad(set_to_none=True)  # hand back a clean model: no stale parameter gradients
         model.eval()
-        return TrainResult(model=model, history=history, best_epoch=best_epoch,
-                           seconds=time.perf_counter() - start, selection=s.selection)
+        return TrainResult(
+            model=model,
+            history=history,
+            best_epoch=best_epoch,
+            seconds=time.perf_counter() - start,
+            selection=s.selection,
+        )

@@ -1,0 +1,432 @@
+"""Auto-PGD (Croce & Hein 2020, "Reliable evaluation of adversarial robustness with an
+ensemble of diverse parameter-free attacks").
+
+APGD is PGD without a step size to tune: it starts with a step of ``2 eps``, adds momentum
+(``alpha = 0.75``) and halves an example's step at checkpoints where its loss stopped rising
+(fewer than ``rho`` of the steps since the last checkpoint increased the loss, or neither step
+nor best loss changed since the previous checkpoint), restarting that example from its best
+point. Checkpoints come at 22% of the budget, then at intervals shrinking by 3% of the budget
+down to 6%.
+
+Two losses: cross-entropy (``ce``) and the Difference of Logits Ratio (``dlr``), which is
+invariant to shifting and scaling the logits and so defeats the saturation that makes
+cross-entropy gradients vanish on over-confident models:
+
+    DLR(z, y)   = -(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3)
+    DLR-T(z, y) = -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)
+
+where ``z_pi1 >= z_pi2 >= ...`` are the sorted logits and ``t`` the target class. APGD-T runs
+the targeted loss once per target class, taking the classes the clean input ranks highest after
+the true one.
+
+Every example is dropped from the working batch as soon as it is fooled, restarts run only on
+the examples still robust, and all state (step sizes, counters, best points) is per example.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from bastion.attacks.base import Attack
+from bastion.errors import AttackInputError, ConfigError
+from bastion.threat import ThreatModel
+
+APGD_LOSSES = ("ce", "dlr")
+
+
+def dlr_loss(logits: Tensor, y: Tensor) -> Tensor:
+    """Untargeted DLR ``(N,)``; needs at least 3 classes (Croce & Hein 2020, eq. 5)."""
+    z_sorted, ind = logits.sort(dim=1)
+    z_y = logits.gather(1, y[:, None]).squeeze(1)
+    top_is_y = ind[:, -1] == y
+    best_other = torch.where(top_is_y, z_sorted[:, -2], z_sorted[:, -1])
+    return -(z_y - best_other) / (z_sorted[:, -1] - z_sorted[:, -3] + 1e-12)
+
+
+def dlr_targeted_loss(logits: Tensor, y: Tensor, target: Tensor) -> Tensor:
+    """Targeted DLR ``(N,)``; needs at least 4 classes (Croce & Hein 2020, eq. 6)."""
+    z_sorted, _ = logits.sort(dim=1)
+    z_y = logits.gather(1, y[:, None]).squeeze(1)
+    z_t = logits.gather(1, target[:, None]).squeeze(1)
+    denom = z_sorted[:, -1] - 0.5 * (z_sorted[:, -3] + z_sorted[:, -4]) + 1e-12
+    return -(z_y - z_t) / denom
+
+
+def _checkpoint_lengths(steps: int) -> list[int]:
+    """Lengths of the intervals between step-size checkpoints: 22% of ``steps``, then shorter
+    by 3% each time, never below 6% (all at least one step)."""
+    first = max(math.ceil(0.22 * steps), 1)
+    shrink = max(math.ceil(0.03 * steps), 1)
+    floor = max(math.ceil(0.06 * steps), 1)
+    out, length, total = [], first, 0
+    while total < steps:
+        out.append(length)
+        total += length
+        length = max(length - shrink, floor)
+    return out
+
+
+def _bcast(v: Tensor, like: Tensor) -> Tensor:
+    return v.view(-1, *([1] * (like.dim() - 1)))
+
+
+class _APGDRunner:
+    """One APGD run over a batch: the algorithm of the paper, per example, with early exit."""
+
+    def __init__(
+        self, model: nn.Module, threat: ThreatModel, steps: int, rho: float, eot_samples: int
+    ):
+        self.model, self.threat, self.steps, self.rho, self.eot = (
+            model,
+            threat,
+            steps,
+            rho,
+            eot_samples,
+        )
+
+    def _objective(
+        self, x: Tensor, y: Tensor, loss: str, target: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """``(objective (N,), gradient, logits)``; gradients averaged over ``eot_samples``
+        passes."""
+        grad = torch.zeros_like(x)
+        obj_sum = torch.zeros(x.shape[0], device=x.device)
+        logits_sum = None
+        for _ in range(self.eot):
+            xg = x.detach().requires_grad_(True)
+            with torch.enable_grad():
+                logits = self.model(xg)
+                if target is not None:
+                    obj = (
+                        dlr_targeted_loss(logits, y, target)
+                        if loss == "dlr"
+                        else -F.cross_entropy(logits, target, reduction="none")
+                    )
+                else:
+                    obj = (
+                        dlr_loss(logits, y)
+                        if loss == "dlr"
+                        else F.cross_entropy(logits, y, reduction="none")
+                    )
+                (g,) = torch.autograd.grad(obj.sum(), xg)
+            grad += g
+            obj_sum += obj.detach()
+            logits_sum = logits.detach() if logits_sum is None else logits_sum + logits.detach()
+        assert logits_sum is not None
+        return obj_sum / self.eot, grad / self.eot, logits_sum / self.eot
+
+    def run(
+        self,
+        x: Tensor,
+        y: Tensor,
+        *,
+        loss: str,
+        target: Tensor | None,
+        generator: torch.Generator | None,
+        x_out: Tensor,
+        idx: Tensor,
+        fooled: Tensor,
+        queries: Tensor,
+        until_target: bool = False,
+    ) -> None:
+        """Attack ``x[idx]``; write fooling points into ``x_out`` and mark ``fooled`` in place.
+        Examples that stay robust get their highest-loss point written into ``x_out``. An example
+        is fooled when misclassified, or with ``until_target`` when classified as its target."""
+        threat = self.threat
+        xs, ys = x[idx], y[idx]
+        ts = target[idx] if target is not None else None
+        eps = threat.eps
+
+        def hit_of(logits: Tensor, pos: Tensor) -> Tensor:
+            if until_target and ts is not None:
+                return logits.argmax(1) == ts[pos]
+            return logits.argmax(1) != ys[pos]
+
+        x_cur = threat.random_init(xs, generator=generator)
+        f, g, logits = self._objective(x_cur, ys, loss, ts)
+        queries[idx] += self.eot
+        active = torch.arange(idx.numel(), device=x.device)  # positions in xs still attacked
+        x_best, f_best, g_best = x_cur.clone(), f.clone(), g.clone()
+        x_prev = x_cur.clone()
+        eta = torch.full((idx.numel(),), 2.0 * eps, device=x.device)
+        count = torch.zeros(idx.numel(), device=x.device)
+        f_best_ckpt = f_best.clone()
+        reduced_last = torch.ones(idx.numel(), dtype=torch.bool, device=x.device)
+        f_prev = f.clone()
+
+        def retire(hit: Tensor) -> None:
+            nonlocal active, x_cur, x_prev, g
+            pos = active[hit]
+            x_out[idx[pos]] = x_cur[hit]
+            fooled[idx[pos]] = True
+            keep = ~hit
+            active, x_cur, x_prev, g = active[keep], x_cur[keep], x_prev[keep], g[keep]
+
+        retire(hit_of(logits, active))
+        lengths = _checkpoint_lengths(self.steps)
+        ck_i, since = 0, 0
+        for k in range(self.steps):
+            if active.numel() == 0:
+                break
+            a = active
+            alpha = 1.0 if k == 0 else 0.75
+            step = _bcast(eta[a], x_cur) * threat.steepest_step(g)
+            z = threat.project(x_cur + step, xs[a])
+            x_new = threat.project(
+                x_cur + alpha * (z - x_cur) + (1.0 - alpha) * (x_cur - x_prev), xs[a]
+            )
+            x_prev, x_cur = x_cur, x_new
+            f_new, g, logits = self._objective(
+                x_cur, ys[a], loss, ts[a] if ts is not None else None
+            )
+            queries[idx[a]] += self.eot
+            count[a] += (f_new > f_prev[a]).float()
+            f_prev[a] = f_new
+            better = f_new > f_best[a]
+            if bool(better.any()):
+                b = a[better]
+                x_best[b], f_best[b], g_best[b] = x_cur[better], f_new[better], g[better]
+            retire(hit_of(logits, a))
+            since += 1
+            if since == lengths[ck_i]:
+                a = active
+                if a.numel():
+                    few_increases = count[a] < self.rho * lengths[ck_i]
+                    stalled = (~reduced_last[a]) & (f_best_ckpt[a] >= f_best[a])
+                    reduce = few_increases | stalled
+                    reduced_last[a] = reduce
+                    f_best_ckpt[a] = f_best[a]
+                    if bool(reduce.any()):
+                        r = a[reduce]
+                        eta[r] = eta[r] / 2.0
+                        x_cur[reduce] = x_best[r]
+                        g[reduce] = g_best[r]
+                count.zero_()
+                since = 0
+                ck_i = min(ck_i + 1, len(lengths) - 1)
+        if active.numel():  # still robust: hand back the strongest point found
+            x_out[idx[active]] = x_best[active]
+
+
+def _check_common(name: str, steps: int, restarts: int, rho: float, eot_samples: int) -> None:
+    if int(steps) < 1:
+        raise ConfigError(f"{name}.steps: expected an integer >= 1, got {steps}")
+    if int(restarts) < 1:
+        raise ConfigError(f"{name}.restarts: expected an integer >= 1, got {restarts}")
+    if not 0.0 < rho < 1.0:
+        raise ConfigError(f"{name}.rho: expected a fraction in (0, 1), got {rho}")
+    if int(eot_samples) < 1:
+        raise ConfigError(f"{name}.eot_samples: expected an integer >= 1, got {eot_samples}")
+
+
+class APGD(Attack):
+    """Auto-PGD with the cross-entropy or DLR loss (Croce & Hein 2020).
+
+    Args:
+        steps: iterations per restart (AutoAttack uses 100).
+        restarts: runs from independent random starts, each only on examples still robust.
+        loss: ``"ce"`` or ``"dlr"`` (DLR needs at least 3 classes).
+        rho: the share of loss increases below which a checkpoint halves the step (0.75).
+        eot_samples: gradient passes averaged per step, for randomised models
+            (Expectation over Transformation, Athalye et al. 2018); 1 for deterministic ones.
+
+    A targeted call (``targets=...``) climbs ``-CE(target)`` or the targeted DLR.
+    """
+
+    name = "apgd"
+
+    def __init__(
+        self,
+        *,
+        steps: int = 100,
+        restarts: int = 1,
+        loss: str = "ce",
+        rho: float = 0.75,
+        eot_samples: int = 1,
+    ):
+        _check_common("apgd", steps, restarts, rho, eot_samples)
+        if loss not in APGD_LOSSES:
+            raise ConfigError(f"apgd.loss: expected one of {', '.join(APGD_LOSSES)}, got {loss!r}")
+        self.steps, self.restarts, self.loss = int(steps), int(restarts), loss
+        self.rho, self.eot_samples = float(rho), int(eot_samples)
+
+    def _run(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        threat: ThreatModel,
+        *,
+        targets: Tensor | None,
+        generator: torch.Generator | None,
+    ) -> tuple[Tensor, Tensor]:
+        n = x.shape[0]
+        queries = torch.zeros(n, dtype=torch.int64, device=x.device)
+        with torch.no_grad():
+            logits = model(x)
+        queries += 1
+        _check_classes(logits.shape[1], self.loss, targeted=targets is not None)
+        fooled = (logits.argmax(1) != y) if targets is None else (logits.argmax(1) == targets)
+        x_out = x.clone()
+        runner = _APGDRunner(model, threat, self.steps, self.rho, self.eot_samples)
+        if targets is not None:
+            # The runner counts "fooled" as argmax != its label; for a targeted attack climb the
+            # targeted objective and count success as reaching the target (checked below).
+            return _targeted_apgd(
+                runner, x, y, targets, self.loss, self.restarts, generator, x_out, queries
+            )
+        for _ in range(self.restarts):
+            idx = (~fooled).nonzero().squeeze(1)
+            if idx.numel() == 0:
+                break
+            runner.run(
+                x,
+                y,
+                loss=self.loss,
+                target=None,
+                generator=generator,
+                x_out=x_out,
+                idx=idx,
+                fooled=fooled,
+                queries=queries,
+            )
+        return x_out, queries
+
+
+def _check_classes(num_classes: int, loss: str, *, targeted: bool) -> None:
+    need = 4 if (loss == "dlr" and targeted) else 3 if loss == "dlr" else 2
+    if num_classes < need:
+        raise AttackInputError(
+            f"loss: {'targeted ' if targeted else ''}{loss} needs at least {need} classes, "
+            f"the model has {num_classes}; use loss='ce'"
+        )
+
+
+def _targeted_apgd(
+    runner: _APGDRunner,
+    x: Tensor,
+    y: Tensor,
+    targets: Tensor,
+    loss: str,
+    restarts: int,
+    generator: torch.Generator | None,
+    x_out: Tensor,
+    queries: Tensor,
+) -> tuple[Tensor, Tensor]:
+    """A targeted APGD: success is reaching ``targets``; points are kept only if they do."""
+    reached = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    for _ in range(restarts):
+        idx = (~reached).nonzero().squeeze(1)
+        if idx.numel() == 0:
+            break
+        cand = x.clone()
+        hit = torch.zeros_like(reached)
+        runner.run(
+            x,
+            y,
+            loss=loss,
+            target=targets,
+            generator=generator,
+            x_out=cand,
+            idx=idx,
+            fooled=hit,
+            queries=queries,
+            until_target=True,
+        )
+        with torch.no_grad():
+            ok = runner.model(cand[idx]).argmax(1) == targets[idx]
+        queries[idx] += 1
+        x_out[idx[ok]] = cand[idx[ok]]
+        reached[idx[ok]] = True
+        x_out[idx[~ok]] = cand[idx[~ok]]
+    return x_out, queries
+
+
+class APGDTargeted(Attack):
+    """APGD-T: untargeted robustness measured by targeted APGD runs (Croce & Hein 2020).
+
+    For each of the ``target_classes`` classes the clean input ranks highest after the true one,
+    a targeted APGD with the targeted DLR loss runs on the examples still robust; an example
+    counts as broken as soon as it is misclassified (as any class). AutoAttack's standard
+    version uses 9 targets and 100 steps, one restart each.
+    """
+
+    name = "apgd-t"
+
+    def __init__(
+        self,
+        *,
+        steps: int = 100,
+        target_classes: int = 9,
+        restarts: int = 1,
+        loss: str = "dlr",
+        rho: float = 0.75,
+        eot_samples: int = 1,
+    ):
+        _check_common("apgd-t", steps, restarts, rho, eot_samples)
+        if int(target_classes) < 1:
+            raise ConfigError(
+                f"apgd-t.target_classes: expected an integer >= 1, got {target_classes}"
+            )
+        if loss not in APGD_LOSSES:
+            raise ConfigError(
+                f"apgd-t.loss: expected one of {', '.join(APGD_LOSSES)}, got {loss!r}"
+            )
+        self.steps, self.target_classes, self.restarts, self.loss = (
+            int(steps),
+            int(target_classes),
+            int(restarts),
+            loss,
+        )
+        self.rho, self.eot_samples = float(rho), int(eot_samples)
+
+    def _run(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        threat: ThreatModel,
+        *,
+        targets: Tensor | None,
+        generator: torch.Generator | None,
+    ) -> tuple[Tensor, Tensor]:
+        if targets is not None:
+            raise AttackInputError(
+                "targets: apgd-t chooses its own targets; use apgd for a given target"
+            )
+        n = x.shape[0]
+        queries = torch.ones(n, dtype=torch.int64, device=x.device)
+        with torch.no_grad():
+            logits = model(x)
+        c = logits.shape[1]
+        _check_classes(c, self.loss, targeted=True)
+        ranking = logits.argsort(dim=1, descending=True)
+        fooled = logits.argmax(1) != y
+        x_out = x.clone()
+        runner = _APGDRunner(model, threat, self.steps, self.rho, self.eot_samples)
+        for k in range(1, min(self.target_classes, c - 1) + 1):
+            for _ in range(self.restarts):
+                idx = (~fooled).nonzero().squeeze(1)
+                if idx.numel() == 0:
+                    return x_out, queries
+                # the k-th ranked class other than the true one
+                order = ranking[idx]
+                not_y = order != y[idx][:, None]
+                target = torch.empty(n, dtype=torch.int64, device=x.device).fill_(0)
+                target[idx] = order[not_y].view(idx.numel(), c - 1)[:, k - 1]
+                runner.run(
+                    x,
+                    y,
+                    loss=self.loss,
+                    target=target,
+                    generator=generator,
+                    x_out=x_out,
+                    idx=idx,
+                    fooled=fooled,
+                    queries=queries,
+                )
+        return x_out, queries
