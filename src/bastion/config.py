@@ -115,6 +115,34 @@ class AttackEntry(BaseModel):
         return self.label or self.name
 
 
+class CorruptionsConfig(_Strict):
+    """The corruption suite (Hendrycks & Dietterich 2019; Mu & Gilmer 2019): accuracy per
+    corruption and severity, and mCE against the first model of the run."""
+
+    names: list[str] | None = None
+    severities: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5])
+    examples: int | None = Field(default=None, ge=1)
+
+    @field_validator("names")
+    @classmethod
+    def _names(cls, v: list[str] | None) -> list[str] | None:
+        from bastion.corruptions import CORRUPTIONS
+
+        for n in v or []:
+            if n not in CORRUPTIONS:
+                raise ValueError(
+                    f"unknown corruption {n!r}; expected some of {', '.join(CORRUPTIONS)}"
+                )
+        return v
+
+    @field_validator("severities")
+    @classmethod
+    def _severities(cls, v: list[int]) -> list[int]:
+        if not v or any(not 1 <= s <= 5 for s in v):
+            raise ValueError(f"expected severities in 1..5, got {v}")
+        return v
+
+
 class EvaluationConfig(_Strict):
     examples: int | None = Field(default=1000, ge=1)
     batch_size: int = Field(default=500, ge=1)
@@ -125,6 +153,7 @@ class EvaluationConfig(_Strict):
         ]
     )
     eps_grid: list[float] = Field(default_factory=list)
+    corruptions: CorruptionsConfig | None = None
 
     @field_validator("eps_grid")
     @classmethod

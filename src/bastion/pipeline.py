@@ -26,6 +26,7 @@ from bastion.attacks.base import predict
 from bastion.attacks.registry import build_attack
 from bastion.config import ModelEntry, RunConfig, load_config
 from bastion.data import Dataset, load_dataset
+from bastion.errors import BastionError
 from bastion.evaluation.evaluator import NamedAttack, eps_key, evaluate_model
 from bastion.evaluation.scorecard import (
     SCHEMA_VERSION,
@@ -171,7 +172,52 @@ def evaluate_models(
         if tm.training is not None:
             entry["training"] = tm.training
         out[tm.name] = entry
+    if cfg.evaluation.corruptions is not None:
+        _evaluate_corruptions(cfg, models, data, out)
     return out
+
+
+def _evaluate_corruptions(
+    cfg: RunConfig, models: list[TrainedModel], data: Dataset, out: dict[str, dict[str, Any]]
+) -> None:
+    """Add ``corruptions`` (accuracy per corruption and severity) to each model's results, and
+    ``mce``/``relative_mce`` against the first model (Hendrycks & Dietterich 2019)."""
+    from bastion.corruptions import (
+        available_corruptions,
+        corruption_accuracy,
+        mean_corruption_error,
+        relative_mean_corruption_error,
+    )
+
+    cc = cfg.evaluation.corruptions
+    assert cc is not None
+    test = data.test if cc.examples is None else data.test.subset(cc.examples)
+    images = test.x.dim() == 4
+    names = cc.names or available_corruptions(images=images)
+    results = {}
+    for tm in models:
+        results[tm.name] = corruption_accuracy(
+            tm.model,
+            test.x,
+            test.y,
+            names=names,
+            severities=cc.severities,
+            seed=cfg.seed,
+            bounds=cfg.threat.bounds,
+        )
+        out[tm.name]["corruptions"] = results[tm.name].to_dict()
+    reference = models[0].name
+    for tm in models:
+        r = results[tm.name]
+        out[tm.name]["corruptions"]["reference"] = reference
+        try:
+            out[tm.name]["corruptions"]["mce"] = mean_corruption_error(r, results[reference])
+            out[tm.name]["corruptions"]["relative_mce"] = relative_mean_corruption_error(
+                r, results[reference]
+            )
+        except BastionError:  # undefined, e.g. a reference that makes no corruption errors
+            out[tm.name]["corruptions"]["mce"] = None
+            out[tm.name]["corruptions"]["relative_mce"] = None
 
 
 def build_scorecard(

@@ -13,10 +13,12 @@ from bastion.attacks.fab import FAB, FABTargeted
 from bastion.attacks.gradient import FGSM, PGD
 from bastion.attacks.hopskipjump import HopSkipJump
 from bastion.attacks.l1 import SparseL1Descent
+from bastion.attacks.patch import AdversarialPatch, PatchAttack, apply_patch, patch_success_rate
 from bastion.attacks.registry import ATTACKS, attack_params, build_attack
 from bastion.attacks.square import Square
 from bastion.attacks.targets import HTTPTarget, LabelTarget, ScoreTarget, SklearnTarget
 from bastion.attacks.transfer import MIFGSM, TransferAttack
+from bastion.attacks.universal import UniversalAttack, UniversalPerturbation, fooling_rate
 
 __all__ = [
     "APGD",
@@ -28,6 +30,7 @@ __all__ = [
     "PGD",
     "PRESETS",
     "APGDTargeted",
+    "AdversarialPatch",
     "Attack",
     "AttackConformanceError",
     "AttackResult",
@@ -40,18 +43,24 @@ __all__ = [
     "HTTPTarget",
     "HopSkipJump",
     "LabelTarget",
+    "PatchAttack",
     "ScoreTarget",
     "SklearnTarget",
     "SparseL1Descent",
     "Square",
     "TransferAttack",
+    "UniversalAttack",
+    "UniversalPerturbation",
+    "apply_patch",
     "attack_params",
     "build_attack",
     "ce_loss",
     "check_attack",
     "cw_margin_loss",
+    "fooling_rate",
     "gradient_attack",
     "input_gradient",
+    "patch_success_rate",
     "predict",
     "validate_batch",
 ]

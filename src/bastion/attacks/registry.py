@@ -15,8 +15,10 @@ from bastion.attacks.fab import FAB, FABTargeted
 from bastion.attacks.gradient import FGSM, PGD
 from bastion.attacks.hopskipjump import HopSkipJump
 from bastion.attacks.l1 import SparseL1Descent
+from bastion.attacks.patch import PatchAttack
 from bastion.attacks.square import Square
 from bastion.attacks.transfer import MIFGSM, TransferAttack
+from bastion.attacks.universal import UniversalAttack
 from bastion.errors import ConfigError
 
 ATTACKS: dict[str, type[Attack]] = {
@@ -36,6 +38,9 @@ ATTACKS: dict[str, type[Attack]] = {
     "square": Square,
     "hopskipjump": HopSkipJump,
     "transfer": TransferAttack,
+    # physical-world style
+    "universal": UniversalAttack,
+    "patch": PatchAttack,
     # worst case over several
     "cascade": Cascade,
 }

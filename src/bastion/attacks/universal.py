@@ -6,7 +6,8 @@ Moosavi-Dezfooli et al. 2017 ("Universal adversarial perturbations") introduced 
 formulation of Shafahi et al. 2020 ("Universal adversarial training", Algorithm 1): ``delta``
 is shared by every example and climbs the mean loss of a minibatch,
 
-    delta <- P_eps( delta + eta * step( E_{(x, y) in batch} grad_delta min(L(f(clip(x + delta)), y), cap) ) )
+    g     = mean over the batch of grad_delta min(L(f(clip(x + delta)), y), cap)
+    delta <- P_eps(delta + eta * step(g))
 
 where ``step`` is the threat's steepest-ascent direction (``sign`` for linf, the normalised
 gradient for l2; ``method="sgd"``) or an Adam update (``method="adam"``), ``P_eps`` the

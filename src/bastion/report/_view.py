@@ -76,6 +76,7 @@ class ModelView:
     curve: EpsCurve | None
     training: Training | None
     evaluation_seconds: float | None
+    corruptions: Mapping[str, Any] | None = None
 
     def attack_accuracy(self, attack: str, eps_key: str | None) -> float | None:
         """Accuracy under ``attack`` at the budget whose key is ``eps_key`` (``None`` if absent)."""
@@ -283,6 +284,9 @@ def _parse_model(name: str, value: object) -> ModelView:
         curve=_parse_curve(raw.get("accuracy_vs_eps"), f"{where}.accuracy_vs_eps"),
         training=_parse_training(raw.get("training"), f"{where}.training"),
         evaluation_seconds=_number(raw.get("evaluation_seconds"), f"{where}.evaluation_seconds"),
+        corruptions=(
+            _mapping(raw["corruptions"], f"{where}.corruptions") if raw.get("corruptions") else None
+        ),
     )
 
 

@@ -302,6 +302,60 @@ def _robustness(view: ScorecardView) -> str:
     return "".join(parts)
 
 
+def _pct(value: object) -> str:
+    return f"{float(value):.1%}" if isinstance(value, int | float) else "\u2013"
+
+
+def _corruptions(view: ScorecardView) -> str:
+    """Accuracy per corruption (mean over severities) and per severity, and mCE."""
+    models = [m for m in view.models if m.corruptions]
+    if not models:
+        return ""
+    names: list[str] = []
+    severities: list[str] = []
+    for m in models:
+        assert m.corruptions is not None
+        names += [n for n in m.corruptions.get("per_corruption", {}) if n not in names]
+        severities += [s for s in m.corruptions.get("per_severity", {}) if s not in severities]
+    head = "".join(f"<th>{_e(n)}</th>" for n in ["model", "clean", "mean", "mCE", *names])
+    rows = []
+    for m in models:
+        c = m.corruptions or {}
+        mce = c.get("mce")
+        cells = [
+            _text_cell(m.name),
+            _num_cell(_pct(c.get("clean_accuracy"))),
+            _num_cell(_pct(c.get("mean_accuracy"))),
+            _num_cell(f"{mce:.3f}" if isinstance(mce, int | float) else "\u2013"),
+        ]
+        cells += [_num_cell(_pct(c.get("per_corruption", {}).get(n))) for n in names]
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    sev_head = "".join(
+        f"<th>{_e(x)}</th>" for x in ["model", *[f"severity {s}" for s in severities]]
+    )
+    sev_rows = []
+    for m in models:
+        per = (m.corruptions or {}).get("per_severity", {})
+        cells = [_text_cell(m.name)] + [_num_cell(_pct(per.get(s))) for s in severities]
+        sev_rows.append(f"<tr>{''.join(cells)}</tr>")
+    ref = (models[0].corruptions or {}).get("reference")
+    note = (
+        f"mCE: corruption errors summed over severities, divided by those of "
+        f"{_e(ref)}, averaged over corruptions (Hendrycks &amp; Dietterich 2019)."
+        if ref
+        else ""
+    )
+    return (
+        '<section id="corruptions"><h2>Corruptions</h2>'
+        f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}'
+        "</tbody></table></div>"
+        f'<div class="scroll"><table><thead><tr>{sev_head}</tr></thead>'
+        f"<tbody>{''.join(sev_rows)}</tbody></table></div>"
+        f'<p class="note">Accuracy under each corruption, averaged over severities. {note}</p>'
+        "</section>"
+    )
+
+
 def _best_record(model: ModelView) -> tuple[float, float] | None:
     """Validation (clean, robust) accuracy at the selected epoch, else at the last epoch."""
     history, training = model.history, model.training
@@ -477,6 +531,7 @@ def render_view(view: ScorecardView) -> str:
             _summary(view),
             _threat(view),
             _robustness(view),
+            _corruptions(view),
             _training(view),
             _warnings(view),
             _provenance(view),
