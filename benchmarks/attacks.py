@@ -228,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"attacks-{cfg.name}-{args.model}"
+    suffix = "-" + "-".join(args.only) if args.only else ""
+    stem = args.out / f"attacks-{cfg.name}-{args.model}{suffix}"
     write_json(doc, stem.with_suffix(".json"))
     lines = [
         f"# Attacks on {args.run_dir.name}/{args.model} "
