@@ -154,6 +154,7 @@ class EvaluationConfig(_Strict):
     )
     eps_grid: list[float] = Field(default_factory=list)
     corruptions: CorruptionsConfig | None = None
+    sanity_checks: Literal["quick", "full", "off"] = "quick"
 
     @field_validator("eps_grid")
     @classmethod

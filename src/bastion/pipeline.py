@@ -174,6 +174,33 @@ def evaluate_models(
         out[tm.name] = entry
     if cfg.evaluation.corruptions is not None:
         _evaluate_corruptions(cfg, models, data, out)
+    if cfg.evaluation.sanity_checks != "off":
+        from bastion.evaluation.sanity import run_sanity_checks, to_warnings
+
+        for tm in models:
+            if reporter:
+                reporter.log(f"sanity checks on {tm.name} ({cfg.evaluation.sanity_checks})")
+            checks = run_sanity_checks(
+                tm.model,
+                test.x,
+                test.y,
+                cfg.threat_model(),
+                seed=cfg.seed,
+                budget=cfg.evaluation.sanity_checks,
+                attacks_results=out[tm.name]["attacks"],
+            )
+            out[tm.name]["sanity_checks"] = [
+                {
+                    "code": c.code,
+                    "passed": c.passed,
+                    "severity": c.severity,
+                    "message": c.message,
+                    "advice": c.advice,
+                    "details": c.details,
+                }
+                for c in checks
+            ]
+            out[tm.name]["sanity_warnings"] = to_warnings(checks, tm.name)
     return out
 
 
@@ -262,6 +289,8 @@ def build_scorecard(
 def collect_warnings(cfg: RunConfig, results: dict[str, dict[str, Any]]) -> list[dict[str, str]]:
     """Simple sanity checks on the results, recorded in the scorecard (Carlini et al. 2019)."""
     out: list[dict[str, str]] = []
+    for r in results.values():  # the gradient-masking checks of bastion.evaluation.sanity
+        out += r.get("sanity_warnings", [])
     key = eps_key(cfg.threat.eps)
     for name, r in results.items():
         attacks = r.get("attacks", {})
@@ -273,7 +302,7 @@ def collect_warnings(cfg: RunConfig, results: dict[str, dict[str, Any]]) -> list
                     "code": "single-step-beats-iterative",
                     "model": name,
                     "message": f"FGSM ({min(single):.1%}) is stronger than PGD "
-                    "({min(multi):.1%}): a sign of "
+                    f"({min(multi):.1%}): a sign of "
                     "gradient masking or a too-weak PGD; do not trust this robust accuracy without "
                     "stronger and black-box attacks.",
                 }
@@ -289,7 +318,13 @@ def collect_warnings(cfg: RunConfig, results: dict[str, dict[str, Any]]) -> list
                     "converging; raise steps or restarts.",
                 }
             )
-    return out
+    seen: set[tuple[str, str]] = set()  # one warning per (code, model): the first, most detailed
+    unique = []
+    for w in out:
+        if (w["code"], w["model"]) not in seen:
+            seen.add((w["code"], w["model"]))
+            unique.append(w)
+    return unique
 
 
 def _pid_alive(pid: int) -> bool:

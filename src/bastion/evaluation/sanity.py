@@ -1,0 +1,498 @@
+"""Sanity checks that catch an evaluation giving a false sense of security.
+
+A robust accuracy is only as good as the attacks behind it. Gradient masking (a non-differentiable
+pre-processing step, saturated logits, randomness in the forward pass) makes gradient attacks
+fail while the model stays easy to fool, and the numbers then look better than they are
+(Athalye, Carlini & Wagner 2018, "Obfuscated gradients give a false sense of security";
+Carlini et al. 2019, "On evaluating adversarial robustness"; the warnings AutoAttack prints).
+Each check here looks for one symptom of such a broken evaluation:
+
+=============================== ============================================================
+code                            fails when (thresholds: :class:`SanityThresholds`)
+=============================== ============================================================
+``non-deterministic-model``     two forward passes on the same input differ by more than
+                                ``nondeterminism_atol`` (any logit)
+``zero-or-nonfinite-gradients`` more than ``zero_grad_share`` of the examples have an input
+                                gradient of the cross-entropy that is exactly zero or not finite
+``single-step-beats-iterative`` FGSM accuracy < min(PGD, APGD-CE) accuracy - ``single_step_tol``
+``black-box-beats-white-box``   Square accuracy < best white-box accuracy (FGSM, PGD, APGD-CE,
+                                APGD-T) - ``black_box_tol``
+``restarts-change-much``        APGD-CE with 1 restart minus with several > ``restarts_tol``
+``non-monotonic-eps``           accuracy rises by more than ``monotonic_tol`` from one eps to
+                                a larger one on the grid
+``unbounded-eps-not-zero``      accuracy under APGD-CE then PGD at an eps that reaches the whole
+                                input box (linf: ``hi - lo``) exceeds ``unbounded_max_acc``
+=============================== ============================================================
+
+Accuracies are fractions of all examples checked (an example the model already gets wrong counts
+as broken), as in :func:`bastion.evaluation.evaluate_model`. A check that cannot run (Square
+under l1, say) passes with ``details["skipped"]`` saying why. Randomness comes from generators
+seeded from ``seed`` and the check's name; the model's own randomness (a randomised defence) is
+the model's business.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from bastion.attacks.apgd import APGD, APGDTargeted
+from bastion.attacks.base import Attack, predict
+from bastion.attacks.gradient import FGSM, PGD
+from bastion.attacks.square import Square
+from bastion.errors import ConfigError
+from bastion.evaluation.evaluator import eps_key, robust_mask
+from bastion.threat import ThreatModel
+
+Severity = Literal["warning", "info"]
+Budget = Literal["quick", "full"]
+AttackResults = Mapping[str, float | Mapping[str, float]]
+
+CHECK_CODES = (
+    "non-deterministic-model",
+    "zero-or-nonfinite-gradients",
+    "single-step-beats-iterative",
+    "black-box-beats-white-box",
+    "restarts-change-much",
+    "non-monotonic-eps",
+    "unbounded-eps-not-zero",
+)
+
+
+@dataclass(frozen=True)
+class SanityCheck:
+    """The outcome of one check.
+
+    Attributes:
+        code: one of :data:`CHECK_CODES`.
+        passed: False when the symptom was seen.
+        severity: ``"warning"`` for a failed check, ``"info"`` for a passed or skipped one.
+        message: what was measured, in one sentence with the figures.
+        advice: what the failure means and what to do (empty for a passed check).
+        details: the figures behind the verdict (JSON-able).
+    """
+
+    code: str
+    passed: bool
+    severity: Severity
+    message: str
+    advice: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SanityThresholds:
+    """When a check fails. Accuracy tolerances are absolute fractions (0.03 = 3 points); they
+    sit above the run-to-run noise of the attacks on a few hundred examples and below the gaps
+    gradient masking produces (tens of points), so honest models pass and masked ones fail."""
+
+    nondeterminism_atol: float = 1e-4
+    zero_grad_share: float = 0.05
+    single_step_tol: float = 0.03
+    black_box_tol: float = 0.05
+    restarts_tol: float = 0.06
+    monotonic_tol: float = 0.03
+    unbounded_max_acc: float = 0.02
+
+
+@dataclass(frozen=True)
+class _BudgetSettings:
+    max_examples: int
+    pgd_steps: int
+    apgd_steps: int
+    restarts: int
+    square_queries: int
+    target_classes: int
+    eps_factors: tuple[float, ...]
+
+
+BUDGETS: dict[str, _BudgetSettings] = {
+    "quick": _BudgetSettings(200, 20, 50, 3, 1000, 3, (0.5, 1.0, 2.0)),
+    "full": _BudgetSettings(1000, 50, 100, 5, 5000, 9, (0.25, 0.5, 1.0, 1.5, 2.0, 4.0)),
+}
+
+
+def _seed(seed: int, *parts: object) -> int:
+    text = ":".join(str(p) for p in (seed, *parts))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:6], "big")
+
+
+def _family(label: str) -> str | None:
+    """The attack family a scorecard label belongs to (``"apgd-ce"`` -> ``"apgd"``)."""
+    low = label.lower()
+    for fam in ("apgd-t", "apgd", "pgd", "fgsm", "square"):
+        if low == fam or low.startswith((fam + "-", fam + "_", fam + " ")):
+            return fam
+    if low.startswith("apgd"):
+        return "apgd"
+    return None
+
+
+def _given_at(results: AttackResults | None, family: str, eps: float) -> float | None:
+    """The lowest accuracy any attack of ``family`` reached at ``eps`` in ``results``."""
+    if not results:
+        return None
+    found: list[float] = []
+    for label, value in results.items():
+        if _family(label) != family:
+            continue
+        if isinstance(value, Mapping):
+            v = value.get(eps_key(eps))
+            if v is not None:
+                found.append(float(v))
+        else:
+            found.append(float(value))
+    return min(found) if found else None
+
+
+def _given_curves(results: AttackResults | None) -> dict[str, list[tuple[float, float]]]:
+    """Accuracy against eps for every label of ``results`` with at least two eps values."""
+    out: dict[str, list[tuple[float, float]]] = {}
+    for label, value in (results or {}).items():
+        if isinstance(value, Mapping) and len(value) >= 2:
+            out[label] = sorted((float(k), float(v)) for k, v in value.items())
+    return out
+
+
+def _unbounded_eps(threat: ThreatModel, x: Tensor) -> float:
+    """An eps whose ball, clipped to the input box, holds the whole box."""
+    width = threat.bounds[1] - threat.bounds[0]
+    dim = x[0].numel()
+    if threat.norm == "linf":
+        return width
+    if threat.norm == "l2":
+        return width * math.sqrt(dim)
+    return width * dim
+
+
+def _fail(
+    code: str, message: str, advice: str, details: dict[str, Any], passed: bool
+) -> SanityCheck:
+    if passed:
+        return SanityCheck(code, True, "info", message, "", details)
+    return SanityCheck(code, False, "warning", message, advice, details)
+
+
+def _skipped(code: str, why: str) -> SanityCheck:
+    return SanityCheck(code, True, "info", f"skipped: {why}", "", {"skipped": why})
+
+
+class _Runner:
+    """Runs attacks on the correctly classified examples and caches accuracies."""
+
+    def __init__(self, model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, seed: int):
+        self.model, self.x, self.y, self.threat, self.seed = model, x, y, threat, seed
+        self.correct = predict(model, x) == y
+        self.n = x.shape[0]
+
+    def robust(
+        self, label: str, attack: Attack, eps: float, candidates: Tensor | None = None
+    ) -> Tensor:
+        cand = self.correct if candidates is None else candidates
+        if eps <= 0:
+            return cand.clone()
+        return robust_mask(
+            self.model,
+            attack,
+            self.x,
+            self.y,
+            self.threat.with_eps(eps),
+            candidates=cand,
+            seed=_seed(self.seed, label, eps_key(eps)),
+        )
+
+    def acc(self, mask: Tensor) -> float:
+        return float(mask.float().mean())
+
+
+def _check_determinism(model: nn.Module, x: Tensor, th: SanityThresholds) -> SanityCheck:
+    code = "non-deterministic-model"
+    with torch.no_grad():
+        a, b = model(x), model(x)
+    diff = float((a - b).abs().amax()) if a.numel() else 0.0
+    if not math.isfinite(diff):
+        diff = math.inf if bool((a.isfinite() != b.isfinite()).any()) else 0.0
+    flips = float((a.argmax(1) != b.argmax(1)).float().mean()) if a.numel() else 0.0
+    passed = diff <= th.nondeterminism_atol
+    return _fail(
+        code,
+        f"two forward passes on the same inputs differ by up to {diff:.3g} in the logits and "
+        f"change {flips:.1%} of the predictions",
+        "The model is randomised (noise, random transforms or dropout left on at inference). "
+        "A single-sample attack then follows a random gradient and overstates robustness: "
+        "attack the expectation over the randomness (EOT, e.g. apgd with eot_samples=20 or "
+        "bastion.attacks.EOTModel), evaluate the prediction the deployed model makes "
+        "(a majority vote over samples), and check that dropout and batch-norm are in eval mode.",
+        {"max_logit_diff": diff, "prediction_flips": flips, "atol": th.nondeterminism_atol},
+        passed,
+    )
+
+
+def _check_gradients(model: nn.Module, x: Tensor, y: Tensor, th: SanityThresholds) -> SanityCheck:
+    code = "zero-or-nonfinite-gradients"
+    xg = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(xg)
+        loss = F.cross_entropy(logits, y, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, xg, allow_unused=True)
+    if grad is None:
+        grad = torch.zeros_like(x)
+    flat = grad.reshape(grad.shape[0], -1)
+    nonfinite = ~flat.isfinite().all(dim=1) | ~logits.isfinite().all(dim=1)
+    zero = ~nonfinite & (flat.abs().amax(dim=1) == 0)
+    share_zero = float(zero.float().mean())
+    share_bad = float(nonfinite.float().mean())
+    share = share_zero + share_bad
+    passed = share <= th.zero_grad_share
+    return _fail(
+        code,
+        f"the input gradient of the cross-entropy is exactly zero for {share_zero:.1%} and not "
+        f"finite for {share_bad:.1%} of the examples",
+        "Gradient attacks cannot move these examples, so their robust accuracy is not "
+        "evidence of robustness. Look for a non-differentiable step (quantisation, rounding, "
+        "JPEG, thresholding: replace it by the identity on the backward pass, BPDA, e.g. "
+        "bastion.attacks.BPDAWrapper), for saturated logits or softmax outputs fed in as logits "
+        "(use a margin or DLR loss, e.g. apgd with loss='dlr', or take the logits before the "
+        "saturating layer), and run a score-based attack such as square.",
+        {"zero_share": share_zero, "nonfinite_share": share_bad, "max_share": th.zero_grad_share},
+        passed,
+    )
+
+
+def run_sanity_checks(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    threat: ThreatModel,
+    *,
+    seed: int = 0,
+    budget: Budget = "quick",
+    attacks_results: AttackResults | None = None,
+    thresholds: SanityThresholds | None = None,
+    max_examples: int | None = None,
+) -> list[SanityCheck]:
+    """Run every check of :data:`CHECK_CODES` on ``model`` over ``(x, y)`` ``(N, ...)/(N,)``.
+
+    Args:
+        model: inputs in ``threat.bounds`` to logits ``(N, C)``; put in eval mode for the checks
+            and restored to its previous mode after.
+        seed: seeds every attack (same seed, same verdicts for a deterministic model).
+        budget: ``"quick"`` (200 examples, Square with 1000 queries, 3 restarts, eps grid
+            x0.5/1/2) or ``"full"`` (1000 examples, 5000 queries, 5 restarts, a 6-point grid).
+        attacks_results: accuracies already computed on the same examples, to reuse instead of
+            rerunning: ``{label: accuracy at threat.eps}`` or ``{label: {eps_key: accuracy}}``
+            (the evaluator's ``"attacks"`` entry). Labels are matched by family prefix
+            (``fgsm``, ``pgd``, ``apgd``, ``apgd-t``, ``square``); labels with two or more eps
+            values also feed the monotonicity check.
+        thresholds: when checks fail; default :class:`SanityThresholds`.
+        max_examples: override the budget's number of examples (the first ones are used).
+
+    Returns:
+        One :class:`SanityCheck` per code, in the order of :data:`CHECK_CODES`.
+    """
+    if budget not in BUDGETS:
+        raise ConfigError(f"sanity.budget: expected one of {', '.join(BUDGETS)}, got {budget!r}")
+    if x.shape[0] == 0 or x.shape[0] != y.shape[0]:
+        raise ConfigError(
+            f"sanity: expected a non-empty batch with one label per example, got x "
+            f"{tuple(x.shape)} and y {tuple(y.shape)}"
+        )
+    threat.validate_inputs(x, name="x")
+    b = BUDGETS[budget]
+    th = thresholds or SanityThresholds()
+    n = min(x.shape[0], max_examples if max_examples is not None else b.max_examples)
+    x, y = x[:n].detach(), y[:n].long()
+    was_training = model.training
+    model.eval()
+    try:
+        return _run_all(model, x, y, threat, seed, b, th, attacks_results)
+    finally:
+        model.train(was_training)
+
+
+def _run_all(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    threat: ThreatModel,
+    seed: int,
+    b: _BudgetSettings,
+    th: SanityThresholds,
+    given: AttackResults | None,
+) -> list[SanityCheck]:
+    eps = threat.eps
+    checks = [_check_determinism(model, x, th), _check_gradients(model, x, y, th)]
+    r = _Runner(model, x, y, threat, seed)
+    clean = r.acc(r.correct)
+
+    # accuracy at threat.eps of each family: given, else computed
+    fgsm = _given_at(given, "fgsm", eps)
+    if fgsm is None:
+        fgsm = r.acc(r.robust("fgsm", FGSM(), eps))
+    pgd = _given_at(given, "pgd", eps)
+    if pgd is None:
+        pgd = r.acc(r.robust("pgd", PGD(steps=b.pgd_steps), eps))
+    apgd_mask = r.robust("apgd-ce", APGD(steps=b.apgd_steps), eps)
+    apgd = r.acc(apgd_mask)
+    given_apgd = _given_at(given, "apgd", eps)
+    apgd_best = apgd if given_apgd is None else min(apgd, given_apgd)
+    iterative = min(pgd, apgd_best)
+
+    code = "single-step-beats-iterative"
+    checks.append(
+        _fail(
+            code,
+            f"FGSM leaves {fgsm:.1%} accuracy, the iterative attacks (PGD, APGD-CE) "
+            f"{iterative:.1%} at eps={eps:g}",
+            "One step should never beat many steps of the same gradient: the iterative attacks "
+            "are stuck, typically in a masked or noisy loss surface (Carlini et al. 2019). Check "
+            "step sizes and steps, attack with a margin/DLR loss and random restarts, and do not "
+            "trust this robust accuracy until an adaptive attack (BPDA/EOT) agrees.",
+            {"fgsm": fgsm, "pgd": pgd, "apgd": apgd_best, "tol": th.single_step_tol},
+            fgsm >= iterative - th.single_step_tol,
+        )
+    )
+
+    code = "black-box-beats-white-box"
+    square = _given_at(given, "square", eps)
+    if square is None and threat.norm not in ("linf", "l2"):
+        checks.append(_skipped(code, f"square supports linf and l2, not {threat.norm}"))
+    elif square is None and x.dim() != 4:
+        checks.append(_skipped(code, "square needs image inputs (N, C, H, W)"))
+    else:
+        if square is None:
+            square = r.acc(r.robust("square", Square(queries=b.square_queries), eps))
+        # the white-box side includes the targeted DLR attack, as AutoAttack's does: CE alone
+        # underrates some honestly trained models, and that is not gradient masking
+        apgd_t = _given_at(given, "apgd-t", eps)
+        if apgd_t is None:
+            apgd_t = r.acc(
+                r.robust(
+                    "apgd-t",
+                    APGDTargeted(steps=b.apgd_steps, target_classes=b.target_classes),
+                    eps,
+                    candidates=apgd_mask,
+                )
+            )
+        white = min(iterative, fgsm, apgd_t)
+        checks.append(
+            _fail(
+                code,
+                f"Square (score-based, no gradients) leaves {square:.1%} accuracy, the best "
+                f"white-box attack {white:.1%} at eps={eps:g}",
+                "A black-box attack that only sees the outputs beats attacks that see the "
+                "gradients: the gradients are masked or obfuscated (Athalye et al. 2018). The "
+                "reported robustness is an artefact of the attack, not of the model: use BPDA for "
+                "non-differentiable steps, EOT for randomness, a DLR or margin loss for "
+                "saturated outputs, and report the worst case including the black-box attack.",
+                {"square": square, "white_box": white, "apgd_t": apgd_t, "tol": th.black_box_tol},
+                square >= white - th.black_box_tol,
+            )
+        )
+
+    code = "restarts-change-much"
+    more = r.robust(
+        "apgd-ce-restarts",
+        APGD(steps=b.apgd_steps, restarts=b.restarts - 1),
+        eps,
+        candidates=apgd_mask,
+    )
+    apgd_r = r.acc(more)
+    drop = apgd - apgd_r
+    checks.append(
+        _fail(
+            code,
+            f"APGD-CE leaves {apgd:.1%} accuracy with 1 restart and {apgd_r:.1%} with "
+            f"{b.restarts} at eps={eps:g}",
+            "The result depends on the random start: the attack is not converging, often because "
+            "the loss surface is flat or noisy (masking or randomness). Report the figure with "
+            "many restarts, raise steps, and try a DLR loss, EOT for randomised models and a "
+            "black-box attack.",
+            {"one_restart": apgd, "restarts": b.restarts, "many_restarts": apgd_r, "drop": drop},
+            drop <= th.restarts_tol,
+        )
+    )
+
+    code = "non-monotonic-eps"
+    width = threat.bounds[1] - threat.bounds[0]
+    curves = _given_curves(given)
+    grid = sorted(
+        {min(f * eps, width) if threat.norm == "linf" else f * eps for f in b.eps_factors}
+    )
+    own: list[tuple[float, float]] = []
+    for e in grid:
+        if e <= 0:
+            own.append((e, clean))
+        elif e == eps:
+            own.append((e, apgd))
+        else:
+            own.append((e, r.acc(r.robust("apgd-ce-grid", APGD(steps=b.apgd_steps), e))))
+    curves["apgd-ce (sanity grid)"] = own
+    rises: list[dict[str, Any]] = []
+    for label, curve in curves.items():
+        for (e0, a0), (e1, a1) in itertools.pairwise(curve):
+            if a1 > a0 + th.monotonic_tol:
+                rises.append({"attack": label, "from_eps": e0, "to_eps": e1, "from": a0, "to": a1})
+    first = rises[0] if rises else None
+    msg = (
+        f"accuracy rises with eps: {first['attack']} gives {first['from']:.1%} at "
+        f"eps={first['from_eps']:g} but {first['to']:.1%} at eps={first['to_eps']:g}"
+        if first
+        else f"accuracy falls with eps on every curve checked ({len(curves)})"
+    )
+    checks.append(
+        _fail(
+            code,
+            msg,
+            "A larger budget contains every smaller one, so accuracy can only fall as eps grows; "
+            "a rise means the attack fails to find points it could reach (a too-large fixed step, "
+            "too few steps, masked gradients). Raise steps and restarts, use APGD, and look for "
+            "gradient masking before trusting the curve.",
+            {"curves": {k: [list(p) for p in v] for k, v in curves.items()}, "rises": rises},
+            not rises,
+        )
+    )
+
+    code = "unbounded-eps-not-zero"
+    big = _unbounded_eps(threat, x)
+    left = r.robust("apgd-ce-unbounded", APGD(steps=b.apgd_steps), big)
+    left = r.robust("pgd-unbounded", PGD(steps=b.pgd_steps), big, candidates=left)
+    acc_big = r.acc(left)
+    checks.append(
+        _fail(
+            code,
+            f"{acc_big:.1%} accuracy is left under APGD-CE then PGD at eps={big:g}, a budget that "
+            "reaches every valid input",
+            "With an unbounded budget every example can be turned into one of another class, so a "
+            "working attack drives accuracy to zero. If it does not, the gradients do not point "
+            "anywhere useful: the model masks gradients (non-differentiable or saturating "
+            "layers, randomness). Use BPDA / EOT, a DLR loss, a black-box attack, and check for "
+            "saturation before reporting any robust accuracy.",
+            {"eps": big, "accuracy": acc_big, "max_accuracy": th.unbounded_max_acc},
+            acc_big <= th.unbounded_max_acc,
+        )
+    )
+    order = {c: i for i, c in enumerate(CHECK_CODES)}
+    return sorted(checks, key=lambda c: order[c.code])
+
+
+def to_warnings(checks: Sequence[SanityCheck], model_name: str) -> list[dict[str, str]]:
+    """The failed checks as scorecard warnings ``{"code", "model", "message"}``, the advice
+    appended to the message."""
+    return [
+        {
+            "code": c.code,
+            "model": model_name,
+            "message": f"{c.message}. {c.advice}" if c.advice else f"{c.message}.",
+        }
+        for c in checks
+        if not c.passed
+    ]
