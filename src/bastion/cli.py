@@ -294,6 +294,94 @@ def report(
     _out.print(f"report written to {path}")
 
 
+@app.command()
+def gate(
+    scorecards: Annotated[list[Path], typer.Argument(help="scorecard.json file(s) to judge.")],
+    policy: Annotated[Path, typer.Option("--policy", help="Gate policy YAML (rules on metrics).")],
+    baseline: Annotated[
+        Path | None, typer.Option("--baseline", help="Earlier scorecard for max_drop rules.")
+    ] = None,
+    junit: Annotated[Path | None, typer.Option("--junit", help="Write a JUnit XML report.")] = None,
+    markdown: Annotated[
+        Path | None, typer.Option("--markdown", help="Write a Markdown summary.")
+    ] = None,
+) -> None:
+    """Fail a build when robustness regresses: exit 0 if every rule holds, 1 if one fails,
+    2 if an input cannot be judged (the gate fails closed)."""
+    from bastion.evaluation.gate import render_gate_markdown, run_gate
+
+    outcome = run_gate(scorecards, policy, baseline=baseline, junit=junit, markdown=markdown)
+    typer.echo(render_gate_markdown(outcome.results))
+    if not outcome.passed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def certify(
+    model: Annotated[
+        Path, typer.Argument(help="Model file saved by bastion (.safetensors or stem).")
+    ],
+    data: Annotated[str, typer.Option("--data", help="Data set name.")] = "digits",
+    sigma: Annotated[float, typer.Option("--sigma", help="Gaussian noise level (l2).")] = 0.25,
+    n0: Annotated[int, typer.Option("--n0", help="Samples to select the class.")] = 100,
+    n: Annotated[int, typer.Option("--n", help="Samples to bound its probability.")] = 10000,
+    alpha: Annotated[float, typer.Option("--alpha", help="Failure probability.")] = 0.001,
+    examples: Annotated[int, typer.Option("--examples", "-n", help="First N test examples.")] = 500,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    out: Annotated[Path | None, typer.Option("--out", help="Write the results as JSON.")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Certified l2 robustness by randomized smoothing (Cohen, Rosenfeld & Kolter 2019)."""
+    import torch
+
+    from bastion.certify import certify_dataset, summarize_certification
+    from bastion.data import load_dataset
+    from bastion.evaluation.scorecard import write_json
+    from bastion.models import load_model
+
+    net = load_model(model)
+    ds = load_dataset(data, data_dir=data_dir, seed=seed)
+    if tuple(ds.input_shape) != tuple(net.spec.input_shape):
+        raise BastionError(
+            f"--data: {data!r} has input shape {tuple(ds.input_shape)}, the model expects "
+            f"{tuple(net.spec.input_shape)}"
+        )
+    test = ds.test.subset(examples)
+
+    def show(stage: str, done: int, total: int) -> None:
+        if _err.is_terminal:
+            _err.print(f"  certified {done}/{total}", end="\r")
+        elif done == total or done % max(1, total // 10) == 0:
+            _err.print(f"  certified {done}/{total}")
+
+    res = certify_dataset(
+        net, test.x, test.y, sigma, n0, n, alpha, torch.Generator().manual_seed(seed), show
+    )
+    summary = summarize_certification(res)
+    _err.print()
+    for r, acc in summary["certified_accuracy"].items():
+        _out.print(f"radius {r}: certified accuracy {acc:.1%}")
+    _out.print(
+        f"abstained {summary['abstain_rate']:.1%}, {summary['images_per_second']:.2f} images/s"
+    )
+    if out is not None:
+        write_json(
+            {
+                "model": str(model),
+                "data": data,
+                "sigma": sigma,
+                "n0": n0,
+                "n": n,
+                "alpha": alpha,
+                "examples": len(test),
+                "seed": seed,
+                **summary,
+            },
+            out,
+        )
+        _out.print(f"results written to {out}")
+
+
 @data_app.command("download")
 def data_download(
     name: Annotated[str, typer.Argument(help="Data set to download (mnist).")],

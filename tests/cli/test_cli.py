@@ -199,3 +199,34 @@ def test_unknown_attack_name(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(argv) == 2
     assert capsys.readouterr().err.strip()
+
+
+def test_certify_writes_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _cfg(tmp_path)
+    stem = tmp_path / "m"
+    assert main(["train", str(cfg), "--out", str(stem), "--quiet"]) == 0
+    out = tmp_path / "cert.json"
+    assert (
+        main(
+            [
+                "certify",
+                str(stem),
+                "--sigma",
+                "0.25",
+                "--n0",
+                "20",
+                "--n",
+                "200",
+                "-n",
+                "10",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    doc = json.loads(out.read_text())
+    accs = list(doc["certified_accuracy"].values())
+    assert all(0.0 <= a <= 1.0 for a in accs) and accs == sorted(accs, reverse=True)
+    assert main(["certify", str(stem), "--sigma", "-1", "-n", "5"]) == 2
+    assert "sigma" in capsys.readouterr().err
