@@ -175,3 +175,25 @@ def test_sigterm_leaves_no_partial_directory(tiny_config_file: Path, tmp_path: P
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 128 + signal.SIGTERM
     assert _entries(out) == []
+
+
+def test_corruptions_and_sanity_checks_land_in_scorecard_and_report(
+    make_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    evaluation = {
+        "examples": 60,
+        "attacks": [{"name": "fgsm"}, {"name": "pgd", "label": "pgd-10", "steps": 10}],
+        "corruptions": {"names": ["gaussian_noise", "rotation"], "severities": [1, 5]},
+    }
+    cfg = make_config(evaluation=evaluation)
+    run_dir = run_pipeline(cfg, out_dir=tmp_path / "runs", show_progress=False)
+    sc = read_scorecard(run_dir / "scorecard.json")
+    base, hard = sc["models"]["baseline"]["corruptions"], sc["models"]["hardened"]["corruptions"]
+    assert set(base["accuracy"]) == {"gaussian_noise", "rotation"}
+    assert set(base["accuracy"]["rotation"]) == {"1", "5"}
+    assert base["mce"] == pytest.approx(1.0) and base["reference"] == "baseline"
+    assert hard["mce"] is None or hard["mce"] > 0
+    codes = {c["code"] for c in sc["models"]["hardened"]["sanity_checks"]}
+    assert {"zero-or-nonfinite-gradients", "unbounded-eps-not-zero"} <= codes
+    html = (run_dir / "report.html").read_text()
+    assert 'id="corruptions"' in html and "gaussian_noise" in html
