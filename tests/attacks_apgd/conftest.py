@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 import torch
-from torch import Tensor
+from apgd_models import Trained
 
 from bastion.data import load_dataset
-from bastion.models import BastionModel, ModelSpec, build_model
+from bastion.models import ModelSpec, build_model
 from bastion.threat import ThreatModel
 from bastion.training import ObjectiveSettings, Trainer, TrainSettings
-
-
-@dataclass
-class Trained:
-    model: BastionModel
-    x: Tensor
-    y: Tensor
-    threat: ThreatModel
 
 
 def _train(objective: str, epochs: int) -> Trained:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import Trained
+from apgd_models import Trained
 
 from bastion.attacks import PGD, check_attack
 from bastion.attacks.apgd import (

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bastion.attacks.base import Attack
+from bastion.attacks.base import Attack, ranked_other_classes
 from bastion.errors import AttackInputError, ConfigError
 from bastion.threat import ThreatModel
 
@@ -404,7 +404,7 @@ class APGDTargeted(Attack):
             logits = model(x)
         c = logits.shape[1]
         _check_classes(c, self.loss, targeted=True)
-        ranking = logits.argsort(dim=1, descending=True)
+        ranking = ranked_other_classes(logits, y, c - 1)  # (N, c - 1), best first
         fooled = logits.argmax(1) != y
         x_out = x.clone()
         runner = _APGDRunner(model, threat, self.steps, self.rho, self.eot_samples)
@@ -414,10 +414,8 @@ class APGDTargeted(Attack):
                 if idx.numel() == 0:
                     return x_out, queries
                 # the k-th ranked class other than the true one
-                order = ranking[idx]
-                not_y = order != y[idx][:, None]
-                target = torch.empty(n, dtype=torch.int64, device=x.device).fill_(0)
-                target[idx] = order[not_y].view(idx.numel(), c - 1)[:, k - 1]
+                target = torch.zeros(n, dtype=torch.int64, device=x.device)
+                target[idx] = ranking[idx, k - 1]
                 runner.run(
                     x,
                     y,

@@ -84,6 +84,13 @@ def predict(model: nn.Module, x: Tensor, batch_size: int = 1024) -> Tensor:
         )
 
 
+def ranked_other_classes(logits: Tensor, y: Tensor, k: int) -> Tensor:
+    """``(N, k)``: the ``k`` classes other than ``y`` with the highest logits, best first."""
+    order = logits.argsort(dim=1, descending=True)
+    not_y = order != y[:, None]
+    return order[not_y].view(logits.shape[0], logits.shape[1] - 1)[:, :k]
+
+
 class Attack(ABC):
     """Base class of every evasion attack. Subclasses implement :meth:`_run` only."""
 

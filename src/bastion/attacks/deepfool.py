@@ -36,18 +36,11 @@ from bastion.attacks._boundary import (
     project_hyperplane_box,
 )
 from bastion.attacks._checks import int_at_least, non_negative
-from bastion.attacks.base import Attack
+from bastion.attacks.base import Attack, ranked_other_classes
 from bastion.errors import AttackInputError
 from bastion.threat import ThreatModel
 
 _SLACK = 1e-4  # the paper's small push past the linearised boundary
-
-
-def ranked_other_classes(logits: Tensor, y: Tensor, k: int) -> Tensor:
-    """``(N, k)``: the ``k`` classes other than ``y`` with the highest logits, best first."""
-    order = logits.argsort(dim=1, descending=True)
-    not_y = order != y[:, None]
-    return order[not_y].view(logits.shape[0], logits.shape[1] - 1)[:, :k]
 
 
 def strongest_other(logits: Tensor, cls: Tensor) -> Tensor:

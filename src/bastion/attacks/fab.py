@@ -50,8 +50,8 @@ from bastion.attacks._boundary import (
     project_hyperplane_box,
 )
 from bastion.attacks._checks import in_range, int_at_least, positive
-from bastion.attacks.base import Attack
-from bastion.attacks.deepfool import ranked_other_classes, strongest_other
+from bastion.attacks.base import Attack, ranked_other_classes
+from bastion.attacks.deepfool import strongest_other
 from bastion.errors import AttackInputError
 from bastion.threat import ThreatModel
 
