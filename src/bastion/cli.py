@@ -36,6 +36,10 @@ DataDir = Annotated[
     typer.Option("--data-dir", help="Directory holding the data set files (else BASTION_DATA)."),
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
+Subset = Annotated[
+    int | None,
+    typer.Option("--subset", min=1, help="Evaluate only the first N test examples (a quick look)."),
+]
 
 
 @app.command()
@@ -46,6 +50,7 @@ def run(
         "runs"
     ),
     quiet: Quiet = False,
+    subset: Subset = None,
 ) -> None:
     """Train a baseline and hardened model(s), evaluate them, write scorecard and report."""
     from bastion.pipeline import run_pipeline
@@ -54,6 +59,7 @@ def run(
         config,
         data_dir=data_dir,
         out_dir=out,
+        subset=subset,
         console=_err,
         show_progress=not quiet,
         command="bastion " + " ".join(sys.argv[1:]),
@@ -210,12 +216,28 @@ def evaluate(
     out: Annotated[Path, typer.Option("--out", help="Scorecard path.")] = Path("scorecard.json"),
     data_dir: DataDir = None,
     quiet: Quiet = False,
+    subset: Subset = None,
+    state: Annotated[
+        Path | None,
+        typer.Option(
+            "--state",
+            help="Resume file: finished attacks are recorded there and skipped on a rerun "
+            "(default: the scorecard path + .state.json; removed once the scorecard is written).",
+        ),
+    ] = None,
+    no_state: Annotated[
+        bool, typer.Option("--no-state", help="Do not record or resume progress.")
+    ] = False,
 ) -> None:
-    """Evaluate saved models under a config's threat model and write a scorecard."""
+    """Evaluate saved models under a config's threat model and write a scorecard.
+
+    A long evaluation that is interrupted resumes from its state file when run again with the
+    same arguments."""
     import time
 
     from bastion.config import load_config
-    from bastion.evaluation.scorecard import write_json
+    from bastion.evaluation.scorecard import config_hash, write_json
+    from bastion.evaluation.state import EvaluationState
     from bastion.models import load_model, read_sidecar
     from bastion.pipeline import (
         TrainedModel,
@@ -224,11 +246,24 @@ def evaluate(
         evaluate_models,
         load_run_data,
         summary_table,
+        with_subset,
     )
     from bastion.progress import ProgressReporter
 
     cfg, _ = load_config(config)
+    cfg = with_subset(cfg, subset)
     data = load_run_data(cfg, config_path=config, data_dir=data_dir)
+    eval_state = (
+        None
+        if no_state
+        else EvaluationState(
+            state or out.with_name(out.name + ".state.json"),
+            {
+                "config_hash": config_hash(cfg.model_dump(mode="json", by_alias=True)),
+                "data": data.fingerprint,
+            },
+        )
+    )
     trained = []
     for p in models:
         net = load_model(p)
@@ -251,7 +286,9 @@ def evaluate(
     reporter = ProgressReporter(_err, enabled=not quiet)
     t0 = time.perf_counter()
     with reporter.session():
-        results = evaluate_models(cfg, trained, data, reporter=reporter)
+        results = evaluate_models(cfg, trained, data, reporter=reporter, state=eval_state)
+    if eval_state is not None and eval_state.resumed:
+        _err.print(f"resumed {eval_state.resumed} finished attack runs from {eval_state.path}")
     n_eval = (
         len(data.test)
         if cfg.evaluation.examples is None
@@ -267,6 +304,8 @@ def evaluate(
         warnings=collect_warnings(cfg, results),
     )
     write_json(sc, out)
+    if eval_state is not None:
+        eval_state.remove()
     _out.print(summary_table(sc))
     _out.print(f"scorecard written to {out}")
 
@@ -281,12 +320,19 @@ def report(
     markdown: Annotated[
         bool, typer.Option("--markdown", help="Print a Markdown summary instead.")
     ] = False,
+    card: Annotated[
+        bool, typer.Option("--card", help="Print the Markdown model card instead.")
+    ] = False,
 ) -> None:
-    """Render the HTML report (or a Markdown summary) of a scorecard."""
+    """Render the HTML report (or a Markdown summary, or the model card) of a scorecard."""
     from bastion.evaluation.scorecard import read_scorecard
     from bastion.report import render_markdown, write_report
+    from bastion.report.model_card import render_model_card
 
     sc = read_scorecard(scorecard)
+    if card:
+        typer.echo(render_model_card(sc))
+        return
     if markdown:
         typer.echo(render_markdown(sc))
         return

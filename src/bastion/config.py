@@ -16,8 +16,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bastion.attacks.registry import build_attack
-from bastion.errors import ConfigError
+from bastion.errors import BastionError, ConfigError
 from bastion.threat import ThreatModel
+from bastion.training.config_models import AugMixConfig, AWPConfig, MixedConfig
 from bastion.training.objectives import OBJECTIVES, ObjectiveSettings
 from bastion.training.trainer import TrainSettings
 
@@ -52,11 +53,29 @@ class ArchitectureConfig(_Strict):
 
 
 class ObjectiveConfig(_Strict):
-    name: Literal["standard", "pgd-at", "fast-fgsm", "trades"] = "standard"
+    name: Literal[
+        "standard",
+        "pgd-at",
+        "fast-fgsm",
+        "n-fgsm",
+        "trades",
+        "mart",
+        "gaussian",
+        "distill",
+        "augmix",
+        "mixed",
+    ] = "standard"
     steps: int = Field(default=10, ge=1)
     step_size: float | None = Field(default=None, gt=0)
     random_start: bool = True
     beta: float = Field(default=6.0, ge=0)
+    noise: float = Field(default=2.0, ge=0)
+    grad_align: float = Field(default=0.0, ge=0)
+    sigma: float = Field(default=0.25, gt=0)
+    temperature: float = Field(default=20.0, gt=0)
+    teacher_epochs: int | None = Field(default=None, ge=1)
+    augmix: AugMixConfig = Field(default_factory=AugMixConfig)
+    mixed: list[MixedConfig] = Field(default_factory=list)
 
     def build(self) -> ObjectiveSettings:
         return ObjectiveSettings(
@@ -65,6 +84,13 @@ class ObjectiveConfig(_Strict):
             step_size=self.step_size,
             random_start=self.random_start,
             beta=self.beta,
+            noise=self.noise,
+            grad_align=self.grad_align,
+            sigma=self.sigma,
+            temperature=self.temperature,
+            teacher_epochs=self.teacher_epochs,
+            augmix=self.augmix.build(),
+            mixed=tuple(m.build() for m in self.mixed),
         )
 
 
@@ -84,11 +110,25 @@ class TrainingConfig(_Strict):
     val_pgd_steps: int | None = Field(default=None, ge=1)
     select: Literal["robust", "clean", "last"] | None = None
     grad_clip: float | None = Field(default=None, ge=0)
+    step_phases: list[tuple[int, int]] | None = None
+    patience: int | None = Field(default=None, ge=0)
+    overfit_check: bool | None = None
+    overfit_drop: float | None = Field(default=None, gt=0, le=1)
+    calibrate: bool | None = None
+    awp: AWPConfig | None = None
+    checkpoint_every: int | None = Field(default=None, ge=0)
 
     def merged(self, override: TrainingConfig | None) -> dict[str, Any]:
-        base = self.model_dump(exclude_none=True)
+        """Keyword arguments of :class:`TrainSettings`: these fields, then the override's."""
+        base = self.model_dump(exclude_none=True, exclude={"awp", "step_phases"})
+        layers = [self] if override is None else [self, override]
         if override is not None:
-            base.update(override.model_dump(exclude_none=True))
+            base.update(override.model_dump(exclude_none=True, exclude={"awp", "step_phases"}))
+        for layer in layers:
+            if layer.awp is not None:
+                base["awp"] = layer.awp.build()
+            if layer.step_phases is not None:
+                base["step_phases"] = tuple((int(e), int(k)) for e, k in layer.step_phases)
         return base
 
 
@@ -143,6 +183,50 @@ class CorruptionsConfig(_Strict):
         return v
 
 
+class CalibrationConfig(_Strict):
+    """Calibration clean and under attack: ECE, reliability diagram (Guo et al. 2017)."""
+
+    bins: int = Field(default=15, ge=1, le=100)
+    attack: AttackEntry | None = Field(
+        default_factory=lambda: AttackEntry.model_validate({"name": "pgd", "steps": 20})
+    )
+    examples: int | None = Field(default=None, ge=1)
+
+
+class LatencyConfig(_Strict):
+    """Inference latency per batch size (p50, p99)."""
+
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 64])
+    repeats: int = Field(default=30, ge=1)
+    warmup: int = Field(default=3, ge=0)
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _sizes(cls, v: list[int]) -> list[int]:
+        if not v or any(b < 1 for b in v):
+            raise ValueError(f"expected a non-empty list of batch sizes >= 1, got {v}")
+        return v
+
+
+class ShiftConfig(_Strict):
+    """Distribution-shift splits (see :mod:`bastion.evaluation.shift`)."""
+
+    names: list[str] | None = None
+    examples: int | None = Field(default=None, ge=1)
+
+    @field_validator("names")
+    @classmethod
+    def _names(cls, v: list[str] | None) -> list[str] | None:
+        from bastion.evaluation.shift import parse_shift
+
+        for n in v or []:
+            try:
+                parse_shift(n)
+            except BastionError as e:
+                raise ValueError(str(e).removeprefix("evaluation.shifts: ")) from None
+        return v
+
+
 class EvaluationConfig(_Strict):
     examples: int | None = Field(default=1000, ge=1)
     batch_size: int = Field(default=500, ge=1)
@@ -155,6 +239,9 @@ class EvaluationConfig(_Strict):
     eps_grid: list[float] = Field(default_factory=list)
     corruptions: CorruptionsConfig | None = None
     sanity_checks: Literal["quick", "full", "off"] = "quick"
+    calibration: CalibrationConfig | None = Field(default_factory=CalibrationConfig)
+    latency: LatencyConfig | None = Field(default_factory=LatencyConfig)
+    shifts: ShiftConfig | None = None
 
     @field_validator("eps_grid")
     @classmethod
@@ -163,6 +250,14 @@ class EvaluationConfig(_Strict):
             if not (math.isfinite(e) and e >= 0):
                 raise ValueError(f"every eps must be a finite number >= 0, got {e}")
         return v
+
+
+class CardConfig(_Strict):
+    """What the model card says that the evaluation cannot measure."""
+
+    intended_use: str | None = None
+    out_of_scope: str | None = None
+    owners: list[str] = Field(default_factory=list)
 
 
 class RunConfig(_Strict):
@@ -174,6 +269,7 @@ class RunConfig(_Strict):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     models: list[ModelEntry] = Field(min_length=1)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    card: CardConfig | None = None
 
     @model_validator(mode="after")
     def _check(self) -> RunConfig:
@@ -196,6 +292,11 @@ class RunConfig(_Strict):
                 )
         for i, a in enumerate(self.evaluation.attacks):
             build_attack(a.name, a.settings(), where=f"evaluation.attacks[{i}]")
+        cal = self.evaluation.calibration
+        if cal is not None and cal.attack is not None:
+            build_attack(
+                cal.attack.name, cal.attack.settings(), where="evaluation.calibration.attack"
+            )
         for i, m in enumerate(self.models):
             self.train_settings(m, where=f"models[{i}]")
         return self

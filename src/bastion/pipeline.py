@@ -25,7 +25,7 @@ from torch import nn
 from bastion.attacks.base import predict
 from bastion.attacks.registry import build_attack
 from bastion.config import ModelEntry, RunConfig, load_config
-from bastion.data import Dataset, load_dataset
+from bastion.data import Dataset, Split, load_dataset
 from bastion.errors import BastionError
 from bastion.evaluation.evaluator import NamedAttack, eps_key, evaluate_model
 from bastion.evaluation.scorecard import (
@@ -35,6 +35,7 @@ from bastion.evaluation.scorecard import (
     sanitize,
     write_json,
 )
+from bastion.evaluation.state import EvaluationState, weights_hash
 from bastion.models import BastionModel, ModelSpec, build_model, save_model
 from bastion.progress import ProgressReporter
 from bastion.training.trainer import Trainer, TrainResult
@@ -49,6 +50,7 @@ class TrainedModel:
     objective: str
     architecture: str
     training: dict[str, Any] | None = None
+    temperature: float = 1.0  # softmax temperature for calibration (temperature scaling)
 
 
 def resolve_data_dir(
@@ -105,9 +107,21 @@ def model_spec(cfg: RunConfig, entry: ModelEntry, data: Dataset) -> ModelSpec:
 
 
 def train_entry(
-    cfg: RunConfig, entry: ModelEntry, data: Dataset, *, reporter: ProgressReporter | None = None
+    cfg: RunConfig,
+    entry: ModelEntry,
+    data: Dataset,
+    *,
+    reporter: ProgressReporter | None = None,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    resume_from: str | os.PathLike[str] | None = None,
 ) -> tuple[BastionModel, TrainResult]:
-    """Build and train the model a config entry describes (seeded from the config)."""
+    """Build and train the model a config entry describes (seeded from the config).
+
+    ``checkpoint_dir``: write training checkpoints there; ``resume_from``: continue an
+    interrupted run from its checkpoint directory (same config), ending with the weights an
+    uninterrupted run would have. The result carries ``warnings`` (catastrophic overfitting)
+    and, with ``training.calibrate``, the fitted ``temperature``.
+    """
     settings = cfg.train_settings(entry)
     spec = model_spec(cfg, entry, data)
     with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
@@ -119,7 +133,15 @@ def train_entry(
         seed=cfg.seed,
         progress=reporter.training(entry.name) if reporter else None,
     )
-    result = trainer.fit(model, data.train.x, data.train.y, data.val.x, data.val.y)
+    result = trainer.fit(
+        model,
+        data.train.x,
+        data.train.y,
+        data.val.x,
+        data.val.y,
+        checkpoint_dir=checkpoint_dir,
+        resume_from=resume_from,
+    )
     return model, result
 
 
@@ -137,8 +159,11 @@ def evaluate_models(
     data: Dataset,
     *,
     reporter: ProgressReporter | None = None,
+    state: EvaluationState | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Evaluate each model on the first ``evaluation.examples`` test examples."""
+    """Evaluate each model on the first ``evaluation.examples`` test examples; with a
+    ``state``, attack results already recorded there are reused (see
+    :mod:`bastion.evaluation.state`)."""
     test = (
         data.test if cfg.evaluation.examples is None else data.test.subset(cfg.evaluation.examples)
     )
@@ -161,6 +186,8 @@ def evaluate_models(
             seed=cfg.seed,
             batch_size=cfg.evaluation.batch_size,
             progress=reporter.evaluation(tm.name) if reporter else None,
+            state=state,
+            model_id=f"{tm.name}:{weights_hash(tm.model)}" if state is not None else tm.name,
         )
         entry: dict[str, Any] = {
             "objective": tm.objective,
@@ -174,6 +201,7 @@ def evaluate_models(
         out[tm.name] = entry
     if cfg.evaluation.corruptions is not None:
         _evaluate_corruptions(cfg, models, data, out)
+    _evaluate_extras(cfg, models, data, test, out, reporter=reporter)
     if cfg.evaluation.sanity_checks != "off":
         from bastion.evaluation.sanity import run_sanity_checks, to_warnings
 
@@ -202,6 +230,67 @@ def evaluate_models(
             ]
             out[tm.name]["sanity_warnings"] = to_warnings(checks, tm.name)
     return out
+
+
+def _evaluate_extras(
+    cfg: RunConfig,
+    models: list[TrainedModel],
+    data: Dataset,
+    test: Split,
+    out: dict[str, dict[str, Any]],
+    *,
+    reporter: ProgressReporter | None = None,
+) -> None:
+    """Calibration (clean and under attack), distribution shifts and latency per model."""
+    from bastion.evaluation.calibration import evaluate_calibration
+    from bastion.evaluation.latency import measure_latency
+    from bastion.evaluation.shift import shift_accuracy
+
+    ev = cfg.evaluation
+    threat = cfg.threat_model()
+    for tm in models:
+        if ev.calibration is not None:
+            if reporter:
+                reporter.log(f"calibration of {tm.name}")
+            cal = ev.calibration
+            split = test if cal.examples is None else data.test.subset(cal.examples)
+            attack = (
+                build_attack(cal.attack.name, cal.attack.settings(), where="calibration.attack")
+                if cal.attack is not None
+                else None
+            )
+            out[tm.name]["calibration"] = evaluate_calibration(
+                tm.model,
+                split.x,
+                split.y,
+                threat,
+                attack=attack,
+                attack_label=cal.attack.key if cal.attack is not None else "none",
+                bins=cal.bins,
+                temperature=tm.temperature,
+                seed=cfg.seed,
+                batch_size=ev.batch_size,
+            )
+        if ev.shifts is not None:
+            split = (
+                data.test if ev.shifts.examples is None else data.test.subset(ev.shifts.examples)
+            )
+            out[tm.name]["shifts"] = shift_accuracy(
+                tm.model,
+                split.x,
+                split.y,
+                names=ev.shifts.names,
+                bounds=cfg.threat.bounds,
+                seed=cfg.seed,
+            )
+        if ev.latency is not None:
+            out[tm.name]["latency"] = measure_latency(
+                tm.model,
+                test.x[:256],
+                batch_sizes=ev.latency.batch_sizes,
+                repeats=ev.latency.repeats,
+                warmup=ev.latency.warmup,
+            )
 
 
 def _evaluate_corruptions(
@@ -281,6 +370,7 @@ def build_scorecard(
             "models": model_results,
             "timings": {k: round(v, 3) for k, v in timings.items()},
             "warnings": list(warnings or []),
+            **({"card": cfg.card.model_dump()} if cfg.card is not None else {}),
         }
     )
     return doc
@@ -381,6 +471,22 @@ def summary_table(scorecard: dict[str, Any]) -> Table:
     return t
 
 
+def with_subset(cfg: RunConfig, subset: int | None) -> RunConfig:
+    """``cfg`` evaluating only the first ``subset`` test examples (every suite of the
+    evaluation section), or ``cfg`` itself when ``subset`` is ``None``."""
+    if subset is None:
+        return cfg
+    if subset < 1:
+        raise BastionError(f"--subset: expected an integer >= 1, got {subset}")
+    ev = cfg.evaluation
+    update: dict[str, Any] = {"examples": subset}
+    for name in ("corruptions", "calibration", "shifts"):
+        part = getattr(ev, name)
+        if part is not None:
+            update[name] = part.model_copy(update={"examples": subset})
+    return cfg.model_copy(update={"evaluation": ev.model_copy(update=update)})
+
+
 def run_pipeline(
     config_path: str | os.PathLike[str],
     *,
@@ -389,6 +495,7 @@ def run_pipeline(
     console: Console | None = None,
     show_progress: bool = True,
     command: str = "bastion run",
+    subset: int | None = None,
 ) -> Path:
     """Run the whole pipeline for a config; return the completed run directory.
 
@@ -396,10 +503,12 @@ def run_pipeline(
     complete: a run that fails or is interrupted leaves no partial run directory behind.
     """
     from bastion.report import write_report
+    from bastion.report.model_card import render_model_card
 
     t_start = time.perf_counter()
     config_path = Path(config_path)
     cfg, raw = load_config(config_path)
+    cfg = with_subset(cfg, subset)
     console = console or Console(stderr=True)
     reporter = ProgressReporter(console, enabled=show_progress)
     t0 = time.perf_counter()
@@ -459,6 +568,7 @@ def run_pipeline(
         )
         write_json(scorecard, tmp / "scorecard.json")
         write_report(scorecard, tmp / "report.html")
+        (tmp / "model_card.md").write_text(render_model_card(scorecard), encoding="utf-8")
         final = _unique_dir(out, f"{cfg.name}-{stamp}")
         os.replace(tmp, final)
     except BaseException:

@@ -306,3 +306,82 @@ def test_http_target_reports_an_unreachable_endpoint() -> None:
     target = HTTPTarget(f"http://127.0.0.1:{port}/", num_classes=3, timeout=2)
     with pytest.raises(AttackInputError, match=r"request failed"):
         target(torch.zeros(1, 6))
+
+
+# -- ONNX models through onnxruntime ---------------------------------------------------------
+
+
+def _mlp_to_onnx(digits: Digits, path: str) -> None:
+    """Write the digits MLP as an ONNX graph built node by node (Sub, Div, Flatten, Gemm,
+    Relu, Gemm), so the test needs no exporter and checks onnxruntime against torch."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    sd = {k: v.detach().numpy() for k, v in digits.model.state_dict().items()}
+    inits = [
+        numpy_helper.from_array(sd["normalize.mean"].astype(np.float32), "mean"),
+        numpy_helper.from_array(sd["normalize.std"].astype(np.float32), "std"),
+        numpy_helper.from_array(sd["body.1.weight"], "w1"),
+        numpy_helper.from_array(sd["body.1.bias"], "b1"),
+        numpy_helper.from_array(sd["body.3.weight"], "w2"),
+        numpy_helper.from_array(sd["body.3.bias"], "b2"),
+    ]
+    nodes = [
+        helper.make_node("Sub", ["x", "mean"], ["c"]),
+        helper.make_node("Div", ["c", "std"], ["n"]),
+        helper.make_node("Flatten", ["n"], ["f"], axis=1),
+        helper.make_node("Gemm", ["f", "w1", "b1"], ["h"], transB=1),
+        helper.make_node("Relu", ["h"], ["r"]),
+        helper.make_node("Gemm", ["r", "w2", "b2"], ["logits"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "digits-mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 10])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+
+
+def test_onnx_target_matches_torch_and_is_attackable(digits: Digits, tmp_path: Any) -> None:
+    pytest.importorskip("onnxruntime")
+    from bastion.attacks.targets import OnnxTarget
+
+    path = str(tmp_path / "digits.onnx")
+    _mlp_to_onnx(digits, path)
+    target = OnnxTarget(path, 10, batch_size=32)
+    with torch.no_grad():
+        expected = digits.model(digits.x)
+    got = target(digits.x)
+    assert torch.allclose(got, expected, atol=1e-4)
+    assert target.queries == digits.x.shape[0]
+    x, y = digits.x[:20], digits.y[:20]
+    keep = predict(digits.model, x) == y
+    threat = ThreatModel("linf", 0.2)
+    res = Square(queries=300, p_init=0.3)(target, x[keep], y[keep], threat, generator=_gen(0))
+    ref = Square(queries=300, p_init=0.3)(digits.model, x[keep], y[keep], threat, generator=_gen(0))
+    assert res.success.float().mean() > 0.8
+    assert abs(int(res.success.sum()) - int(ref.success.sum())) <= 1  # same scores, same search
+    assert int(res.queries.max()) <= 300 + 1
+
+
+def test_onnx_target_bad_input(digits: Digits, tmp_path: Any) -> None:
+    pytest.importorskip("onnxruntime")
+    from bastion.attacks.targets import OnnxTarget
+
+    with pytest.raises(ConfigError, match="not found"):
+        OnnxTarget(str(tmp_path / "missing.onnx"), 10)
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(AttackInputError, match="not a loadable ONNX model"):
+        OnnxTarget(str(bad), 10)
+    path = str(tmp_path / "digits.onnx")
+    _mlp_to_onnx(digits, path)
+    with pytest.raises(ConfigError, match="input_name"):
+        OnnxTarget(path, 10, input_name="pixels")
+    with pytest.raises(AttackInputError):
+        OnnxTarget(path, 10, kind="probabilities")(digits.x[:4])  # logits are not probabilities

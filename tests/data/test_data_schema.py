@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bastion.data import FeatureSpec, TabularSchema, load_schema
+from bastion.data.schema import Relation, parse_relation_expr
 from bastion.errors import DataError
 
 EXAMPLE = """\
@@ -289,3 +291,128 @@ def test_property_unit_round_trip(case: tuple[TabularSchema, np.ndarray]) -> Non
         else:
             np.testing.assert_array_equal(back[:, j], raw[:, j])
     assert TabularSchema.from_dict(schema.to_dict()) == schema
+
+
+# ----------------------------------------------------------------- relations and costs
+
+RELATIONS = """\
+target: label
+features:
+  - {name: amount, type: float, min: 0, max: 100, cost: 2}
+  - {name: shipping, type: float, min: 0, max: 10}
+  - {name: total, type: float, min: 0, max: 110}
+  - {name: limit, type: float, min: 0, max: 100}
+  - {name: n, type: integer, min: 1, max: 5}
+  - {name: channel, type: categorical, categories: [web, app]}
+relations:
+  - expr: "amount <= limit"
+  - {expr: "total == amount + shipping", name: basket}
+  - {terms: {amount: 1, n: -50}, op: ">=", value: -100, tol: 0.5}
+"""
+
+
+def test_relations_and_costs_parse_into_canonical_form() -> None:
+    schema = TabularSchema.from_dict(yaml.safe_load(RELATIONS))
+    assert schema.features[0].cost == 2.0
+    assert schema.features[1].cost == 1.0
+    first, second, third = schema.relations
+    assert first == Relation("amount <= limit", (("amount", 1.0), ("limit", -1.0)), "<=", 0.0)
+    assert second.name == "basket" and second.op == "=="
+    assert dict(second.terms) == {"total": 1.0, "amount": -1.0, "shipping": -1.0}
+    # a >= form is flipped to <=
+    assert dict(third.terms) == {"amount": -1.0, "n": 50.0}
+    assert third.op == "<=" and third.value == 100.0 and third.tol == 0.5
+    assert schema.cost_vector().tolist() == [2.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    assert TabularSchema.from_dict(schema.to_dict()) == schema
+    assert TabularSchema.from_dict(json.loads(json.dumps(schema.to_dict()))) == schema
+
+
+def test_schemas_without_relations_or_costs_serialise_as_before(schema: TabularSchema) -> None:
+    as_dict = schema.to_dict()
+    assert "relations" not in as_dict
+    assert all("cost" not in feature for feature in as_dict["features"])  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("text", "terms", "op", "value"),
+    [
+        ("a <= b", {"a": 1.0, "b": -1.0}, "<=", 0.0),
+        ("a >= 2*b + 3", {"a": -1.0, "b": 2.0}, "<=", -3.0),
+        ("t == a + 0.5 * s - 2", {"t": 1.0, "a": -1.0, "s": -0.5}, "==", -2.0),
+        ("-a + b * 3 <= 1e3", {"a": -1.0, "b": 3.0}, "<=", 1000.0),
+    ],
+)
+def test_relation_expressions(text: str, terms: dict[str, float], op: str, value: float) -> None:
+    assert parse_relation_expr(text) == (terms, op, value)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (
+            lambda d: d["relations"].append({"expr": "amount <= credit"}),
+            "schema.relations[3] ('amount <= credit'): unknown feature 'credit' (features: amount,",
+        ),
+        (
+            lambda d: d["relations"].append({"expr": "channel <= amount"}),
+            "feature 'channel' is categorical; relations may only name float and integer",
+        ),
+        (
+            lambda d: d["relations"].append({"expr": "amount <= limit <= total"}),
+            "schema.relations[3].expr: expected exactly one of <=, >=, ==",
+        ),
+        (lambda d: d["relations"].append({"expr": "amount < limit"}), "relations[3].expr: cannot"),
+        (lambda d: d["relations"].append({"expr": "amount <="}), "relations[3].expr: expected a"),
+        (lambda d: d["relations"].append({"terms": {"amount": 1}}), "relations[3]: expected expr"),
+        (
+            lambda d: d["relations"].append({"terms": {"amount": 1}, "op": "<"}),
+            "schema.relations[3].op: expected one of",
+        ),
+        (lambda d: d["relations"].append({"expr": "a<=b", "rhs": 1}), "unknown key 'rhs'"),
+        (
+            lambda d: d["relations"].append({"expr": "amount - amount <= 1"}),
+            "expected at least one feature with a non-zero coefficient",
+        ),
+        (lambda d: d.update(relations="amount <= limit"), "schema.relations: expected a list"),
+        (lambda d: d["features"][0].update(cost=0), "schema.features[0].cost: expected a finite"),
+        (lambda d: d["features"][0].update(cost="high"), "schema.features[0].cost: expected a"),
+        (
+            lambda d: d["relations"].append({"expr": "amount <= limit"}),
+            "duplicate relation name 'amount <= limit'",
+        ),
+    ],
+)
+def test_invalid_relations_name_the_relation_and_feature(
+    tmp_path: Path, mutate: Callable[[dict[str, Any]], None], expected: str
+) -> None:
+    data = yaml.safe_load(RELATIONS)
+    mutate(data)
+    path = tmp_path / "schema.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    with pytest.raises(DataError) as info:
+        load_schema(path)
+    assert str(info.value).startswith(f"{path}: ")
+    assert expected in str(info.value)
+
+
+def test_to_unit_names_the_row_relation_and_columns_of_a_violation() -> None:
+    schema = TabularSchema.from_dict(yaml.safe_load(RELATIONS))
+    good = [10.0, 2.0, 12.0, 50.0, 1.0, 0.0]
+    assert schema.to_unit([good]).shape == (1, 7)
+    bad_sum = [10.0, 2.0, 13.0, 50.0, 1.0, 0.0]
+    with pytest.raises(DataError, match=r"row 1: violates relation 'basket' \(columns total=13, "):
+        schema.to_unit([good, bad_sum])
+    over_limit = [60.0, 2.0, 62.0, 50.0, 5.0, 0.0]
+    with pytest.raises(DataError, match=r"row 0: violates relation 'amount <= limit'.*lhs - rhs = 10"):
+        schema.to_unit([over_limit])
+    # the third relation has tol 0.5: amount 150 - 50 n <= ... 10 - 50 = -40 >= -100 - 0.5 holds
+    within_tol = [10.0, 2.0, 12.0, 50.0, 1.0, 1.0]
+    assert schema.relation_violations([within_tol]).tolist() == [[False, False, False]]
+
+
+def test_feature_spec_cost_is_validated() -> None:
+    with pytest.raises(DataError, match=r"features\['a'\].cost: expected a finite number > 0"):
+        FeatureSpec("a", "float", 0, 1, cost=-1.0)
+    assert FeatureSpec("a", "float", 0, 1, cost=3).cost == 3.0
+    with pytest.raises(DataError, match=r"unknown feature 'b'"):
+        TabularSchema("y", (), (FeatureSpec("a", "float", 0, 1),), (Relation.parse("a <= b"),))

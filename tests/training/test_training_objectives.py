@@ -11,7 +11,22 @@ from torch import Tensor, nn
 
 from bastion.errors import ConfigError
 from bastion.threat import ThreatModel
-from bastion.training.objectives import OBJECTIVES, ObjectiveSettings, objective_loss
+from bastion.training.objectives import (
+    ADVERSARIAL,
+    OBJECTIVES,
+    MixedComponent,
+    ObjectiveSettings,
+    objective_loss,
+)
+
+MIXED = (MixedComponent("linf"), MixedComponent("l2", eps=0.5), MixedComponent("corruption"))
+
+
+def _settings(name: str, **kw: object) -> ObjectiveSettings:
+    """Settings for ``name``, with three perturbation types for ``mixed``."""
+    if name == "mixed":
+        kw.setdefault("mixed", MIXED)
+    return ObjectiveSettings(name, **kw)  # type: ignore[arg-type]
 
 
 class ModeRecorder(nn.Module):
@@ -50,8 +65,8 @@ def test_objective_returns_finite_scalar_with_parameter_gradients(name: str, nor
     model = _model()
     x, y = _batch()
     x0 = x.clone()
-    threat = ThreatModel(norm, 0.1 if norm == "linf" else 0.5)
-    settings = ObjectiveSettings(name=name, steps=3)
+    threat = ThreatModel(norm, 0.1 if norm == "linf" else 0.5)  # type: ignore[arg-type]
+    settings = _settings(name, steps=3)
     loss, logits = objective_loss(
         settings, model, x, y, threat, generator=torch.Generator().manual_seed(0)
     )
@@ -63,11 +78,11 @@ def test_objective_returns_finite_scalar_with_parameter_gradients(name: str, nor
     # the attack took gradients with respect to the input only
     assert all(p.grad is None for p in model.parameters())
     assert torch.equal(x, x0)
-    loss.backward()
+    loss.backward()  # type: ignore[no-untyped-call]
     for p in model.parameters():
         assert p.grad is not None
         assert torch.isfinite(p.grad).all()
-    assert any(float(p.grad.abs().sum()) > 0 for p in model.parameters())
+    assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in model.parameters())
     assert model.training
 
 
@@ -168,14 +183,16 @@ def test_effective_step_size_defaults() -> None:
     assert ObjectiveSettings("pgd-at", steps=5).effective_step_size() == pytest.approx(0.5)
     assert ObjectiveSettings("fast-fgsm").effective_step_size() == pytest.approx(1.25)
     assert ObjectiveSettings("pgd-at", steps=7, step_size=0.35).effective_step_size() == 0.35
+    assert ObjectiveSettings("n-fgsm").effective_step_size() == pytest.approx(1.0)
     assert not ObjectiveSettings("standard").adversarial
-    assert all(ObjectiveSettings(n).adversarial for n in OBJECTIVES if n != "standard")
+    assert all(_settings(n).adversarial == (n in ADVERSARIAL) for n in OBJECTIVES)
+    assert {"pgd-at", "fast-fgsm", "n-fgsm", "trades", "mart", "mixed"} == set(ADVERSARIAL)
 
 
 @pytest.mark.parametrize(
     ("kwargs", "field", "expected"),
     [
-        ({"name": "pgd"}, "objective", "standard, pgd-at, fast-fgsm, trades"),
+        ({"name": "pgd"}, "objective", "standard, pgd-at, fast-fgsm, n-fgsm, trades, mart"),
         ({"name": "pgd-at", "steps": 0}, "attack.steps", ">= 1"),
         ({"name": "pgd-at", "step_size": 0.0}, "attack.step_size", "positive"),
         ({"name": "fast-fgsm", "step_size": -1.0}, "attack.step_size", "positive"),

@@ -16,7 +16,13 @@ from bastion.attacks.l1 import SparseL1Descent
 from bastion.attacks.patch import AdversarialPatch, PatchAttack, apply_patch, patch_success_rate
 from bastion.attacks.registry import ATTACKS, attack_params, build_attack
 from bastion.attacks.square import Square
-from bastion.attacks.targets import HTTPTarget, LabelTarget, ScoreTarget, SklearnTarget
+from bastion.attacks.targets import (
+    HTTPTarget,
+    LabelTarget,
+    OnnxTarget,
+    ScoreTarget,
+    SklearnTarget,
+)
 from bastion.attacks.transfer import MIFGSM, TransferAttack
 from bastion.attacks.universal import UniversalAttack, UniversalPerturbation, fooling_rate
 
@@ -43,6 +49,7 @@ __all__ = [
     "HTTPTarget",
     "HopSkipJump",
     "LabelTarget",
+    "OnnxTarget",
     "PatchAttack",
     "ScoreTarget",
     "SklearnTarget",

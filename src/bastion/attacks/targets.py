@@ -12,6 +12,7 @@ Gradient attacks cannot run on a target: asking it for a gradient raises an
 * :class:`SklearnTarget`: a fitted scikit-learn classifier's ``predict_proba``.
 * :class:`LabelTarget`: a function returning labels only (one-hot scores).
 * :class:`HTTPTarget`: a JSON-over-HTTP endpoint, through :mod:`urllib` (no extra dependency).
+* :class:`OnnxTarget`: an ONNX model file run by onnxruntime (the ``onnx`` extra).
 
 Probabilities are returned as their natural logarithms, computed in the precision the target
 gave them (clamped at the smallest positive float64): for a softmax model the score margins
@@ -20,8 +21,7 @@ The argmax, which is all the predicted class depends on, is unchanged.
 
 Every score a target returns is checked: shapes ``(n, num_classes)``, finite values, and for
 probabilities non-negative rows summing to 1 within 1e-3; a violation raises
-:class:`AttackInputError` naming the target. ONNX models are not wrapped here (onnxruntime is
-not a dependency); an ``onnxruntime.InferenceSession`` can be wrapped with :class:`ScoreTarget`.
+:class:`AttackInputError` naming the target.
 """
 
 from __future__ import annotations
@@ -258,6 +258,80 @@ class SklearnTarget(ScoreTarget):
 
         super().__init__(proba, n_classes, kind="probabilities", batch_size=batch_size, name=label)
         self.classes = np.asarray(classes)
+
+
+class OnnxTarget(ScoreTarget):
+    """An ONNX model run by onnxruntime on the CPU, as a score-based target.
+
+    Args:
+        model: the path of a ``.onnx`` file, or an ``onnxruntime.InferenceSession``.
+        num_classes: the number of classes ``C >= 2``.
+        kind: what the chosen output holds, ``"logits"`` (default) or ``"probabilities"``.
+        input_name: the graph input fed with the batch (default: the only input).
+        output_name: the graph output read as scores (default: the first output).
+        batch_size: the most rows per session run; the graph's batch axis must be dynamic
+            unless ``batch_size`` equals its fixed size.
+
+    Inputs are fed as float32 ``(n, *input_shape)``; a graph whose input is rank 2 gets them
+    flattened to ``(n, F)``. Requires ``onnxruntime`` (``pip install bastion[onnx]``).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        num_classes: int,
+        *,
+        kind: ScoreKind = "logits",
+        input_name: str | None = None,
+        output_name: str | None = None,
+        batch_size: int = 256,
+        name: str | None = None,
+    ):
+        try:
+            import onnxruntime as ort  # type: ignore[import-untyped, unused-ignore]
+        except ImportError:
+            raise ConfigError(
+                "OnnxTarget: onnxruntime is not installed; pip install 'bastion[onnx]'"
+            ) from None
+        label = name or f"OnnxTarget({model if isinstance(model, str) else 'session'})"
+        if isinstance(model, str) or hasattr(model, "__fspath__"):
+            from pathlib import Path
+
+            path = Path(model)
+            if not path.is_file():
+                raise ConfigError(f"{label}: ONNX file not found: {path}")
+            try:
+                session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            except Exception as e:  # onnxruntime raises its own exception types
+                raise AttackInputError(f"{label}: not a loadable ONNX model: {e}") from None
+        elif callable(getattr(model, "run", None)) and callable(getattr(model, "get_inputs", None)):
+            session = model
+        else:
+            raise ConfigError(
+                f"{label}: expected a .onnx path or an onnxruntime.InferenceSession, got "
+                f"{type(model).__name__}"
+            )
+        inputs = [i.name for i in session.get_inputs()]
+        outputs = [o.name for o in session.get_outputs()]
+        if input_name is None:
+            if len(inputs) != 1:
+                raise ConfigError(f"{label}.input_name: the graph has inputs {inputs}; name one")
+            input_name = inputs[0]
+        elif input_name not in inputs:
+            raise ConfigError(f"{label}.input_name: {input_name!r} is not one of {inputs}")
+        if output_name is None:
+            output_name = outputs[0]
+        elif output_name not in outputs:
+            raise ConfigError(f"{label}.output_name: {output_name!r} is not one of {outputs}")
+        rank = len(session.get_inputs()[inputs.index(input_name)].shape)
+        feed, fetch = input_name, output_name
+
+        def run(batch: npt.NDArray[np.float32]) -> Any:
+            arr = batch.reshape(batch.shape[0], -1) if rank == 2 else batch
+            return session.run([fetch], {feed: np.ascontiguousarray(arr, dtype=np.float32)})[0]
+
+        super().__init__(run, num_classes, kind=kind, batch_size=batch_size, name=label)
+        self.session = session
 
 
 class LabelTarget(BlackBoxTarget):

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from bastion.attacks.base import Attack, predict
 from bastion.errors import ConfigError
+from bastion.evaluation.state import EvaluationState
 from bastion.threat import ThreatModel
 
 EvalProgressFn = Callable[[str, int, int], None]
@@ -77,6 +78,8 @@ def evaluate_model(
     seed: int = 0,
     batch_size: int = 500,
     progress: EvalProgressFn | None = None,
+    state: EvaluationState | None = None,
+    model_id: str = "model",
 ) -> dict[str, Any]:
     """Evaluate ``model`` on ``(x, y)`` ``(N, ...)``/``(N,)``.
 
@@ -85,6 +88,10 @@ def evaluate_model(
     ``accuracy_vs_eps``
     (``{"eps": [...], "worst_case": [...], "per_attack": {label: [...]}}``) and
     ``evaluation_seconds``. All accuracies are fractions in [0, 1] of all ``N`` examples.
+
+    With a ``state``, each finished (attack, eps) pair is recorded under ``model_id`` and a
+    pair already recorded is not run again (a resumed evaluation gives the same figures: each
+    pair draws from its own seeded generator).
     """
     labels = [a.label for a in attacks]
     if len(set(labels)) != len(labels):
@@ -105,8 +112,12 @@ def evaluate_model(
         t = threat.with_eps(eps)
         worst_mask = correct.clone()
         for na in attacks:
+            key = EvaluationState.key(model_id, na.label, eps_key(eps))
+            recorded = state.get(key, n) if state is not None and eps != 0 else None
             if eps == 0:
                 mask = correct.clone()
+            elif recorded is not None:
+                mask = recorded
             else:
                 mask = robust_mask(
                     model,
@@ -118,6 +129,8 @@ def evaluate_model(
                     seed=_seed_for(seed, na.label, eps),
                     batch_size=batch_size,
                 )
+                if state is not None:
+                    state.put(key, mask)
             per_attack[na.label].append(float(mask.float().mean()))
             worst_mask &= mask
             done += 1

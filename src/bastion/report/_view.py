@@ -77,6 +77,9 @@ class ModelView:
     training: Training | None
     evaluation_seconds: float | None
     corruptions: Mapping[str, Any] | None = None
+    calibration: Mapping[str, Any] | None = None
+    shifts: Mapping[str, Any] | None = None
+    latency: Mapping[str, Any] | None = None
 
     def attack_accuracy(self, attack: str, eps_key: str | None) -> float | None:
         """Accuracy under ``attack`` at the budget whose key is ``eps_key`` (``None`` if absent)."""
@@ -287,6 +290,11 @@ def _parse_model(name: str, value: object) -> ModelView:
         corruptions=(
             _mapping(raw["corruptions"], f"{where}.corruptions") if raw.get("corruptions") else None
         ),
+        calibration=(
+            _mapping(raw["calibration"], f"{where}.calibration") if raw.get("calibration") else None
+        ),
+        shifts=_mapping(raw["shifts"], f"{where}.shifts") if raw.get("shifts") else None,
+        latency=_mapping(raw["latency"], f"{where}.latency") if raw.get("latency") else None,
     )
 
 

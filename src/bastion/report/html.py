@@ -20,8 +20,10 @@ from bastion.report import _format as fmt
 from bastion.report._view import ModelView, ScorecardView, WarningEntry, parse_scorecard
 from bastion.report.plots import (
     accuracy_vs_eps_png,
+    models_with_calibration,
     models_with_curves,
     models_with_history,
+    reliability_png,
     training_curves_png,
 )
 
@@ -356,6 +358,125 @@ def _corruptions(view: ScorecardView) -> str:
     )
 
 
+def _num(value: object, spec: str = ".3f") -> str:
+    return format(float(value), spec) if isinstance(value, int | float) else "\u2013"
+
+
+def _calibration(view: ScorecardView) -> str:
+    """ECE, NLL and confidence clean and under attack, and the reliability diagrams."""
+    models = models_with_calibration(view)
+    if not models:
+        return ""
+    head = "".join(
+        f"<th>{_e(n)}</th>"
+        for n in [
+            "model",
+            "ECE",
+            "MCE",
+            "NLL",
+            "Brier",
+            "confidence",
+            "accuracy",
+            "ECE (attack)",
+            "confidence (attack)",
+            "accuracy (attack)",
+        ]
+    )
+    rows = []
+    attack = None
+    for m in models:
+        cal = m.calibration or {}
+        c = cal.get("clean") or {}
+        a = cal.get("adversarial") or {}
+        attack = attack or cal.get("attack")
+        cells = [
+            _text_cell(m.name),
+            _num_cell(_num(c.get("ece"))),
+            _num_cell(_num(c.get("mce"))),
+            _num_cell(_num(c.get("nll"))),
+            _num_cell(_num(c.get("brier"))),
+            _num_cell(_pct(c.get("mean_confidence"))),
+            _num_cell(_pct(c.get("accuracy"))),
+            _num_cell(_num(a.get("ece"))),
+            _num_cell(_pct(a.get("mean_confidence"))),
+            _num_cell(_pct(a.get("accuracy"))),
+        ]
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    png = reliability_png(view)
+    under = f" Under attack: {_e(attack)} at the threat model's eps." if attack else ""
+    return (
+        '<section id="calibration"><h2>Calibration</h2>'
+        f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}'
+        "</tbody></table></div>"
+        f"{_img(png, 'Reliability diagrams: accuracy against confidence')}"
+        '<p class="note">Expected calibration error over equal-width confidence bins '
+        f"(Guo et al. 2017); lower is better.{under} A model that stays confident while "
+        "an attack flips its answer cannot be guarded by a confidence threshold.</p>"
+        "</section>"
+    )
+
+
+def _shifts(view: ScorecardView) -> str:
+    """Accuracy on each distribution-shift split."""
+    models = [m for m in view.models if m.shifts]
+    if not models:
+        return ""
+    names: list[str] = []
+    for m in models:
+        names += [n for n in (m.shifts or {}).get("shifts", {}) if n not in names]
+    head = "".join(f"<th>{_e(n)}</th>" for n in ["model", "clean", "mean", "worst", *names])
+    rows = []
+    for m in models:
+        sh = m.shifts or {}
+        cells = [
+            _text_cell(m.name),
+            _num_cell(_pct(sh.get("clean_accuracy"))),
+            _num_cell(_pct(sh.get("mean_accuracy"))),
+            _num_cell(_pct(sh.get("worst_accuracy"))),
+        ]
+        cells += [_num_cell(_pct(sh.get("shifts", {}).get(n))) for n in names]
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    return (
+        '<section id="shifts"><h2>Distribution shift</h2>'
+        f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}'
+        "</tbody></table></div>"
+        '<p class="note">Accuracy on the test set under fixed, named shifts (rotation, '
+        "translation and zoom for images; scale, offset and noise for features).</p></section>"
+    )
+
+
+def _latency(view: ScorecardView) -> str:
+    """Forward-pass latency per batch size."""
+    models = [m for m in view.models if m.latency]
+    if not models:
+        return ""
+    sizes: list[str] = []
+    for m in models:
+        sizes += [b for b in (m.latency or {}).get("batch_sizes", {}) if b not in sizes]
+    head = "".join(
+        f"<th>{_e(n)}</th>"
+        for n in ["model", *[x for b in sizes for x in (f"batch {b} p50 ms", "p99 ms")]]
+    )
+    rows = []
+    for m in models:
+        per = (m.latency or {}).get("batch_sizes", {})
+        cells = [_text_cell(m.name)]
+        for b in sizes:
+            cells += [
+                _num_cell(_num(per.get(b, {}).get("p50_ms"))),
+                _num_cell(_num(per.get(b, {}).get("p99_ms"))),
+            ]
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    threads = (models[0].latency or {}).get("threads")
+    return (
+        '<section id="latency"><h2>Latency</h2>'
+        f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}'
+        "</tbody></table></div>"
+        f'<p class="note">Forward pass only, {_e(threads)} torch threads, on the machine that '
+        "ran the evaluation; compare models of the same run.</p></section>"
+    )
+
+
 def _best_record(model: ModelView) -> tuple[float, float] | None:
     """Validation (clean, robust) accuracy at the selected epoch, else at the last epoch."""
     history, training = model.history, model.training
@@ -532,6 +653,9 @@ def render_view(view: ScorecardView) -> str:
             _threat(view),
             _robustness(view),
             _corruptions(view),
+            _shifts(view),
+            _calibration(view),
+            _latency(view),
             _training(view),
             _warnings(view),
             _provenance(view),

@@ -333,3 +333,53 @@ def plot_training_curves(scorecard: Mapping[str, Any]) -> bytes:
         ScorecardError: the scorecard is malformed or no model has a training history.
     """
     return training_curves_png(parse_scorecard(scorecard))
+
+
+# -- reliability diagrams -----------------------------------------------------------------------
+def models_with_calibration(view: ScorecardView) -> list[ModelView]:
+    """The models whose scorecard entry carries calibration bins."""
+    return [m for m in view.models if m.calibration and m.calibration.get("clean")]
+
+
+def reliability_png(view: ScorecardView) -> bytes:
+    """Reliability diagrams (accuracy against confidence per bin), clean and under attack, one
+    panel per setting, one line per model; the diagonal is perfect calibration."""
+    models = models_with_calibration(view)
+    settings = [("clean", "clean")]
+    if any((m.calibration or {}).get("adversarial") for m in models):
+        attack = next(
+            (str((m.calibration or {}).get("attack")) for m in models if m.calibration), "attack"
+        )
+        settings.append(("adversarial", f"under {attack}"))
+    figure = _new_figure(4.2 * len(settings) + 1.6, 3.6)
+    axes = figure.subplots(1, len(settings), squeeze=False)[0]
+    handles: list[Line2D] = []
+    labels: list[str] = []
+    for ax, (key, title) in zip(axes, settings, strict=True):
+        _style_axes(ax)
+        ax.plot([0, 1], [0, 1], color="#8a93a0", linestyle="--", linewidth=1)
+        for i, m in enumerate(models):
+            metrics = (m.calibration or {}).get(key)
+            if not metrics:
+                continue
+            pts = [(b["confidence"], b["accuracy"]) for b in metrics["bins"] if b.get("count")]
+            if not pts:
+                continue
+            (line,) = ax.plot(
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                marker="o",
+                markersize=3,
+                color=_colour(i),
+                linewidth=1.6,
+            )
+            if key == "clean":
+                handles.append(line)
+                labels.append(_label(f"{m.name} (ECE {metrics['ece']:.3f})"))
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence")
+        ax.set_ylabel("accuracy")
+        ax.set_title(_label(title), fontsize=10)
+    _figure_legend(figure, handles, labels, "model", "outside right upper")
+    return _to_png(figure)

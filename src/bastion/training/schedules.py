@@ -50,3 +50,38 @@ def ramped_eps(
         return eps
     frac = start_fraction + (1.0 - start_fraction) * (progress_epochs / ramp_epochs)
     return eps * frac
+
+
+def attack_steps(phases: tuple[tuple[int, int], ...], epoch: int, default: int) -> int:
+    """Attack steps in ``epoch`` (1-based) under an attack-step curriculum.
+
+    ``phases`` is ``((first_epoch, steps), ...)`` with increasing first epochs: from
+    ``first_epoch`` on, the attack takes ``steps`` steps (cheap attacks early, when the model is
+    weak and a few steps already find its worst case; more later). Before the first phase, and
+    with no phases, ``default``.
+    """
+    steps = default
+    for first, k in phases:
+        if epoch >= first:
+            steps = k
+    return steps
+
+
+def check_phases(phases: tuple[tuple[int, int], ...], epochs: int) -> None:
+    """Raise :class:`ConfigError` naming ``training.step_phases`` unless the phases start at
+    increasing epochs within ``1..epochs`` and each has at least one step."""
+    prev = 0
+    for i, phase in enumerate(phases):
+        if len(phase) != 2:
+            raise ConfigError(
+                f"training.step_phases[{i}]: expected [first_epoch, steps], got {list(phase)}"
+            )
+        first, k = phase
+        if not prev < first <= epochs:
+            raise ConfigError(
+                f"training.step_phases[{i}]: first epoch {first} must be in {prev + 1}..{epochs} "
+                f"(increasing, within epochs={epochs})"
+            )
+        if k < 1:
+            raise ConfigError(f"training.step_phases[{i}]: expected steps >= 1, got {k}")
+        prev = first

@@ -1,0 +1,148 @@
+"""A Markdown model card drawn from a scorecard (Mitchell et al. 2019, "Model cards for model
+reporting"): intended use, threat model, results, limits and provenance.
+
+The figures come from the scorecard only, so the card never says more than the evaluation
+measured. The intended use and out-of-scope uses come from the config's optional ``card``
+section; without it the card says that they were not stated. Limits are derived from the
+evaluation itself: the number of examples, the attacks run, every warning, the largest eps tested.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["render_model_card"]
+
+
+def _pct(value: object) -> str:
+    return f"{float(value):.1%}" if isinstance(value, int | float) else "n/a"
+
+
+def _md(value: object) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _threat_line(threat: Mapping[str, Any]) -> str:
+    norm = threat.get("norm", "?")
+    eps = threat.get("eps", "?")
+    bounds = threat.get("bounds", "?")
+    return f"{norm} perturbations of size at most {eps}, inputs in {bounds}"
+
+
+def _model_section(name: str, r: Mapping[str, Any], eps_key: str) -> list[str]:
+    lines = [f"### {name}", ""]
+    lines.append(
+        f"- Objective: `{r.get('objective', 'unknown')}`; architecture: "
+        f"`{r.get('architecture', 'unknown')}`"
+    )
+    if r.get("test_clean_accuracy") is not None:
+        lines.append(
+            f"- Clean accuracy on the whole test split ({r.get('n_test')} examples): "
+            f"{_pct(r.get('test_clean_accuracy'))}"
+        )
+    lines.append(
+        f"- On the {r.get('n_eval', '?')} evaluated examples: clean {_pct(r.get('clean_accuracy'))}"
+        f", worst case over all attacks {_pct(r.get('worst_case_accuracy'))}"
+    )
+    attacks = r.get("attacks") or {}
+    if attacks:
+        lines += ["", "| attack | robust accuracy |", "| --- | ---: |"]
+        for label, by_eps in attacks.items():
+            lines.append(f"| {_md(label)} | {_pct((by_eps or {}).get(eps_key))} |")
+        lines.append("")
+    cal = r.get("calibration") or {}
+    if cal.get("clean"):
+        adv = cal.get("adversarial") or {}
+        text = f"- Calibration: ECE {cal['clean'].get('ece', 0):.3f} clean"
+        if adv:
+            text += (
+                f", {adv.get('ece', 0):.3f} under {cal.get('attack')} (mean confidence "
+                f"{_pct(adv.get('mean_confidence'))} at accuracy {_pct(adv.get('accuracy'))})"
+            )
+        lines.append(text)
+    cor = r.get("corruptions") or {}
+    if cor:
+        mce = cor.get("mce")
+        lines.append(
+            f"- Corruptions: mean accuracy {_pct(cor.get('mean_accuracy'))}"
+            + (f", mCE {mce:.3f} against {cor.get('reference')}" if isinstance(mce, float) else "")
+        )
+    sh = r.get("shifts") or {}
+    if sh:
+        lines.append(
+            f"- Distribution shift: mean accuracy {_pct(sh.get('mean_accuracy'))}, worst "
+            f"{_pct(sh.get('worst_accuracy'))} ({sh.get('worst_shift')})"
+        )
+    lat = (r.get("latency") or {}).get("batch_sizes") or {}
+    if lat:
+        parts = [
+            f"batch {b}: p50 {v.get('p50_ms')} ms, p99 {v.get('p99_ms')} ms" for b, v in lat.items()
+        ]
+        lines.append("- Latency (forward pass): " + "; ".join(parts))
+    lines.append("")
+    return lines
+
+
+def render_model_card(scorecard: Mapping[str, Any]) -> str:
+    """The Markdown model card of a scorecard (see the module docstring)."""
+    run = scorecard.get("run") or {}
+    data = scorecard.get("data") or {}
+    threat = scorecard.get("threat") or {}
+    card = scorecard.get("card") or {}
+    models = scorecard.get("models") or {}
+    eps = threat.get("eps")
+    eps_key = format(float(eps), "g") if isinstance(eps, int | float) else ""
+    lines = [f"# Model card: {run.get('name', 'run')}", ""]
+    lines += [
+        "## Intended use",
+        "",
+        str(card.get("intended_use") or "Not stated (add `card.intended_use` to the config)."),
+        "",
+    ]
+    if card.get("out_of_scope"):
+        lines += ["Out of scope: " + str(card["out_of_scope"]), ""]
+    if card.get("owners"):
+        lines += ["Owners: " + ", ".join(str(o) for o in card["owners"]), ""]
+    lines += [
+        "## Data",
+        "",
+        f"- Data set: `{data.get('name', '?')}`, fingerprint `{data.get('fingerprint', '?')}`",
+        f"- Classes: {', '.join(str(c) for c in data.get('classes', []))}",
+        "",
+        "## Threat model",
+        "",
+        f"- An attacker who controls the whole input: {_threat_line(threat)}.",
+        "- Knowledge assumed by the evaluation: white-box (gradients) and score-based black-box "
+        "attacks as listed below; the worst case over them is the figure to quote.",
+        "",
+        "## Results",
+        "",
+    ]
+    for name, r in models.items():
+        lines += _model_section(str(name), r or {}, eps_key)
+    lines += ["## Limits", ""]
+    n_eval = (scorecard.get("evaluation") or {}).get("examples")
+    labels = [a.get("label") for a in (scorecard.get("evaluation") or {}).get("attacks", [])]
+    lines.append(
+        f"- Robust accuracy is an upper bound: it holds only against the attacks run "
+        f"({', '.join(str(x) for x in labels) or 'none'}) on {n_eval} test examples; a stronger "
+        "or adaptive attack may do better."
+    )
+    lines.append(
+        f"- Nothing is claimed beyond eps {eps} in the {threat.get('norm', '?')} norm, nor for "
+        "other perturbation types than those evaluated."
+    )
+    for w in scorecard.get("warnings") or []:
+        lines.append(f"- Warning ({w.get('code')}, {w.get('model')}): {w.get('message')}")
+    lines += [
+        "",
+        "## Provenance",
+        "",
+        f"- Created {run.get('created', '?')} by `{run.get('command', '?')}`, seed "
+        f"{run.get('seed', '?')}, config hash `{run.get('config_hash', '?')}`",
+        "- Versions: "
+        + ", ".join(f"{k} {v}" for k, v in (scorecard.get("versions") or {}).items()),
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,445 @@
+"""The guarded HTTP service: ``POST /v1/predict``, ``GET /v1/health``, ``GET /metrics``.
+
+Each predict request: API key (401) -> body size (413) -> JSON and shape checks (400/413/422)
+-> per-key rate limit (429) -> micro-batched ``guard.decide`` (503 overload, 504 timeout) ->
+PRADA extraction check per key -> audit log commit (503 if it fails) -> response. Every error
+is JSON ``{"detail", "field", "request_id"}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import itertools
+import json
+import logging
+import math
+import secrets
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from bastion.guard.decision import Decision, GuardLike
+from bastion.serve.audit import AuditError, AuditLog, AuditRecord
+from bastion.serve.batching import MicroBatcher
+from bastion.serve.errors import RequestError
+from bastion.serve.extraction import ExtractionMonitor
+from bastion.serve.inputs import parse_body
+from bastion.serve.keys import KeyRecord, KeyStore
+from bastion.serve.metrics import ServiceMetrics
+from bastion.serve.ratelimit import RateLimiter
+from bastion.serve.schemas import (
+    ErrorResponse,
+    HealthResponse,
+    PredictRequest,
+    PredictResponse,
+)
+from bastion.serve.settings import ServeSettings
+
+_log = logging.getLogger("bastion.serve")
+
+# bodies up to this size are parsed on the event loop (about 1 ms); larger ones in a thread
+_PARSE_INLINE_BYTES = 64 * 1024
+ANONYMOUS = KeyRecord("anonymous", "anonymous", None, None, 0.0, False)
+
+
+def guard_layers(guard: GuardLike) -> list[str]:
+    """Names of the guard's layers, as far as the guard tells them."""
+    layers = getattr(guard, "layers", None)
+    if isinstance(layers, (list, tuple)):
+        return [str(v) for v in layers]
+    describe = getattr(guard, "describe", None)
+    if callable(describe):
+        info = describe()
+        if isinstance(info, dict):
+            names = ["validation", *map(str, info.get("thresholds", {}))]
+            return [*names, f"prediction:{info.get('prediction', 'model')}"]
+    return [type(guard).__name__]
+
+
+def request_ids() -> Callable[[], str]:
+    """Unique request ids: a random 64-bit prefix per app (so ids never repeat across
+    restarts) and a counter; one ``os.urandom`` per app, not per request."""
+    prefix = secrets.token_hex(8)
+    counter = itertools.count()
+    return lambda: f"{prefix}{next(counter):016x}"
+
+
+def _finite(v: float) -> float | None:
+    return v if math.isfinite(v) else None
+
+
+@dataclass
+class _Service:
+    guard: GuardLike
+    settings: ServeSettings
+    audit: AuditLog
+    keys: KeyStore
+    model_name: str
+    metrics: ServiceMetrics
+    limiter: RateLimiter
+    monitor: ExtractionMonitor
+    batcher: MicroBatcher
+    started: float
+    clock: Callable[[], float]
+
+    # -- the predict pipeline, run in a worker thread -------------------------------------
+    def authenticate(self, header: str | None) -> KeyRecord:
+        if not self.settings.require_auth:
+            return ANONYMOUS
+        if not header:
+            self.metrics.auth_failures.inc()
+            raise RequestError(401, "X-API-Key", "missing API key: send it in the X-API-Key header")
+        record = self.keys.verify(header)
+        if record is None:
+            self.metrics.auth_failures.inc()
+            raise RequestError(401, "X-API-Key", "unknown or revoked API key")
+        return record
+
+    def rate_limit(self, key: KeyRecord, cost: int) -> None:
+        s = self.settings
+        if s.throttle_flagged and self.monitor.is_flagged(key.key_id):
+            rate, burst = s.flagged_rate, s.flagged_burst
+        else:
+            rate = key.rate if key.rate is not None else s.rate  # type: ignore[assignment]
+            burst = key.burst if key.burst is not None else s.burst
+            if rate is None:
+                return
+        wait = self.limiter.take(key.key_id, cost, rate=rate, burst=burst)
+        if wait > 0:
+            self.metrics.rate_limited.inc()
+            if math.isinf(wait):
+                raise RequestError(
+                    429, "inputs", f"{cost} inputs exceed this key's burst of {burst}; send fewer"
+                )
+            raise RequestError(
+                429,
+                "X-API-Key",
+                f"rate limit of {rate:g} inputs/s (burst {burst}) exceeded; retry in {wait:.2f} s",
+                headers={"Retry-After": str(max(1, math.ceil(wait)))},
+            )
+
+    def parse(self, body: bytes) -> np.ndarray:
+        return parse_body(
+            body, input_shape=tuple(self.guard.input_shape), max_batch=self.settings.max_batch
+        )[0]
+
+    async def handle(self, body: bytes, header_key: str | None, request_id: str) -> dict[str, Any]:
+        """The predict pipeline. Runs on the event loop; only the slow or blocking steps go
+        to worker threads: the first check of a key (scrypt), parsing a large body, the
+        model (the micro-batcher's thread) and the audit commit."""
+        s = self.settings
+        if header_key is not None and self.keys.cached(header_key) is not None:
+            key = self.authenticate(header_key)
+        else:
+            key = await run_in_threadpool(self.authenticate, header_key)
+        if len(body) > _PARSE_INLINE_BYTES:
+            x = await run_in_threadpool(self.parse, body)
+        else:
+            x = self.parse(body)
+        self.rate_limit(key, int(x.shape[0]))
+        future = self.batcher.submit(x)
+        try:
+            decisions = await asyncio.wait_for(asyncio.wrap_future(future), s.request_timeout_s)
+        except TimeoutError:
+            self.metrics.timeouts.inc()
+            raise RequestError(
+                504, "service", f"the model did not answer within {s.request_timeout_s:g} s"
+            ) from None
+        decisions = self.check_extraction(key, x, decisions)
+        now = self.clock()
+        records = [
+            AuditRecord(
+                request_id=request_id,
+                index=i,
+                time=now,
+                key_id=key.key_id,
+                key_name=key.name,
+                input_sha256=hashlib.sha256(np.ascontiguousarray(x[i]).tobytes()).hexdigest(),
+                verdict=d.verdict,
+                label=d.label,
+                confidence=d.confidence,
+                reasons=d.reasons,
+                scores={k: float(v) for k, v in d.scores.items()},
+                model=self.model_name,
+            )
+            for i, d in enumerate(decisions)
+            if s.audit_all or d.verdict != "accept"
+        ]
+        if records:
+            try:
+                await run_in_threadpool(self.audit.write, records)
+            except AuditError as e:
+                self.metrics.audit_errors.inc()
+                raise RequestError(
+                    503, "service", f"audit log unavailable; request not answered ({e})"
+                ) from None
+            self.metrics.audit_writes.inc(len(records))
+        classes = self.guard.classes
+        preds = []
+        for d in decisions:
+            self.metrics.decisions.inc(verdict=d.verdict)
+            preds.append(
+                {
+                    "verdict": d.verdict,
+                    "label": d.label,
+                    "class_name": classes[d.label]
+                    if d.label is not None and 0 <= d.label < len(classes)
+                    else None,
+                    "confidence": d.confidence,
+                    "probabilities": list(d.probabilities) if d.probabilities is not None else None,
+                    "reasons": list(d.reasons),
+                    "scores": {k: _finite(float(v)) for k, v in d.scores.items()},
+                }
+            )
+        return {"request_id": request_id, "model": self.model_name, "predictions": preds}
+
+    def check_extraction(
+        self, key: KeyRecord, x: np.ndarray, decisions: list[Decision]
+    ) -> list[Decision]:
+        """PRADA per key on the answered inputs; a flagged key's answers become ``flag``."""
+        s = self.settings
+        if not s.extraction_check:
+            return decisions
+        answered = [i for i, d in enumerate(decisions) if d.answered and d.label is not None]
+        if not answered:
+            return decisions
+        flat = x[answered].reshape(len(answered), -1)
+        labels = [int(decisions[i].label) for i in answered]  # type: ignore[arg-type]
+        status = self.monitor.observe(key.key_id, flat, labels)
+        if status.newly_flagged:
+            self.metrics.extraction_flags.inc()
+        if not status.flagged:
+            return decisions
+        reason = status.reason(self.monitor.threshold)
+        out = list(decisions)
+        for i in answered:
+            d = out[i]
+            out[i] = Decision(
+                verdict="flag",
+                label=d.label,
+                confidence=d.confidence,
+                probabilities=d.probabilities,
+                reasons=(*d.reasons, reason),
+                scores={**d.scores, "prada_w": float(status.w or 0.0)},
+            )
+        return out
+
+
+def _error(e: RequestError, request_id: str | None) -> JSONResponse:
+    headers = dict(e.headers)
+    if request_id:
+        headers["X-Request-ID"] = request_id
+    return JSONResponse(
+        {"detail": e.message, "field": e.field, "request_id": request_id},
+        status_code=e.status,
+        headers=headers,
+    )
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refusing (413) a declared or streamed size above ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise RequestError(400, "Content-Length", "expected a non-negative integer")
+        if int(declared) > limit:
+            raise RequestError(
+                413, "body", f"{declared} bytes exceed the request size limit of {limit}"
+            )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(413, "body", f"more than {limit} bytes; the limit is {limit}")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in (
+        (400, "Body is not JSON."),
+        (401, "Missing or unknown API key."),
+        (413, "Body or batch too large."),
+        (422, "Wrong field, shape, type or image."),
+        (429, "Rate limit exceeded (see Retry-After)."),
+        (503, "Overloaded or audit log unavailable."),
+        (504, "The model did not answer in time."),
+    )
+}
+
+
+def create_app(
+    guard: GuardLike,
+    *,
+    settings: ServeSettings,
+    audit: AuditLog,
+    keys: KeyStore,
+    model_name: str | None = None,
+    clock: Callable[[], float] = time.time,
+) -> FastAPI:
+    """The FastAPI app serving ``guard``.
+
+    Args:
+        guard: anything with ``input_shape``, ``classes`` and ``decide`` (see
+            :class:`~bastion.guard.decision.GuardLike`).
+        settings: limits, auth, audit and extraction settings.
+        audit: where non-accepted (or, with ``audit_all``, all) decisions are committed before
+            each response.
+        keys: the API-key store (unused when ``settings.require_auth`` is false).
+        model_name: the name reported in responses and audit records (default: the guard's
+            ``name`` attribute, else ``"model"``).
+        clock: wall-clock time of audit records.
+
+    The micro-batching worker thread starts here and stops when the app shuts down.
+    """
+    started = time.monotonic()
+    monitor = ExtractionMonitor(
+        min_samples=settings.extraction_min_samples,
+        threshold=settings.extraction_threshold,
+        window=settings.extraction_window,
+        every=settings.extraction_every,
+    )
+    metrics = ServiceMetrics(
+        uptime=lambda: time.monotonic() - started,
+        flagged_keys=lambda: float(len(monitor.flagged_keys())),
+    )
+    batcher = MicroBatcher(
+        guard,
+        max_rows=settings.micro_batch,
+        wait_s=settings.micro_batch_wait_ms / 1000.0,
+        max_pending=settings.max_pending,
+        on_batch=lambda n: metrics.batch_size.observe(float(n)),
+    )
+    service = _Service(
+        guard=guard,
+        settings=settings,
+        audit=audit,
+        keys=keys,
+        model_name=model_name or str(getattr(guard, "name", "model")),
+        metrics=metrics,
+        limiter=RateLimiter(),
+        monitor=monitor,
+        batcher=batcher,
+        started=started,
+        clock=clock,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        batcher.close()
+
+    extra: dict[str, Any] = {}
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters:
+        # OpenTelemetry hooks of newer FastAPI: off, /metrics covers what the service reports
+        extra["telemetry"] = {
+            "tracing": False,
+            "metrics": False,
+            "logs": False,
+            "operation_spans": False,
+        }
+    app = FastAPI(
+        title="bastion guarded model service",
+        version="1",
+        description="A model behind bastion's runtime guard, with API keys, rate limits, "
+        "an audit log and model-extraction monitoring.",
+        lifespan=lifespan,
+        **extra,
+    )
+    app.state.service = service
+    next_id = request_ids()
+
+    @app.post(
+        "/v1/predict",
+        response_model=PredictResponse,
+        responses=_ERRORS,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}
+                },
+            }
+        },
+    )
+    async def predict(request: Request) -> Response:
+        """Guarded prediction for one input or a batch (see PredictRequest)."""
+        t0 = time.perf_counter()
+        request_id = next_id()
+        try:
+            body = await _read_body(request, settings.max_body_bytes)
+            result = await service.handle(body, request.headers.get("x-api-key"), request_id)
+            response: Response = Response(
+                json.dumps(result, allow_nan=False),
+                media_type="application/json",
+                headers={"X-Request-ID": request_id},
+            )
+        except RequestError as e:
+            response = _error(e, request_id)
+        except Exception:  # a fault of the service or guard, never of the input: JSON 500
+            _log.exception("request %s failed", request_id)
+            response = _error(
+                RequestError(500, "service", "internal error; see the service log"), request_id
+            )
+        metrics.requests.inc(endpoint="/v1/predict", status=str(response.status_code))
+        metrics.latency.observe(time.perf_counter() - t0, endpoint="/v1/predict")
+        return response
+
+    @app.get("/v1/health", response_model=HealthResponse)
+    def health() -> dict[str, Any]:
+        """Model name, input shape, classes, guard layers and uptime."""
+        metrics.requests.inc(endpoint="/v1/health", status="200")
+        return {
+            "status": "ok",
+            "model": service.model_name,
+            "input_shape": list(guard.input_shape),
+            "classes": list(guard.classes),
+            "guard_layers": guard_layers(guard),
+            "auth_required": settings.require_auth,
+            "uptime_s": time.monotonic() - started,
+        }
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    def prometheus() -> PlainTextResponse:
+        """Prometheus text exposition of the service's counters and histograms."""
+        metrics.requests.inc(endpoint="/metrics", status="200")
+        return PlainTextResponse(
+            metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
+
+    @app.exception_handler(RequestError)
+    async def _request_error(_: Request, e: RequestError) -> JSONResponse:
+        return _error(e, None)
+
+    lock = threading.Lock()
+
+    def openapi() -> dict[str, Any]:
+        with lock:
+            if app.openapi_schema is None:
+                doc = get_openapi(
+                    title=app.title,
+                    version=app.version,
+                    description=app.description,
+                    routes=app.routes,
+                )
+                doc.setdefault("components", {}).setdefault("schemas", {})["PredictRequest"] = (
+                    PredictRequest.model_json_schema()
+                )
+                app.openapi_schema = doc
+            return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

@@ -1,0 +1,156 @@
+"""Prometheus metrics written by hand: counters, gauges and histograms with labels, rendered in
+the text exposition format 0.0.4. Thread-safe."""
+
+from __future__ import annotations
+
+import bisect
+import math
+import threading
+from collections.abc import Callable, Sequence
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+Labels = tuple[tuple[str, str], ...]
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(labels: Labels, extra: tuple[str, str] | None = None) -> str:
+    items = [*labels, extra] if extra is not None else list(labels)
+    if not items:
+        return ""
+    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in items) + "}"
+
+
+def _num(v: float) -> str:
+    if math.isinf(v):
+        return "+Inf" if v > 0 else "-Inf"
+    return repr(float(v)) if not float(v).is_integer() else str(int(v))
+
+
+class Counter:
+    """A monotone count per label set."""
+
+    def __init__(self, name: str, help_text: str) -> None:
+        self.name, self.help = name, help_text
+        self._lock = threading.Lock()
+        self._values: dict[Labels, float] = {}
+
+    def inc(self, amount: float = 1.0, **labels: str) -> None:
+        key = tuple(sorted(labels.items()))
+        with self._lock:
+            self._values[key] = self._values.get(key, 0.0) + amount
+
+    def value(self, **labels: str) -> float:
+        return self._values.get(tuple(sorted(labels.items())), 0.0)
+
+    def render(self) -> list[str]:
+        out = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} counter"]
+        with self._lock:
+            items = sorted(self._values.items())
+        out += [f"{self.name}{_labels(k)} {_num(v)}" for k, v in items]
+        return out
+
+
+class Gauge:
+    """A value read at scrape time from a callable."""
+
+    def __init__(self, name: str, help_text: str, read: Callable[[], float]) -> None:
+        self.name, self.help, self._read = name, help_text, read
+
+    def render(self) -> list[str]:
+        return [
+            f"# HELP {self.name} {self.help}",
+            f"# TYPE {self.name} gauge",
+            f"{self.name} {_num(self._read())}",
+        ]
+
+
+class Histogram:
+    """Cumulative buckets, sum and count per label set."""
+
+    def __init__(self, name: str, help_text: str, buckets: Sequence[float]) -> None:
+        self.name, self.help = name, help_text
+        self.bounds = tuple(float(b) for b in buckets)
+        self._lock = threading.Lock()
+        self._data: dict[Labels, tuple[list[int], list[float]]] = {}
+
+    def observe(self, value: float, **labels: str) -> None:
+        key = tuple(sorted(labels.items()))
+        i = bisect.bisect_left(self.bounds, value)
+        with self._lock:
+            counts, total = self._data.setdefault(key, ([0] * (len(self.bounds) + 1), [0.0]))
+            counts[i] += 1
+            total[0] += value
+
+    def count(self, **labels: str) -> int:
+        data = self._data.get(tuple(sorted(labels.items())))
+        return sum(data[0]) if data else 0
+
+    def render(self) -> list[str]:
+        out = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
+        with self._lock:
+            items = sorted((k, (list(c), t[0])) for k, (c, t) in self._data.items())
+        for key, (counts, total) in items:
+            running = 0
+            for bound, c in zip((*self.bounds, math.inf), counts, strict=True):
+                running += c
+                out.append(f"{self.name}_bucket{_labels(key, ('le', _num(bound)))} {running}")
+            out.append(f"{self.name}_sum{_labels(key)} {_num(total)}")
+            out.append(f"{self.name}_count{_labels(key)} {running}")
+        return out
+
+
+class ServiceMetrics:
+    """The service's metrics (names prefixed ``bastion_``)."""
+
+    def __init__(self, *, uptime: Callable[[], float], flagged_keys: Callable[[], float]) -> None:
+        self.requests = Counter(
+            "bastion_requests_total", "HTTP requests by endpoint and status code."
+        )
+        self.decisions = Counter("bastion_decisions_total", "Guard decisions (inputs) by verdict.")
+        self.latency = Histogram(
+            "bastion_request_duration_seconds",
+            "Time from request start to response, by endpoint.",
+            LATENCY_BUCKETS,
+        )
+        self.batch_size = Histogram(
+            "bastion_guard_batch_size", "Inputs per forward pass of the guard.", BATCH_BUCKETS
+        )
+        self.rate_limited = Counter(
+            "bastion_rate_limited_total", "Requests refused by the per-key rate limit."
+        )
+        self.auth_failures = Counter(
+            "bastion_auth_failures_total", "Requests refused for a missing or unknown key."
+        )
+        self.audit_writes = Counter("bastion_audit_writes_total", "Audit records committed.")
+        self.audit_errors = Counter("bastion_audit_errors_total", "Audit commits that failed.")
+        self.extraction_flags = Counter(
+            "bastion_extraction_flags_total", "API keys flagged by the PRADA extraction test."
+        )
+        self.timeouts = Counter("bastion_timeouts_total", "Requests that ran past the timeout.")
+        self._all: list[Counter | Histogram | Gauge] = [
+            self.requests,
+            self.decisions,
+            self.latency,
+            self.batch_size,
+            self.rate_limited,
+            self.auth_failures,
+            self.audit_writes,
+            self.audit_errors,
+            self.extraction_flags,
+            self.timeouts,
+            Gauge("bastion_uptime_seconds", "Seconds since the service started.", uptime),
+            Gauge(
+                "bastion_flagged_keys", "API keys currently flagged for extraction.", flagged_keys
+            ),
+        ]
+
+    def render(self) -> str:
+        lines: list[str] = []
+        for m in self._all:
+            lines += m.render()
+        return "\n".join(lines) + "\n"

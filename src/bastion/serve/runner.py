@@ -1,0 +1,75 @@
+"""Running the service: pick the guard of a run directory and start uvicorn."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from bastion.errors import ConfigError
+from bastion.guard.decision import GuardLike
+from bastion.serve.audit import AuditLog
+from bastion.serve.keys import KeyStore
+from bastion.serve.model_guard import ModelGuard, pick_model
+from bastion.serve.settings import ServeSettings
+
+
+def load_service_guard(
+    run_dir: str | os.PathLike[str], *, model: str | None = None
+) -> tuple[GuardLike, str]:
+    """The guard to serve for a run and its model name.
+
+    A fitted guard (``<run_dir>/guard/guard.json``, or ``run_dir`` itself being a saved guard)
+    is loaded with :func:`bastion.guard.io.load_guard`; otherwise the run's model (see
+    :func:`~bastion.serve.model_guard.pick_model`) is served behind :class:`ModelGuard`.
+    """
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise ConfigError(f"run_dir: {run} is not a directory")
+    for folder in (run / "guard", run):
+        if (folder / "guard.json").is_file():
+            from bastion.guard.io import load_guard
+
+            guard = load_guard(folder)
+            name = model or run.name
+            return guard, name
+    stem = pick_model(run, model)
+    return ModelGuard.from_file(stem), stem.name
+
+
+def build_app_for_run(run_dir: str | os.PathLike[str], *, settings: ServeSettings) -> object:
+    """``create_app`` for a run directory, with its default key store and audit log
+    (``<run_dir>/keys.db``, ``<run_dir>/audit.db`` unless the settings name others)."""
+    from bastion.serve.app import create_app
+
+    run = Path(run_dir)
+    if settings.torch_threads is not None:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
+    guard, name = load_service_guard(run, model=settings.model)
+    audit = AuditLog(settings.audit_url or run / "audit.db", synchronous=settings.audit_synchronous)
+    keys = KeyStore(settings.keys_db or run / "keys.db")
+    return create_app(guard, settings=settings, audit=audit, keys=keys, model_name=name)
+
+
+def serve(
+    run_dir: str | os.PathLike[str],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    settings: ServeSettings | None = None,
+    log_level: str = "warning",
+) -> None:
+    """Serve ``run_dir``'s guard over HTTP with uvicorn until interrupted (one process; the
+    guard's micro-batcher makes one worker use the cores torch is given)."""
+    import uvicorn
+
+    app = build_app_for_run(run_dir, settings=settings or ServeSettings())
+    uvicorn.run(
+        app,  # type: ignore[arg-type]
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        timeout_keep_alive=30,
+    )

@@ -1,0 +1,140 @@
+"""Configuration of a text run (the ``text:`` section of a bastion YAML file).
+
+Every model is strict (no type coercion) and forbids unknown keys, so a typo in the YAML is an
+error naming the field. :func:`parse_text_config` turns pydantic's errors into one
+:class:`~bastion.errors.ConfigError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from bastion.errors import ConfigError
+
+TextAttackName = Literal["word_substitution", "deepwordbug", "homoglyph", "invisible", "combined"]
+ALL_TEXT_ATTACKS: tuple[TextAttackName, ...] = (
+    "word_substitution",
+    "deepwordbug",
+    "homoglyph",
+    "invisible",
+    "combined",
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class TextVocabConfig(_Strict):
+    """Vocabulary built from the training split."""
+
+    min_count: int = Field(default=1, ge=1)
+    max_size: int | None = Field(default=20000, ge=3)
+    max_length: int = Field(default=40, ge=1, le=1024)
+    lower: bool = True
+
+
+class TextModelConfig(_Strict):
+    """Architecture of both the standard and the hardened model."""
+
+    arch: Literal["word_cnn", "bilstm", "ngram_bag"] = "word_cnn"
+    embed_dim: int = Field(default=64, ge=1, le=1024)
+    num_filters: int = Field(default=64, ge=1, le=1024)
+    filter_sizes: list[int] = Field(default_factory=lambda: [3, 4, 5], min_length=1)
+    hidden_size: int = Field(default=64, ge=1, le=1024)
+    ngram: int = Field(default=2, ge=1, le=3)
+    hash_buckets: int = Field(default=65536, ge=1)
+    dropout: float = Field(default=0.5, ge=0.0, lt=1.0)
+
+
+class TextTrainingConfig(_Strict):
+    """Adam settings shared by both models."""
+
+    epochs: int = Field(default=6, ge=1, le=1000)
+    batch_size: int = Field(default=50, ge=1)
+    lr: float = Field(default=2e-3, gt=0.0)
+    weight_decay: float = Field(default=0.0, ge=0.0)
+
+
+class TextHardeningConfig(_Strict):
+    """A2T adversarial augmentation (Yoo and Qi, 2021)."""
+
+    method: Literal["a2t"] = "a2t"
+    batch_share: float = Field(default=0.5, gt=0.0, le=1.0)
+    max_share: float = Field(default=0.25, gt=0.0, le=1.0)
+    weight: float = Field(default=1.0, gt=0.0)
+
+
+class TextSanitizerConfig(_Strict):
+    """The sanitising guard layer (see :class:`bastion.text.Sanitizer`)."""
+
+    nfkc: bool = True
+    strip_invisible: bool = True
+    confusables: bool = True
+    repair_spelling: bool = True
+
+
+class TextAttackConfig(_Strict):
+    """Settings of the attacks.
+
+    ``candidates`` picks the word-substitution source: the bundled synonym ``lexicon``, the
+    ``embedding`` neighbours in the standard model's word embedding (cosine >= ``min_cosine``),
+    or ``both``. The same source feeds the A2T augmentation.
+    """
+
+    candidates: Literal["lexicon", "embedding", "both"] = "both"
+    min_cosine: float = Field(default=0.4, ge=-1.0, le=1.0)
+    neighbours: int = Field(default=30, ge=1, le=200)
+    max_share: float = Field(default=0.25, gt=0.0, le=1.0)
+    ranking: Literal["delete", "gradient"] = "delete"
+    char_max_share: float = Field(default=0.3, gt=0.0, le=1.0)
+    invisible_max_share: float = Field(default=1.0, gt=0.0, le=1.0)
+
+
+class TextConfig(_Strict):
+    """A complete text run: data, model, training, hardening, guard and attacks.
+
+    ``n_attack`` test examples (the first of the seeded test order) are attacked; with
+    ``attack_classes`` only examples of those classes are (e.g. ``["spam"]`` for a spam filter,
+    where only spam has a reason to evade).
+    """
+
+    dataset: Literal["movie_review", "sms_spam"]
+    val_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
+    test_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
+    vocab: TextVocabConfig = TextVocabConfig()
+    model: TextModelConfig = TextModelConfig()
+    training: TextTrainingConfig = TextTrainingConfig()
+    hardening: TextHardeningConfig = TextHardeningConfig()
+    sanitizer: TextSanitizerConfig = TextSanitizerConfig()
+    attack: TextAttackConfig = TextAttackConfig()
+    attacks: list[TextAttackName] = Field(default_factory=lambda: list(ALL_TEXT_ATTACKS))
+    attack_classes: list[str] | None = None
+    n_attack: int = Field(default=300, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> TextConfig:
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError("val_fraction + test_fraction must be below 1")
+        if self.model.arch == "word_cnn" and max(self.model.filter_sizes) > self.vocab.max_length:
+            raise ValueError("model.filter_sizes: widest filter exceeds vocab.max_length")
+        if any(k < 1 for k in self.model.filter_sizes):
+            raise ValueError("model.filter_sizes: expected positive widths")
+        if len(set(self.attacks)) != len(self.attacks):
+            raise ValueError("attacks: expected each attack at most once")
+        return self
+
+
+def parse_text_config(data: Mapping[str, Any]) -> TextConfig:
+    """Validate a mapping (the parsed ``text:`` section); raises :class:`ConfigError`."""
+    try:
+        return TextConfig.model_validate(dict(data))
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "text"
+            lines.append(f"text.{where}: {err['msg']}")
+        raise ConfigError("; ".join(lines)) from e

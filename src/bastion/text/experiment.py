@@ -1,0 +1,311 @@
+"""The text pipeline: train a standard and an A2T-hardened model, attack both with and without
+the sanitising guard, save the models and return a JSON-ready scorecard section.
+
+Seeds: the split uses ``seed``; model initialisation ``seed`` (the hardened model starts from
+the same weights as the standard one); batch order ``seed``; attacks ``seed + 1``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bastion.data.core import check_seed
+from bastion.errors import ConfigError
+from bastion.text.attack_base import TextAttack, TextAttackResult
+from bastion.text.candidates import (
+    CandidateSource,
+    EmbeddingNeighbours,
+    SynonymLexicon,
+    UnionCandidates,
+)
+from bastion.text.char_attacks import DeepWordBug, HomoglyphAttack, InvisibleCharAttack
+from bastion.text.classifier import TextClassifier
+from bastion.text.config import TextConfig
+from bastion.text.evaluation import attack_metrics, clean_accuracy, reduction
+from bastion.text.io import save_text_model
+from bastion.text.loaders import TextDataset, TextSplit, load_text_dataset
+from bastion.text.models import TextModel, TextModelSpec, build_text_model
+from bastion.text.sanitize import Sanitizer
+from bastion.text.training import (
+    A2TAugmenter,
+    SubstitutionTable,
+    TextTrainSettings,
+    accuracy_of,
+    train_text_model,
+)
+from bastion.text.vocab import Vocabulary
+from bastion.text.word_attacks import AttackChain, WordSubstitution
+
+Progress = Callable[[dict[str, Any]], None]
+
+#: Adversarial examples kept per attack in the scorecard (for the report).
+EXAMPLES_PER_ATTACK = 3
+
+
+def _emit(progress: Progress | None, event: dict[str, Any]) -> None:
+    if progress is not None:
+        progress(event)
+
+
+def candidate_source(config: TextConfig, vocab: Vocabulary, model: TextModel) -> CandidateSource:
+    """Word-substitution candidates named by ``config.attack.candidates``."""
+    a = config.attack
+    lexicon = SynonymLexicon()
+    if a.candidates == "lexicon":
+        return lexicon
+    neighbours = EmbeddingNeighbours(
+        model.embedding.weight, vocab, k=a.neighbours, min_cosine=a.min_cosine
+    )
+    if a.candidates == "embedding":
+        return neighbours
+    return UnionCandidates(lexicon, neighbours)
+
+
+def build_attacks(
+    config: TextConfig, source: CandidateSource
+) -> dict[str, TextAttack | AttackChain]:
+    """The attacks listed in ``config.attacks``, built fresh.
+
+    ``combined`` is the worst case of word substitution, then DeepWordBug typos, then
+    homoglyphs (character and word attacks together).
+    """
+    a = config.attack
+
+    def word() -> WordSubstitution:
+        return WordSubstitution(candidates=source, ranking=a.ranking, max_share=a.max_share)
+
+    def typos() -> DeepWordBug:
+        return DeepWordBug(max_share=a.char_max_share)
+
+    def glyphs() -> HomoglyphAttack:
+        return HomoglyphAttack(max_share=a.char_max_share)
+
+    factories: dict[str, Callable[[], TextAttack | AttackChain]] = {
+        "word_substitution": word,
+        "deepwordbug": typos,
+        "homoglyph": glyphs,
+        "invisible": lambda: InvisibleCharAttack(max_share=a.invisible_max_share),
+        "combined": lambda: AttackChain([word(), typos(), glyphs()]),
+    }
+    return {name: factories[name]() for name in config.attacks}
+
+
+def _attack_set(config: TextConfig, data: TextDataset) -> TextSplit:
+    test = data.test
+    if config.attack_classes is not None:
+        unknown = [c for c in config.attack_classes if c not in data.classes]
+        if unknown:
+            raise ConfigError(
+                f"text.attack_classes: {unknown} not among the classes {list(data.classes)}"
+            )
+        keep = {data.classes.index(c) for c in config.attack_classes}
+        idx = [i for i, y in enumerate(test.labels) if y in keep]
+        test = TextSplit(tuple(test.texts[i] for i in idx), tuple(test.labels[i] for i in idx))
+    return test.subset(config.n_attack)
+
+
+def _examples(result: TextAttackResult) -> list[dict[str, str]]:
+    out = []
+    for i in range(len(result)):
+        if result.success[i]:
+            out.append({"original": result.original[i], "adversarial": result.adversarial[i]})
+        if len(out) == EXAMPLES_PER_ATTACK:
+            break
+    return out
+
+
+def run_text_experiment(
+    config: TextConfig,
+    data_dir: Path,
+    out_dir: Path,
+    *,
+    seed: int,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Run the text pipeline; see the module docstring.
+
+    Args:
+        config: the validated ``text:`` section.
+        data_dir: folder holding the data set files (``SMSSpamCollection`` or
+            ``rt-polarity.pos`` / ``rt-polarity.neg``).
+        out_dir: run folder; models go to ``out_dir/models/text-standard.*`` and
+            ``text-hardened.*`` (safetensors + JSON sidecar with vocabulary).
+        seed: seed of split, initialisation, batch order and attacks.
+        progress: optional callback receiving dict events: ``{"stage": "train", "model": name,
+            **trainer event}``, ``{"stage": "attack", "attack": name, "target": name}`` and
+            ``{"stage": "done", "elapsed_s": ...}``.
+
+    Returns:
+        A JSON-ready dict: data set summary, vocabulary size, per model its clean accuracy
+        (with and without sanitiser) and training history, per attack and target
+        (``standard``, ``standard+sanitizer``, ``hardened``, ``hardened+sanitizer``) the
+        metrics of :func:`bastion.text.attack_metrics`, and a ``summary`` with the headline
+        figures (success of the combined attack before and after hardening, clean accuracy
+        cost).
+    """
+    check_seed(seed)
+    started = time.perf_counter()
+    data = load_text_dataset(
+        config.dataset,
+        data_dir,
+        val_fraction=config.val_fraction,
+        test_fraction=config.test_fraction,
+        seed=seed,
+    )
+    v = config.vocab
+    vocab = Vocabulary.build(
+        data.train.texts,
+        max_length=v.max_length,
+        min_count=v.min_count,
+        max_size=v.max_size,
+        lower=v.lower,
+    )
+    m = config.model
+    spec = TextModelSpec(
+        arch=m.arch,
+        vocab_size=len(vocab),
+        num_classes=data.num_classes,
+        max_length=v.max_length,
+        embed_dim=m.embed_dim,
+        dropout=m.dropout,
+        filter_sizes=tuple(m.filter_sizes),
+        num_filters=m.num_filters,
+        hidden_size=m.hidden_size,
+        ngram=m.ngram,
+        hash_buckets=m.hash_buckets,
+        classes=data.classes,
+    )
+    t = config.training
+    settings = TextTrainSettings(
+        epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay, seed=seed
+    )
+    train_ids, train_y = vocab.encode(data.train.texts), torch.tensor(data.train.labels)
+    val = (vocab.encode(data.val.texts), torch.tensor(data.val.labels)) if len(data.val) else None
+    test_ids, test_y = vocab.encode(data.test.texts), torch.tensor(data.test.labels)
+
+    def callback(name: str) -> Callable[[dict[str, Any]], None]:
+        return lambda event: _emit(progress, {"stage": "train", "model": name, **event})
+
+    standard = build_text_model(spec, generator=torch.Generator().manual_seed(seed))
+    hardened = build_text_model(spec)
+    hardened.load_state_dict(standard.state_dict())
+    history_std = train_text_model(
+        standard, train_ids, train_y, settings, val=val, callback=callback("standard")
+    )
+    source = candidate_source(config, vocab, standard)
+    h = config.hardening
+    table = SubstitutionTable(vocab, source)
+    augmenter = A2TAugmenter(
+        table, batch_share=h.batch_share, max_share=h.max_share, weight=h.weight
+    )
+    history_hard = train_text_model(
+        hardened,
+        train_ids,
+        train_y,
+        settings,
+        val=val,
+        augmenter=augmenter,
+        callback=callback("hardened"),
+    )
+
+    s = config.sanitizer
+    sanitizer = Sanitizer(
+        nfkc=s.nfkc,
+        strip_invisible=s.strip_invisible,
+        confusables=s.confusables,
+        vocabulary=vocab,
+        repair_spelling=s.repair_spelling,
+    )
+    models_dir = Path(out_dir) / "models"
+    provenance = {
+        "dataset": data.name,
+        "data_fingerprint": data.fingerprint,
+        "seed": seed,
+        "config": config.model_dump(mode="json"),
+    }
+    paths = {}
+    for name, model, history in (
+        ("standard", standard, history_std),
+        ("hardened", hardened, history_hard),
+    ):
+        meta = {**provenance, "role": name, "training": history}
+        paths[name] = str(save_text_model(model, vocab, models_dir / f"text-{name}", meta))
+
+    targets = {
+        "standard": TextClassifier(standard, vocab),
+        "standard+sanitizer": TextClassifier(standard, vocab, sanitizer=sanitizer),
+        "hardened": TextClassifier(hardened, vocab),
+        "hardened+sanitizer": TextClassifier(hardened, vocab, sanitizer=sanitizer),
+    }
+    models_out: dict[str, Any] = {}
+    for name, model, history in (
+        ("standard", standard, history_std),
+        ("hardened", hardened, history_hard),
+    ):
+        models_out[name] = {
+            "clean_accuracy": accuracy_of(model, test_ids, test_y),
+            "clean_accuracy_sanitized": clean_accuracy(
+                targets[f"{name}+sanitizer"], data.test.texts, data.test.labels
+            ),
+            "path": paths[name],
+            "training": history,
+        }
+
+    attack_set = _attack_set(config, data)
+    attacks_out: dict[str, Any] = {}
+    for attack_name, attack in build_attacks(config, source).items():
+        per_target: dict[str, Any] = {"params": attack.params()}
+        for target_name, clf in targets.items():
+            _emit(progress, {"stage": "attack", "attack": attack_name, "target": target_name})
+            t0 = time.perf_counter()
+            result = attack(
+                clf,
+                attack_set.texts,
+                attack_set.labels,
+                generator=torch.Generator().manual_seed(seed + 1),
+            )
+            metrics = attack_metrics(result)
+            metrics["seconds"] = round(time.perf_counter() - t0, 3)
+            if target_name == "standard":
+                metrics["examples"] = _examples(result)
+            per_target[target_name] = metrics
+        attacks_out[attack_name] = per_target
+
+    summary: dict[str, Any] = {
+        "clean_accuracy_standard": models_out["standard"]["clean_accuracy"],
+        "clean_accuracy_hardened_guarded": models_out["hardened"]["clean_accuracy_sanitized"],
+    }
+    summary["clean_accuracy_cost"] = (
+        summary["clean_accuracy_standard"] - summary["clean_accuracy_hardened_guarded"]
+    )
+    for attack_name, per_target in attacks_out.items():
+        before = per_target["standard"]["success_rate"]
+        after = per_target["hardened+sanitizer"]["success_rate"]
+        summary[f"{attack_name}_success_standard"] = before
+        summary[f"{attack_name}_success_hardened_guarded"] = after
+        summary[f"{attack_name}_success_reduction"] = reduction(before, after)
+    elapsed = time.perf_counter() - started
+    _emit(progress, {"stage": "done", "elapsed_s": elapsed})
+    return {
+        "kind": "text",
+        "seed": seed,
+        "dataset": data.summary(),
+        "vocab_size": len(vocab),
+        "spec": spec.to_dict(),
+        "candidates": {
+            "source": config.attack.candidates,
+            "table_coverage": table.coverage,
+            "attacker_embedding": "standard model",
+        },
+        "sanitizer": sanitizer.params(),
+        "n_attacked": len(attack_set),
+        "models": models_out,
+        "attacks": attacks_out,
+        "summary": summary,
+        "elapsed_s": round(elapsed, 3),
+    }

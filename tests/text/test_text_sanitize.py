@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bastion.text import Sanitizer, Vocabulary, sanitize
+from bastion.text.unicode_tables import HOMOGLYPHS, INVISIBLE_INSERTIONS
+
+
+def test_removes_invisible_and_bidi_characters() -> None:
+    for ch in INVISIBLE_INSERTIONS:
+        assert sanitize(f"fr{ch}ee prize") == "free prize"
+    assert sanitize("soft\u00adhyphen \u202eevil\u202c") == "softhyphen evil"
+
+
+def test_maps_homoglyphs_back_to_latin() -> None:
+    attacked = "".join(HOMOGLYPHS[c][0] if c in HOMOGLYPHS else c for c in "cash prize")
+    assert attacked != "cash prize"
+    assert sanitize(attacked) == "cash prize"
+    assert sanitize("W\u0456N \u0430 car") == "WiN a car"
+
+
+def test_leaves_genuine_greek_and_cyrillic_words() -> None:
+    assert sanitize("καλημέρα мир") == "καλημέρα мир"
+
+
+def test_nfkc_folds_compatibility_forms() -> None:
+    assert sanitize("\uff26\uff32\uff25\uff25 \ufb01ne") == "FREE fine"
+
+
+def test_spelling_repair_uses_vocabulary_counts() -> None:
+    vocab = Vocabulary.build(["likely likely good good good gold"], max_length=8)
+    s = Sanitizer(vocabulary=vocab, repair_spelling=True)
+    assert s("more likley and goood, Good!") == "more likely and good, Good!"
+    assert s("zzzz") == "zzzz"
+    assert Sanitizer(vocabulary=vocab)("likley") == "likley"
+
+
+@given(st.text(max_size=40))
+def test_sanitize_is_idempotent(text: str) -> None:
+    once = sanitize(text)
+    assert sanitize(once) == once
