@@ -95,7 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=500)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", nargs="*", default=None, help="subset of: fgsm pgd20 cw autoattack")
-    ap.add_argument("--libraries", nargs="*", default=["bastion", "torchattacks", "art"])
+    ap.add_argument(
+        "--libraries",
+        nargs="*",
+        default=["bastion", "bastion-early-stop", "bastion-bf16", "torchattacks", "art"],
+    )
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -122,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     suites: dict[str, dict[str, Callable[[], Callable[[Tensor, Tensor], Tensor]]]] = {
         "fgsm": {
             "bastion": lambda: _bastion(FGSM(), model, threat, bs),
+            "bastion-bf16": lambda: _bastion(FGSM(precision="bf16"), model, threat, bs),
             "torchattacks": lambda: torchattacks.FGSM(model, eps=eps),
             "art": lambda: _art(
                 __import__(
@@ -132,6 +137,13 @@ def main(argv: list[str] | None = None) -> int:
         "pgd20": {
             "bastion": lambda: _bastion(
                 PGD(steps=20, step_size=2.5 / 20, early_stop=False), model, threat, bs
+            ),
+            # bastion's evaluation defaults: stop an example once fooled; bf16 gradients
+            "bastion-early-stop": lambda: _bastion(
+                PGD(steps=20, step_size=2.5 / 20), model, threat, bs
+            ),
+            "bastion-bf16": lambda: _bastion(
+                PGD(steps=20, step_size=2.5 / 20, precision="bf16"), model, threat, bs
             ),
             "torchattacks": lambda: torchattacks.PGD(
                 model, eps=eps, alpha=pgd_step, steps=20, random_start=True

@@ -63,8 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
 
     data = load_mnist(args.data_dir, seed=args.seed)
-    x_cal, y_cal = data.val.x[: args.calibration], data.val.y[: args.calibration]
-    x, y = data.test.x[: args.examples], data.test.y[: args.examples]
+    # calibrate on test images after the evaluated ones: never trained on, disjoint from the
+    # evaluation (the loader's validation split may overlap the run's training images)
+    n, m = args.examples, args.calibration
+    x_cal, y_cal = data.test.x[n : n + m], data.test.y[n : n + m]
+    x, y = data.test.x[:n], data.test.y[:n]
     config = GuardConfig.from_dict({"squeezing": {"bit_depth": 1, "median_size": 2}})
     t0 = time.perf_counter()
     guard = fit_guard(args.run, config, x_cal, y_cal, seed=args.seed)
@@ -111,12 +114,12 @@ def main(argv: list[str] | None = None) -> int:
         "# Runtime guard on MNIST",
         "",
         f"Run `{args.run.name}` (hardened small CNN), threat {threat.norm} eps {threat.eps}; "
-        f"guard fitted on {x_cal.shape[0]} validation images in {fit_s:.1f} s; "
+        f"guard fitted on test images {n}..{n + m - 1} in {fit_s:.1f} s; "
         f"first {x.shape[0]} test images; {args.threads} CPU thread(s).",
         "",
         f"- decisions/s, one image per call, 1 thread: **{single:.0f}**",
         f"- decisions/s, {args.batch} images per call: **{single_batched:.0f}** (1 thread), "
-        f"**{batched:.0f}** ({args.threads} threads)",
+        f"**{batched:.0f}** ({args.threads} thread(s))",
         f"- model clean accuracy {result['model_clean_accuracy']:.3f}; model-only attack "
         "success: "
         + ", ".join(f"{k} {v['model_success']:.3f}" for k, v in result["attacks"].items()),
@@ -140,8 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         "climbs CW margin - lambda * detector excess, with BPDA through the squeezers, and "
         "counts only inputs the real guard answers wrongly with no layer firing.",
         "",
-        f"Reproduce: `nice -n 19 .venv/bin/python benchmarks/guard.py --run {args.run} "
-        f"--data-dir {args.data_dir}`",
+        "Reproduce: `nice -n 19 .venv/bin/python benchmarks/guard.py --run "
+        f"{args.run} --data-dir {args.data_dir} --attack-steps {args.attack_steps} "
+        f"--adaptive-steps {args.adaptive_steps} --threads {args.threads}`",
     ]
     (args.out / "guard.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -464,6 +464,145 @@ def data_info(
     typer.echo(json.dumps(ds.summary(), indent=2))
 
 
+keys_app = typer.Typer(no_args_is_help=True, help="API keys of the guarded service.")
+app.add_typer(keys_app, name="keys")
+
+
+def _keys_db(run_dir: Path | None, db: Path | None) -> Path:
+    if db is not None:
+        return db
+    if run_dir is None:
+        raise BastionError("keys: give --run RUN_DIR or --db PATH (where the key store lives)")
+    if not run_dir.is_dir():
+        raise BastionError(f"--run: not a directory: {run_dir}")
+    return run_dir / "keys.db"
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="Who the key is for (unique).")],
+    run_dir: Annotated[Path | None, typer.Option("--run", help="Run directory served.")] = None,
+    db: Annotated[Path | None, typer.Option("--db", help="Key store path.")] = None,
+    rate: Annotated[
+        float | None, typer.Option("--rate", help="Requests per second for this key.")
+    ] = None,
+    burst: Annotated[int | None, typer.Option("--burst", help="Burst size for this key.")] = None,
+) -> None:
+    """Create an API key and print it once (only a salted hash is stored)."""
+    from bastion.serve import create_key
+
+    key = create_key(_keys_db(run_dir, db), name, rate=rate, burst=burst)
+    _err.print(f"key for {name} (shown once; send it as the X-API-Key header):")
+    typer.echo(key)
+
+
+@keys_app.command("list")
+def keys_list(
+    run_dir: Annotated[Path | None, typer.Option("--run", help="Run directory served.")] = None,
+    db: Annotated[Path | None, typer.Option("--db", help="Key store path.")] = None,
+) -> None:
+    """List the keys (names, ids, limits; never the secrets)."""
+    from bastion.serve import KeyStore
+
+    store = KeyStore(_keys_db(run_dir, db))
+    try:
+        for r in store.list():
+            state = "revoked" if r.revoked else "active"
+            typer.echo(f"{r.name}\t{r.key_id}\t{state}\trate={r.rate}\tburst={r.burst}")
+    finally:
+        store.close()
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    name: Annotated[str, typer.Argument(help="Name of the key to revoke.")],
+    run_dir: Annotated[Path | None, typer.Option("--run", help="Run directory served.")] = None,
+    db: Annotated[Path | None, typer.Option("--db", help="Key store path.")] = None,
+) -> None:
+    """Revoke a key (a running service stops accepting it within seconds)."""
+    from bastion.serve import KeyStore
+
+    store = KeyStore(_keys_db(run_dir, db))
+    try:
+        if not store.revoke(name):
+            raise BastionError(f"keys revoke: no key named {name!r}")
+    finally:
+        store.close()
+    _out.print(f"revoked {name}")
+
+
+def _parse_sets(values: list[str] | None, where: str) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for item in values or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise BastionError(f"{where}: expected KEY=VALUE, got {item!r}")
+        try:
+            out[key] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise BastionError(f"{where}: {key}: cannot parse {raw!r}") from None
+    return out
+
+
+@app.command()
+def serve(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory (models, optional guard/).")],
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="YAML file whose 'serve' section sets the service."),
+    ] = None,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-s", help="A service setting KEY=VALUE (repeat), e.g. rate=50."),
+    ] = None,
+) -> None:
+    """Serve a run's model behind its guard over HTTP (POST /v1/predict, /v1/health,
+    /metrics, /docs). Needs the service extra."""
+    from bastion.serve import ServeSettings
+    from bastion.serve import serve as run_server
+
+    if not run_dir.is_dir():
+        raise BastionError(f"RUN_DIR: not a directory: {run_dir}")
+    section: dict[str, object] = {}
+    if config is not None:
+        if not config.is_file():
+            raise BastionError(f"--config: file not found: {config}")
+        doc = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+        raw = doc.get("serve", {}) if isinstance(doc, dict) else {}
+        if not isinstance(raw, dict):
+            raise BastionError(f"{config}: serve: expected a mapping")
+        section.update(raw)
+    section.update(_parse_sets(sets, "--set"))
+    settings = ServeSettings.from_mapping(section)
+    _err.print(f"serving {run_dir} on http://{host}:{port} (docs at /docs)")
+    run_server(run_dir, host=host, port=port, settings=settings)
+
+
+@app.command()
+def monitor(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory being served.")],
+) -> None:
+    """Print the drift monitor's state (windows tested, alerts, latest p-values) of a served
+    run."""
+    from bastion.monitor import MonitorState, format_state
+    from bastion.serve.runner import MONITOR_STATE
+
+    path = run_dir / MONITOR_STATE
+    if not path.is_file():
+        if not (run_dir / "guard" / "drift-reference.json").is_file():
+            raise BastionError(
+                f"{run_dir}: no drift reference (guard/drift-reference.json); add a 'guard' "
+                "section to the run config"
+            )
+        raise BastionError(
+            f"{path}: no monitor state yet; it is written once `bastion serve` has answered a "
+            "full window of inputs"
+        )
+    typer.echo(format_state(MonitorState.load(path)))
+
+
 @app.command()
 def version() -> None:
     """Print the version."""

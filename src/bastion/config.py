@@ -17,6 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from bastion.attacks.registry import build_attack
 from bastion.errors import BastionError, ConfigError
+from bastion.guard.config import GuardConfig
+from bastion.tabular.experiment import TabularConfig
+from bastion.text.config import TextConfig
 from bastion.threat import ThreatModel
 from bastion.training.config_models import AugMixConfig, AWPConfig, MixedConfig
 from bastion.training.objectives import OBJECTIVES, ObjectiveSettings
@@ -267,13 +270,32 @@ class RunConfig(_Strict):
     threat: ThreatConfig = Field(default_factory=ThreatConfig)
     model: ArchitectureConfig = Field(default_factory=ArchitectureConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
-    models: list[ModelEntry] = Field(min_length=1)
+    models: list[ModelEntry] = Field(default_factory=list)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     card: CardConfig | None = None
+    tabular: TabularConfig | None = None
+    text: TextConfig | None = None
+    guard: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> RunConfig:
+        if not self.models and self.tabular is None and self.text is None:
+            raise ValueError(
+                "models: expected at least one model entry (or a 'tabular' or 'text' section)"
+            )
+        if self.tabular is not None and (self.data.path is None or self.data.schema_path is None):
+            raise ValueError(
+                "tabular: needs data.path (the CSV file) and data.schema (its schema YAML)"
+            )
         names = [m.name for m in self.models]
+        if self.guard is not None:
+            gcfg = self.guard_config()
+            assert gcfg is not None
+            missing = [m for m in gcfg.prediction.models if m not in names]
+            if missing:
+                raise ValueError(
+                    f"guard.prediction.models: {missing} are not among the models {names}"
+                )
         if len(set(names)) != len(names):
             raise ValueError(f"models: names must be unique, got {names}")
         keys = [a.key for a in self.evaluation.attacks]
@@ -302,6 +324,17 @@ class RunConfig(_Strict):
         return self
 
     # -- builders ---------------------------------------------------------------------------
+    def guard_config(self) -> GuardConfig | None:
+        """The validated ``guard`` section (errors name ``guard.<field>``)."""
+        from bastion.guard.config import GuardConfig
+
+        if self.guard is None:
+            return None
+        try:
+            return GuardConfig.from_dict(self.guard)
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
+
     def threat_model(self) -> ThreatModel:
         return self.threat.build()
 

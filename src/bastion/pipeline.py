@@ -336,17 +336,122 @@ def _evaluate_corruptions(
             out[tm.name]["corruptions"]["relative_mce"] = None
 
 
+def fit_run_guard(
+    cfg: RunConfig, data: Dataset, run_dir: Path, *, reporter: ProgressReporter | None = None
+) -> dict[str, Any]:
+    """Fit the runtime guard of the config's ``guard`` section on the validation split, save
+    it (and the drift monitor's reference statistics) to ``run_dir/guard``, and evaluate it
+    against standard and adaptive attacks on test examples; returns the scorecard section."""
+    from bastion.guard import evaluate_guard, fit_guard, save_guard
+    from bastion.models import load_model
+    from bastion.monitor import ReferenceStats
+
+    gcfg = cfg.guard_config()
+    assert gcfg is not None
+    if len(data.val) < 20:
+        raise BastionError(
+            "guard: needs a validation split of at least 20 examples to fit its thresholds "
+            f"(got {len(data.val)}); raise data.val_fraction"
+        )
+    if reporter:
+        reporter.log(f"guard: fitting on {len(data.val)} validation examples")
+    guard = fit_guard(run_dir, gcfg, data.val.x, data.val.y, seed=cfg.seed)
+    save_guard(guard, run_dir / "guard")
+    name = gcfg.prediction.models[0]
+    model = load_model(run_dir / "models" / name)
+    with torch.no_grad():
+        probs = torch.softmax(model(data.train.x[:1000]), dim=1)
+    ReferenceStats.from_data(data.train.x[:1000], probs, seed=cfg.seed).save(
+        run_dir / "guard" / "drift-reference.json"
+    )
+    n = min(cfg.evaluation.examples or len(data.test), 500, len(data.test))
+    if reporter:
+        reporter.log(f"guard: standard and adaptive attacks on {n} test examples")
+    section = evaluate_guard(
+        guard, model, data.test.x[:n], data.test.y[:n], cfg.threat_model(), seed=cfg.seed
+    )
+    return {"model": name, "layers": guard.describe(), **section}
+
+
+def run_channels(
+    cfg: RunConfig,
+    run_dir: Path,
+    *,
+    config_path: Path | None,
+    data_dir: str | os.PathLike[str] | None,
+    reporter: ProgressReporter | None = None,
+    timings: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """Run the config's ``tabular`` and ``text`` sections into ``run_dir``; returns their
+    scorecard sections by name (empty when the config has neither)."""
+    out: dict[str, Any] = {}
+    if cfg.tabular is not None:
+        from bastion.tabular.experiment import run_tabular_experiment
+
+        if reporter:
+            reporter.log("tabular: constrained attacks and constrained adversarial training")
+        t0 = time.perf_counter()
+        path = _relative_to_config(cfg.data.path, config_path)
+        schema = _relative_to_config(cfg.data.schema_path, config_path)
+        assert path is not None and schema is not None  # checked by RunConfig
+        out["tabular"] = run_tabular_experiment(
+            cfg.tabular, path, schema, run_dir / "tabular", seed=cfg.seed
+        )
+        if timings is not None:
+            timings["tabular_seconds"] = time.perf_counter() - t0
+    if cfg.text is not None:
+        from bastion.text.experiment import run_text_experiment
+
+        folder = resolve_data_dir(cfg, config_path, data_dir)
+        if folder is None:
+            raise BastionError(
+                f"text: give the folder of the {cfg.text.dataset} files with --data-dir or "
+                "data.data_dir"
+            )
+        if reporter:
+            reporter.log(f"text: {cfg.text.dataset}, standard and hardened models, attacks")
+
+        def show(event: dict[str, Any]) -> None:
+            if reporter and event.get("stage") == "attack":
+                reporter.log(f"text: {event.get('attack')} on {event.get('target')}")
+
+        t0 = time.perf_counter()
+        out["text"] = run_text_experiment(
+            cfg.text, Path(folder), run_dir, seed=cfg.seed, progress=show
+        )
+        if timings is not None:
+            timings["text_seconds"] = time.perf_counter() - t0
+    return out
+
+
 def build_scorecard(
     cfg: RunConfig,
-    data: Dataset,
+    data: Dataset | None,
     model_results: dict[str, dict[str, Any]],
     *,
     timings: dict[str, float],
     command: str,
     n_eval: int,
     warnings: list[dict[str, str]] | None = None,
+    channels: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Assemble the scorecard document (see :mod:`bastion.evaluation.scorecard`)."""
+    """Assemble the scorecard document (see :mod:`bastion.evaluation.scorecard`).
+
+    ``channels`` holds the ``tabular`` and ``text`` sections; without image/tabular models
+    (``data is None``) the ``data`` section is the first channel's data summary."""
+    channels = channels or {}
+    if data is not None:
+        data_doc: dict[str, Any] = {**data.summary(), "n_eval": n_eval}
+    elif "text" in channels:
+        data_doc = {**channels["text"].get("dataset", {}), "n_eval": n_eval}
+    elif "tabular" in channels:
+        data_doc = {
+            "name": Path(cfg.data.path or "tabular").name,
+            **channels["tabular"].get("data", {}),
+            "n_eval": n_eval,
+        }
+    else:
+        data_doc = {"n_eval": n_eval}
     cfg_doc = cfg.model_dump(mode="json", by_alias=True)
     doc: dict[str, Any] = sanitize(
         {
@@ -358,7 +463,7 @@ def build_scorecard(
                 "config_hash": config_hash(cfg_doc),
                 "command": command,
             },
-            "data": {**data.summary(), "n_eval": n_eval},
+            "data": data_doc,
             "threat": cfg.threat_model().to_dict(),
             "evaluation": {
                 "attacks": [
@@ -371,6 +476,7 @@ def build_scorecard(
             "timings": {k: round(v, 3) for k, v in timings.items()},
             "warnings": list(warnings or []),
             **({"card": cfg.card.model_dump()} if cfg.card is not None else {}),
+            **channels,
         }
     )
     return doc
@@ -512,7 +618,7 @@ def run_pipeline(
     console = console or Console(stderr=True)
     reporter = ProgressReporter(console, enabled=show_progress)
     t0 = time.perf_counter()
-    data = load_run_data(cfg, config_path=config_path, data_dir=data_dir)
+    data = load_run_data(cfg, config_path=config_path, data_dir=data_dir) if cfg.models else None
     timings: dict[str, float] = {"data_seconds": time.perf_counter() - t0}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -526,6 +632,7 @@ def run_pipeline(
         trained: list[TrainedModel] = []
         with reporter.session():
             for entry in cfg.models:
+                assert data is not None
                 reporter.log(f"training {entry.name} ({entry.objective.name})")
                 model, result = train_entry(cfg, entry, data, reporter=reporter)
                 timings[f"train_{entry.name}_seconds"] = result.seconds
@@ -549,10 +656,25 @@ def run_pipeline(
                     )
                 )
             t0 = time.perf_counter()
-            results = evaluate_models(cfg, trained, data, reporter=reporter)
+            results = evaluate_models(cfg, trained, data, reporter=reporter) if data else {}
             timings["evaluation_seconds"] = time.perf_counter() - t0
+            if cfg.guard is not None and data is not None:
+                guard_section = fit_run_guard(cfg, data, tmp, reporter=reporter)
+                results_guard = {"guard": guard_section}
+            else:
+                results_guard = {}
+            channels = run_channels(
+                cfg,
+                tmp,
+                config_path=config_path,
+                data_dir=data_dir,
+                reporter=reporter,
+                timings=timings,
+            )
         n_eval = (
-            len(data.test)
+            0
+            if data is None
+            else len(data.test)
             if cfg.evaluation.examples is None
             else min(cfg.evaluation.examples, len(data.test))
         )
@@ -565,6 +687,7 @@ def run_pipeline(
             command=command,
             n_eval=n_eval,
             warnings=collect_warnings(cfg, results),
+            channels={**channels, **results_guard},
         )
         write_json(scorecard, tmp / "scorecard.json")
         write_report(scorecard, tmp / "report.html")

@@ -403,7 +403,9 @@ def test_to_unit_names_the_row_relation_and_columns_of_a_violation() -> None:
     with pytest.raises(DataError, match=r"row 1: violates relation 'basket' \(columns total=13, "):
         schema.to_unit([good, bad_sum])
     over_limit = [60.0, 2.0, 62.0, 50.0, 5.0, 0.0]
-    with pytest.raises(DataError, match=r"row 0: violates relation 'amount <= limit'.*lhs - rhs = 10"):
+    with pytest.raises(
+        DataError, match=r"row 0: violates relation 'amount <= limit'.*lhs - rhs = 10"
+    ):
         schema.to_unit([over_limit])
     # the third relation has tol 0.5: amount 150 - 50 n <= ... 10 - 50 = -40 >= -100 - 0.5 holds
     within_tol = [10.0, 2.0, 12.0, 50.0, 1.0, 1.0]

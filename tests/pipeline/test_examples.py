@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 
 from bastion.config import load_config
 from bastion.evaluation.scorecard import read_scorecard
@@ -22,22 +23,107 @@ EXAMPLES = ROOT / "examples"
 SHARED_MNIST = ROOT.parent / "shared" / "datasets" / "mnist"
 
 ALL_EXAMPLES = sorted(p.name for p in EXAMPLES.glob("*.yaml"))
+RECIPE_EXAMPLES = {
+    "mnist-linf-0.3-fast.yaml",
+    "mnist-linf-0.3-strong.yaml",
+    "mnist-l2-2.0.yaml",
+    "breast-cancer.yaml",
+}
 needs_mnist = pytest.mark.skipif(
     not (SHARED_MNIST / "t10k-labels-idx1-ubyte.gz").exists(),
     reason="MNIST files not found beside the project",
 )
 
 
+SHARED = ROOT.parent / "shared" / "datasets"
+CHANNEL_EXAMPLES = {"fraud-tabular.yaml", "text-sms-spam.yaml", "text-movie-review.yaml"}
+
+
 def test_every_example_is_covered() -> None:
-    assert set(ALL_EXAMPLES) == {"digits.yaml", "mnist-linf.yaml"}, (
-        "add a test for each new example"
-    )
+    covered = {"digits.yaml", "mnist-linf.yaml", *CHANNEL_EXAMPLES, *RECIPE_EXAMPLES}
+    assert set(ALL_EXAMPLES) <= covered, "add a test for each new example"
 
 
 @pytest.mark.parametrize("name", ALL_EXAMPLES)
 def test_example_parses(name: str) -> None:
     cfg, raw = load_config(EXAMPLES / name)
-    assert cfg.name == raw["name"] and len(cfg.models) >= 2
+    assert cfg.name == raw["name"]
+    if name in CHANNEL_EXAMPLES:
+        assert cfg.tabular is not None or cfg.text is not None
+    else:
+        assert len(cfg.models) >= 2
+
+
+def _shrunk(name: str, tmp_path: Path, section: str, changes: dict[str, object]) -> Path:
+    """A copy of an example with a smaller ``section`` and paths made absolute."""
+    raw = yaml.safe_load((EXAMPLES / name).read_text())
+    raw[section].update(changes)
+    for key in ("path", "schema"):
+        if key in raw.get("data", {}):
+            raw["data"][key] = str(EXAMPLES / raw["data"][key])
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(raw))
+    return p
+
+
+def test_fraud_tabular_example(tmp_path: Path) -> None:
+    cfg = _shrunk(
+        "fraud-tabular.yaml",
+        tmp_path,
+        "tabular",
+        {
+            "examples": 40,
+            "epochs": 4,
+            "attack_steps": 10,
+            "queries": 40,
+            "hsj_iterations": 2,
+            "hsj_probes": 10,
+            "gbm_estimators": 20,
+            "train_attack_steps": 3,
+        },
+    )
+    run_dir = run_pipeline(cfg, out_dir=tmp_path / "runs", show_progress=False)
+    sc = read_scorecard(run_dir / "scorecard.json")
+    tab = sc["tabular"]
+    assert set(tab["models"]) == {"standard-mlp", "constrained-at-mlp", "gbm"}
+    for m in tab["models"].values():
+        assert m["robust_accuracy"] <= m["clean_accuracy"]
+        for fig in m["attacks"].values():
+            assert fig["feasible_rate"] == 1.0
+    assert "Tabular, under the schema" in (run_dir / "report.html").read_text()
+    assert sc["data"]["fingerprint"] == tab["data"]["fingerprint"]
+
+
+@pytest.mark.skipif(
+    not (SHARED / "sms_spam" / "SMSSpamCollection").exists(), reason="SMS Spam files not found"
+)
+def test_text_sms_spam_example(tmp_path: Path) -> None:
+    cfg = _shrunk(
+        "text-sms-spam.yaml", tmp_path, "text", {"n_attack": 20, "training": {"epochs": 1}}
+    )
+    run_dir = run_pipeline(
+        cfg, out_dir=tmp_path / "runs", data_dir=SHARED / "sms_spam", show_progress=False
+    )
+    sc = read_scorecard(run_dir / "scorecard.json")
+    txt = sc["text"]
+    assert txt["models"]["standard"]["clean_accuracy"] > 0.85
+    inv = txt["attacks"]["invisible"]
+    assert inv["standard+sanitizer"]["success_rate"] <= inv["standard"]["success_rate"]
+    assert (run_dir / "models" / "text-hardened.safetensors").exists()
+    assert "Text attacks" in (run_dir / "report.html").read_text()
+
+
+@pytest.mark.skipif(
+    not (SHARED / "movie_review_polarity" / "rt-polarity.pos").exists(),
+    reason="Movie Review files not found",
+)
+def test_text_movie_review_example_parses_and_names_missing_data(tmp_path: Path) -> None:
+    from bastion.errors import BastionError
+
+    cfg = _shrunk("text-movie-review.yaml", tmp_path, "text", {"n_attack": 10})
+    with pytest.raises(BastionError, match="--data-dir"):
+        run_pipeline(cfg, out_dir=tmp_path / "runs", show_progress=False)
+    assert not list((tmp_path / "runs").glob("*"))  # nothing left behind
 
 
 def test_digits_example_hardened_beats_baseline(tmp_path: Path) -> None:

@@ -20,7 +20,9 @@ FRAUD_CSV = ROOT / "examples" / "data" / "fraud.csv"
 FRAUD_SCHEMA = ROOT / "examples" / "data" / "fraud-schema.yaml"
 
 
-def fit_mlp(x: Tensor, y: Tensor, *, classes: int = 2, steps: int = 150, seed: int = 0) -> BastionModel:
+def fit_mlp(
+    x: Tensor, y: Tensor, *, classes: int = 2, steps: int = 100, seed: int = 0
+) -> BastionModel:
     """A small tabular MLP fitted full-batch with Adam (deterministic for a seed), in eval mode."""
     mean = tuple(float(v) for v in x.mean(dim=0))
     std = tuple(max(float(v), 1e-3) for v in x.std(dim=0))
@@ -56,8 +58,8 @@ def load_fraud() -> Fraud:
         mlp = fit_mlp(x, y)
     finally:
         torch.set_num_threads(before)
-    gbm = GradientBoostingClassifier(n_estimators=40, max_depth=3, random_state=0)
+    gbm = GradientBoostingClassifier(n_estimators=25, max_depth=3, random_state=0)
     gbm.fit(x.numpy(), y.numpy())
-    forest = RandomForestClassifier(n_estimators=30, max_depth=8, random_state=0, n_jobs=1)
+    forest = RandomForestClassifier(n_estimators=20, max_depth=8, random_state=0, n_jobs=1)
     forest.fit(x.numpy(), y.numpy())
     return Fraud(data=data, mlp=mlp, gbm=gbm, forest=forest)

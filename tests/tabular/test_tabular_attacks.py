@@ -105,7 +105,9 @@ def test_black_box_outputs_are_feasible_and_queries_are_counted(fraud: Fraud, mo
 def test_immutable_only_schema_leaves_inputs_alone(fraud: Fraud) -> None:
     x, y = fraud.data.test.x[:10], fraud.data.test.y[:10]
     threat = _threat(fraud, eps=1e-4)  # too small to move any integer or category
-    res = ConstrainedPGD(steps=5)(fraud.mlp, x, y, threat, generator=torch.Generator().manual_seed(0))
+    res = ConstrainedPGD(steps=5)(
+        fraud.mlp, x, y, threat, generator=torch.Generator().manual_seed(0)
+    )
     _assert_feasible(threat, res.x_adv, x)
     assert torch.equal(res.success, predict(fraud.mlp, x) != y)
 
@@ -118,9 +120,9 @@ def test_attacks_reject_plain_threats_and_infeasible_rows(fraud: Fraud) -> None:
     bad[2, 0] = 1.0  # amount 5000 > credit limit and total != amount + shipping
     with pytest.raises(AttackInputError, match=r"x: row 2 violates .*amount <= credit_limit"):
         ConstrainedAPGD(steps=2)(fraud.mlp, bad, y, _threat(fraud))
-    with pytest.raises(ConfigError, match="cpgd.steps"):
+    with pytest.raises(ConfigError, match=r"cpgd\.steps"):
         ConstrainedPGD(steps=0)
-    with pytest.raises(ConfigError, match="random-search.p_init"):
+    with pytest.raises(ConfigError, match=r"random-search\.p_init"):
         ConstrainedRandomSearch(p_init=0.0)
 
 

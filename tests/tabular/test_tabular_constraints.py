@@ -73,7 +73,9 @@ def test_float32_rounding_of_feasible_points_is_not_a_violation() -> None:
     assert bool(check_feasible(schema, unit).ok.all())
 
 
-def _qp_projection(z: np.ndarray, a: np.ndarray, b: float, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+def _qp_projection(
+    z: np.ndarray, a: np.ndarray, b: float, lo: np.ndarray, hi: np.ndarray
+) -> np.ndarray:
     res = minimize(
         lambda u: 0.5 * float(np.sum((u - z) ** 2)),
         np.clip(z, lo, hi),
@@ -171,7 +173,7 @@ def test_l2_l1_projection_stays_in_the_weighted_ball(norm: str) -> None:
 
 def test_threat_rejects_bad_settings_and_infeasible_inputs() -> None:
     schema = _schema()
-    with pytest.raises(ConfigError, match="threat.schema"):
+    with pytest.raises(ConfigError, match=r"threat\.schema"):
         TabularThreat(norm="linf", eps=0.1)
     with pytest.raises(ConfigError, match=r"threat.bounds"):
         TabularThreat(norm="linf", eps=0.1, bounds=(0.0, 2.0), schema=schema)

@@ -72,8 +72,9 @@ def test_experiment_trains_attacks_scores_and_saves(tmp_path: Path) -> None:
     again = run_tabular_experiment(
         {**TINY, "attacks": ["cpgd"]}, FRAUD_CSV, FRAUD_SCHEMA, tmp_path / "again", seed=1
     )
-    assert again["models"]["standard-mlp"]["attacks"]["cpgd"]["robust_accuracy"] == (
-        card["models"]["standard-mlp"]["attacks"]["cpgd"]["robust_accuracy"]
+    assert (
+        again["models"]["standard-mlp"]["attacks"]["cpgd"]["robust_accuracy"]
+        == (card["models"]["standard-mlp"]["attacks"]["cpgd"]["robust_accuracy"])
     )
     assert torch.get_num_threads() == 1
 
@@ -84,7 +85,9 @@ def test_rows_breaking_a_relation_are_reported_with_file_row_and_columns(tmp_pat
     row = lines[3].split(",")
     row[header.index("total")] = f"{float(row[header.index('total')]) + 5:.2f}"
     bad = tmp_path / "bad.csv"
-    bad.write_text("\n".join([lines[0], lines[1], lines[2], ",".join(row)]) + "\n", encoding="utf-8")
+    bad.write_text(
+        "\n".join([lines[0], lines[1], lines[2], ",".join(row)]) + "\n", encoding="utf-8"
+    )
     with pytest.raises(DataError) as info:
         load_constrained_csv(bad, FRAUD_SCHEMA)
     message = str(info.value)

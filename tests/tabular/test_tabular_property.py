@@ -57,11 +57,16 @@ def cases(draw: st.DrawFn) -> Case:
         columns.append(rng.uniform(low, low + span, n_rows))
     for i in range(n_int):
         top = draw(st.sampled_from([3, 20]))
-        features.append(FeatureSpec(f"i{i}", "integer", 0, top, draw(st.booleans()), cost=draw(costs)))
+        features.append(
+            FeatureSpec(f"i{i}", "integer", 0, top, draw(st.booleans()), cost=draw(costs))
+        )
         columns.append(rng.integers(0, top + 1, n_rows).astype(float))
     relations: list[Relation] = []
     if draw(st.booleans()):  # f0 <= f1
-        columns[0], columns[1] = np.minimum(columns[0], columns[1]), np.maximum(columns[0], columns[1])
+        columns[0], columns[1] = (
+            np.minimum(columns[0], columns[1]),
+            np.maximum(columns[0], columns[1]),
+        )
         relations.append(Relation.parse("f0 <= f1"))
     if draw(st.booleans()):  # a total: total == f0 + f1
         features.append(
@@ -89,7 +94,9 @@ def cases(draw: st.DrawFn) -> Case:
         k = draw(st.integers(2, 3))
         cats = tuple(f"c{m}" for m in range(k))
         features.append(
-            FeatureSpec(f"cat{i}", "categorical", None, None, draw(st.booleans()), cats, draw(costs))
+            FeatureSpec(
+                f"cat{i}", "categorical", None, None, draw(st.booleans()), cats, draw(costs)
+            )
         )
         columns.append(rng.integers(0, k, n_rows).astype(float))
     schema = TabularSchema("y", ("a", "b"), tuple(features), tuple(relations))
@@ -117,7 +124,9 @@ def test_every_attack_output_is_feasible(case: Case) -> None:
         (ConstrainedHopSkipJump(iterations=1, probes=6, init_tries=10, binary_steps=4), labels),
     ]
     for attack, model in runs:
-        res = attack(model, case.x, y, case.threat, generator=torch.Generator().manual_seed(case.seed))
+        res = attack(
+            model, case.x, y, case.threat, generator=torch.Generator().manual_seed(case.seed)
+        )
         report = check_feasible(case.schema, res.x_adv, x_ref=case.x)
         assert bool(report.ok.all()), (attack.name, report.violations)
         assert bool(case.threat.in_ball(res.x_adv, case.x).all()), attack.name

@@ -21,8 +21,8 @@ def _config(**extra: object):  # type: ignore[no-untyped-def]
         {
             "dataset": "sms_spam",
             "vocab": {"max_length": 16},
-            "model": {"embed_dim": 16, "num_filters": 8},
-            "training": {"epochs": 4, "batch_size": 16, "lr": 0.01},
+            "model": {"embed_dim": 16, "num_filters": 8, "dropout": 0.1},
+            "training": {"epochs": 6, "batch_size": 16, "lr": 0.01},
             "n_attack": 12,
             **extra,
         }

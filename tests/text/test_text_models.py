@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from bastion.errors import ConfigError, ModelFileError
-from bastion.text import TextModelSpec, Vocabulary, build_text_model, load_text_model, save_text_model
+from bastion.text import (
+    TextModelSpec,
+    Vocabulary,
+    build_text_model,
+    load_text_model,
+    save_text_model,
+)
 
 
 def _spec(arch: str, vocab_size: int = 30) -> TextModelSpec:
@@ -34,11 +40,9 @@ def test_forward_shapes_and_embedded_path(arch: str) -> None:
     torch.testing.assert_close(again(ids), logits)
 
 
-def test_bilstm_ignores_padding_content() -> None:
+def test_bilstm_output_depends_on_each_token() -> None:
     model = build_text_model(_spec("bilstm"), generator=torch.Generator().manual_seed(0)).eval()
     ids = torch.tensor([[5, 6, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0]])
-    # the LSTM reads padding positions, but pooling masks them: logits only depend on real tokens
-    # through the recurrent state, so two different real sequences must differ
     other = torch.tensor([[5, 6, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0]])
     assert not torch.allclose(model(ids), model(other))
 

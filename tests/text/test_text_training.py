@@ -20,7 +20,7 @@ from bastion.text.vocab import UNK_ID
 
 def _setup(arch: str = "word_cnn"):  # type: ignore[no-untyped-def]
     texts, labels = synthetic_corpus(240, seed=0)
-    vocab = Vocabulary.build(texts + ["fine terrific dreadful"], max_length=12)
+    vocab = Vocabulary.build([*texts, "fine terrific dreadful"], max_length=12)
     spec = TextModelSpec(
         arch=arch,  # type: ignore[arg-type]
         vocab_size=len(vocab),
@@ -38,7 +38,7 @@ def _setup(arch: str = "word_cnn"):  # type: ignore[no-untyped-def]
 
 def test_training_learns_the_synthetic_task_and_is_reproducible() -> None:
     settings = TextTrainSettings(epochs=4, batch_size=16, lr=5e-3, seed=1)
-    vocab, model, ids, y = _setup()
+    _, model, ids, y = _setup()
     history = train_text_model(model, ids[:200], y[:200], settings, val=(ids[200:], y[200:]))
     assert accuracy_of(model, ids[200:], y[200:]) >= 0.95
     assert 1 <= history["best_epoch"] <= 4 and len(history["history"]) == 4

@@ -44,7 +44,7 @@ def test_load_rejects_bad_documents(tmp_path) -> None:  # type: ignore[no-untype
     with pytest.raises(DataError, match="format"):
         Vocabulary.load(bad)
     bad.write_text("{not json")
-    with pytest.raises(DataError, match="bad.json"):
+    with pytest.raises(DataError, match=r"bad\.json"):
         Vocabulary.load(bad)
     with pytest.raises(DataError, match="min_count"):
         Vocabulary.build(["a"], max_length=3, min_count=0)

@@ -23,6 +23,8 @@ from bastion.threat import ThreatModel
 
 LossName = Literal["ce", "cw"]
 LossFn = Callable[[Tensor, Tensor], Tensor]
+Precision = Literal["fp32", "bf16"]
+PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16")
 
 
 def ce_loss(logits: Tensor, y: Tensor) -> Tensor:
@@ -61,12 +63,21 @@ def input_gradient(
     *,
     loss: LossFn = ce_loss,
     targets: Tensor | None = None,
+    precision: Precision = "fp32",
 ) -> tuple[Tensor, Tensor]:
     """``(grad, logits)``: the gradient of the objective summed over the batch with respect to
-    ``x_adv`` ``(N, ...)``, and the logits at ``x_adv`` ``(N, C)`` (detached)."""
+    ``x_adv`` ``(N, ...)``, and the logits at ``x_adv`` ``(N, C)`` (detached, float32).
+
+    With ``precision="bf16"`` the forward and backward passes run under bfloat16 autocast
+    (about twice as fast on CPUs with AVX-512 BF16); the loss is taken in float32. Only the
+    search direction is approximate: callers confirm successes in float32.
+    """
     x_adv = x_adv.detach().requires_grad_(True)
-    with torch.enable_grad():
-        logits = model(x_adv)
+    with (
+        torch.enable_grad(),
+        torch.autocast(x_adv.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"),
+    ):
+        logits = model(x_adv).float()
         obj = _objective(loss, logits, y, targets).sum()
         (grad,) = torch.autograd.grad(obj, x_adv)
     return grad, logits.detach()
@@ -87,6 +98,7 @@ def gradient_attack(
     early_stop: bool = True,
     init_scale: float = 1.0,
     generator: torch.Generator | None = None,
+    precision: Precision = "fp32",
 ) -> tuple[Tensor, Tensor]:
     """Projected steepest ascent (Madry et al. 2018) with restarts.
 
@@ -98,6 +110,9 @@ def gradient_attack(
         early_stop: freeze an example at the first iterate that fools the model (evaluation);
             without it every example takes every step and the last iterate is returned
             (training, where the hardest point in the budget is wanted, not the first fooling one).
+        precision: ``"bf16"`` takes gradients under bfloat16 autocast (see
+            :func:`input_gradient`); an iterate that fools the model in bfloat16 is kept only if
+            it also fools it in float32, so early stopping never freezes a false success.
 
     Returns:
         ``(x_adv, queries)``: ``(N, ...)`` and ``(N,)`` int64 forward passes per example.
@@ -122,10 +137,16 @@ def gradient_attack(
             else xs.clone()
         )
         for _step in range(steps):
-            grad, logits = input_gradient(model, xa, ys, loss=loss, targets=ts)
+            grad, logits = input_gradient(model, xa, ys, loss=loss, targets=ts, precision=precision)
             queries[idx] += 1
             if early_stop:
                 hit = _fooled(logits, ys, ts)
+                if precision != "fp32" and bool(hit.any()):
+                    with torch.no_grad():  # confirm in float32
+                        sub = hit.nonzero().squeeze(1)
+                        hit[sub] = _fooled(
+                            model(xa[sub]), ys[sub], ts[sub] if ts is not None else None
+                        )
                 if bool(hit.any()):
                     x_best[idx[hit]] = xa[hit]
                     done[idx[hit]] = True

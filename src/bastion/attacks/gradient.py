@@ -11,9 +11,18 @@ import torch
 from torch import Tensor, nn
 
 from bastion.attacks.base import Attack
-from bastion.attacks.engine import LOSSES, gradient_attack
+from bastion.attacks.engine import LOSSES, PRECISIONS, Precision, gradient_attack
 from bastion.errors import ConfigError
 from bastion.threat import ThreatModel
+
+
+def _check_precision(precision: str, attack: str) -> Precision:
+    for p in PRECISIONS:
+        if precision == p:
+            return p
+    raise ConfigError(
+        f"{attack}.precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}"
+    )
 
 
 def _check_loss(loss: str, attack: str) -> str:
@@ -30,11 +39,20 @@ class FGSM(Attack):
             fast adversarial training uses 1.25 with ``random_start``).
         random_start: start from a uniform random point of the eps-ball.
         loss: ``"ce"`` or ``"cw"``.
+        precision: ``"fp32"`` or ``"bf16"`` (gradient under bfloat16 autocast; see
+            :func:`bastion.attacks.engine.input_gradient`).
     """
 
     name = "fgsm"
 
-    def __init__(self, *, step_size: float = 1.0, random_start: bool = False, loss: str = "ce"):
+    def __init__(
+        self,
+        *,
+        step_size: float = 1.0,
+        random_start: bool = False,
+        loss: str = "ce",
+        precision: str = "fp32",
+    ):
         if not step_size > 0:
             raise ConfigError(
                 f"fgsm.step_size: expected a positive multiple of eps, got {step_size}"
@@ -42,6 +60,7 @@ class FGSM(Attack):
         self.step_size = float(step_size)
         self.random_start = bool(random_start)
         self.loss = _check_loss(loss, "fgsm")
+        self.precision = _check_precision(precision, "fgsm")
 
     def _run(
         self,
@@ -65,6 +84,7 @@ class FGSM(Attack):
             targets=targets,
             early_stop=False,
             generator=generator,
+            precision=self.precision,
         )
 
 
@@ -79,6 +99,8 @@ class PGD(Attack):
         loss: ``"ce"`` (cross-entropy) or ``"cw"`` (margin).
         early_stop: keep the first fooling iterate per example (evaluation); False returns the
             last iterate for every example (training).
+        precision: ``"fp32"`` or ``"bf16"``: gradients under bfloat16 autocast, about twice
+            as fast on CPUs with AVX-512 BF16; successes are confirmed in float32.
     """
 
     name = "pgd"
@@ -92,6 +114,7 @@ class PGD(Attack):
         random_start: bool = True,
         loss: str = "ce",
         early_stop: bool = True,
+        precision: str = "fp32",
     ):
         if int(steps) < 1:
             raise ConfigError(f"pgd.steps: expected an integer >= 1, got {steps}")
@@ -107,6 +130,7 @@ class PGD(Attack):
         self.random_start = bool(random_start)
         self.loss = _check_loss(loss, "pgd")
         self.early_stop = bool(early_stop)
+        self.precision = _check_precision(precision, "pgd")
 
     def _run(
         self,
@@ -131,4 +155,5 @@ class PGD(Attack):
             targets=targets,
             early_stop=self.early_stop,
             generator=generator,
+            precision=self.precision,
         )

@@ -88,7 +88,7 @@ class AdaptiveGuardAttack:
         answers wrongly without any layer firing (else the last iterate)."""
         x = x.detach().float()
         x_best = x.clone()
-        detected, correct = guard.outcome(x, y)
+        detected, correct, _ = guard.outcome(x, y)
         broken = ~detected & ~correct
         scorer = guard.scorer
         scorer.bpda = True
@@ -106,7 +106,7 @@ class AdaptiveGuardAttack:
                         (grad,) = torch.autograd.grad(obj, xa)
                     step = self.step_size * threat.eps * threat.steepest_step(grad)
                     xa = threat.project(xa.detach() + step, xs)
-                    det, cor = guard.outcome(xa, ys)
+                    det, cor, _ = guard.outcome(xa, ys)
                     hit = ~det & ~cor
                     x_best[idx] = xa
                     if bool(hit.any()):

@@ -195,10 +195,11 @@ class Guard:
             return f"confidence: {1.0 - score:.3g} < {1.0 - thr:.3g}"
         return f"{name}: score {score:.3g} > {thr:.3g}"
 
-    def outcome(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        """``(detected, correct)``, both ``(N,)`` bool, for a labelled batch: ``detected`` when
-        validation failed, any layer fired or the smoothed classifier abstained (the decision
-        is not a plain ``accept``); ``correct`` when the answered label equals ``y``. The same
+    def outcome(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(detected, correct, answered)``, each ``(N,)`` bool, for a labelled batch:
+        ``detected`` when validation failed, any layer fired or the smoothed classifier
+        abstained (the decision is not a plain ``accept``); ``answered`` when a label is given
+        (``accept`` or ``flag``); ``correct`` when an answered label equals ``y``. The same
         rules as :meth:`decide`, vectorised, for evaluation and adaptive attacks."""
         x = self.validator.check_batch(x)
         with torch.inference_mode():
@@ -212,7 +213,7 @@ class Guard:
             detected |= abstain | self.fired_matrix(scores).any(dim=1)
             answered = (~detected | self._answers_when_fired(scores, reasons)) & ~abstain
             correct = answered & (probs.argmax(dim=1) == y)
-        return detected, correct
+        return detected, correct, answered
 
     def _answers_when_fired(self, scores: dict[str, Tensor], reasons: list[str | None]) -> Tensor:
         """``(N,)`` bool: rows still answered (only ``flag`` layers fired)."""

@@ -79,19 +79,20 @@ def evaluate_guard(
         result["attacks"][name] = {"model_success": _rate(res.success)}
     for j, fpr in enumerate(fprs):
         g = guard.with_fpr(fpr)
-        det, cor = g.outcome(x, y)
-        answered_correct = cor.float().sum() / (~det).float().sum().clamp_min(1)
+        det, cor, ans = g.outcome(x, y)
+        answered_correct = cor.float().sum() / ans.float().sum().clamp_min(1)
         entry: dict[str, Any] = {
             "clean": {
                 "fired": _rate(det),
                 "accuracy": _rate(cor),
+                "answered": _rate(ans),
                 "answered_accuracy": round(float(answered_correct), 4),
             },
             "standard": {},
         }
         worst = torch.ones(x.shape[0], dtype=torch.bool)
         for name, xa in adv.items():
-            d, c = g.outcome(xa, y)
+            d, c, _ = g.outcome(xa, y)
             stopped = d | c
             worst &= stopped
             entry["standard"][name] = {"detected": _rate(d), "stopped": _rate(stopped)}
@@ -99,7 +100,7 @@ def evaluate_guard(
             attack = adaptive_attack or AdaptiveGuardAttack()
             gen = torch.Generator().manual_seed(seed + 1000 + j)
             xa, broken = attack.run(g, x, y, threat, generator=gen)
-            d, c = g.outcome(xa, y)
+            d, _, _ = g.outcome(xa, y)
             entry["adaptive"] = {
                 "detected": _rate(d),
                 "stopped": _rate(~broken),

@@ -169,7 +169,10 @@ def build_guard(
     with torch.inference_mode():
         parts = _batched(lambda b: scorer(b)[2], x_hold)
     firing = [k for k in ("squeezing", "ood", "adversarial", "disagreement") if k in parts[0]]
-    if config.postcheck.enabled and config.postcheck.min_confidence is None:
+    # a smoothed classifier's confidence is its vote share, not the scorer's; it abstains on
+    # its own, so it gets a confidence floor only when one is given explicitly
+    smoothing = config.prediction.kind == "smoothing"
+    if config.postcheck.enabled and config.postcheck.min_confidence is None and not smoothing:
         firing.append(CONFIDENCE)
     cal = (
         torch.stack([torch.cat([p[k] for p in parts]) for k in firing], dim=1)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bastion.errors import BastionError
@@ -130,6 +130,7 @@ class ScorecardView:
     timings: dict[str, float]
     models: tuple[ModelView, ...]
     warnings: tuple[WarningEntry, ...]
+    channels: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
     def attack_names(self) -> list[str]:
@@ -373,4 +374,9 @@ def parse_scorecard(scorecard: Mapping[str, Any]) -> ScorecardView:
         timings=timings,
         models=models,
         warnings=_parse_warnings(scorecard.get("warnings")),
+        channels={
+            name: _mapping(scorecard[name], name)
+            for name in ("tabular", "text", "guard")
+            if scorecard.get(name)
+        },
     )

@@ -477,6 +477,137 @@ def _latency(view: ScorecardView) -> str:
     )
 
 
+def _tabular(view: ScorecardView) -> str:
+    """Constrained tabular attacks: per model, clean and robust accuracy and each attack."""
+    tab = view.channels.get("tabular")
+    if not tab:
+        return ""
+    models = tab.get("models") or {}
+    names: list[str] = []
+    for m in models.values():
+        names += [a for a in (m.get("attacks") or {}) if a not in names]
+    head = "".join(
+        f"<th>{_e(n)}</th>" for n in ["model", "objective", "clean", "robust (worst)", *names]
+    )
+    rows = []
+    for name, m in models.items():
+        cells = [
+            _text_cell(str(name)),
+            _text_cell(str(m.get("objective", ""))),
+            _num_cell(_pct(m.get("clean_accuracy"))),
+            _num_cell(_pct(m.get("robust_accuracy"))),
+        ]
+        for a in names:
+            fig = (m.get("attacks") or {}).get(a)
+            cells.append(
+                _num_cell(
+                    f"{_pct(fig.get('robust_accuracy'))} ({_num(fig.get('mean_queries'), '.0f')} q)"
+                    if fig
+                    else "\u2013"
+                )
+            )
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    threat = tab.get("threat") or {}
+    relations = ", ".join(str(r) for r in threat.get("relations", [])) or "none"
+    return (
+        '<section id="tabular"><h2>Tabular, under the schema&#x27;s constraints</h2>'
+        f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}'
+        "</tbody></table></div>"
+        f'<p class="note">{_e(threat.get("norm"))} eps {_e(threat.get("eps"))} in unit space, '
+        f"cost-weighted: {_e(threat.get('use_costs'))}; immutable columns "
+        f"{_e(threat.get('immutable_columns'))}; relations: {_e(relations)}. Every adversarial "
+        "row returned is checked feasible; robust accuracy per attack with mean queries.</p>"
+        "</section>"
+    )
+
+
+def _guard(view: ScorecardView) -> str:
+    """The runtime guard: share of attacks stopped at each clean false-positive rate, under
+    standard attacks and an adaptive attack that knows the guard."""
+    g = view.channels.get("guard")
+    if not g:
+        return ""
+    fprs = g.get("fpr") or {}
+    attack_names: list[str] = []
+    for per in fprs.values():
+        attack_names += [a for a in (per.get("standard") or {}) if a not in attack_names]
+    head = "".join(
+        f"<th>{_e(n)}</th>"
+        for n in [
+            "target FPR",
+            "clean fired",
+            "answered accuracy",
+            *[f"{a} stopped" for a in attack_names],
+            "adaptive stopped",
+            "worst case stopped",
+        ]
+    )
+    rows = []
+    for fpr, per in fprs.items():
+        clean = per.get("clean") or {}
+        cells = [
+            _text_cell(f"{float(fpr):.0%}"),
+            _num_cell(_pct(clean.get("fired"))),
+            _num_cell(_pct(clean.get("answered_accuracy"))),
+        ]
+        cells += [
+            _num_cell(_pct(((per.get("standard") or {}).get(a) or {}).get("stopped")))
+            for a in attack_names
+        ]
+        cells += [
+            _num_cell(_pct((per.get("adaptive") or {}).get("stopped"))),
+            _num_cell(_pct(per.get("worst_case_stopped"))),
+        ]
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    return (
+        '<section id="guard"><h2>Runtime guard</h2>'
+        f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}'
+        "</tbody></table></div>"
+        f'<p class="note">Guard around {_e(g.get("model"))} on {_e(g.get("examples"))} test '
+        "examples. Stopped: detected by a layer, abstained, or answered correctly. The adaptive "
+        "attack optimises against the model and the detectors together (Carlini &amp; Wagner "
+        "2017); quote the worst case.</p></section>"
+    )
+
+
+def _text(view: ScorecardView) -> str:
+    """Text attacks: success rate per attack against each target, before and after hardening."""
+    txt = view.channels.get("text")
+    if not txt:
+        return ""
+    attacks = txt.get("attacks") or {}
+    targets = ["standard", "standard+sanitizer", "hardened", "hardened+sanitizer"]
+    head = "".join(
+        f"<th>{_e(n)}</th>"
+        for n in ["attack", *targets, "words changed (standard)", "queries per success"]
+    )
+    rows = []
+    for name, per in attacks.items():
+        std = per.get("standard") or {}
+        cells = [_text_cell(str(name))]
+        cells += [_num_cell(_pct((per.get(t) or {}).get("success_rate"))) for t in targets]
+        cells += [
+            _num_cell(_pct(std.get("mean_changed_share"))),
+            _num_cell(_num(std.get("mean_queries_per_success"), ".0f")),
+        ]
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    models = txt.get("models") or {}
+    acc = ", ".join(
+        f"{_e(n)} {_pct(m.get('clean_accuracy'))} "
+        f"(sanitised {_pct(m.get('clean_accuracy_sanitized'))})"
+        for n, m in models.items()
+    )
+    ds = txt.get("dataset") or {}
+    return (
+        '<section id="text"><h2>Text attacks</h2>'
+        f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}'
+        "</tbody></table></div>"
+        f'<p class="note">Attack success rate on correctly classified test texts of '
+        f"{_e(ds.get('name'))} ({_e(txt.get('n_attacked'))} attacked); lower is better. Clean "
+        f"accuracy: {acc}.</p></section>"
+    )
+
+
 def _best_record(model: ModelView) -> tuple[float, float] | None:
     """Validation (clean, robust) accuracy at the selected epoch, else at the last epoch."""
     history, training = model.history, model.training
@@ -655,6 +786,9 @@ def render_view(view: ScorecardView) -> str:
             _corruptions(view),
             _shifts(view),
             _calibration(view),
+            _guard(view),
+            _tabular(view),
+            _text(view),
             _latency(view),
             _training(view),
             _warnings(view),

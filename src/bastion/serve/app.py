@@ -19,17 +19,21 @@ import secrets
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from bastion.guard.decision import Decision, GuardLike
+from bastion.monitor import DriftMonitor
 from bastion.serve.audit import AuditError, AuditLog, AuditRecord
 from bastion.serve.batching import MicroBatcher
 from bastion.serve.errors import RequestError
@@ -92,6 +96,33 @@ class _Service:
     batcher: MicroBatcher
     started: float
     clock: Callable[[], float]
+    drift: DriftMonitor | None = None
+    drift_state: Path | None = None
+    drift_pool: ThreadPoolExecutor | None = None
+
+    def observe_drift(self, x: np.ndarray, decisions: list[Decision]) -> None:
+        """Hand the answered inputs and their probabilities to the drift monitor, off the
+        request path (a window's tests run in the monitor's own thread); the monitor state is
+        saved after each window so ``bastion monitor`` can show it."""
+        drift, pool = self.drift, self.drift_pool
+        if drift is None or pool is None:
+            return
+        rows = [i for i, d in enumerate(decisions) if d.answered and d.probabilities is not None]
+        if not rows:
+            return
+        xs = torch.from_numpy(np.ascontiguousarray(x[rows], dtype=np.float32))
+        probs = torch.tensor([decisions[i].probabilities for i in rows], dtype=torch.float32)
+
+        def work() -> None:
+            before = drift.state.windows
+            try:
+                drift.observe(xs, probs)
+                if self.drift_state is not None and drift.state.windows != before:
+                    drift.state.save(self.drift_state)
+            except Exception:  # the monitor must never break serving
+                _log.exception("drift monitor failed")
+
+        pool.submit(work)
 
     # -- the predict pipeline, run in a worker thread -------------------------------------
     def authenticate(self, header: str | None) -> KeyRecord:
@@ -157,6 +188,7 @@ class _Service:
                 504, "service", f"the model did not answer within {s.request_timeout_s:g} s"
             ) from None
         decisions = self.check_extraction(key, x, decisions)
+        self.observe_drift(x, decisions)
         now = self.clock()
         records = [
             AuditRecord(
@@ -289,6 +321,8 @@ def create_app(
     keys: KeyStore,
     model_name: str | None = None,
     clock: Callable[[], float] = time.time,
+    drift: DriftMonitor | None = None,
+    drift_state: Path | None = None,
 ) -> FastAPI:
     """The FastAPI app serving ``guard``.
 
@@ -302,6 +336,9 @@ def create_app(
         model_name: the name reported in responses and audit records (default: the guard's
             ``name`` attribute, else ``"model"``).
         clock: wall-clock time of audit records.
+        drift: a drift monitor fed with every answered input and its probabilities (window
+            tests run in a background thread); its state is saved to ``drift_state`` after each
+            window, and its window and alert counts appear in ``/metrics``.
 
     The micro-batching worker thread starts here and stops when the app shuts down.
     """
@@ -335,12 +372,29 @@ def create_app(
         batcher=batcher,
         started=started,
         clock=clock,
+        drift=drift,
+        drift_state=drift_state,
+        drift_pool=ThreadPoolExecutor(max_workers=1, thread_name_prefix="drift")
+        if drift is not None
+        else None,
     )
+    if drift is not None:
+        metrics.add_gauge(
+            "bastion_drift_windows", "Drift-monitor windows tested.", lambda: drift.state.windows
+        )
+        for kind in ("input", "confidence", "class_mix"):
+            metrics.add_gauge(
+                f"bastion_drift_alerts_{kind}",
+                f"Drift alerts on the {kind.replace('_', ' ')} so far.",
+                lambda kind=kind: float(drift.state.alerts.get(kind, 0)),  # type: ignore[misc]
+            )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         batcher.close()
+        if service.drift_pool is not None:
+            service.drift_pool.shutdown(wait=True)
 
     extra: dict[str, Any] = {}
     if "telemetry" in inspect.signature(FastAPI.__init__).parameters:

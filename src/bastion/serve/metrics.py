@@ -149,6 +149,10 @@ class ServiceMetrics:
             ),
         ]
 
+    def add_gauge(self, name: str, help: str, read: Callable[[], float]) -> None:
+        """Expose one more gauge (e.g. the drift monitor's window and alert counts)."""
+        self._all.append(Gauge(name, help, read))
+
     def render(self) -> str:
         lines: list[str] = []
         for m in self._all:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from bastion.errors import ConfigError
 from bastion.guard.decision import GuardLike
+from bastion.monitor import DriftMonitor, MonitorState, ReferenceStats
 from bastion.serve.audit import AuditLog
 from bastion.serve.keys import KeyStore
 from bastion.serve.model_guard import ModelGuard, pick_model
@@ -49,7 +50,30 @@ def build_app_for_run(run_dir: str | os.PathLike[str], *, settings: ServeSetting
     guard, name = load_service_guard(run, model=settings.model)
     audit = AuditLog(settings.audit_url or run / "audit.db", synchronous=settings.audit_synchronous)
     keys = KeyStore(settings.keys_db or run / "keys.db")
-    return create_app(guard, settings=settings, audit=audit, keys=keys, model_name=name)
+    drift, state_path = drift_monitor_for_run(run)
+    return create_app(
+        guard,
+        settings=settings,
+        audit=audit,
+        keys=keys,
+        model_name=name,
+        drift=drift,
+        drift_state=state_path,
+    )
+
+
+MONITOR_STATE = "monitor-state.json"
+
+
+def drift_monitor_for_run(run: Path) -> tuple[DriftMonitor | None, Path | None]:
+    """The drift monitor of a run whose guard saved reference statistics
+    (``guard/drift-reference.json``), continuing from ``monitor-state.json`` if present."""
+    ref = run / "guard" / "drift-reference.json"
+    if not ref.is_file():
+        return None, None
+    state_path = run / MONITOR_STATE
+    state = MonitorState.load(state_path) if state_path.is_file() else None
+    return DriftMonitor(ReferenceStats.load(ref), state=state), state_path
 
 
 def serve(

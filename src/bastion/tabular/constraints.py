@@ -16,10 +16,10 @@ Two operators map a point to the constraint set:
 * :meth:`ConstraintSet.project` (relaxed): the continuous relaxation where one-hot groups may
   lie anywhere on the probability simplex and integers anywhere in their range. Groups go onto
   the simplex intersected with their box exactly (a sort over the breakpoints of the shift,
-  the Euclidean projection); the numeric columns go onto the box intersected with the relations by Dykstra's
-  alternating projection algorithm (Boyle & Dykstra 1986), which converges to the Euclidean
-  projection onto the intersection (exact in the limit; for a single ``a <= b`` pair inside the
-  box one step is exact).
+  the Euclidean projection); the numeric columns go onto the box intersected with the
+  relations by Dykstra's alternating projection algorithm (Boyle & Dykstra 1986), which
+  converges to the Euclidean projection onto the intersection (exact in the limit; for a
+  single ``a <= b`` pair inside the box one step is exact).
 * :meth:`ConstraintSet.snap`: integers rounded (to the nearest whole number, or towards the
   reference), groups set to a vertex (their largest allowed column, or the reference's).
 

@@ -39,6 +39,10 @@ WHITE_BOX: tuple[str, ...] = ("cpgd", "capgd")
 BLACK_BOX: tuple[str, ...] = ("random-search", "hopskipjump")
 
 
+def _all_attacks() -> list[TabularAttackName]:
+    return ["cpgd", "capgd", "random-search", "hopskipjump"]
+
+
 class TabularConfig(BaseModel):
     """The ``tabular:`` section (strict types, unknown keys rejected).
 
@@ -56,7 +60,7 @@ class TabularConfig(BaseModel):
     norm: Literal["linf", "l2", "l1"] = "linf"
     eps: float = Field(default=0.1, gt=0, le=1)
     use_costs: bool = True
-    attacks: tuple[TabularAttackName, ...] = ("cpgd", "capgd", "random-search", "hopskipjump")
+    attacks: list[TabularAttackName] = Field(default_factory=_all_attacks)
     attack_steps: int = Field(default=30, ge=1)
     restarts: int = Field(default=1, ge=1)
     queries: int = Field(default=200, ge=1)
@@ -66,7 +70,7 @@ class TabularConfig(BaseModel):
     epochs: int = Field(default=30, ge=1)
     batch_size: int = Field(default=128, ge=1)
     lr: float = Field(default=3e-3, gt=0)
-    hidden: tuple[int, ...] = (64, 64)
+    hidden: list[int] = Field(default_factory=lambda: [64, 64])
     train_attack_steps: int = Field(default=7, ge=1)
     gbm_estimators: int = Field(default=100, ge=1)
     gbm_depth: int = Field(default=3, ge=1)
@@ -167,7 +171,7 @@ def run_tabular_dataset(
             len(data.classes),
             mean=tuple(data.mean),
             std=tuple(data.std),
-            hidden=config.hidden,
+            hidden=tuple(config.hidden),
             seed=seed,
         )
         settings = tabular_train_settings(

@@ -185,11 +185,12 @@ class TabularThreat(ThreatModel):
     def finalize(self, x_adv: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
         """Map relaxed points to points satisfying every constraint, or to ``x``.
 
-        Candidates, first admissible one wins per row (so outputs are exactly on the integer
-        grid and exactly one-hot, even where ``x_adv`` was within tolerance of that): snap (integers to the nearest whole
-        number, groups to their largest allowed column) then repair the relations with the
-        discrete columns pinned; the same rounding towards ``x``; both again from the midpoint
-        ``(x + x_adv) / 2``. A row with no admissible candidate gets ``x``.
+        Candidates, first admissible one wins per row (so outputs lie exactly on the integer
+        grid and are exactly one-hot, even where ``x_adv`` was within tolerance of that): snap
+        (integers to the nearest whole number, groups to their largest allowed column), then
+        repair the relations with the discrete columns pinned; the same with rounding towards
+        ``x``; both again from the midpoint ``(x + x_adv) / 2``. A row with no admissible
+        candidate gets ``x``.
 
         Returns:
             ``(x_final, admissible)``: ``(N, D)`` and ``(N,)`` bool (False where ``x`` was

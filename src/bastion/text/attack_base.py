@@ -109,7 +109,14 @@ class TextAttack(ABC):
         for k, v in vars(self).items():
             if k.startswith("_"):
                 continue
-            out[k] = v if isinstance(v, (int, float, str, bool, type(None))) else repr(v)
+            if isinstance(v, (int, float, str, bool, type(None))):
+                out[k] = v
+            elif isinstance(v, (tuple, list)) and all(isinstance(x, (int, float, str)) for x in v):
+                out[k] = list(v)
+            elif isinstance(v, (set, frozenset)):
+                out[k] = f"{len(v)} words"
+            else:
+                out[k] = type(v).__name__
         return out
 
     def __repr__(self) -> str:

@@ -182,6 +182,10 @@ class HomoglyphAttack(TextAttack):
 class InvisibleCharAttack(TextAttack):
     """Insert invisible characters (zero-width, word joiner, bidi controls) inside words.
 
+    A word-level tokenizer splits the word at the inserted character; the pieces may still be
+    known words, so besides one mid-word insertion per character in ``characters`` the attack
+    also tries the first character between every pair of letters.
+
     Args:
         characters: characters tried (one candidate each, inserted mid-word).
         max_share: at most this share of words is edited; the edits do not change how the
@@ -213,6 +217,10 @@ class InvisibleCharAttack(TextAttack):
         def propose(word: str) -> list[str]:
             pre, core, post = word_core(word)
             mid = len(core) // 2
-            return [pre + core[:mid] + c + core[mid:] + post for c in self.characters]
+            out = [pre + core[:mid] + c + core[mid:] + post for c in self.characters]
+            if len(core) > 2:
+                # between every pair of characters: no piece longer than one character is left
+                out.append(pre + self.characters[0].join(core) + post)
+            return out
 
         return self.greedy(ex, order, propose, max_edits(self.max_share, len(ex.words)))

@@ -60,12 +60,17 @@ class TextTrainingConfig(_Strict):
 
 
 class TextHardeningConfig(_Strict):
-    """A2T adversarial augmentation (Yoo and Qi, 2021)."""
+    """A2T adversarial augmentation (Yoo and Qi, 2021).
+
+    ``unknown_candidate`` also offers ``<unk>`` as a substitute for every word, which is what a
+    character attack turns a word into for a word-level model.
+    """
 
     method: Literal["a2t"] = "a2t"
-    batch_share: float = Field(default=0.5, gt=0.0, le=1.0)
+    batch_share: float = Field(default=1.0, gt=0.0, le=1.0)
     max_share: float = Field(default=0.25, gt=0.0, le=1.0)
     weight: float = Field(default=1.0, gt=0.0)
+    unknown_candidate: bool = True
 
 
 class TextSanitizerConfig(_Strict):
@@ -88,7 +93,7 @@ class TextAttackConfig(_Strict):
     candidates: Literal["lexicon", "embedding", "both"] = "both"
     min_cosine: float = Field(default=0.4, ge=-1.0, le=1.0)
     neighbours: int = Field(default=30, ge=1, le=200)
-    max_share: float = Field(default=0.25, gt=0.0, le=1.0)
+    max_share: float = Field(default=0.3, gt=0.0, le=1.0)
     ranking: Literal["delete", "gradient"] = "delete"
     char_max_share: float = Field(default=0.3, gt=0.0, le=1.0)
     invisible_max_share: float = Field(default=1.0, gt=0.0, le=1.0)

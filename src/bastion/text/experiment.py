@@ -199,7 +199,7 @@ def run_text_experiment(
     )
     source = candidate_source(config, vocab, standard)
     h = config.hardening
-    table = SubstitutionTable(vocab, source)
+    table = SubstitutionTable(vocab, source, unknown=h.unknown_candidate)
     augmenter = A2TAugmenter(
         table, batch_share=h.batch_share, max_share=h.max_share, weight=h.weight
     )

@@ -39,7 +39,7 @@ class WordSubstitution(TextAttack):
         *,
         candidates: CandidateSource | None = None,
         ranking: Ranking = "delete",
-        max_share: float = 0.25,
+        max_share: float = 0.3,
         max_candidates: int = 30,
         stop: Collection[str] | None = None,
     ):
