@@ -202,10 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"test accuracy {clean:.2%} clean, {noisy:.2%} under noise", flush=True)
 
     base: nn.Module = model
-    if args.bf16:
-        base = _Autocast(base)
     if args.channels_last:
         base = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    if args.bf16:
+        base = _Autocast(base)
     compile_seconds = None
     if args.compile:
         t = time.perf_counter()

@@ -376,6 +376,15 @@ def certify(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     out: Annotated[Path | None, typer.Option("--out", help="Write the results as JSON.")] = None,
     data_dir: DataDir = None,
+    precision: Annotated[
+        str,
+        typer.Option(
+            "--precision", help="fp32, or bf16 (faster; certifies the bf16 base classifier)."
+        ),
+    ] = "fp32",
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="Noisy inputs per forward pass.")
+    ] = 1000,
 ) -> None:
     """Certified l2 robustness by randomized smoothing (Cohen, Rosenfeld & Kolter 2019)."""
     import torch
@@ -401,7 +410,17 @@ def certify(
             _err.print(f"  certified {done}/{total}")
 
     res = certify_dataset(
-        net, test.x, test.y, sigma, n0, n, alpha, torch.Generator().manual_seed(seed), show
+        net,
+        test.x,
+        test.y,
+        sigma,
+        n0,
+        n,
+        alpha,
+        torch.Generator().manual_seed(seed),
+        show,
+        batch_size=batch_size,
+        precision=precision,
     )
     summary = summarize_certification(res)
     _err.print()

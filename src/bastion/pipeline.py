@@ -554,6 +554,37 @@ def _unique_dir(parent: Path, stem: str) -> Path:
     return p
 
 
+def summary_tables(scorecard: dict[str, Any]) -> list[Table]:
+    """The run's summary tables: models (if any), then the tabular and text channels."""
+    out = [summary_table(scorecard)] if scorecard.get("models") else []
+    tab = scorecard.get("tabular")
+    if tab:
+        th = tab.get("threat", {})
+        t = Table(title=f"tabular: {th.get('norm')} eps {th.get('eps')}, constraints enforced")
+        for col in ["model", "objective", "clean", "robust (worst)"]:
+            t.add_column(col, justify="left" if col in ("model", "objective") else "right")
+        for name, m in tab.get("models", {}).items():
+            t.add_row(
+                name,
+                str(m.get("objective")),
+                f"{m['clean_accuracy']:.1%}",
+                f"{m['robust_accuracy']:.1%}",
+            )
+        out.append(t)
+    txt = scorecard.get("text")
+    if txt:
+        t = Table(title=f"text: {txt.get('dataset', {}).get('name')}, attack success rate")
+        targets = ["standard", "hardened", "hardened+sanitizer"]
+        for col in ["attack", *targets]:
+            t.add_column(col, justify="left" if col == "attack" else "right")
+        for name, per in txt.get("attacks", {}).items():
+            t.add_row(
+                name, *[f"{per[x]['success_rate']:.1%}" if x in per else "-" for x in targets]
+            )
+        out.append(t)
+    return out
+
+
 def summary_table(scorecard: dict[str, Any]) -> Table:
     key = eps_key(scorecard["threat"]["eps"])
     labels: list[str] = []
@@ -697,6 +728,7 @@ def run_pipeline(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    console.print(summary_table(scorecard))
+    for table in summary_tables(scorecard):
+        console.print(table)
     console.print(f"run written to {final}")
     return final

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from attack_toy import Toy
-from torch import Tensor
+from torch import Tensor, nn
 
 from bastion.attacks import FGSM, PGD, Attack, AttackResult, predict
 from bastion.errors import AttackInputError, ConfigError
@@ -390,9 +390,36 @@ def test_params_and_repr() -> None:
         "random_start": True,
         "loss": "cw",
         "early_stop": True,
+        "precision": "fp32",
     }
     assert repr(pgd) == (
-        "PGD(steps=4, step_size=0.625, restarts=2, random_start=True, loss='cw', early_stop=True)"
+        "PGD(steps=4, step_size=0.625, restarts=2, random_start=True, loss='cw', early_stop=True, "
+        "precision='fp32')"
     )
-    assert FGSM().params() == {"step_size": 1.0, "random_start": False, "loss": "ce"}
+    assert FGSM().params() == {
+        "step_size": 1.0,
+        "random_start": False,
+        "loss": "ce",
+        "precision": "fp32",
+    }
     assert FGSM.name == "fgsm" and PGD.name == "pgd"
+
+
+def test_bf16_precision_is_close_and_never_claims_a_false_success() -> None:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Flatten(), nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 3))
+        x = torch.rand(64, 1, 4, 4)
+    model.eval()
+    y = model(x).argmax(dim=1)
+    threat = ThreatModel("linf", 0.1)
+    full = PGD(steps=10)(model, x, y, threat, generator=torch.Generator().manual_seed(0))
+    half = PGD(steps=10, precision="bf16")(
+        model, x, y, threat, generator=torch.Generator().manual_seed(0)
+    )
+    with torch.no_grad():
+        fooled = model(half.x_adv).argmax(dim=1) != y  # float32 truth
+    assert torch.equal(half.success, fooled)
+    assert abs(int(half.success.sum()) - int(full.success.sum())) <= 3
+    with pytest.raises(ConfigError, match="precision"):
+        PGD(precision="fp16")

@@ -27,7 +27,7 @@ def test_registry_names() -> None:
 
 
 def test_attack_params_lists_constructor_keywords() -> None:
-    assert attack_params("fgsm") == ["step_size", "random_start", "loss"]
+    assert attack_params("fgsm") == ["step_size", "random_start", "loss", "precision"]
     assert attack_params("pgd") == [
         "steps",
         "step_size",
@@ -35,6 +35,7 @@ def test_attack_params_lists_constructor_keywords() -> None:
         "random_start",
         "loss",
         "early_stop",
+        "precision",
     ]
 
 

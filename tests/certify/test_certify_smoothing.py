@@ -161,3 +161,13 @@ def test_bad_call_arguments(linear: LinearBinary) -> None:
         smoothed.certify(x, 0, 10, 0.1)
     with pytest.raises(ConfigError, match=r"logits of shape \(10, 2\), expected \(batch, 3\)"):
         SmoothedClassifier(linear, 3, 0.5).sample_counts(x, 10)
+
+
+def test_bf16_precision_counts_and_is_checked() -> None:
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    x = torch.rand(2, 4)
+    smoothed = SmoothedClassifier(model, 3, 0.25, batch_size=64, precision="bf16")
+    counts = smoothed.sample_counts(x, 100, generator=torch.Generator().manual_seed(0))
+    assert counts.shape == (2, 3) and counts.sum(dim=1).tolist() == [100, 100]
+    with pytest.raises(ConfigError, match="precision"):
+        SmoothedClassifier(model, 3, 0.25, precision="fp16")

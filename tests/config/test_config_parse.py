@@ -160,7 +160,7 @@ def _set(path: str, value: Any) -> Any:
         (
             _set("models.1.objective.name", "madry"),
             "models.1.objective.name",
-            "'standard', 'pgd-at', 'fast-fgsm' or 'trades'",
+            "'standard', 'pgd-at', 'fast-fgsm'",
         ),
         (
             _set("models.1.objective.steps", 0),
@@ -182,7 +182,7 @@ def _set(path: str, value: Any) -> Any:
             "models[1].training.train_eps",
             "exceeds the input range",
         ),
-        (_set("models", []), "models", "at least 1 item"),
+        (_set("models", []), "models", "expected at least one model entry"),
         (_set("models.0.name", "has space"), "models.0.name", "pattern"),
         (_set("models.1.name", "baseline"), "models", "names must be unique"),
         (_set("training.lr", 0), "training.lr", "greater than 0"),
@@ -232,7 +232,7 @@ def test_missing_required_fields() -> None:
     msg = _error({"models": [{"name": "m"}]})
     assert "name: Field required" in msg
     msg = _error({"name": "run"})
-    assert "models: Field required" in msg
+    assert "expected at least one model entry (or a 'tabular' or 'text' section)" in msg
 
 
 def test_several_errors_are_all_reported(doc: dict[str, Any]) -> None:
