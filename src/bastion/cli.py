@@ -281,7 +281,14 @@ def evaluate(
             else "unknown"
         )
         trained.append(
-            TrainedModel(name, net, objective, net.spec.architecture, md.get("training"))
+            TrainedModel(
+                name,
+                net,
+                objective,
+                net.spec.architecture,
+                md.get("training"),
+                temperature=float(md.get("temperature") or 1.0),
+            )
         )
     reporter = ProgressReporter(_err, enabled=not quiet)
     t0 = time.perf_counter()

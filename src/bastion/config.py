@@ -23,7 +23,7 @@ from bastion.text.config import TextConfig
 from bastion.threat import ThreatModel
 from bastion.training.config_models import AugMixConfig, AWPConfig, MixedConfig
 from bastion.training.objectives import OBJECTIVES, ObjectiveSettings
-from bastion.training.trainer import TrainSettings
+from bastion.training.trainer import TrainSettings, check_against_threat
 
 
 class _Strict(BaseModel):
@@ -343,6 +343,7 @@ class RunConfig(_Strict):
         try:
             objective = entry.objective.build()
             settings = TrainSettings(objective=objective, **merged)
+            check_against_threat(settings, self.threat_model())
         except ConfigError as e:
             raise ConfigError(f"{where} ({entry.name}): {e}") from e
         teps = settings.train_eps if settings.train_eps is not None else self.threat.eps

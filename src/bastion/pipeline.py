@@ -661,6 +661,7 @@ def run_pipeline(
     try:
         (tmp / "config.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
         trained: list[TrainedModel] = []
+        training_warnings: list[dict[str, str]] = []
         with reporter.session():
             for entry in cfg.models:
                 assert data is not None
@@ -675,6 +676,7 @@ def run_pipeline(
                     "config_hash": config_hash(cfg.model_dump(mode="json", by_alias=True)),
                     "threat": cfg.threat_model().to_dict(),
                     "best_epoch": result.best_epoch,
+                    "temperature": result.temperature,
                 }
                 save_model(model, tmp / "models" / entry.name, meta)
                 trained.append(
@@ -684,8 +686,13 @@ def run_pipeline(
                         entry.objective.name,
                         cfg.architecture_for(entry).architecture,
                         result.summary(),
+                        temperature=result.temperature or 1.0,
                     )
                 )
+                training_warnings += [
+                    {"code": "catastrophic-overfitting", "model": entry.name, "message": w}
+                    for w in result.warnings
+                ]
             t0 = time.perf_counter()
             results = evaluate_models(cfg, trained, data, reporter=reporter) if data else {}
             timings["evaluation_seconds"] = time.perf_counter() - t0
@@ -717,7 +724,7 @@ def run_pipeline(
             timings=timings,
             command=command,
             n_eval=n_eval,
-            warnings=collect_warnings(cfg, results),
+            warnings=training_warnings + collect_warnings(cfg, results),
             channels={**channels, **results_guard},
         )
         write_json(scorecard, tmp / "scorecard.json")
