@@ -49,3 +49,20 @@ def test_serve_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "KEY=VALUE" in capsys.readouterr().err
     assert main(["serve", str(tmp_path), "--set", "not_a_setting=1"]) == 2
     assert "not_a_setting" in capsys.readouterr().err
+
+
+def test_repeated_wrong_secrets_lock_the_key_id_out(tmp_path: Path) -> None:
+    from bastion.serve.keys import LOCKOUT_FAILURES
+
+    store = KeyStore(tmp_path / "keys.db")
+    try:
+        _, key = store.create("bob")
+        prefix, _, secret = key.rpartition("_")
+        wrong = f"{prefix}_{'x' * len(secret)}"
+        for _ in range(LOCKOUT_FAILURES):
+            assert store.verify(wrong) is None
+        key_id = prefix.removeprefix("bst_")
+        assert store.locked_out(key_id)
+        assert store.verify(key) is None  # even the right secret waits out the lockout
+    finally:
+        store.close()

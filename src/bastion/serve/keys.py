@@ -23,6 +23,8 @@ from bastion.errors import ConfigError
 PREFIX = "bst_"
 # scrypt cost: n=2**14, r=8 (16 MiB, about 50 ms once per key and process)
 _N, _R, _P = 2**14, 8, 1
+LOCKOUT_FAILURES = 10
+LOCKOUT_S = 60.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -75,6 +77,9 @@ class KeyStore:
         self._pepper = secrets.token_bytes(32)
         self._verified: dict[bytes, tuple[KeyRecord, float]] = {}
         self._verify_lock = threading.Lock()
+        # wrong secrets per key id: after LOCKOUT_FAILURES within LOCKOUT_S the id is refused
+        # without hashing until the window passes (no brute force, no scrypt CPU burn)
+        self._failures: dict[str, tuple[int, float]] = {}
 
     def close(self) -> None:
         with self._lock:
@@ -164,7 +169,26 @@ class KeyStore:
                 return hit[0]
             return self._verify_slow(tag, key_id, secret)
 
+    def locked_out(self, key_id: str) -> bool:
+        """Whether ``key_id`` is refused for now after repeated wrong secrets."""
+        count, since = self._failures.get(key_id, (0, 0.0))
+        if time.monotonic() - since > LOCKOUT_S:
+            return False
+        return count >= LOCKOUT_FAILURES
+
+    def _fail(self, key_id: str) -> None:
+        now = time.monotonic()
+        count, since = self._failures.get(key_id, (0, now))
+        if now - since > LOCKOUT_S:
+            count, since = 0, now
+        self._failures[key_id] = (count + 1, since)
+        if len(self._failures) > 10_000:  # bounded: drop the oldest windows
+            for k in sorted(self._failures, key=lambda k: self._failures[k][1])[:5_000]:
+                del self._failures[k]
+
     def _verify_slow(self, tag: bytes, key_id: str, secret: str) -> KeyRecord | None:
+        if self.locked_out(key_id):
+            return None
         with self._lock:
             row = self._conn.execute(
                 "SELECT salt, hash, name, rate, burst, created, revoked FROM api_keys "
@@ -174,6 +198,7 @@ class KeyStore:
         if row is None or row[6]:
             return None
         if not hmac.compare_digest(_hash(secret, row[0]), row[1]):
+            self._fail(key_id)
             return None
         record = KeyRecord(key_id, row[2], row[3], row[4], row[5], False)
         with self._lock:
