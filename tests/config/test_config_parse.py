@@ -179,8 +179,8 @@ def _set(path: str, value: Any) -> Any:
         ),
         (
             _set("models.1.training", {"train_eps": 1.5}),
-            "models[1].training.train_eps",
-            "exceeds the input range",
+            "training.train_eps",
+            "exceeds the threat eps 0.2",
         ),
         (_set("models", []), "models", "expected at least one model entry"),
         (_set("models.0.name", "has space"), "models.0.name", "pattern"),
