@@ -38,7 +38,7 @@ from bastion.serve.audit import AuditError, AuditLog, AuditRecord
 from bastion.serve.batching import MicroBatcher
 from bastion.serve.errors import RequestError
 from bastion.serve.extraction import ExtractionMonitor
-from bastion.serve.inputs import parse_body
+from bastion.serve.inputs import parse_body, parse_text_body
 from bastion.serve.keys import KeyRecord, KeyStore
 from bastion.serve.metrics import ServiceMetrics
 from bastion.serve.ratelimit import RateLimiter
@@ -174,21 +174,37 @@ class _Service:
             key = self.authenticate(header_key)
         else:
             key = await run_in_threadpool(self.authenticate, header_key)
-        if len(body) > _PARSE_INLINE_BYTES:
-            x = await run_in_threadpool(self.parse, body)
+        if getattr(self.guard, "input_kind", "array") == "text":
+            texts = parse_text_body(body, max_batch=s.max_batch)
+            self.rate_limit(key, len(texts))
+            try:
+                decisions = await asyncio.wait_for(
+                    run_in_threadpool(self.guard.decide_texts, texts),  # type: ignore[attr-defined]
+                    s.request_timeout_s,
+                )
+            except TimeoutError:
+                self.metrics.timeouts.inc()
+                raise RequestError(
+                    504, "service", f"the model did not answer within {s.request_timeout_s:g} s"
+                ) from None
+            hashes = [hashlib.sha256(t.encode("utf-8", "surrogatepass")).hexdigest() for t in texts]
         else:
-            x = self.parse(body)
-        self.rate_limit(key, int(x.shape[0]))
-        future = self.batcher.submit(x)
-        try:
-            decisions = await asyncio.wait_for(asyncio.wrap_future(future), s.request_timeout_s)
-        except TimeoutError:
-            self.metrics.timeouts.inc()
-            raise RequestError(
-                504, "service", f"the model did not answer within {s.request_timeout_s:g} s"
-            ) from None
-        decisions = self.check_extraction(key, x, decisions)
-        self.observe_drift(x, decisions)
+            if len(body) > _PARSE_INLINE_BYTES:
+                x = await run_in_threadpool(self.parse, body)
+            else:
+                x = self.parse(body)
+            self.rate_limit(key, int(x.shape[0]))
+            future = self.batcher.submit(x)
+            try:
+                decisions = await asyncio.wait_for(asyncio.wrap_future(future), s.request_timeout_s)
+            except TimeoutError:
+                self.metrics.timeouts.inc()
+                raise RequestError(
+                    504, "service", f"the model did not answer within {s.request_timeout_s:g} s"
+                ) from None
+            decisions = self.check_extraction(key, x, decisions)
+            self.observe_drift(x, decisions)
+            hashes = [hashlib.sha256(np.ascontiguousarray(r).tobytes()).hexdigest() for r in x]
         now = self.clock()
         records = [
             AuditRecord(
@@ -197,7 +213,7 @@ class _Service:
                 time=now,
                 key_id=key.key_id,
                 key_name=key.name,
-                input_sha256=hashlib.sha256(np.ascontiguousarray(x[i]).tobytes()).hexdigest(),
+                input_sha256=hashes[i],
                 verdict=d.verdict,
                 label=d.label,
                 confidence=d.confidence,

@@ -172,3 +172,44 @@ def parse_body(
         raise RequestError(413, name, f"{len(value)} inputs exceed the batch limit of {max_batch}")
     rows = [convert(v, input_shape, f"{name}[{i}]") for i, v in enumerate(value)]
     return np.stack(rows), True
+
+
+TEXT_FIELDS = ("text", "texts")
+
+
+def parse_text_body(body: bytes, *, max_batch: int) -> list[str]:
+    """Decode a predict body for a text model: exactly one of ``text`` (a string) or ``texts``
+    (an array of strings). Raises :class:`RequestError` (400, 413, 422) naming the field; the
+    texts themselves are validated by the guard (empty, too long, bad encoding -> reject)."""
+    try:
+        doc = json.loads(body)
+    except RecursionError:
+        raise RequestError(400, "body", "JSON nested too deeply") from None
+    except ValueError as e:
+        raise RequestError(400, "body", f"not valid JSON ({e})") from None
+    if not isinstance(doc, dict):
+        raise RequestError(422, "body", f"expected a JSON object, got {_type_name(doc)}")
+    unknown = sorted(k for k in doc if k not in TEXT_FIELDS)
+    if unknown:
+        raise RequestError(
+            422, unknown[0], "unknown field; this model takes exactly one of text, texts"
+        )
+    given = [k for k in TEXT_FIELDS if k in doc]
+    if len(given) != 1:
+        raise RequestError(422, "body", "expected exactly one of text, texts")
+    name = given[0]
+    value = doc[name]
+    if name == "text":
+        if not isinstance(value, str):
+            raise RequestError(422, "text", f"expected a string, got {_type_name(value)}")
+        return [value]
+    if not isinstance(value, list) or not value:
+        raise RequestError(422, "texts", "expected a non-empty array of strings")
+    if len(value) > max_batch:
+        raise RequestError(
+            413, "texts", f"{len(value)} texts exceed the batch limit of {max_batch}"
+        )
+    for i, v in enumerate(value):
+        if not isinstance(v, str):
+            raise RequestError(422, f"texts[{i}]", f"expected a string, got {_type_name(v)}")
+    return list(value)

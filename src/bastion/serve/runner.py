@@ -33,6 +33,15 @@ def load_service_guard(
             guard = load_guard(folder)
             name = model or run.name
             return guard, name
+    text_model = run / "models" / f"{model or 'text-hardened'}.json"
+    if (
+        text_model.is_file()
+        and '"bastion-text-model/1"' in text_model.read_text(encoding="utf-8")[:64]
+    ):
+        from bastion.guard.text_guard import TextGuard
+
+        stem = text_model.with_suffix("")
+        return TextGuard.from_file(stem), stem.name
     stem = pick_model(run, model)
     return ModelGuard.from_file(stem), stem.name
 

@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class PredictRequest(BaseModel):
-    """Exactly one of ``input``, ``inputs``, ``image``, ``images``."""
+    """Exactly one of ``input``, ``inputs``, ``image``, ``images`` (array and image models) or
+    ``text``, ``texts`` (text models)."""
 
     model_config = ConfigDict(
         extra="forbid", json_schema_extra={"minProperties": 1, "maxProperties": 1}
@@ -28,6 +29,10 @@ class PredictRequest(BaseModel):
         None, description="One base64 PNG of the model's height and width (grey or RGB)."
     )
     images: list[str] | None = Field(None, min_length=1, description="A batch of base64 PNGs.")
+    text: str | None = Field(None, description="One text (text models only).")
+    texts: list[str] | None = Field(
+        None, min_length=1, description="A batch of texts (text models only)."
+    )
 
 
 class Prediction(BaseModel):

@@ -1,0 +1,167 @@
+"""The runtime guard for text classifiers: validation, sanitisation, prediction, abstention.
+
+Layers, in order, for each text:
+
+1. validation: a string, non-empty after stripping, at most ``max_chars`` characters, encodable
+   as UTF-8 (a lone surrogate from a JSON ``\\ud800`` escape is refused) -> ``reject``;
+2. sanitisation (:class:`bastion.text.Sanitizer`: NFKC, invisible and bidirectional control
+   characters removed, confusables mapped back to Latin, optional spelling repair). A text the
+   sanitiser had to change by removing invisible characters or mapping homoglyphs is answered
+   but ``flag``-ged, with the counts as scores: those characters have no business in ordinary
+   input and are the signature of the invisible-character and homoglyph attacks;
+3. prediction by the (hardened) text model on the sanitised text;
+4. post-check: a probability below ``min_confidence`` -> ``abstain``.
+
+The service calls :meth:`TextGuard.decide_texts`; ``input_kind == "text"`` tells it to accept
+``text``/``texts`` bodies instead of arrays.
+"""
+
+from __future__ import annotations
+
+import os
+import unicodedata
+from collections.abc import Sequence
+from pathlib import Path
+
+from torch import Tensor
+
+from bastion.errors import ConfigError
+from bastion.guard.decision import Decision
+from bastion.text.classifier import TextClassifier
+from bastion.text.io import load_text_model
+from bastion.text.models import TextModel
+from bastion.text.sanitize import Sanitizer, map_confusables
+from bastion.text.unicode_tables import is_invisible
+from bastion.text.vocab import Vocabulary
+
+__all__ = ["TextGuard"]
+
+
+class TextGuard:
+    """Guard a text classifier (see the module docstring).
+
+    Args:
+        model: token ids ``(N, L)`` -> logits ``(N, C)``.
+        vocab: the model's vocabulary.
+        classes: class names, in logit order.
+        max_chars: the longest text accepted.
+        min_confidence: abstain below this top-class probability (0 disables).
+        repair_spelling: let the sanitiser repair out-of-vocabulary words at edit distance 1.
+        name: reported by the service.
+    """
+
+    input_kind = "text"
+    input_shape: tuple[int, ...] = ()
+
+    def __init__(
+        self,
+        model: TextModel,
+        vocab: Vocabulary,
+        classes: Sequence[str],
+        *,
+        max_chars: int = 5000,
+        min_confidence: float = 0.0,
+        repair_spelling: bool = True,
+        name: str = "text",
+    ) -> None:
+        if max_chars < 1:
+            raise ConfigError(f"guard.max_chars: expected an integer >= 1, got {max_chars}")
+        if not 0.0 <= min_confidence < 1.0:
+            raise ConfigError(
+                f"guard.min_confidence: expected a number in [0, 1), got {min_confidence}"
+            )
+        self.sanitizer = Sanitizer(vocabulary=vocab, repair_spelling=repair_spelling)
+        self.classifier = TextClassifier(model.eval(), vocab, sanitizer=None)
+        self.classes = tuple(str(c) for c in classes)
+        self.max_chars = int(max_chars)
+        self.min_confidence = float(min_confidence)
+        self.name = name
+        self.layers = ("validation", "sanitizer", "model", "confidence")
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], **kwargs: object) -> TextGuard:
+        """Load a text model saved by :func:`bastion.text.save_text_model` and guard it."""
+        model, vocab, meta = load_text_model(path)
+        classes = getattr(getattr(model, "spec", None), "classes", None) or meta.get("classes")
+        if not classes:
+            raise ConfigError(f"{path}: the text model's sidecar names no classes")
+        return cls(model, vocab, classes, name=Path(path).name, **kwargs)  # type: ignore[arg-type]
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "kind": "text",
+            "layers": list(self.layers),
+            "max_chars": self.max_chars,
+            "min_confidence": self.min_confidence,
+        }
+
+    def decide(self, x: Tensor) -> list[Decision]:
+        """Arrays are not texts: every row is rejected (the service sends texts to
+        :meth:`decide_texts`)."""
+        reason = "validation: this model takes texts (send 'text' or 'texts')"
+        return [Decision("reject", reasons=(reason,)) for _ in range(int(x.shape[0]))]
+
+    def _validate(self, text: object) -> str | None:
+        """The reason to reject ``text``, or ``None``."""
+        if not isinstance(text, str):
+            return f"validation: expected a string, got {type(text).__name__}"
+        if not text.strip():
+            return "validation: empty text"
+        if len(text) > self.max_chars:
+            return f"validation: {len(text)} characters exceed the limit of {self.max_chars}"
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return "validation: not encodable as UTF-8 (a lone surrogate?)"
+        return None
+
+    def decide_texts(self, texts: Sequence[object]) -> list[Decision]:
+        """One decision per text, in order; never raises for a bad text (it is rejected)."""
+        out: list[Decision | None] = [None] * len(texts)
+        keep: list[int] = []
+        cleaned: list[str] = []
+        scores: list[dict[str, float]] = []
+        reasons: list[tuple[str, ...]] = []
+        for i, t in enumerate(texts):
+            why = self._validate(t)
+            if why is not None:
+                out[i] = Decision("reject", reasons=(why,))
+                continue
+            assert isinstance(t, str)
+            nfkc = unicodedata.normalize("NFKC", t)
+            invisible = sum(1 for ch in nfkc if is_invisible(ch))
+            confusable = sum(1 for a, b in zip(nfkc, map_confusables(nfkc), strict=False) if a != b)
+            fired: tuple[str, ...] = ()
+            if invisible:
+                fired += (f"sanitizer: removed {invisible} invisible/bidi characters",)
+            if confusable:
+                fired += (f"sanitizer: mapped {confusable} look-alike characters",)
+            keep.append(i)
+            cleaned.append(self.sanitizer(t))
+            scores.append({"invisible_chars": float(invisible), "confusables": float(confusable)})
+            reasons.append(fired)
+        if keep:
+            probs = self.classifier(cleaned)
+            for j, i in enumerate(keep):
+                p = probs[j]
+                conf, label = float(p.max()), int(p.argmax())
+                sc = {**scores[j], "confidence": conf}
+                if self.min_confidence and conf < self.min_confidence:
+                    out[i] = Decision(
+                        "abstain",
+                        reasons=(
+                            *reasons[j],
+                            f"confidence: {conf:.3f} < {self.min_confidence:.3f}",
+                        ),
+                        scores=sc,
+                    )
+                    continue
+                out[i] = Decision(
+                    "flag" if reasons[j] else "accept",
+                    label=label,
+                    confidence=conf,
+                    probabilities=tuple(float(v) for v in p),
+                    reasons=reasons[j],
+                    scores=sc,
+                )
+        return [d for d in out if d is not None]
