@@ -63,7 +63,14 @@ def test_openapi_documents_request_and_response_models(make_served: MakeServed) 
     doc = s.client.get("/openapi.json").json()
     schemas = doc["components"]["schemas"]
     assert {"PredictRequest", "PredictResponse", "Prediction", "ErrorResponse"} <= set(schemas)
-    assert set(schemas["PredictRequest"]["properties"]) == {"input", "inputs", "image", "images"}
+    assert set(schemas["PredictRequest"]["properties"]) == {
+        "input",
+        "inputs",
+        "image",
+        "images",
+        "text",
+        "texts",
+    }
     op = doc["paths"]["/v1/predict"]["post"]
     assert op["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
         "PredictRequest"
