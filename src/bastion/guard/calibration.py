@@ -14,8 +14,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from bastion.training.calibration import fit_temperature as fit_training_temperature
 
 
 def quantile_threshold(scores: Tensor, level: float) -> float:
@@ -54,20 +55,8 @@ def joint_thresholds(scores: Tensor, fpr: float, *, iterations: int = 40) -> lis
     return best
 
 
-def fit_temperature(logits: Tensor, labels: Tensor, *, steps: int = 100) -> float:
+def fit_temperature(logits: Tensor, labels: Tensor) -> float:
     """The temperature ``T`` in ``[0.05, 20]`` minimising ``NLL(softmax(logits / T), labels)``
-    for held-out logits ``(N, C)`` and labels ``(N,)`` (Guo et al. 2017)."""
-    z = logits.detach().double()
-    log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=steps, line_search_fn="strong_wolfe")
-
-    def closure() -> Tensor:
-        opt.zero_grad()
-        loss = F.cross_entropy(z / log_t.exp(), labels)
-        loss.backward()  # type: ignore[no-untyped-call]
-        return loss
-
-    with torch.enable_grad():
-        opt.step(closure)  # type: ignore[no-untyped-call]
-    t = float(log_t.detach().exp())
-    return min(max(t, 0.05), 20.0) if math.isfinite(t) else 1.0
+    for held-out logits ``(N, C)`` and labels ``(N,)`` (Guo et al. 2017); the training
+    module's search, bounded for the guard."""
+    return fit_training_temperature(logits, labels, t_min=0.05, t_max=20.0)
