@@ -126,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         help="'pgd' skips the cascade (PGD-50x10 only; smoke test)",
     )
     ap.add_argument("--results-dir", type=Path, default=RESULTS, help="where training.md goes")
+    ap.add_argument(
+        "--save", type=Path, help="write the trained weights here (safetensors) before evaluating"
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -163,6 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     trainer = Trainer(settings, cfg.threat_model(), seed=cfg.seed, progress=progress)
     result = trainer.fit(model, data.train.x, data.train.y, data.val.x, data.val.y)
     train_wall, train_cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    if args.save is not None:
+        from safetensors.torch import save_file
+
+        args.save.parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(args.save))
 
     n = len(data.test) if args.full else min(args.examples, len(data.test))
     test = data.test.subset(n)

@@ -162,3 +162,17 @@ def test_mean_std_length_mismatch() -> None:
     spec = ModelSpec("mlp", (3,), 2, (0.5, 0.5, 0.5), (1.0,))
     with pytest.raises(ConfigError, match=r"mean and std must have the same length"):
         build_model(spec)
+
+
+def test_classic_lenet_is_unpadded_and_cheaper() -> None:
+    padded = build_model(_spec("lenet", (1, 28, 28), classes=10))
+    classic = build_model(_spec("lenet", (1, 28, 28), classes=10, classic=True))
+    n_padded = sum(p.numel() for p in padded.parameters())
+    n_classic = sum(p.numel() for p in classic.parameters())
+    # 16 x 5 x 5 features into the first dense layer instead of 16 x 7 x 7
+    assert n_padded - n_classic == 120 * 16 * (49 - 25)
+    assert classic(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    with pytest.raises(ConfigError, match=r"model\.options\.classic: .*16x16"):
+        build_model(_spec("lenet", (1, 8, 8), classic=True))
+    with pytest.raises(ConfigError, match=r"model\.options\.classic: expected true or false"):
+        build_model(_spec("lenet", (1, 28, 28), classic="yes"))

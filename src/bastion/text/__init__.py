@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from bastion.text.attack_base import TextAttack, TextAttackResult
 from bastion.text.candidates import EmbeddingNeighbours, SynonymLexicon, UnionCandidates, stop_words
+from bastion.text.synonym_encoding import SynonymCodes, synonym_codes
 from bastion.text.char_attacks import DeepWordBug, HomoglyphAttack, InvisibleCharAttack, typo
 from bastion.text.classifier import TextClassifier
 from bastion.text.config import TextConfig, parse_text_config
@@ -57,6 +58,7 @@ __all__ = [
     "NGramBag",
     "Sanitizer",
     "SubstitutionTable",
+    "SynonymCodes",
     "SynonymLexicon",
     "TextAttack",
     "TextAttackResult",
@@ -88,6 +90,7 @@ __all__ = [
     "save_text_model",
     "split_texts",
     "stop_words",
+    "synonym_codes",
     "tokenize",
     "train_text_model",
     "typo",

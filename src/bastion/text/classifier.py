@@ -92,7 +92,7 @@ class TextClassifier:
         was_training = self.model.training
         self.model.eval()
         with torch.enable_grad():
-            emb = self.model.embedding(row).detach().requires_grad_(True)
+            emb = self.model.embed(row).detach().requires_grad_(True)
             logits = self.model.forward_embedded(emb, row)
             loss = torch.nn.functional.cross_entropy(
                 logits, torch.tensor([label], device=self.device)

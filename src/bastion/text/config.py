@@ -63,7 +63,9 @@ class TextHardeningConfig(_Strict):
     """A2T adversarial augmentation (Yoo and Qi, 2021).
 
     ``unknown_candidate`` also offers ``<unk>`` as a substitute for every word, which is what a
-    character attack turns a word into for a word-level model.
+    character attack turns a word into for a word-level model. ``synonym_encoding`` gives the
+    hardened model one code per cluster of candidate words (SEM, Wang et al. 2021; clusters of
+    at most ``encoding_max_cluster`` words, see :mod:`bastion.text.synonym_encoding`).
     """
 
     method: Literal["a2t"] = "a2t"
@@ -71,6 +73,8 @@ class TextHardeningConfig(_Strict):
     max_share: float = Field(default=0.25, gt=0.0, le=1.0)
     weight: float = Field(default=1.0, gt=0.0)
     unknown_candidate: bool = True
+    synonym_encoding: bool = True
+    encoding_max_cluster: int = Field(default=64, ge=2)
 
 
 class TextSanitizerConfig(_Strict):

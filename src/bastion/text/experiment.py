@@ -7,6 +7,7 @@ the same weights as the standard one); batch order ``seed``; attacks ``seed + 1`
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +32,7 @@ from bastion.text.io import save_text_model
 from bastion.text.loaders import TextDataset, TextSplit, load_text_dataset
 from bastion.text.models import TextModel, TextModelSpec, build_text_model
 from bastion.text.sanitize import Sanitizer
+from bastion.text.synonym_encoding import synonym_codes
 from bastion.text.training import (
     A2TAugmenter,
     SubstitutionTable,
@@ -191,14 +193,21 @@ def run_text_experiment(
     def callback(name: str) -> Callable[[dict[str, Any]], None]:
         return lambda event: _emit(progress, {"stage": "train", "model": name, **event})
 
+    h = config.hardening
     standard = build_text_model(spec, generator=torch.Generator().manual_seed(seed))
-    hardened = build_text_model(spec)
-    hardened.load_state_dict(standard.state_dict())
+    hardened = build_text_model(dataclasses.replace(spec, synonym_codes=h.synonym_encoding))
+    missing, unexpected = hardened.load_state_dict(standard.state_dict(), strict=False)
+    if unexpected or set(missing) - {"codes"}:  # pragma: no cover - same architecture
+        raise RuntimeError(f"hardened model: state mismatch {missing} {unexpected}")
     history_std = train_text_model(
         standard, train_ids, train_y, settings, val=val, callback=callback("standard")
     )
     source = candidate_source(config, vocab, standard)
-    h = config.hardening
+    encoding: dict[str, Any] | None = None
+    if h.synonym_encoding:
+        codes = synonym_codes(vocab, source, max_cluster=h.encoding_max_cluster)
+        hardened.set_codes(codes.codes)
+        encoding = {"method": "sem", "max_cluster": h.encoding_max_cluster, **codes.summary()}
     table = SubstitutionTable(vocab, source, unknown=h.unknown_candidate)
     augmenter = A2TAugmenter(
         table, batch_share=h.batch_share, max_share=h.max_share, weight=h.weight
@@ -302,6 +311,7 @@ def run_text_experiment(
             "table_coverage": table.coverage,
             "attacker_embedding": "standard model",
         },
+        "synonym_encoding": encoding,
         "sanitizer": sanitizer.params(),
         "n_attacked": len(attack_set),
         "models": models_out,

@@ -1,6 +1,8 @@
 """Text classifiers from token ids ``(N, L)`` int64 to logits ``(N, C)``.
 
-Every model embeds ids with ``self.embedding`` (row 0, padding, is zero) and exposes
+Every model embeds ids with :meth:`TextModel.embed` (``self.embedding``; row 0, padding, is
+zero; with ``spec.synonym_codes`` each id is first replaced by its synonym-cluster code, see
+:mod:`bastion.text.synonym_encoding`) and exposes
 :meth:`TextModel.forward_embedded`, the same computation from the embedded sequence
 ``(N, L, D)``, so white-box attacks can take gradients with respect to word embeddings.
 
@@ -44,6 +46,7 @@ class TextModelSpec:
     ngram: int = 2
     hash_buckets: int = 1 << 16
     classes: tuple[str, ...] = field(default=())
+    synonym_codes: bool = False
 
     def __post_init__(self) -> None:
         if self.arch not in TEXT_ARCHS:
@@ -113,6 +116,31 @@ class TextModel(nn.Module):
         self.spec = spec
         self.embedding = nn.Embedding(spec.vocab_size, spec.embed_dim, padding_idx=0)
         self.dropout = SeededDropout(spec.dropout)
+        self.codes: Tensor | None
+        if spec.synonym_codes:
+            self.register_buffer("codes", torch.arange(spec.vocab_size, dtype=torch.int64))
+        else:
+            self.codes = None
+
+    def set_codes(self, codes: Tensor) -> None:
+        """Install synonym-cluster codes ``(V,)`` int64 (needs ``spec.synonym_codes``)."""
+        if self.codes is None:
+            raise ConfigError("model: synonym codes need a spec with synonym_codes=True")
+        if codes.shape != self.codes.shape or codes.dtype != torch.int64:
+            raise ConfigError(
+                f"codes: expected int64 of shape {tuple(self.codes.shape)}, got "
+                f"{codes.dtype} {tuple(codes.shape)}"
+            )
+        if int(codes.min()) < 0 or int(codes.max()) >= self.spec.vocab_size:
+            raise ConfigError("codes: expected vocabulary ids")
+        self.codes.copy_(codes.to(self.codes.device))
+
+    def embed(self, ids: Tensor) -> Tensor:
+        """Word embeddings ``(N, L, D)`` of ids ``(N, L)`` (through the synonym codes if any)."""
+        if self.codes is not None:
+            ids = self.codes[ids]
+        out: Tensor = self.embedding(ids)
+        return out
 
     def set_generator(self, generator: torch.Generator | None) -> None:
         """Draw dropout masks from ``generator`` (``None``: the global RNG)."""
@@ -120,7 +148,7 @@ class TextModel(nn.Module):
 
     def forward(self, ids: Tensor) -> Tensor:
         """Logits ``(N, C)`` from ids ``(N, L)`` int64."""
-        return self.forward_embedded(self.embedding(ids), ids)
+        return self.forward_embedded(self.embed(ids), ids)
 
     def forward_embedded(self, embedded: Tensor, ids: Tensor) -> Tensor:
         """Logits ``(N, C)`` from word embeddings ``(N, L, D)`` (``ids`` gives the padding mask)."""

@@ -133,9 +133,8 @@ class A2TAugmenter:
         table = self.table.table.to(ids.device)
         was_training = model.training
         model.eval()
-        weight = model.embedding.weight
         with torch.enable_grad():
-            emb = model.embedding(ids).detach().requires_grad_(True)
+            emb = model.embed(ids).detach().requires_grad_(True)
             loss = F.cross_entropy(model.forward_embedded(emb, ids), y, reduction="sum")
             (grad,) = torch.autograd.grad(loss, emb)
         model.train(was_training)
@@ -151,7 +150,7 @@ class A2TAugmenter:
             rank = torch.empty_like(order)
             rank.scatter_(1, order, torch.arange(ids.shape[1], device=ids.device).expand_as(order))
             chosen = (rank < budget[:, None]) & has
-            cand_emb = weight[cands.clamp_min(0)]  # (B, L, K, D)
+            cand_emb = model.embed(cands.clamp_min(0))  # (B, L, K, D)
             gain = (grad[:, :, None, :] * (cand_emb - emb[:, :, None, :])).sum(dim=3)
             gain = gain.masked_fill(~valid, -math.inf)
             best_gain, best = gain.max(dim=2)
