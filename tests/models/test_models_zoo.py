@@ -176,3 +176,19 @@ def test_classic_lenet_is_unpadded_and_cheaper() -> None:
         build_model(_spec("lenet", (1, 8, 8), classic=True))
     with pytest.raises(ConfigError, match=r"model\.options\.classic: expected true or false"):
         build_model(_spec("lenet", (1, 28, 28), classic="yes"))
+
+
+@pytest.mark.parametrize("shape", [(3, 2, 8, 8), (2, 3, 7, 9), (1, 1, 2, 2)])
+def test_maxpool2x2_matches_torch_maxpool(shape: tuple[int, ...]) -> None:
+    from bastion.models.zoo import MaxPool2x2
+
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    x[0, 0, 0, 0] = float("nan")
+    torch.testing.assert_close(MaxPool2x2()(x), nn.MaxPool2d(2)(x), equal_nan=True)
+    cl = x.contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(MaxPool2x2()(cl), nn.MaxPool2d(2)(x), equal_nan=True)
+    # gradients agree where the maximum is unique
+    y = torch.randn(*shape, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    (g1,) = torch.autograd.grad(MaxPool2x2()(y).sum(), y)
+    (g2,) = torch.autograd.grad(nn.MaxPool2d(2)(y).sum(), y)
+    torch.testing.assert_close(g1, g2)

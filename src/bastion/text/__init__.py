@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from bastion.text.attack_base import TextAttack, TextAttackResult
 from bastion.text.candidates import EmbeddingNeighbours, SynonymLexicon, UnionCandidates, stop_words
-from bastion.text.synonym_encoding import SynonymCodes, synonym_codes
 from bastion.text.char_attacks import DeepWordBug, HomoglyphAttack, InvisibleCharAttack, typo
 from bastion.text.classifier import TextClassifier
 from bastion.text.config import TextConfig, parse_text_config
@@ -35,6 +34,7 @@ from bastion.text.models import (
     build_text_model,
 )
 from bastion.text.sanitize import Sanitizer, sanitize
+from bastion.text.synonym_encoding import SynonymCodes, synonym_codes
 from bastion.text.training import (
     A2TAugmenter,
     SubstitutionTable,

@@ -71,7 +71,9 @@ def synonym_codes(
     Deterministic: ties in frequency are broken by id.
     """
     if isinstance(max_cluster, bool) or not isinstance(max_cluster, int) or max_cluster < 2:
-        raise ConfigError(f"synonym_encoding.max_cluster: expected an integer >= 2, got {max_cluster!r}")
+        raise ConfigError(
+            f"synonym_encoding.max_cluster: expected an integer >= 2, got {max_cluster!r}"
+        )
     stop = stop_words()
     n = len(vocab)
 
