@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from text_fixtures import DATASETS, synthetic_corpus
 
 from bastion.errors import ConfigError
@@ -60,6 +61,22 @@ def test_experiment_trains_attacks_and_saves(tmp_path: Path) -> None:
         assert meta["role"] == role and len(vocab) == model.spec.vocab_size
     assert events[-1]["stage"] == "done"
     assert any(e.get("stage") == "attack" for e in events)
+
+
+def test_synonym_encoding_gives_the_hardened_model_codes(tmp_path: Path) -> None:
+    _write_sms(tmp_path)
+    cfg = _config(
+        attacks=["word_substitution"],
+        hardening={"synonym_encoding": True, "encoding_max_cluster": 4},
+    )
+    out = run_text_experiment(cfg, tmp_path, tmp_path / "run", seed=0)
+    enc = out["synonym_encoding"]
+    assert enc["method"] == "sem" and enc["largest_cluster"] <= 4 and enc["edges"] > 0
+    hardened, _, _ = load_text_model(tmp_path / "run" / "models" / "text-hardened")
+    standard, _, _ = load_text_model(tmp_path / "run" / "models" / "text-standard")
+    assert standard.codes is None and hardened.codes is not None
+    merged = int((hardened.codes != torch.arange(len(hardened.codes))).sum())
+    assert merged > 0  # some words share a code
 
 
 def test_unknown_attack_class_is_a_config_error(tmp_path: Path) -> None:

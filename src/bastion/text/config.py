@@ -73,7 +73,7 @@ class TextHardeningConfig(_Strict):
     max_share: float = Field(default=0.25, gt=0.0, le=1.0)
     weight: float = Field(default=1.0, gt=0.0)
     unknown_candidate: bool = True
-    synonym_encoding: bool = True
+    synonym_encoding: bool = False
     encoding_max_cluster: int = Field(default=64, ge=2)
 
 
