@@ -46,7 +46,7 @@ from bastion.attacks.registry import build_attack
 from bastion.config import parse_config
 from bastion.evaluation.evaluator import NamedAttack, eps_key, evaluate_model
 from bastion.evaluation.scorecard import package_versions
-from bastion.models import build_model
+from bastion.models import build_model, save_model
 from bastion.pipeline import load_run_data, model_spec
 from bastion.training import Trainer
 
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--results-dir", type=Path, default=RESULTS, help="where training.md goes")
     ap.add_argument(
-        "--save", type=Path, help="write the trained weights here (safetensors) before evaluating"
+        "--save", type=Path, help="save the trained model here (bastion.load_model reads it)"
     )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -167,10 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     result = trainer.fit(model, data.train.x, data.train.y, data.val.x, data.val.y)
     train_wall, train_cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     if args.save is not None:
-        from safetensors.torch import save_file
-
-        args.save.parent.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(args.save))
+        save_model(model, args.save, {"recipe": args.recipe, "model": name})
 
     n = len(data.test) if args.full else min(args.examples, len(data.test))
     test = data.test.subset(n)

@@ -20,6 +20,7 @@ model applies them too.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import torch
@@ -112,15 +113,13 @@ def synonym_codes(
         parent[rb] = ra  # the root is the cluster's most frequent word
         size[ra] += size[rb]
 
-    codes = torch.tensor([find(i) for i in range(n)], dtype=torch.int64)
-    covered = sum(1 for a, b in ordered if codes[a] == codes[b])
-    roots, counts = torch.unique(codes, return_counts=True)
-    multi = counts[counts > 1]
-    del roots
+    roots = [find(i) for i in range(n)]
+    covered = sum(1 for a, b in ordered if roots[a] == roots[b])
+    sizes = Counter(roots).values()
     return SynonymCodes(
-        codes=codes,
+        codes=torch.tensor(roots, dtype=torch.int64),
         edges=len(ordered),
         covered_edges=covered / len(ordered) if ordered else 1.0,
-        clusters=int(multi.numel()),
-        largest=int(counts.max()) if counts.numel() else 1,
+        clusters=sum(1 for k in sizes if k > 1),
+        largest=max(sizes, default=1),
     )
