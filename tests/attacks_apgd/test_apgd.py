@@ -144,3 +144,29 @@ def test_dlr_needs_three_classes() -> None:
 def test_bad_settings(kwargs: dict, field: str) -> None:
     with pytest.raises(ConfigError, match=field):
         APGD(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda p: APGD(steps=15, precision=p),
+        lambda p: APGDTargeted(steps=10, target_classes=3, precision=p),
+    ],
+    ids=["apgd", "apgd-t"],
+)
+def test_bf16_is_close_and_every_success_holds_in_float32(robust: Trained, make: object) -> None:
+    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    half = make("bf16")(robust.model, robust.x, robust.y, robust.threat, generator=gen())  # type: ignore[operator]
+    full = make("fp32")(robust.model, robust.x, robust.y, robust.threat, generator=gen())  # type: ignore[operator]
+    with torch.no_grad():
+        fooled = robust.model(half.x_adv).argmax(1) != robust.y
+    assert torch.equal(half.success, fooled)
+    assert abs(int(half.success.sum()) - int(full.success.sum())) <= 4
+    assert half.queries.sum() >= 1
+
+
+def test_bad_precision_names_the_attack() -> None:
+    with pytest.raises(ConfigError, match=r"apgd\.precision"):
+        APGD(precision="half")
+    with pytest.raises(ConfigError, match=r"apgd-t\.precision"):
+        APGDTargeted(precision="fp16")

@@ -90,3 +90,26 @@ def test_bad_settings(kwargs: dict, needle: str) -> None:
     with pytest.raises(ConfigError) as e:
         Cascade(**kwargs)
     assert needle in str(e.value)
+
+
+def test_bf16_cascade_reaches_gradient_attacks_and_never_claims_a_false_success(
+    robust: Trained,
+) -> None:
+    specs = [
+        {"name": "apgd", "steps": 10},
+        {"name": "apgd-t", "steps": 10, "target_classes": 2},
+        {"name": "fab-t", "steps": 10, "target_classes": 2, "precision": "fp32"},
+        {"name": "square", "queries": 50},
+    ]
+    casc = Cascade(attacks=specs, precision="bf16")
+    assert [s.get("precision") for s in casc.params()["attacks"]] == ["bf16", "bf16", "fp32", None]
+    assert casc.params()["precision"] == "bf16"
+    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    half = casc(robust.model, robust.x, robust.y, robust.threat, generator=gen())
+    full = Cascade(attacks=specs)(robust.model, robust.x, robust.y, robust.threat, generator=gen())
+    with torch.no_grad():
+        fooled = robust.model(half.x_adv).argmax(1) != robust.y  # float32 truth
+    assert torch.equal(half.success, fooled)
+    assert abs(int(half.success.sum()) - int(full.success.sum())) <= 4
+    with pytest.raises(ConfigError, match=r"cascade\.precision"):
+        Cascade(preset="quick", precision="fp16")

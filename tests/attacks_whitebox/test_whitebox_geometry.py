@@ -121,3 +121,51 @@ def test_closest_hyperplane_and_pair_gradients_on_a_linear_model() -> None:
     pick = dist.argmin(1)
     torch.testing.assert_close(f_l, f[torch.arange(5), pick])
     torch.testing.assert_close(w_l, w[torch.arange(5), pick])
+
+
+def _root_problem(seed: int, rows: int = 64, cols: int = 300) -> tuple[torch.Tensor, ...]:
+    """Rows with many kinks, repeated kinks (quantised caps, as MNIST pixels give), zero
+    slopes, a zero need and an unreachable need."""
+    g = torch.Generator().manual_seed(seed)
+    slope = torch.rand(rows, cols, generator=g, dtype=torch.float64)
+    slope[slope < 0.2] = 0.0
+    brk = torch.randint(0, 8, (rows, cols), generator=g).to(torch.float64) / 7
+    brk[: rows // 2] = torch.rand(rows // 2, cols, generator=g, dtype=torch.float64)
+    total = (slope * brk).sum(1)
+    need = total * torch.rand(rows, generator=g, dtype=torch.float64)
+    need[0] = 0.0
+    need[1] = total[1] * 1.5
+    need[2] = total[2]  # reachable only at the last kink
+    return slope, brk, need
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_newton_root_matches_the_sorting_solver(seed: int) -> None:
+    from bastion.attacks._boundary import _saturating_root, _saturating_root_sorted
+
+    slope, brk, need = _root_problem(seed)
+    got, ref = _saturating_root(slope, brk, need), _saturating_root_sorted(slope, brk, need)
+    # row 2 needs exactly the total: reachable at the last kink (the sorting solver's cumulative
+    # sum may round it out of reach)
+    assert float(got[2]) == pytest.approx(float(brk[2][slope[2] > 0].max()))
+    keep = torch.tensor([0, 1, *range(3, len(need))])
+    got, ref, slope, brk, need = got[keep], ref[keep], slope[keep], brk[keep], need[keep]
+    assert torch.equal(torch.isinf(got), torch.isinf(ref)) and bool(torch.isinf(got[1]))
+    assert float(got[0]) == 0.0
+    fin = torch.isfinite(ref)
+    torch.testing.assert_close(got[fin], ref[fin], rtol=1e-9, atol=1e-12)
+    value = (slope * torch.minimum(brk, got[:, None])).sum(1)
+    torch.testing.assert_close(value[fin], need[fin], rtol=1e-9, atol=1e-12)
+
+
+def test_newton_root_falls_back_to_sorting_when_the_steps_run_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import bastion.attacks._boundary as boundary
+
+    slope, brk, need = _root_problem(3)
+    ref = boundary._saturating_root_sorted(slope, brk, need)
+    monkeypatch.setattr(boundary, "NEWTON_ITERATIONS", 1)
+    got = boundary._saturating_root(slope, brk, need)
+    fin = torch.isfinite(ref)
+    torch.testing.assert_close(got[fin], ref[fin], rtol=1e-9, atol=1e-12)

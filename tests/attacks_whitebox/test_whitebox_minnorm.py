@@ -16,6 +16,7 @@ from bastion.attacks import Attack, predict
 from bastion.attacks.cw import CarliniWagnerL2
 from bastion.attacks.deepfool import DeepFool
 from bastion.attacks.fab import FAB, FABTargeted
+from bastion.errors import ConfigError
 from bastion.threat import ThreatModel
 
 # l2 radius 8 = the diameter of [0, 1]^64 and linf radius 1: the projection never binds, so the
@@ -68,6 +69,18 @@ def test_fab_t_is_close_to_untargeted_fab(digits: Digits) -> None:
     assert float(s_t.float().mean()) >= 0.9
     both = s_t & s_u
     assert float(d_t[both].median()) <= 1.25 * float(d_u[both].median())  # measured 1.11x
+
+
+def test_fab_t_in_bf16_finds_points_as_close_as_in_float32(digits: Digits) -> None:
+    s_h, d_h = _norms(
+        FABTargeted(steps=30, target_classes=2, precision="bf16"), digits, UNBOUNDED["linf"]
+    )
+    s_f, d_f = _norms(FABTargeted(steps=30, target_classes=2), digits, UNBOUNDED["linf"])
+    assert float(s_h.float().mean()) >= float(s_f.float().mean()) - 0.05
+    both = s_h & s_f
+    assert float(d_h[both].median()) <= 1.1 * float(d_f[both].median())
+    with pytest.raises(ConfigError, match=r"fab-t\.precision"):
+        FABTargeted(precision="fp16")
 
 
 @pytest.mark.parametrize("attack", [DeepFool(), FAB(steps=30)], ids=["deepfool", "fab"])

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bastion.attacks.base import Attack, ranked_other_classes
+from bastion.attacks.engine import Precision, autocast_for, check_precision
 from bastion.errors import AttackInputError, ConfigError
 from bastion.threat import ThreatModel
 
@@ -78,7 +79,13 @@ class _APGDRunner:
     """One APGD run over a batch: the algorithm of the paper, per example, with early exit."""
 
     def __init__(
-        self, model: nn.Module, threat: ThreatModel, steps: int, rho: float, eot_samples: int
+        self,
+        model: nn.Module,
+        threat: ThreatModel,
+        steps: int,
+        rho: float,
+        eot_samples: int,
+        precision: Precision = "fp32",
     ):
         self.model, self.threat, self.steps, self.rho, self.eot = (
             model,
@@ -87,19 +94,22 @@ class _APGDRunner:
             rho,
             eot_samples,
         )
+        self.precision = precision
 
     def _objective(
         self, x: Tensor, y: Tensor, loss: str, target: Tensor | None
     ) -> tuple[Tensor, Tensor, Tensor]:
         """``(objective (N,), gradient, logits)``; gradients averaged over ``eot_samples``
-        passes."""
+        passes. With bf16 precision the passes run under bfloat16 autocast and the objective is
+        taken in float32 from the (rounded) logits."""
         grad = torch.zeros_like(x)
         obj_sum = torch.zeros(x.shape[0], device=x.device)
         logits_sum = None
         for _ in range(self.eot):
             xg = x.detach().requires_grad_(True)
             with torch.enable_grad():
-                logits = self.model(xg)
+                with autocast_for(xg, self.precision):
+                    logits = self.model(xg).float()
                 if target is not None:
                     obj = (
                         dlr_targeted_loss(logits, y, target)
@@ -166,7 +176,17 @@ class _APGDRunner:
             keep = ~hit
             active, x_cur, x_prev, g = active[keep], x_cur[keep], x_prev[keep], g[keep]
 
-        retire(hit_of(logits, active))
+        def confirmed(hit: Tensor, x_now: Tensor, pos: Tensor) -> Tensor:
+            """bf16 successes are kept only if they also fool the model in float32."""
+            if self.precision == "fp32" or not bool(hit.any()):
+                return hit
+            sub = hit.nonzero().squeeze(1)
+            with torch.no_grad():
+                hit[sub] = hit_of(self.model(x_now[sub]), pos[sub])
+            queries[idx[pos[sub]]] += 1
+            return hit
+
+        retire(confirmed(hit_of(logits, active), x_cur, active))
         lengths = _checkpoint_lengths(self.steps)
         ck_i, since = 0, 0
         for k in range(self.steps):
@@ -190,7 +210,7 @@ class _APGDRunner:
             if bool(better.any()):
                 b = a[better]
                 x_best[b], f_best[b], g_best[b] = x_cur[better], f_new[better], g[better]
-            retire(hit_of(logits, a))
+            retire(confirmed(hit_of(logits, a), x_cur, a))
             since += 1
             if since == lengths[ck_i]:
                 a = active
@@ -233,6 +253,9 @@ class APGD(Attack):
         rho: the share of loss increases below which a checkpoint halves the step (0.75).
         eot_samples: gradient passes averaged per step, for randomised models
             (Expectation over Transformation, Athalye et al. 2018); 1 for deterministic ones.
+        precision: ``"fp32"``, or ``"bf16"`` to take the gradients under bfloat16 autocast
+            (about 2.4x faster on CPUs with AVX-512 BF16); a success found in bfloat16 counts
+            only if it fools the model in float32 too.
 
     A targeted call (``targets=...``) climbs ``-CE(target)`` or the targeted DLR.
     """
@@ -247,8 +270,10 @@ class APGD(Attack):
         loss: str = "ce",
         rho: float = 0.75,
         eot_samples: int = 1,
+        precision: str = "fp32",
     ):
         _check_common("apgd", steps, restarts, rho, eot_samples)
+        self.precision = check_precision(precision, "apgd")
         if loss not in APGD_LOSSES:
             raise ConfigError(f"apgd.loss: expected one of {', '.join(APGD_LOSSES)}, got {loss!r}")
         self.steps, self.restarts, self.loss = int(steps), int(restarts), loss
@@ -272,7 +297,7 @@ class APGD(Attack):
         _check_classes(logits.shape[1], self.loss, targeted=targets is not None)
         fooled = (logits.argmax(1) != y) if targets is None else (logits.argmax(1) == targets)
         x_out = x.clone()
-        runner = _APGDRunner(model, threat, self.steps, self.rho, self.eot_samples)
+        runner = _APGDRunner(model, threat, self.steps, self.rho, self.eot_samples, self.precision)
         if targets is not None:
             # The runner counts "fooled" as argmax != its label; for a targeted attack climb the
             # targeted objective and count success as reaching the target (checked below).
@@ -352,7 +377,8 @@ class APGDTargeted(Attack):
     For each of the ``target_classes`` classes the clean input ranks highest after the true one,
     a targeted APGD with the targeted DLR loss runs on the examples still robust; an example
     counts as broken as soon as it is misclassified (as any class). AutoAttack's standard
-    version uses 9 targets and 100 steps, one restart each.
+    version uses 9 targets and 100 steps, one restart each. ``precision`` as for
+    :class:`APGD`.
     """
 
     name = "apgd-t"
@@ -366,8 +392,10 @@ class APGDTargeted(Attack):
         loss: str = "dlr",
         rho: float = 0.75,
         eot_samples: int = 1,
+        precision: str = "fp32",
     ):
         _check_common("apgd-t", steps, restarts, rho, eot_samples)
+        self.precision = check_precision(precision, "apgd-t")
         if int(target_classes) < 1:
             raise ConfigError(
                 f"apgd-t.target_classes: expected an integer >= 1, got {target_classes}"
@@ -407,7 +435,7 @@ class APGDTargeted(Attack):
         ranking = ranked_other_classes(logits, y, c - 1)  # (N, c - 1), best first
         fooled = logits.argmax(1) != y
         x_out = x.clone()
-        runner = _APGDRunner(model, threat, self.steps, self.rho, self.eot_samples)
+        runner = _APGDRunner(model, threat, self.steps, self.rho, self.eot_samples, self.precision)
         for k in range(1, min(self.target_classes, c - 1) + 1):
             for _ in range(self.restarts):
                 idx = (~fooled).nonzero().squeeze(1)

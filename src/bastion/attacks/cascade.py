@@ -12,6 +12,11 @@ Presets:
   "standard" version of AutoAttack with its paper's settings (100 steps per APGD run). Attacks
   not yet available in this installation are skipped with a note in ``skipped``.
 * ``black-box``: Square (5,000 queries) alone; what a score-based attacker can do.
+
+``precision: bf16`` hands bfloat16 autocast to every sub-attack that takes a ``precision``
+setting and does not set its own (PGD, FGSM, APGD, APGD-T, FAB, FAB-T): their gradients are
+about 2.4x cheaper on CPUs with AVX-512 BF16, and every success is still decided in float32.
+Square keeps float32 scores (its random search compares margins that bfloat16 would round).
 """
 
 from __future__ import annotations
@@ -38,6 +43,10 @@ PRESETS: dict[str, list[dict[str, Any]]] = {
 }
 
 
+#: Sub-attacks that a cascade's ``precision`` reaches (Square keeps float32 scores).
+PRECISION_ATTACKS = frozenset({"fgsm", "pgd", "apgd", "apgd-t", "fab", "fab-t"})
+
+
 def preset_specs(name: str, *, where: str = "cascade.preset") -> list[dict[str, Any]]:
     """The attack specifications of a preset (copies)."""
     if name not in PRESETS:
@@ -51,6 +60,8 @@ class Cascade(Attack):
     Args:
         preset: ``"quick"``, ``"standard"`` or ``"black-box"`` (see the module docstring).
         attacks: instead of a preset, a list of specifications ``{"name": ..., **settings}``.
+        precision: ``"bf16"`` or ``"fp32"`` for every gradient sub-attack that does not set its
+            own (see the module docstring); None leaves each at its default (float32).
 
     After a call, :attr:`last_breakdown` holds, per sub-attack label, how many examples it broke
     (those earlier attacks had not), and :attr:`skipped` the preset attacks that are not
@@ -60,9 +71,14 @@ class Cascade(Attack):
     name = "cascade"
 
     def __init__(
-        self, *, preset: str | None = None, attacks: Sequence[Mapping[str, Any]] | None = None
+        self,
+        *,
+        preset: str | None = None,
+        attacks: Sequence[Mapping[str, Any]] | None = None,
+        precision: str | None = None,
     ):
-        from bastion.attacks.registry import ATTACKS, build_attack
+        from bastion.attacks.engine import check_precision
+        from bastion.attacks.registry import ATTACKS, attack_params, build_attack
 
         if (preset is None) == (attacks is None):
             raise ConfigError("cascade: give exactly one of 'preset' or 'attacks'")
@@ -74,6 +90,11 @@ class Cascade(Attack):
             s["name"] for s in specs if preset is not None and s.get("name") not in ATTACKS
         ]
         specs = [s for s in specs if s.get("name") not in self.skipped]
+        self.precision = None if precision is None else check_precision(precision, "cascade")
+        if self.precision is not None:
+            for s in specs:
+                if s.get("name") in PRECISION_ATTACKS and "precision" in attack_params(s["name"]):
+                    s.setdefault("precision", self.precision)
         for i, s in enumerate(specs):  # fail early on a bad specification
             if "name" not in s:
                 raise ConfigError(f"cascade.attacks[{i}].name: expected an attack name")
@@ -90,7 +111,12 @@ class Cascade(Attack):
         return dict(self._breakdown)
 
     def params(self) -> dict[str, Any]:
-        return {"preset": self.preset, "attacks": self.attacks, "skipped": self.skipped}
+        return {
+            "preset": self.preset,
+            "attacks": self.attacks,
+            "skipped": self.skipped,
+            "precision": self.precision,
+        }
 
     def sub_attacks(self) -> list[tuple[str, Attack]]:
         """Fresh ``(label, attack)`` pairs, in order."""

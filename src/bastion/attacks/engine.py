@@ -19,12 +19,28 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bastion.errors import ConfigError
 from bastion.threat import ThreatModel
 
 LossName = Literal["ce", "cw"]
 LossFn = Callable[[Tensor, Tensor], Tensor]
 Precision = Literal["fp32", "bf16"]
 PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16")
+
+
+def check_precision(precision: str, attack: str) -> Precision:
+    """``precision`` as a :data:`Precision`, or a :class:`ConfigError` naming ``attack``."""
+    for p in PRECISIONS:
+        if precision == p:
+            return p
+    raise ConfigError(
+        f"{attack}.precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}"
+    )
+
+
+def autocast_for(x: Tensor, precision: Precision) -> torch.autocast:
+    """The autocast context of ``precision`` on ``x``'s device (disabled for fp32)."""
+    return torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def ce_loss(logits: Tensor, y: Tensor) -> Tensor:
@@ -73,10 +89,7 @@ def input_gradient(
     search direction is approximate: callers confirm successes in float32.
     """
     x_adv = x_adv.detach().requires_grad_(True)
-    with (
-        torch.enable_grad(),
-        torch.autocast(x_adv.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"),
-    ):
+    with torch.enable_grad(), autocast_for(x_adv, precision):
         logits = model(x_adv).float()
         obj = _objective(loss, logits, y, targets).sum()
         (grad,) = torch.autograd.grad(obj, x_adv)

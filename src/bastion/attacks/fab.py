@@ -52,6 +52,7 @@ from bastion.attacks._boundary import (
 from bastion.attacks._checks import in_range, int_at_least, positive
 from bastion.attacks.base import Attack, ranked_other_classes
 from bastion.attacks.deepfool import strongest_other
+from bastion.attacks.engine import Precision, check_precision
 from bastion.errors import AttackInputError
 from bastion.threat import ThreatModel
 
@@ -109,10 +110,19 @@ class _FABSettings(Attack):
     alpha_max: float
     eta: float
     beta: float
+    precision: Precision
 
     def _set(
-        self, attack: str, steps: int, restarts: int, alpha_max: float, eta: float, beta: float
+        self,
+        attack: str,
+        steps: int,
+        restarts: int,
+        alpha_max: float,
+        eta: float,
+        beta: float,
+        precision: str,
     ) -> None:
+        self.precision = check_precision(precision, attack)
         self.steps = int_at_least(attack, "steps", steps, 1)
         self.restarts = int_at_least(attack, "restarts", restarts, 1)
         self.alpha_max = in_range(
@@ -155,7 +165,7 @@ class _FABSettings(Attack):
         z0 = x0.flatten(1)
         xc = x_start.flatten(1)
         for _ in range(self.steps):
-            _, f, w = pair_gradients(model, xc.view_as(x0), pairs)
+            _, f, w = pair_gradients(model, xc.view_as(x0), pairs, bf16=self.precision == "bf16")
             f_l, w_l = closest_hyperplane(f, w, norm)
             d_cur = project_hyperplane_box(xc, w_l, -f_l, lo, hi, norm)
             f_orig = f_l + (w_l * (z0 - xc)).sum(dim=1)  # the linearisation, evaluated at x_orig
@@ -185,6 +195,8 @@ class FAB(_FABSettings):
         alpha_max: the largest weight of the step from the original point (0.1).
         eta: extrapolation past the hyperplane (1.05).
         beta: the backward step's contraction towards the original point (0.9).
+        precision: ``"fp32"``, or ``"bf16"`` to linearise under bfloat16 autocast; whether an
+            iterate is adversarial is always decided in float32.
 
     ``queries`` counts two forward passes per step (linearisation and check). Returns
     ``(N, ...)`` points inside ``threat.bounds``: the smallest-norm success, or the clean input
@@ -201,8 +213,9 @@ class FAB(_FABSettings):
         alpha_max: float = 0.1,
         eta: float = 1.05,
         beta: float = 0.9,
+        precision: str = "fp32",
     ):
-        self._set("fab", steps, restarts, alpha_max, eta, beta)
+        self._set("fab", steps, restarts, alpha_max, eta, beta, precision)
 
     def _run(
         self,
@@ -248,7 +261,7 @@ class FABTargeted(_FABSettings):
     version in AutoAttack's standard cascade).
 
     Args:
-        steps, restarts, alpha_max, eta, beta: as for :class:`FAB`.
+        steps, restarts, alpha_max, eta, beta, precision: as for :class:`FAB`.
         target_classes: how many of the clean input's top-ranked other classes to aim at (9).
 
     Each target runs only on the examples not yet broken within eps; an example counts as
@@ -267,8 +280,9 @@ class FABTargeted(_FABSettings):
         alpha_max: float = 0.1,
         eta: float = 1.05,
         beta: float = 0.9,
+        precision: str = "fp32",
     ):
-        self._set("fab-t", steps, restarts, alpha_max, eta, beta)
+        self._set("fab-t", steps, restarts, alpha_max, eta, beta, precision)
         self.target_classes = int_at_least("fab-t", "target_classes", target_classes, 1)
 
     def _run(

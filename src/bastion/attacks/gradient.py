@@ -11,18 +11,9 @@ import torch
 from torch import Tensor, nn
 
 from bastion.attacks.base import Attack
-from bastion.attacks.engine import LOSSES, PRECISIONS, Precision, gradient_attack
+from bastion.attacks.engine import LOSSES, check_precision, gradient_attack
 from bastion.errors import ConfigError
 from bastion.threat import ThreatModel
-
-
-def _check_precision(precision: str, attack: str) -> Precision:
-    for p in PRECISIONS:
-        if precision == p:
-            return p
-    raise ConfigError(
-        f"{attack}.precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}"
-    )
 
 
 def _check_loss(loss: str, attack: str) -> str:
@@ -60,7 +51,7 @@ class FGSM(Attack):
         self.step_size = float(step_size)
         self.random_start = bool(random_start)
         self.loss = _check_loss(loss, "fgsm")
-        self.precision = _check_precision(precision, "fgsm")
+        self.precision = check_precision(precision, "fgsm")
 
     def _run(
         self,
@@ -130,7 +121,7 @@ class PGD(Attack):
         self.random_start = bool(random_start)
         self.loss = _check_loss(loss, "pgd")
         self.early_stop = bool(early_stop)
-        self.precision = _check_precision(precision, "pgd")
+        self.precision = check_precision(precision, "pgd")
 
     def _run(
         self,

@@ -202,12 +202,19 @@ class _Run:
         return out
 
     def run(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """``(x_best, margin_best, fooled, spent)`` per example (grid layout for ``x_best``)."""
+        """``(x_best, margin_best, fooled, spent)`` per example (grid layout for ``x_best``).
+
+        The examples still searching live in compact working tensors (clean point, best point,
+        best margin, label and, for linf, the two clipped vertices ``x +- eps``), updated with
+        ``torch.where`` and compacted only when some example is fooled, so a step costs the
+        forward pass and a few elementwise passes, not gathers and scatters of the batch.
+        """
         x, threat, g = self.x, self.threat, self.generator
         m, _, h, w = x.shape
         dev = x.device
         lo, hi = threat.bounds
         eps = threat.eps
+        linf = threat.norm == "linf"
         x_best = threat.clip(x + self._init_delta())
         scores = self._scores(x_best)
         m_best = margin(scores, self.y, self.targets)
@@ -215,36 +222,44 @@ class _Run:
         spent = torch.ones(m, dtype=torch.int64, device=dev)
         active = (~fooled).nonzero().squeeze(1)
         min_side = 3 if threat.norm == "l2" else 1
+        xa, xb, mb, ya = x[active], x_best[active], m_best[active], self.y[active]
+        ta = None if self.targets is None else self.targets[active]
+        up = (xa + eps).clamp(lo, hi) if linf else xa
+        down = (xa - eps).clamp(lo, hi) if linf else xa
+        flushed = 0  # iterations already added to ``spent`` for the examples in ``active``
+        it = -1
         for it in range(self.spend - 1):
             if active.numel() == 0:
                 break
             a = active.numel()
-            xa, xb = x[active], x_best[active]
             rows, cols = window_shape(
                 p_schedule(self.p_init, it, self.spend), h, w, min_side=min_side
             )
             r0 = _offsets(a, h - rows + 1, g, dev)
             c0 = _offsets(a, w - cols + 1, g, dev)
             mask, ih, jw = _window_index(r0, c0, rows, cols, h, w)
-            if threat.norm == "linf":
-                cand = self._linf_candidate(xa, xb, mask, eps)
+            if linf:
+                cand = self._linf_candidate(up, down, xb, mask)
             else:
-                cand = self._l2_candidate(xa, xb, mask, ih, jw, rows, cols, eps)
-            cand = cand.clamp(lo, hi)
+                cand = self._l2_candidate(xa, xb, mask, ih, jw, rows, cols, eps).clamp(lo, hi)
             scores = self._scores(cand)
-            spent[active] += 1
-            ya = self.y[active]
-            ta = None if self.targets is None else self.targets[active]
             m_new = margin(scores, ya, ta)
             hit = _fooled(scores, ya, ta)
-            better = (m_new < m_best[active]) | hit
-            if bool(better.any()):
-                b = active[better]
-                x_best[b] = cand[better]
-                m_best[b] = m_new[better]
+            better = (m_new < mb) | hit
+            xb = torch.where(better[:, None, None, None], cand, xb)
+            mb = torch.where(better, m_new, mb)
             if bool(hit.any()):
+                spent[active] += it + 1 - flushed
+                flushed = it + 1
+                x_best[active], m_best[active] = xb, mb
                 fooled[active[hit]] = True
-                active = active[~hit]
+                keep = ~hit
+                active, xa, xb, mb, ya = active[keep], xa[keep], xb[keep], mb[keep], ya[keep]
+                up, down = up[keep], down[keep]
+                ta = None if ta is None else ta[keep]
+        if active.numel():
+            spent[active] += it + 1 - flushed
+            x_best[active], m_best[active] = xb, mb
         return x_best, m_best, fooled, spent
 
     # -- starts -----------------------------------------------------------------------------
@@ -285,28 +300,26 @@ class _Run:
         return delta * self.threat.eps / (_norm2(delta, (1, 2, 3)) + _TINY)
 
     # -- steps ------------------------------------------------------------------------------
-    def _linf_candidate(self, xa: Tensor, xb: Tensor, mask: Tensor, eps: float) -> Tensor:
-        """Set each window to ``±eps`` per channel. A draw that changes nothing is redrawn once,
-        then flipped (``-s`` always changes a window that ``s`` leaves as it is, for eps > 0)."""
-        a, c = xa.shape[0], xa.shape[1]
-        lo, hi = self.threat.bounds
-        dev = xa.device
-        rest = xb
-        sign = torch.randint(0, 2, (a, c, 1, 1), generator=self.generator, device=dev)
-        sign = sign.to(xa.dtype) * 2 - 1
-        cand = torch.where(mask, (xa + eps * sign).clamp(lo, hi), rest)
-        for attempt in range(2):
-            same = (cand == xb).flatten(1).all(dim=1)
-            if not bool(same.any()):
-                break
-            k = same.nonzero().squeeze(1)
-            if attempt == 0:
-                s2 = torch.randint(0, 2, (k.numel(), c, 1, 1), generator=self.generator, device=dev)
-                sign[k] = s2.to(xa.dtype) * 2 - 1
-            else:
-                sign[k] = -sign[k]
-            cand[k] = torch.where(mask[k], (xa[k] + eps * sign[k]).clamp(lo, hi), rest[k])
-        return cand
+    def _linf_candidate(self, up: Tensor, down: Tensor, xb: Tensor, mask: Tensor) -> Tensor:
+        """Set each window to the vertex ``x + eps`` (``up``) or ``x - eps`` (``down``), both
+        clipped, with one random sign per channel. A draw that would change nothing is
+        replaced by a second draw, and that one, if it changes nothing either, by its flip
+        (``-s`` always changes a window that ``s`` leaves as it is, unless clipping makes the
+        two vertices equal there). Whether a sign changes the window is read from two
+        per-channel flags (is the window already all ``up``, all ``down``), so the redraws cost
+        no extra pass over the batch and no synchronisation."""
+        a, c = up.shape[0], up.shape[1]
+        dev = up.device
+        outside = ~mask
+        all_up = ((xb == up) | outside).flatten(2).all(dim=2)  # (a, c)
+        all_down = ((xb == down) | outside).flatten(2).all(dim=2)
+        draws = torch.randint(0, 2, (2, a, c), generator=self.generator, device=dev).bool()
+        pos = draws[0]
+        same = torch.where(pos, all_up, all_down).all(dim=1, keepdim=True)
+        pos = torch.where(same, draws[1], pos)
+        same = same & torch.where(pos, all_up, all_down).all(dim=1, keepdim=True)
+        pos = torch.where(same, ~pos, pos)[:, :, None, None]
+        return torch.where(mask, torch.where(pos, up, down), xb)
 
     def _l2_candidate(
         self,
