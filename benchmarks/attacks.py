@@ -7,8 +7,15 @@ PGD-20 with step 2.5 eps / 20 and a random start; CW-L2 with 100 steps, learning
 and confidence 0; AutoAttack "standard" (APGD-CE, APGD-T, FAB-T, Square, 100 steps, 5,000
 queries; torchattacks' own ``AutoAttack`` class runs only 10 steps, so the matched row builds
 the suite from its parts with 100 steps, and the class's default is a separate row) against
-bastion's ``standard`` cascade. Results go to
+bastion's ``standard`` cascade; ``bastion-bf16`` rows take gradients under bfloat16 autocast
+(successes decided in float32). Results go to
 ``benchmarks/results/attacks-<run>-<model>.json`` and ``.md``.
+
+The model is handed to every library as :func:`bastion.load_model` returns it, as a user would
+pass a trained model: its parameters require gradients. ART's ``loss_gradient`` calls
+``loss.backward()`` and so also computes (and accumulates) parameter gradients it never uses;
+bastion and torchattacks differentiate with respect to the input only. ``--freeze-params``
+switches parameter gradients off for every library (the setting of earlier runs, kinder to ART).
 
 Usage::
 
@@ -53,7 +60,7 @@ def _timed(fn: Callable[[], Tensor]) -> tuple[Tensor, float]:
 
 
 def _batched(fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, y: Tensor, bs: int) -> Tensor:
-    return torch.cat([fn(x[i : i + bs], y[i : i + bs]) for i in range(0, len(y), bs)])
+    return torch.cat([fn(x[i : i + bs], y[i : i + bs]).detach() for i in range(0, len(y), bs)])
 
 
 def _bastion(
@@ -110,6 +117,11 @@ def main(argv: list[str] | None = None) -> int:
         ],
     )
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    ap.add_argument(
+        "--freeze-params",
+        action="store_true",
+        help="switch parameter gradients off for every library (see the docstring)",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -127,8 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     threat = cfg.threat_model()
     eps = threat.eps
     model = load_model(args.run_dir / "models" / args.model)
-    for p in model.parameters():
-        p.requires_grad_(False)
+    if args.freeze_params:
+        for p in model.parameters():
+            p.requires_grad_(False)
     shape, classes = tuple(data.input_shape), data.num_classes
     bs = args.batch_size
     pgd_step = 2.5 * eps / 20
@@ -193,6 +206,10 @@ def main(argv: list[str] | None = None) -> int:
         },
         "autoattack": {
             "bastion": lambda: _bastion(Cascade(preset="standard"), model, threat, bs),
+            # gradients (APGD, APGD-T, FAB-T) under bfloat16 autocast, successes in float32
+            "bastion-bf16": lambda: _bastion(
+                Cascade(preset="standard", precision="bf16"), model, threat, bs
+            ),
             # torchattacks' AutoAttack class runs 10 steps per APGD/FAB run; the paper (and
             # bastion's preset) use 100, so the matched comparison builds the suite by hand.
             "torchattacks": lambda: torchattacks.MultiAttack(
@@ -262,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": args.model,
         "threat": threat.to_dict(),
         "threads": args.threads,
+        "frozen_params": args.freeze_params,
         "versions": package_versions(),
         "rows": rows,
     }
@@ -271,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     write_json(doc, stem.with_suffix(".json"))
     lines = [
         f"# Attacks on {args.run_dir.name}/{args.model} "
-        f"({threat.norm} eps {eps}, {args.threads} threads)",
+        f"({threat.norm} eps {eps}, {args.threads} threads"
+        f"{', parameters frozen' if args.freeze_params else ''})",
         "",
         "| attack | library | examples | seconds | vs bastion | robust accuracy | median l2 (CW) |",
         "|---|---|---|---|---|---|---|",

@@ -111,5 +111,7 @@ def test_bf16_cascade_reaches_gradient_attacks_and_never_claims_a_false_success(
         fooled = robust.model(half.x_adv).argmax(1) != robust.y  # float32 truth
     assert torch.equal(half.success, fooled)
     assert abs(int(half.success.sum()) - int(full.success.sum())) <= 4
+    assert list(casc.last_seconds) == list(casc.last_breakdown)
+    assert all(t >= 0.0 for t in casc.last_seconds.values())
     with pytest.raises(ConfigError, match=r"cascade\.precision"):
         Cascade(preset="quick", precision="fp16")

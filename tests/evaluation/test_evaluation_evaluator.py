@@ -23,6 +23,7 @@ RESULT_KEYS = {
     "worst_case_accuracy",
     "attacks",
     "accuracy_vs_eps",
+    "attack_seconds",
     "n_eval",
     "evaluation_seconds",
 }
@@ -75,6 +76,10 @@ def test_toy_accuracies_match_closed_form(
     res = evaluate_model(model, x, y, LINF, _attacks(), eps_grid=GRID)
     assert set(res) == RESULT_KEYS
     assert res["n_eval"] == 100
+    # every attack timed at every non-zero eps (eps 0 needs no attack)
+    assert {k: sorted(v) for k, v in res["attack_seconds"].items()} == {
+        label: sorted(eps_key(e) for e in GRID if e > 0) for label in ("fgsm", "pgd")
+    }
     assert res["clean_accuracy"] == pytest.approx(0.9)
     for label in ("fgsm", "pgd"):
         for eps in GRID:

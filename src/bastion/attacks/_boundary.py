@@ -128,7 +128,9 @@ def _saturating_root(slope: Tensor, brk: Tensor, need: Tensor) -> Tensor:
             break
         lam_c = lam[:, None]
         value = (slope * torch.minimum(brk, lam_c)).sum(dim=1)
-        rate = (slope * (brk > lam_c).to(slope.dtype)).sum(dim=1)
+        # [brk > lam] as sign(relu(brk - lam)): arithmetic, about 2x faster on CPU than a
+        # comparison's boolean mask
+        rate = (slope * (brk - lam_c).clamp_min(0).sign()).sum(dim=1)
         gap = need - value
         step = gap / rate.clamp_min(torch.finfo(need.dtype).tiny)
         moved = lam + step
@@ -187,15 +189,22 @@ def project_hyperplane_box(
     need = t.abs()
     up = (hi - z).clamp_min(0)
     down = (z - lo).clamp_min(0)
+    if norm == "linf":
+        # k_i = 1: the kinks are the caps themselves. A coordinate with w_i = 0 has slope 0 (it
+        # adds nothing to the root) and sign 0 (no step), so its cap needs no special case.
+        # where(wp > 0, up, down) as an exact lerp with weight 0 or 1 (a full boolean mask
+        # in torch.where is several times slower on CPU)
+        cap = torch.lerp(down, up, wp.sign().clamp_min(0))
+        lam = _saturating_root(wp.abs(), cap, need)
+        return wp.sign() * torch.minimum(cap, lam[:, None])
     cap = torch.where(wp > 0, up, torch.where(wp < 0, down, torch.zeros_like(z)))
     a = wp.abs()
     if norm == "l1":
         amount = _greedy_l1(a, cap, need)
     else:
-        k = a if norm == "l2" else (a > 0).to(a.dtype)
-        brk = torch.where(k > 0, cap / k.clamp_min(torch.finfo(a.dtype).tiny), torch.zeros_like(a))
-        lam = _saturating_root(a * k, brk, need)
-        amount = torch.where(k > 0, torch.minimum(lam[:, None] * k, cap), torch.zeros_like(a))
+        brk = torch.where(a > 0, cap / a.clamp_min(torch.finfo(a.dtype).tiny), torch.zeros_like(a))
+        lam = _saturating_root(a * a, brk, need)
+        amount = torch.where(a > 0, torch.minimum(lam[:, None] * a, cap), torch.zeros_like(a))
     return wp.sign() * amount
 
 

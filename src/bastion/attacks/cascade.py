@@ -21,6 +21,7 @@ Square keeps float32 scores (its random search compares margins that bfloat16 wo
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -64,8 +65,8 @@ class Cascade(Attack):
             own (see the module docstring); None leaves each at its default (float32).
 
     After a call, :attr:`last_breakdown` holds, per sub-attack label, how many examples it broke
-    (those earlier attacks had not), and :attr:`skipped` the preset attacks that are not
-    registered in this installation.
+    (those earlier attacks had not), :attr:`last_seconds` the wall-clock seconds each took, and
+    :attr:`skipped` the preset attacks that are not registered in this installation.
     """
 
     name = "cascade"
@@ -105,10 +106,15 @@ class Cascade(Attack):
             )
         self.attacks = specs
         self._breakdown: dict[str, int] = {}
+        self._seconds: dict[str, float] = {}
 
     @property
     def last_breakdown(self) -> dict[str, int]:
         return dict(self._breakdown)
+
+    @property
+    def last_seconds(self) -> dict[str, float]:
+        return dict(self._seconds)
 
     def params(self) -> dict[str, Any]:
         return {
@@ -152,12 +158,13 @@ class Cascade(Attack):
         pred = predict(model, x)
         done = pred == targets if targets is not None else pred != y
         x_out = x.clone()
-        self._breakdown = {}
+        self._breakdown, self._seconds = {}, {}
         for label, atk in self.sub_attacks():
             idx = (~done).nonzero().squeeze(1)
             if idx.numel() == 0:
-                self._breakdown[label] = 0
+                self._breakdown[label], self._seconds[label] = 0, 0.0
                 continue
+            t0 = time.perf_counter()
             res = atk(
                 model,
                 x[idx],
@@ -170,4 +177,5 @@ class Cascade(Attack):
             x_out[idx] = res.x_adv
             done[idx[res.success]] = True
             self._breakdown[label] = int(res.success.sum())
+            self._seconds[label] = round(time.perf_counter() - t0, 3)
         return x_out, queries

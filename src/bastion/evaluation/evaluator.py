@@ -87,7 +87,9 @@ def evaluate_model(
     ``threat.eps``), ``attacks`` (``{label: {eps_key: accuracy}}`` for every eps of the grid),
     ``accuracy_vs_eps``
     (``{"eps": [...], "worst_case": [...], "per_attack": {label: [...]}}``) and
-    ``evaluation_seconds``. All accuracies are fractions in [0, 1] of all ``N`` examples.
+    ``evaluation_seconds``, with ``attack_seconds`` (``{label: {eps_key: seconds}}``, the
+    wall-clock time of each attack run in this call; resumed pairs have none). All accuracies
+    are fractions in [0, 1] of all ``N`` examples.
 
     With a ``state``, each finished (attack, eps) pair is recorded under ``model_id`` and a
     pair already recorded is not run again (a resumed evaluation gives the same figures: each
@@ -105,6 +107,7 @@ def evaluate_model(
     clean = float(correct.float().mean())
     grid = sorted({float(e) for e in eps_grid} | {threat.eps})
     per_attack: dict[str, list[float]] = {a.label: [] for a in attacks}
+    seconds: dict[str, dict[str, float]] = {a.label: {} for a in attacks}
     worst: list[float] = []
     total = len(grid) * len(attacks)
     done = 0
@@ -119,6 +122,7 @@ def evaluate_model(
             elif recorded is not None:
                 mask = recorded
             else:
+                t0 = time.perf_counter()
                 mask = robust_mask(
                     model,
                     na.attack,
@@ -129,6 +133,7 @@ def evaluate_model(
                     seed=_seed_for(seed, na.label, eps),
                     batch_size=batch_size,
                 )
+                seconds[na.label][eps_key(eps)] = round(time.perf_counter() - t0, 3)
                 if state is not None:
                     state.put(key, mask)
             per_attack[na.label].append(float(mask.float().mean()))
@@ -147,5 +152,6 @@ def evaluate_model(
         },
         "accuracy_vs_eps": {"eps": grid, "worst_case": worst, "per_attack": per_attack},
         "n_eval": n,
+        "attack_seconds": seconds,
         "evaluation_seconds": round(time.perf_counter() - start, 3),
     }

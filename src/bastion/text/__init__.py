@@ -34,6 +34,7 @@ from bastion.text.models import (
     build_text_model,
 )
 from bastion.text.sanitize import Sanitizer, sanitize
+from bastion.text.smoothing import SmoothedTextClassifier, TokenNoise, text_seed
 from bastion.text.synonym_encoding import SynonymCodes, synonym_codes
 from bastion.text.training import (
     A2TAugmenter,
@@ -57,6 +58,7 @@ __all__ = [
     "InvisibleCharAttack",
     "NGramBag",
     "Sanitizer",
+    "SmoothedTextClassifier",
     "SubstitutionTable",
     "SynonymCodes",
     "SynonymLexicon",
@@ -69,6 +71,7 @@ __all__ = [
     "TextModelSpec",
     "TextSplit",
     "TextTrainSettings",
+    "TokenNoise",
     "UnionCandidates",
     "Vocabulary",
     "WordCNN",
@@ -91,6 +94,7 @@ __all__ = [
     "split_texts",
     "stop_words",
     "synonym_codes",
+    "text_seed",
     "tokenize",
     "train_text_model",
     "typo",

@@ -59,6 +59,36 @@ class TextTrainingConfig(_Strict):
     weight_decay: float = Field(default=0.0, ge=0.0)
 
 
+class TextSmoothingConfig(_Strict):
+    """Randomized smoothing of the hardened model (SAFER, Ye et al. 2020; RanMASK, Zeng et al.
+    2021; see :class:`bastion.text.smoothing.SmoothedTextClassifier`).
+
+    When ``enabled``, the hardened targets answer by pooling ``samples`` noisy copies of each
+    text: every word is masked to ``<unk>`` with probability ``mask_rate``, else replaced by a
+    random substitution candidate (the attack's candidate source, ``candidates_per_word`` per
+    word) with probability ``substitute_rate``. ``aggregate`` pools mean probabilities or vote
+    shares. With ``train_noise`` the hardened model is also trained on such copies; noisy
+    training converges more slowly, so ``train_epochs`` (``None``: ``training.epochs``) can give
+    the hardened model more epochs than the standard one (the best validation epoch is kept).
+    """
+
+    enabled: bool = False
+    samples: int = Field(default=16, ge=1, le=1024)
+    mask_rate: float = Field(default=0.2, ge=0.0, lt=1.0)
+    substitute_rate: float = Field(default=0.0, ge=0.0, lt=1.0)
+    candidates_per_word: int = Field(default=16, ge=1, le=256)
+    aggregate: Literal["mean", "vote"] = "mean"
+    train_noise: bool = True
+    train_epochs: int | None = Field(default=None, ge=1, le=1000)
+    seed: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> TextSmoothingConfig:
+        if self.enabled and self.mask_rate == 0.0 and self.substitute_rate == 0.0:
+            raise ValueError("mask_rate and substitute_rate are both 0: no noise to smooth with")
+        return self
+
+
 class TextHardeningConfig(_Strict):
     """A2T adversarial augmentation (Yoo and Qi, 2021).
 
@@ -66,6 +96,8 @@ class TextHardeningConfig(_Strict):
     character attack turns a word into for a word-level model. ``synonym_encoding`` gives the
     hardened model one code per cluster of candidate words (SEM, Wang et al. 2021; clusters of
     at most ``encoding_max_cluster`` words, see :mod:`bastion.text.synonym_encoding`).
+    ``smoothing`` puts randomized smoothing on top (off by default, see
+    :class:`TextSmoothingConfig`).
     """
 
     method: Literal["a2t"] = "a2t"
@@ -75,6 +107,7 @@ class TextHardeningConfig(_Strict):
     unknown_candidate: bool = True
     synonym_encoding: bool = False
     encoding_max_cluster: int = Field(default=64, ge=2)
+    smoothing: TextSmoothingConfig = TextSmoothingConfig()
 
 
 class TextSanitizerConfig(_Strict):

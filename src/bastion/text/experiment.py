@@ -3,6 +3,11 @@ the sanitising guard, save the models and return a JSON-ready scorecard section.
 
 Seeds: the split uses ``seed``; model initialisation ``seed`` (the hardened model starts from
 the same weights as the standard one); batch order ``seed``; attacks ``seed + 1``.
+
+With ``hardening.smoothing.enabled`` the hardened model is (optionally) trained on noisy copies
+and the ``hardened`` and ``hardened+sanitizer`` targets are
+:class:`~bastion.text.smoothing.SmoothedTextClassifier` s: every attack and the clean accuracy
+of the hardened model go through the whole defended pipeline (sanitiser, then smoothing).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from bastion.text.io import save_text_model
 from bastion.text.loaders import TextDataset, TextSplit, load_text_dataset
 from bastion.text.models import TextModel, TextModelSpec, build_text_model
 from bastion.text.sanitize import Sanitizer
+from bastion.text.smoothing import SmoothedTextClassifier, TokenNoise
 from bastion.text.synonym_encoding import synonym_codes
 from bastion.text.training import (
     A2TAugmenter,
@@ -213,13 +219,27 @@ def run_text_experiment(
     augmenter = A2TAugmenter(
         table, batch_share=h.batch_share, max_share=h.max_share, weight=h.weight
     )
+    sm = h.smoothing
+    smooth_table: SubstitutionTable | None = None
+    train_noise: TokenNoise | None = None
+    settings_hard = settings
+    if sm.enabled:
+        if sm.train_epochs is not None:
+            settings_hard = dataclasses.replace(settings, epochs=sm.train_epochs)
+        if sm.substitute_rate > 0.0:
+            smooth_table = SubstitutionTable(vocab, source, k=sm.candidates_per_word)
+        if sm.train_noise:
+            train_noise = TokenNoise(
+                mask_rate=sm.mask_rate, substitute_rate=sm.substitute_rate, table=smooth_table
+            )
     history_hard = train_text_model(
         hardened,
         train_ids,
         train_y,
-        settings,
+        settings_hard,
         val=val,
         augmenter=augmenter,
+        noise=train_noise,
         callback=callback("hardened"),
     )
 
@@ -246,25 +266,44 @@ def run_text_experiment(
         meta = {**provenance, "role": name, "training": history}
         paths[name] = str(save_text_model(model, vocab, models_dir / f"text-{name}", meta))
 
+    def defended(clf: TextClassifier) -> TextClassifier:
+        if not sm.enabled:
+            return clf
+        return SmoothedTextClassifier(
+            clf,
+            samples=sm.samples,
+            mask_rate=sm.mask_rate,
+            substitute_rate=sm.substitute_rate,
+            candidates=smooth_table,
+            seed=sm.seed,
+            aggregate=sm.aggregate,
+        )
+
     targets = {
         "standard": TextClassifier(standard, vocab),
         "standard+sanitizer": TextClassifier(standard, vocab, sanitizer=sanitizer),
-        "hardened": TextClassifier(hardened, vocab),
-        "hardened+sanitizer": TextClassifier(hardened, vocab, sanitizer=sanitizer),
+        "hardened": defended(TextClassifier(hardened, vocab)),
+        "hardened+sanitizer": defended(TextClassifier(hardened, vocab, sanitizer=sanitizer)),
     }
     models_out: dict[str, Any] = {}
     for name, model, history in (
         ("standard", standard, history_std),
         ("hardened", hardened, history_hard),
     ):
+        smoothed = name == "hardened" and sm.enabled
         models_out[name] = {
-            "clean_accuracy": accuracy_of(model, test_ids, test_y),
+            # the defended classifier on the whole test split: smoothed when smoothing is on
+            "clean_accuracy": clean_accuracy(targets[name], data.test.texts, data.test.labels)
+            if smoothed
+            else accuracy_of(model, test_ids, test_y),
             "clean_accuracy_sanitized": clean_accuracy(
                 targets[f"{name}+sanitizer"], data.test.texts, data.test.labels
             ),
             "path": paths[name],
             "training": history,
         }
+        if smoothed:
+            models_out[name]["clean_accuracy_unsmoothed"] = accuracy_of(model, test_ids, test_y)
 
     attack_set = _attack_set(config, data)
     attacks_out: dict[str, Any] = {}
@@ -313,6 +352,12 @@ def run_text_experiment(
             "attacker_embedding": "standard model",
         },
         "synonym_encoding": encoding,
+        "smoothing": {
+            **sm.model_dump(mode="json"),
+            "table_coverage": smooth_table.coverage if smooth_table is not None else None,
+        }
+        if sm.enabled
+        else None,
         "sanitizer": sanitizer.params(),
         "n_attacked": len(attack_set),
         "models": models_out,

@@ -10,6 +10,11 @@ batch it ranks tokens by gradient x embedding and replaces the most important on
 first-order loss increase ``grad . (e_candidate - e_word)``. Candidates come from a fixed
 :class:`SubstitutionTable` (synonym lexicon and/or embedding neighbours), so training sees the
 same kind of substitutions the word attack makes. The loss is ``CE(clean) + weight * CE(adv)``.
+
+With ``noise=`` (a :class:`bastion.text.smoothing.TokenNoise`) both terms see noisy copies
+instead: the clean batch and the A2T batch get random word masking and substitution, the noise
+a :class:`~bastion.text.smoothing.SmoothedTextClassifier` adds at test time, so the model learns
+to classify such copies (the training of SAFER, Ye et al. 2020, and RanMASK, Zeng et al. 2021).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import copy
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +33,9 @@ from bastion.errors import ConfigError
 from bastion.text.candidates import CandidateSource, stop_words
 from bastion.text.models import TextModel
 from bastion.text.vocab import UNK_ID, Vocabulary
+
+if TYPE_CHECKING:
+    from bastion.text.smoothing import TokenNoise
 
 TrainCallback = Callable[[dict[str, Any]], None]
 
@@ -182,9 +190,14 @@ def train_text_model(
     *,
     val: tuple[Tensor, Tensor] | None = None,
     augmenter: A2TAugmenter | None = None,
+    noise: TokenNoise | None = None,
     callback: TrainCallback | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` in place on ids ``(N, L)`` int64 and labels ``(N,)`` int64.
+
+    ``noise`` (random word masking / substitution, drawn from a generator seeded with
+    ``settings.seed + 2``) is applied to every training batch, and to the A2T copies after the
+    augmenter has made them; validation stays clean.
 
     Returns a JSON-ready history: per-epoch loss, train and validation accuracy, the best epoch
     (by validation accuracy; its weights are restored) and the settings. ``callback`` receives
@@ -197,6 +210,7 @@ def train_text_model(
         )
     gen = torch.Generator().manual_seed(settings.seed)
     model.set_generator(torch.Generator().manual_seed(settings.seed + 1))
+    noise_gen = torch.Generator().manual_seed(settings.seed + 2)
     opt = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     n = ids.shape[0]
     batches = math.ceil(n / settings.batch_size)
@@ -209,12 +223,14 @@ def train_text_model(
         for b in range(batches):
             idx = perm[b * settings.batch_size : (b + 1) * settings.batch_size]
             xb, yb = ids[idx], labels[idx]
-            logits = model(xb)
+            logits = model(noise(xb, noise_gen) if noise is not None else xb)
             loss = F.cross_entropy(logits, yb)
             if augmenter is not None:
                 n_adv = max(1, round(augmenter.batch_share * len(idx)))
                 pick = torch.randperm(len(idx), generator=gen)[:n_adv]
                 adv = augmenter.perturb(model, xb[pick], yb[pick])
+                if noise is not None:
+                    adv = noise(adv, noise_gen)
                 loss = loss + augmenter.weight * F.cross_entropy(model(adv), yb[pick])
             opt.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
@@ -256,4 +272,5 @@ def train_text_model(
         "history": history,
         "best_epoch": best_epoch,
         "augmentation": augmenter.params() if augmenter is not None else None,
+        "noise": noise.params() if noise is not None else None,
     }
