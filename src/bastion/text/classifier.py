@@ -88,17 +88,24 @@ class TextClassifier:
             return scores
         row = torch.zeros((1, self.vocab.max_length), dtype=torch.int64)
         row[0, :limit] = torch.tensor(ids[:limit])
-        row = row.to(self.device)
+        rows = self.saliency_rows(row).to(self.device)
         was_training = self.model.training
         self.model.eval()
         with torch.enable_grad():
-            emb = self.model.embed(row).detach().requires_grad_(True)
-            logits = self.model.forward_embedded(emb, row)
-            loss = torch.nn.functional.cross_entropy(
-                logits, torch.tensor([label], device=self.device)
-            )
+            emb = self.model.embed(rows).detach().requires_grad_(True)
+            logits = self.model.forward_embedded(emb, rows)
+            target = torch.full((rows.shape[0],), label, device=self.device)
+            loss = torch.nn.functional.cross_entropy(logits, target)
             (grad,) = torch.autograd.grad(loss, emb)
         self.model.train(was_training)
-        token_scores = -(grad * emb.detach()).sum(dim=2)[0, :limit].cpu()
+        # mean loss over the rows: each row's gradient is scaled by 1/R, so the sum over rows
+        # is the mean of the per-row gradient x embedding scores
+        token_scores = -(grad * emb.detach()).sum(dim=2)[:, :limit].sum(dim=0).cpu()
         scores.index_add_(0, torch.tensor(positions[:limit]), token_scores)
         return scores
+
+    def saliency_rows(self, row: Tensor) -> Tensor:
+        """The id rows ``(R, max_length)`` whose mean loss :meth:`word_saliency` differentiates,
+        for the encoded text ``row`` ``(1, max_length)``: the text itself here; subclasses that
+        classify noisy copies (:class:`bastion.text.SmoothedTextClassifier`) return those."""
+        return row

@@ -41,7 +41,7 @@ from bastion.errors import ConfigError
 from bastion.text.candidates import CandidateSource
 from bastion.text.classifier import TextClassifier
 from bastion.text.training import SubstitutionTable
-from bastion.text.vocab import PAD_ID, UNK_ID, tokenize
+from bastion.text.vocab import PAD_ID, UNK_ID
 
 Aggregate = Literal["mean", "vote"]
 
@@ -290,40 +290,8 @@ class SmoothedTextClassifier(TextClassifier):
             return torch.zeros((0, self.model.spec.num_classes))
         return torch.cat(outs)
 
-    def word_saliency(self, words: Sequence[str], label: int) -> Tensor:
-        """Per-word importance ``(W,)``: gradient x embedding averaged over the noisy copies.
-
-        The copies are those :meth:`__call__` would pool for the text made of ``words`` joined
-        by spaces; a masked or substituted position scores what the model sees there.
-        """
-        if not self.noise.active:
-            return self.base.word_saliency(words, label)
-        positions: list[int] = []
-        ids: list[int] = []
-        for w, word in enumerate(words):
-            if self.sanitizer is not None:
-                word = self.sanitizer(word)
-            for token in tokenize(word, lower=self.vocab.lower):
-                positions.append(w)
-                ids.append(self.vocab.id_of(token))
-        scores = torch.zeros(len(words))
-        limit = min(len(ids), self.vocab.max_length)
-        if limit == 0:
-            return scores
-        row = torch.zeros((1, self.vocab.max_length), dtype=torch.int64)
-        row[0, :limit] = torch.tensor(ids[:limit])
-        noisy = self.noisy_ids(row).to(self.device)
-        was_training = self.model.training
-        self.model.eval()
-        with torch.enable_grad():
-            emb = self.model.embed(noisy).detach().requires_grad_(True)
-            logits = self.model.forward_embedded(emb, noisy)
-            target = torch.full((noisy.shape[0],), label, device=self.device)
-            loss = F.cross_entropy(logits, target, reduction="mean")
-            (grad,) = torch.autograd.grad(loss, emb)
-        self.model.train(was_training)
-        # mean loss: each copy's gradient is scaled by 1/samples, so the sum over copies is
-        # the mean of the per-copy gradient x embedding scores
-        token_scores = -(grad * emb.detach()).sum(dim=2)[:, :limit].sum(dim=0).cpu()
-        scores.index_add_(0, torch.tensor(positions[:limit]), token_scores)
-        return scores
+    def saliency_rows(self, row: Tensor) -> Tensor:
+        """The noisy copies ``(samples, max_length)`` of ``row`` that :meth:`__call__` pools, so
+        that :meth:`word_saliency` is gradient x embedding averaged over them (a masked or
+        substituted position scores what the model sees there)."""
+        return self.noisy_ids(row) if self.noise.active else row
