@@ -18,6 +18,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from bastion.attacks.fast_grad import input_gradients_only
+
 PairFn = Callable[[Tensor], tuple[Tensor, Tensor]]
 
 
@@ -38,7 +40,7 @@ def pair_gradients(
         model's parameters (gradients are taken with respect to ``x`` only).
     """
     xg = x.detach().requires_grad_(True)
-    with torch.enable_grad():
+    with torch.enable_grad(), input_gradients_only(model):
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = model(xg).float()
         a, b = pairs(logits.detach())

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from bastion.attacks.base import Attack, ranked_other_classes
 from bastion.attacks.engine import Precision, autocast_for, check_precision
+from bastion.attacks.fast_grad import input_gradients_only
 from bastion.errors import AttackInputError, ConfigError
 from bastion.threat import ThreatModel
 
@@ -107,7 +108,7 @@ class _APGDRunner:
         logits_sum = None
         for _ in range(self.eot):
             xg = x.detach().requires_grad_(True)
-            with torch.enable_grad():
+            with torch.enable_grad(), input_gradients_only(self.model):
                 with autocast_for(xg, self.precision):
                     logits = self.model(xg).float()
                 if target is not None:

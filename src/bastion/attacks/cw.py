@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from bastion.attacks._checks import flag, int_at_least, non_negative, positive
 from bastion.attacks.base import Attack
+from bastion.attacks.fast_grad import input_gradients_only
 from bastion.threat import ThreatModel
 
 _BETA1, _BETA2, _ADAM_EPS = 0.9, 0.999, 1e-8
@@ -166,7 +167,7 @@ class CarliniWagnerL2(Attack):
         prev_loss = torch.full((todo.numel(),), float("inf"), dtype=x.dtype, device=x.device)
         for step in range(1, self.steps + 1):
             wg = w.detach().requires_grad_(True)
-            with torch.enable_grad():
+            with torch.enable_grad(), input_gradients_only(model):
                 xa = lo + (hi - lo) * (torch.tanh(wg) + 1) / 2
                 logits = model(xa)
                 sq = (xa - x0).flatten(1).pow(2).sum(1)

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bastion.attacks.fast_grad import input_gradients_only
 from bastion.errors import ConfigError
 from bastion.threat import ThreatModel
 
@@ -89,7 +90,7 @@ def input_gradient(
     search direction is approximate: callers confirm successes in float32.
     """
     x_adv = x_adv.detach().requires_grad_(True)
-    with torch.enable_grad(), autocast_for(x_adv, precision):
+    with torch.enable_grad(), input_gradients_only(model), autocast_for(x_adv, precision):
         logits = model(x_adv).float()
         obj = _objective(loss, logits, y, targets).sum()
         (grad,) = torch.autograd.grad(obj, x_adv)

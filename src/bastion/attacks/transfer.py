@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from bastion.attacks._checks import in_range, int_at_least, non_negative
 from bastion.attacks.base import Attack
 from bastion.attacks.engine import ce_loss
+from bastion.attacks.fast_grad import input_gradients_only
 from bastion.errors import AttackInputError, ConfigError
 from bastion.threat import ThreatModel
 
@@ -103,7 +104,7 @@ class MIFGSM(Attack):
         xa = x.clone()
         for _ in range(self.steps):
             xg = xa.detach().requires_grad_(True)
-            with torch.enable_grad():
+            with torch.enable_grad(), input_gradients_only(model):
                 xin = xg
                 if self.diversity_prob > 0:
                     xin = diverse_inputs(
