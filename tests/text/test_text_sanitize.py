@@ -36,6 +36,18 @@ def test_spelling_repair_uses_vocabulary_counts() -> None:
     assert Sanitizer(vocabulary=vocab)("likley") == "likley"
 
 
+def test_spelling_repair_prefers_kept_first_and_last_letters_then_swaps() -> None:
+    # "are" is far more frequent, but "mre" keeps the first and last letters of "more"
+    vocab = Vocabulary.build(["are are are are are more words words words worlds"], max_length=16)
+    s = Sanitizer(vocabulary=vocab, repair_spelling=True)
+    assert s("mre") == "more"
+    # both keep "w...s"; the adjacent swap explains "wolrds" with the letters of "worlds"
+    assert s("wolrds") == "worlds"
+    # frequency still decides among equally plausible candidates
+    vocab2 = Vocabulary.build(["good good gold"], max_length=8)
+    assert Sanitizer(vocabulary=vocab2, repair_spelling=True)("goid") == "good"
+
+
 @given(st.text(max_size=40))
 def test_sanitize_is_idempotent(text: str) -> None:
     once = sanitize(text)

@@ -69,11 +69,17 @@ def conv2d_input_grad(
     h, w = input_hw
     p_h, p_w = padding
     s = stride
-    with torch.autocast(grad_out.device.type, enabled=False):  # keep ``dtype`` under autocast
-        taps = torch.matmul(
-            weight.to(dtype).reshape(c_out, c_in * k_h * k_w).t(),
-            grad_out.to(dtype).reshape(n, c_out, h_out * w_out),
-        ).reshape(n, c_in, k_h, k_w, h_out, w_out)
+    with torch.autocast(grad_out.device.type, enabled=False):  # keep the dtypes under autocast
+        # the product in the gradient's own dtype (bfloat16 matmuls accumulate in float32),
+        # the additions in ``dtype``
+        taps = (
+            torch.matmul(
+                weight.to(grad_out.dtype).reshape(c_out, c_in * k_h * k_w).t(),
+                grad_out.reshape(n, c_out, h_out * w_out),
+            )
+            .to(dtype)
+            .reshape(n, c_in, k_h, k_w, h_out, w_out)
+        )
     # the padded input, large enough for every tap's strided window
     grad = taps.new_zeros(
         n, c_in, max(h + 2 * p_h, k_h + s * (h_out - 1)), max(w + 2 * p_w, k_w + s * (w_out - 1))

@@ -35,6 +35,7 @@ from bastion.text.models import (
 )
 from bastion.text.sanitize import Sanitizer, sanitize
 from bastion.text.smoothing import SmoothedTextClassifier, TokenNoise, text_seed
+from bastion.text.surrogate import SurrogateAttack
 from bastion.text.synonym_encoding import SynonymCodes, synonym_codes
 from bastion.text.training import (
     A2TAugmenter,
@@ -60,6 +61,7 @@ __all__ = [
     "Sanitizer",
     "SmoothedTextClassifier",
     "SubstitutionTable",
+    "SurrogateAttack",
     "SynonymCodes",
     "SynonymLexicon",
     "TextAttack",

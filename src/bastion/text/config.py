@@ -70,6 +70,10 @@ class TextSmoothingConfig(_Strict):
     shares. With ``train_noise`` the hardened model is also trained on such copies; noisy
     training converges more slowly, so ``train_epochs`` (``None``: ``training.epochs``) can give
     the hardened model more epochs than the standard one (the best validation epoch is kept).
+    With ``aggregate: vote`` and ``adaptive`` (default), every attack on a smoothed target also
+    searches on its mean-pooled twin (same noise, same seed) and judges the result on the voting
+    target (:class:`bastion.text.SurrogateAttack`): the reported success counts an example broken
+    by either search, so coarse vote shares cannot pass for robustness.
     """
 
     enabled: bool = False
@@ -81,6 +85,7 @@ class TextSmoothingConfig(_Strict):
     train_noise: bool = True
     train_epochs: int | None = Field(default=None, ge=1, le=1000)
     seed: int = Field(default=0, ge=0)
+    adaptive: bool = True
 
     @model_validator(mode="after")
     def _check(self) -> TextSmoothingConfig:

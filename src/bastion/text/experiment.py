@@ -37,7 +37,8 @@ from bastion.text.io import save_text_model
 from bastion.text.loaders import TextDataset, TextSplit, load_text_dataset
 from bastion.text.models import TextModel, TextModelSpec, build_text_model
 from bastion.text.sanitize import Sanitizer
-from bastion.text.smoothing import SmoothedTextClassifier, TokenNoise
+from bastion.text.smoothing import Aggregate, SmoothedTextClassifier, TokenNoise
+from bastion.text.surrogate import SurrogateAttack
 from bastion.text.synonym_encoding import synonym_codes
 from bastion.text.training import (
     A2TAugmenter,
@@ -266,7 +267,7 @@ def run_text_experiment(
         meta = {**provenance, "role": name, "training": history}
         paths[name] = str(save_text_model(model, vocab, models_dir / f"text-{name}", meta))
 
-    def defended(clf: TextClassifier) -> TextClassifier:
+    def defended(clf: TextClassifier, aggregate: Aggregate = sm.aggregate) -> TextClassifier:
         if not sm.enabled:
             return clf
         return SmoothedTextClassifier(
@@ -276,7 +277,7 @@ def run_text_experiment(
             substitute_rate=sm.substitute_rate,
             candidates=smooth_table,
             seed=sm.seed,
-            aggregate=sm.aggregate,
+            aggregate=aggregate,
         )
 
     targets = {
@@ -305,6 +306,15 @@ def run_text_experiment(
         if smoothed:
             models_out[name]["clean_accuracy_unsmoothed"] = accuracy_of(model, test_ids, test_y)
 
+    # adaptive evaluation of voting: also search on the mean-pooled twin, judge on the target
+    twins: dict[str, TextClassifier] = {}
+    if sm.enabled and sm.aggregate == "vote" and sm.adaptive:
+        twins = {
+            "hardened": defended(TextClassifier(hardened, vocab), "mean"),
+            "hardened+sanitizer": defended(
+                TextClassifier(hardened, vocab, sanitizer=sanitizer), "mean"
+            ),
+        }
     attack_set = _attack_set(config, data)
     attacks_out: dict[str, Any] = {}
     for attack_name, attack in build_attacks(config, source).items():
@@ -312,13 +322,23 @@ def run_text_experiment(
         for target_name, clf in targets.items():
             _emit(progress, {"stage": "attack", "attack": attack_name, "target": target_name})
             t0 = time.perf_counter()
-            result = attack(
+            twin = twins.get(target_name)
+            run = attack
+            if twin is not None:
+                surrogate = SurrogateAttack(attack, twin, label="mean-pooled twin")
+                run = AttackChain([attack, surrogate])
+            result = run(
                 clf,
                 attack_set.texts,
                 attack_set.labels,
                 generator=torch.Generator().manual_seed(seed + 1),
             )
             metrics = attack_metrics(result)
+            if isinstance(run, AttackChain) and twin is not None:
+                n_correct = metrics["n_correct"]
+                direct = run.last_breakdown[0]
+                metrics["adaptive"] = "direct search, then search on the mean-pooled twin"
+                metrics["direct_success_rate"] = direct / n_correct if n_correct else None
             metrics["seconds"] = round(time.perf_counter() - t0, 3)
             if target_name == "standard":
                 metrics["examples"] = _examples(result)

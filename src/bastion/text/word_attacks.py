@@ -10,6 +10,7 @@ Stop words are never changed and at most ``max_share`` of the words are.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -18,6 +19,9 @@ from bastion.text.attack_base import Ranking, TextAttack, TextAttackResult, _Exa
 from bastion.text.candidates import CandidateSource, SynonymLexicon, stop_words
 from bastion.text.classifier import ProbaFn
 from bastion.text.words import match_case, word_core
+
+if TYPE_CHECKING:
+    from bastion.text.surrogate import SurrogateAttack
 
 
 class WordSubstitution(TextAttack):
@@ -79,14 +83,16 @@ class AttackChain:
     Each attack runs only on examples that all earlier attacks failed on; an example counts as
     broken when any attack breaks it, with the adversarial text of the first that did. Queries
     add up over the attacks that ran on the example (the shared first check counted once).
+    After a call, ``last_breakdown`` holds how many examples each attack broke, in order.
     """
 
     name = "chain"
 
-    def __init__(self, attacks: Sequence[TextAttack]):
+    def __init__(self, attacks: Sequence[TextAttack | AttackChain | SurrogateAttack]):
         if not attacks:
             raise AttackInputError("attacks: expected at least one attack")
         self.attacks = tuple(attacks)
+        self.last_breakdown: tuple[int, ...] = ()
 
     def params(self) -> dict[str, object]:
         return {"attacks": [{"name": a.name, **a.params()} for a in self.attacks]}
@@ -106,7 +112,8 @@ class AttackChain:
         success = list(first.success)
         queries = list(first.queries)
         shares = list(first.changed_share)
-        for attack in self.attacks[1:]:
+        breakdown = [sum(first.success)] + [0] * (len(self.attacks) - 1)
+        for k, attack in enumerate(self.attacks[1:], start=1):
             todo = [i for i in range(len(texts)) if first.correct_before[i] and not success[i]]
             if not todo:
                 break
@@ -119,6 +126,8 @@ class AttackChain:
                     success[i] = True
                     adversarial[i] = res.adversarial[j]
                     shares[i] = res.changed_share[j]
+                    breakdown[k] += 1
+        self.last_breakdown = tuple(breakdown)
         return TextAttackResult(
             original=first.original,
             adversarial=tuple(adversarial),
