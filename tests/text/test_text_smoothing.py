@@ -5,20 +5,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from text_fixtures import synthetic_corpus
+from text_fixtures import synthetic_corpus, tiny_word_cnn_classifier
 
 from bastion.errors import ConfigError
 from bastion.text import (
     DeepWordBug,
-    Sanitizer,
     SmoothedTextClassifier,
     SubstitutionTable,
     SynonymLexicon,
     TextClassifier,
-    TextModelSpec,
     TextTrainSettings,
     TokenNoise,
-    Vocabulary,
     WordSubstitution,
     build_text_model,
     clean_accuracy,
@@ -40,23 +37,7 @@ TEXTS = [
 ]
 
 
-def _classifier(sanitizer: bool = False) -> TextClassifier:
-    texts, labels = synthetic_corpus(160, seed=0)
-    vocab = Vocabulary.build([*texts, "fine terrific dreadful"], max_length=12)
-    spec = TextModelSpec(
-        arch="word_cnn",
-        vocab_size=len(vocab),
-        num_classes=2,
-        max_length=12,
-        embed_dim=16,
-        num_filters=8,
-        dropout=0.1,
-    )
-    model = build_text_model(spec, generator=torch.Generator().manual_seed(0))
-    settings = TextTrainSettings(epochs=2, batch_size=16, lr=5e-3, seed=0)
-    train_text_model(model, vocab.encode(texts), torch.tensor(labels), settings)
-    guard = Sanitizer(vocabulary=vocab) if sanitizer else None
-    return TextClassifier(model, vocab, sanitizer=guard)
+_classifier = tiny_word_cnn_classifier
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from text_fixtures import synthetic_corpus
+from text_fixtures import synthetic_corpus, tiny_word_cnn_classifier
 
 from bastion.text import (
     AttackChain,
@@ -16,35 +16,16 @@ from bastion.text import (
     SurrogateAttack,
     SynonymLexicon,
     TextClassifier,
-    TextModelSpec,
-    TextTrainSettings,
-    Vocabulary,
     WordSubstitution,
-    build_text_model,
     parse_text_config,
     run_text_experiment,
-    train_text_model,
 )
 
 
 @pytest.fixture(scope="module")
 def base() -> TextClassifier:
     torch.set_num_threads(1)
-    texts, labels = synthetic_corpus(160, seed=0)
-    vocab = Vocabulary.build([*texts, "fine terrific dreadful"], max_length=12)
-    spec = TextModelSpec(
-        arch="word_cnn",
-        vocab_size=len(vocab),
-        num_classes=2,
-        max_length=12,
-        embed_dim=16,
-        num_filters=8,
-        dropout=0.1,
-    )
-    model = build_text_model(spec, generator=torch.Generator().manual_seed(0))
-    settings = TextTrainSettings(epochs=2, batch_size=16, lr=5e-3, seed=0)
-    train_text_model(model, vocab.encode(texts), torch.tensor(labels), settings)
-    return TextClassifier(model, vocab)
+    return tiny_word_cnn_classifier()
 
 
 def _texts() -> tuple[list[str], list[int]]:
@@ -84,21 +65,16 @@ def test_chain_with_surrogate_breaks_at_least_as_many_and_counts_each(
     base: TextClassifier,
 ) -> None:
     texts, labels = _texts()
-    voting = SmoothedTextClassifier(
-        base,
-        samples=8,
-        mask_rate=0.3,
-        substitute_rate=0.3,
-        candidates=SynonymLexicon(),
-        aggregate="vote",
-    )
-    twin = SmoothedTextClassifier(
-        base,
-        samples=8,
-        mask_rate=0.3,
-        substitute_rate=0.3,
-        candidates=SynonymLexicon(),
-        aggregate="mean",
+    voting, twin = (
+        SmoothedTextClassifier(
+            base,
+            samples=8,
+            mask_rate=0.3,
+            substitute_rate=0.3,
+            candidates=SynonymLexicon(),
+            aggregate=pooling,
+        )
+        for pooling in ("vote", "mean")
     )
     attack = WordSubstitution(candidates=SynonymLexicon(), max_share=0.5)
     direct = attack(voting, texts, labels)

@@ -7,7 +7,11 @@ from pathlib import Path
 
 import torch
 
-from bastion.text.vocab import tokenize
+from bastion.text.classifier import TextClassifier
+from bastion.text.models import TextModelSpec, build_text_model
+from bastion.text.sanitize import Sanitizer
+from bastion.text.training import TextTrainSettings, train_text_model
+from bastion.text.vocab import Vocabulary, tokenize
 
 ROOT = Path(__file__).resolve().parents[2]
 DATASETS = ROOT.parent / "shared" / "datasets"
@@ -54,3 +58,24 @@ class KeywordClassifier:
             p = torch.sigmoid(torch.tensor(2.0 * score - 0.1))
             rows.append(torch.stack([1 - p, p]))
         return torch.stack(rows) if rows else torch.zeros((0, 2))
+
+
+def tiny_word_cnn_classifier(sanitizer: bool = False) -> TextClassifier:
+    """A small word CNN trained for 2 epochs on :func:`synthetic_corpus` (160 texts, seed 0),
+    optionally behind a sanitiser with spelling repair off."""
+    texts, labels = synthetic_corpus(160, seed=0)
+    vocab = Vocabulary.build([*texts, "fine terrific dreadful"], max_length=12)
+    spec = TextModelSpec(
+        arch="word_cnn",
+        vocab_size=len(vocab),
+        num_classes=2,
+        max_length=12,
+        embed_dim=16,
+        num_filters=8,
+        dropout=0.1,
+    )
+    model = build_text_model(spec, generator=torch.Generator().manual_seed(0))
+    settings = TextTrainSettings(epochs=2, batch_size=16, lr=5e-3, seed=0)
+    train_text_model(model, vocab.encode(texts), torch.tensor(labels), settings)
+    guard = Sanitizer(vocabulary=vocab) if sanitizer else None
+    return TextClassifier(model, vocab, sanitizer=guard)
