@@ -79,6 +79,24 @@ def test_synonym_encoding_gives_the_hardened_model_codes(tmp_path: Path) -> None
     assert merged > 0  # some words share a code
 
 
+def test_typo_neighbours_widen_the_defence_table_only(tmp_path: Path) -> None:
+    _write_sms(tmp_path)
+    outs = {
+        flag: run_text_experiment(
+            _config(attacks=["word_substitution"], hardening={"typo_neighbours": flag}),
+            tmp_path,
+            tmp_path / f"run-{flag}",
+            seed=0,
+        )
+        for flag in (False, True)
+    }
+    on, off = outs[True]["candidates"], outs[False]["candidates"]
+    assert on["defence_typo_neighbours"] is True and off["defence_typo_neighbours"] is False
+    # the attack on the standard model is the same: its candidates do not change
+    word = {flag: out["attacks"]["word_substitution"]["standard"] for flag, out in outs.items()}
+    assert word[True]["n_success"] == word[False]["n_success"]
+
+
 def test_unknown_attack_class_is_a_config_error(tmp_path: Path) -> None:
     _write_sms(tmp_path)
     cfg = _config(attack_classes=["eggs"], attacks=["invisible"])

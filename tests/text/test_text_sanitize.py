@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bastion.text import Sanitizer, Vocabulary, sanitize
+from bastion.text import Sanitizer, TypoNeighbours, UnionCandidates, Vocabulary, sanitize
 from bastion.text.unicode_tables import HOMOGLYPHS, INVISIBLE_INSERTIONS
 
 
@@ -52,3 +52,17 @@ def test_spelling_repair_prefers_kept_first_and_last_letters_then_swaps() -> Non
 def test_sanitize_is_idempotent(text: str) -> None:
     once = sanitize(text)
     assert sanitize(once) == once
+
+
+def test_typo_neighbours_are_vocabulary_words_one_edit_away_likeliest_first() -> None:
+    vocab = Vocabulary.build(
+        ["good good good gold god goods food bad bed bed bat and ok"], max_length=16
+    )
+    near = TypoNeighbours(vocab)
+    assert near("good") == ["gold", "god", "goods", "food"]  # first and last kept go first
+    assert near("Bad") == ["bed", "bat"]
+    assert near("ok") == [] and near("g00d") == []  # too short / not alphabetic
+    assert all(w in vocab and w != "good" for w in near("good"))
+    # a union puts them before the attack's own candidates, without repeats
+    union = UnionCandidates(near, lambda w: ["food", "fine"])
+    assert union("good") == ["gold", "god", "goods", "food", "fine"]

@@ -10,6 +10,8 @@ from bastion.text import (
     TextClassifier,
     TextModelSpec,
     TextTrainSettings,
+    TypoNeighbours,
+    UnionCandidates,
     Vocabulary,
     accuracy_of,
     build_text_model,
@@ -63,6 +65,15 @@ def test_a2t_perturbation_respects_table_budget_and_stop_words() -> None:
         allowed = table.table[ids[r, c]].tolist()
         assert int(adv[r, c]) in allowed
     assert UNK_ID in table.table[vocab.id_of("good")].tolist()
+
+
+def test_typo_neighbours_come_first_in_a_substitution_table() -> None:
+    vocab = Vocabulary.build(["good gold god film films fine"], max_length=8)
+    table = SubstitutionTable(vocab, UnionCandidates(TypoNeighbours(vocab), lambda w: ["fine"]))
+    row = [vocab.tokens[i] for i in table.table[vocab.id_of("good")].tolist() if i >= 0]
+    assert row == ["gold", "god", "fine"]
+    films = [vocab.tokens[i] for i in table.table[vocab.id_of("film")].tolist() if i >= 0]
+    assert films == ["films", "fine"]
 
 
 def test_a2t_training_runs_and_classifier_gives_saliency() -> None:

@@ -7,7 +7,13 @@ torch but nothing heavier.
 from __future__ import annotations
 
 from bastion.text.attack_base import TextAttack, TextAttackResult
-from bastion.text.candidates import EmbeddingNeighbours, SynonymLexicon, UnionCandidates, stop_words
+from bastion.text.candidates import (
+    EmbeddingNeighbours,
+    SynonymLexicon,
+    TypoNeighbours,
+    UnionCandidates,
+    stop_words,
+)
 from bastion.text.char_attacks import DeepWordBug, HomoglyphAttack, InvisibleCharAttack, typo
 from bastion.text.classifier import TextClassifier
 from bastion.text.config import TextConfig, parse_text_config
@@ -74,6 +80,7 @@ __all__ = [
     "TextSplit",
     "TextTrainSettings",
     "TokenNoise",
+    "TypoNeighbours",
     "UnionCandidates",
     "Vocabulary",
     "WordCNN",

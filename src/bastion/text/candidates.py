@@ -14,6 +14,7 @@ from importlib import resources
 import torch
 
 from bastion.errors import AttackInputError
+from bastion.text.sanitize import edits1, repair_rank
 from bastion.text.vocab import Vocabulary
 
 CandidateSource = Callable[[str], list[str]]
@@ -123,6 +124,34 @@ class EmbeddingNeighbours:
         if i <= 1 or j <= 1:
             return float("nan")
         return float(self._unit[i] @ self._unit[j])
+
+
+class TypoNeighbours:
+    """Vocabulary words one typo away: ``source(word)`` lists the vocabulary words at
+    Damerau-Levenshtein distance 1 from ``word`` (alphabetic, at least ``min_length`` letters),
+    likeliest first by the spelling repair's ranking
+    (:func:`bastion.text.sanitize.repair_rank`).
+
+    These are what a character attack turns a word into for a word-level model behind the
+    sanitiser: a typo that is itself a word, or that the repair maps to a neighbour of the
+    original. Used as substitutes in A2T training and in smoothing noise
+    (``text.hardening.typo_neighbours``), they teach the model to shrug off such swaps.
+    """
+
+    def __init__(self, vocab: Vocabulary, *, min_length: int = 3):
+        self.vocab = vocab
+        self.min_length = min_length
+
+    def __call__(self, word: str) -> list[str]:
+        w = word.lower()
+        if len(w) < self.min_length or not w.isalpha():
+            return []
+        found = [
+            c
+            for c in edits1(w)
+            if c != w and c in self.vocab and c.isalpha() and len(c) >= self.min_length
+        ]
+        return sorted(found, key=repair_rank(w, self.vocab), reverse=True)
 
 
 class UnionCandidates:

@@ -102,7 +102,9 @@ class TextHardeningConfig(_Strict):
     hardened model one code per cluster of candidate words (SEM, Wang et al. 2021; clusters of
     at most ``encoding_max_cluster`` words, see :mod:`bastion.text.synonym_encoding`).
     ``smoothing`` puts randomized smoothing on top (off by default, see
-    :class:`TextSmoothingConfig`).
+    :class:`TextSmoothingConfig`). ``typo_neighbours`` puts the vocabulary words one typo away
+    from a word (:class:`bastion.text.TypoNeighbours`) first among its substitutes in A2T and in
+    the smoothing noise; the attacks keep their own candidates.
     """
 
     method: Literal["a2t"] = "a2t"
@@ -112,6 +114,7 @@ class TextHardeningConfig(_Strict):
     unknown_candidate: bool = True
     synonym_encoding: bool = False
     encoding_max_cluster: int = Field(default=64, ge=2)
+    typo_neighbours: bool = False
     smoothing: TextSmoothingConfig = TextSmoothingConfig()
 
 

@@ -27,6 +27,7 @@ from bastion.text.candidates import (
     CandidateSource,
     EmbeddingNeighbours,
     SynonymLexicon,
+    TypoNeighbours,
     UnionCandidates,
 )
 from bastion.text.char_attacks import DeepWordBug, HomoglyphAttack, InvisibleCharAttack
@@ -216,7 +217,9 @@ def run_text_experiment(
         codes = synonym_codes(vocab, source, max_cluster=h.encoding_max_cluster)
         hardened.set_codes(codes.codes)
         encoding = {"method": "sem", "max_cluster": h.encoding_max_cluster, **codes.summary()}
-    table = SubstitutionTable(vocab, source, unknown=h.unknown_candidate)
+    # the defence's substitutes: the attack's candidates, after the words one typo away if asked
+    defence_source = UnionCandidates(TypoNeighbours(vocab), source) if h.typo_neighbours else source
+    table = SubstitutionTable(vocab, defence_source, unknown=h.unknown_candidate)
     augmenter = A2TAugmenter(
         table, batch_share=h.batch_share, max_share=h.max_share, weight=h.weight
     )
@@ -228,7 +231,7 @@ def run_text_experiment(
         if sm.train_epochs is not None:
             settings_hard = dataclasses.replace(settings, epochs=sm.train_epochs)
         if sm.substitute_rate > 0.0:
-            smooth_table = SubstitutionTable(vocab, source, k=sm.candidates_per_word)
+            smooth_table = SubstitutionTable(vocab, defence_source, k=sm.candidates_per_word)
         if sm.train_noise:
             train_noise = TokenNoise(
                 mask_rate=sm.mask_rate, substitute_rate=sm.substitute_rate, table=smooth_table
@@ -370,6 +373,7 @@ def run_text_experiment(
             "source": config.attack.candidates,
             "table_coverage": table.coverage,
             "attacker_embedding": "standard model",
+            "defence_typo_neighbours": h.typo_neighbours,
         },
         "synonym_encoding": encoding,
         "smoothing": {

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import string
 import unicodedata
+from collections.abc import Callable
 
 from bastion.text.unicode_tables import CONFUSABLE_TO_LATIN, is_invisible
 from bastion.text.vocab import Vocabulary
@@ -69,6 +70,19 @@ def edits1(word: str) -> set[str]:
     return (deletes | swaps | subs | inserts) - {word}
 
 
+def repair_rank(typo: str, vocab: Vocabulary) -> Callable[[str], tuple[int, bool, int, str]]:
+    """Sort key of the repair candidates of ``typo`` (lower-case), higher is likelier: how many
+    of the typo's first and last letters a candidate keeps, then whether it has the typo's
+    letters (an adjacent swap), then its count in ``vocab``, then the word itself."""
+    first, last, letters = typo[0], typo[-1], sorted(typo)
+
+    def rank(word: str) -> tuple[int, bool, int, str]:
+        kept = (word[0] == first) + (word[-1] == last)
+        return kept, sorted(word) == letters, vocab.count_of(word), word
+
+    return rank
+
+
 class Sanitizer:
     """Configurable sanitiser; ``sanitizer(text) -> str``.
 
@@ -109,13 +123,11 @@ class Sanitizer:
             return core
         cached = self._repairs.get(lowered)
         if cached is None:
-            first, last, letters = lowered[0], lowered[-1], sorted(lowered)
-
-            def rank(w: str) -> tuple[int, bool, int, str]:
-                kept = (w[0] == first) + (w[-1] == last)
-                return kept, sorted(w) == letters, vocab.count_of(w), w
-
-            best = max((w for w in edits1(lowered) if w in vocab), key=rank, default=lowered)
+            best = max(
+                (w for w in edits1(lowered) if w in vocab),
+                key=repair_rank(lowered, vocab),
+                default=lowered,
+            )
             cached = self._repairs[lowered] = best
         return core if cached == lowered else cached
 
