@@ -10,6 +10,7 @@ import pytest
 import torch
 from text_fixtures import synthetic_corpus, tiny_word_cnn_classifier
 
+from bastion.errors import AttackInputError
 from bastion.text import (
     AttackChain,
     SmoothedTextClassifier,
@@ -90,9 +91,14 @@ def test_chain_with_surrogate_breaks_at_least_as_many_and_counts_each(
     assert isinstance(described, list) and described[1]["surrogate"] == "mean-pooled twin"
 
 
-def test_empty_input(base: TextClassifier) -> None:
-    res = SurrogateAttack(WordSubstitution(), base, label="x")(base, [], [])
+def test_empty_and_bad_input(base: TextClassifier) -> None:
+    attack = SurrogateAttack(WordSubstitution(), base, label="x")
+    res = attack(base, [], [])
     assert len(res) == 0 and res.success_rate == 0.0
+    with pytest.raises(AttackInputError, match="labels: expected 0 labels, got 1"):
+        attack(base, [], [1])
+    with pytest.raises(AttackInputError, match="classifier: expected a tensor"):
+        attack(lambda texts: [0.5, 0.5], ["a good film"], [1])  # type: ignore[arg-type,return-value]
 
 
 def test_experiment_reports_adaptive_vote_figures(tmp_path: Path) -> None:

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from bastion.text.attack_base import TextAttackResult
+from bastion.errors import AttackInputError
+from bastion.text.attack_base import TextAttackResult, _checked
 from bastion.text.classifier import ProbaFn
 
 if TYPE_CHECKING:
@@ -67,13 +68,15 @@ class SurrogateAttack:
         generator: torch.Generator | None = None,
     ) -> TextAttackResult:
         texts = list(texts)
+        if len(labels) != len(texts):
+            raise AttackInputError(f"labels: expected {len(texts)} labels, got {len(labels)}")
         labels = [int(y) for y in labels]
         if not texts:
             return TextAttackResult((), (), (), (), (), (), ())
         found = self.attack(self.surrogate, texts, labels, generator=generator)
         y = torch.tensor(labels)
-        correct = classifier(texts).argmax(dim=1) == y
-        fooled = classifier(list(found.adversarial)).argmax(dim=1) != y
+        correct = _checked(classifier(texts), len(texts)).argmax(dim=1) == y
+        fooled = _checked(classifier(list(found.adversarial)), len(texts)).argmax(dim=1) != y
         success = [bool(c and f) for c, f in zip(correct.tolist(), fooled.tolist(), strict=True)]
         adversarial = tuple(
             a if s else t for a, s, t in zip(found.adversarial, success, texts, strict=True)
