@@ -56,6 +56,8 @@ def _acc(model: nn.Module, x_adv: Tensor, y: Tensor, bs: int = 1000) -> float:
 def _timed(fn: Callable[[], Tensor]) -> tuple[Tensor, float]:
     t = time.perf_counter()
     out = fn()
+    if out.is_cuda:
+        torch.cuda.synchronize(out.device)
     return out, time.perf_counter() - t
 
 
@@ -66,7 +68,7 @@ def _batched(fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, y: Tensor, bs: i
 def _bastion(
     attack: Any, model: nn.Module, threat: ThreatModel, bs: int
 ) -> Callable[[Tensor, Tensor], Tensor]:
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(0)
 
     def run(x: Tensor, y: Tensor) -> Tensor:
         return attack(model, x, y, threat, generator=gen).x_adv
@@ -83,13 +85,14 @@ def _art_classifier(model: nn.Module, input_shape: tuple[int, ...], classes: int
         input_shape=input_shape,
         nb_classes=classes,
         clip_values=(0.0, 1.0),
-        device_type="cpu",
+        device_type="gpu" if next(model.parameters()).is_cuda else "cpu",
     )
 
 
 def _art(attack: Any) -> Callable[[Tensor, Tensor], Tensor]:
     def run(x: Tensor, y: Tensor) -> Tensor:
-        return torch.from_numpy(attack.generate(x=x.numpy(), y=y.numpy()).astype(np.float32))
+        out = attack.generate(x=x.cpu().numpy(), y=y.cpu().numpy()).astype(np.float32)
+        return torch.from_numpy(out).to(x.device)
 
     return run
 
@@ -117,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         ],
     )
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda: where the model and data live")
     ap.add_argument(
         "--freeze-params",
         action="store_true",
@@ -138,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     threat = cfg.threat_model()
     eps = threat.eps
-    model = load_model(args.run_dir / "models" / args.model)
+    device = torch.device(args.device)
+    model = load_model(args.run_dir / "models" / args.model).to(device)
     if args.freeze_params:
         for p in model.parameters():
             p.requires_grad_(False)
@@ -246,12 +251,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.only and suite not in args.only:
             continue
         n = args.examples if suite in ("fgsm", "pgd20") else args.slow_examples
-        test = data.test.subset(min(n, len(data.test)))
+        subset = data.test.subset(min(n, len(data.test)))
+        test = type(subset)(subset.x.to(device), subset.y.to(device))
         for lib, make in libs.items():
             if lib not in args.libraries:
                 continue
             print(f"[attacks] {suite} / {lib} on {len(test)} ...", file=sys.stderr, flush=True)
             run = make()
+            if device.type == "cuda":  # kernels, cuDNN plans and allocator warm for everyone
+                run(test.x[:bs], test.y[:bs])
+                torch.cuda.synchronize(device)
             torch.manual_seed(0)
             x_adv, secs = _timed(lambda run=run, t=test: _batched(run, t.x, t.y, bs))  # type: ignore[misc]
             if suite == "cw":
@@ -279,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": args.model,
         "threat": threat.to_dict(),
         "threads": args.threads,
+        "device": str(device),
         "frozen_params": args.freeze_params,
         "versions": package_versions(),
         "rows": rows,
@@ -290,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"# Attacks on {args.run_dir.name}/{args.model} "
         f"({threat.norm} eps {eps}, {args.threads} threads"
+        f"{'' if device.type == 'cpu' else ', ' + str(device)}"
         f"{', parameters frozen' if args.freeze_params else ''})",
         "",
         "| attack | library | examples | seconds | vs bastion | robust accuracy | median l2 (CW) |",

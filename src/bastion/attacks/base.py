@@ -124,6 +124,11 @@ class Attack(ABC):
             generator: the source of all randomness (same seed, same result).
         """
         validate_batch(x, y, threat, targets=targets)  # before any forward pass on x
+        if generator is not None and generator.device.type != x.device.type:
+            raise AttackInputError(
+                f"generator: expected one on the inputs' device ({x.device.type}), got one on "
+                f"{generator.device.type}; create it with torch.Generator(device=x.device)"
+            )
         with torch.no_grad():
             num_classes = int(model(x[:1]).shape[1]) if x.shape[0] else None
         validate_batch(x, y, threat, targets=targets, num_classes=num_classes)

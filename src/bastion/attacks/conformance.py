@@ -48,7 +48,7 @@ def check_attack(
     attack = make_attack()
     x_copy, y_copy = x.clone(), y.clone()
     mode = model.training
-    res = attack(model, x, y, threat, generator=torch.Generator().manual_seed(seed))
+    res = attack(model, x, y, threat, generator=torch.Generator(device=x.device).manual_seed(seed))
 
     if res.x_adv.shape != x.shape or res.x_adv.dtype != x.dtype:
         _fail(
@@ -82,7 +82,9 @@ def check_attack(
         _fail(attack, "success disagrees with the model's predictions on x_adv")
     passed.append("success-consistent")
 
-    again = make_attack()(model, x, y, threat, generator=torch.Generator().manual_seed(seed))
+    again = make_attack()(
+        model, x, y, threat, generator=torch.Generator(device=x.device).manual_seed(seed)
+    )
     if not torch.allclose(again.x_adv, res.x_adv, atol=1e-6) or not torch.equal(
         again.success, res.success
     ):
@@ -110,7 +112,12 @@ def check_attack(
             num_classes = int(model(x[:1]).shape[1])
         targets = (y + 1) % num_classes
         tres = make_attack()(
-            model, x, y, threat, targets=targets, generator=torch.Generator().manual_seed(seed)
+            model,
+            x,
+            y,
+            threat,
+            targets=targets,
+            generator=torch.Generator(device=x.device).manual_seed(seed),
         )
         if not torch.equal(tres.success, predict(model, tres.x_adv) == targets):
             _fail(attack, "targeted success must mean the model predicts the target")

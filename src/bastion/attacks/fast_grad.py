@@ -20,7 +20,8 @@ convolutions' weights are treated as constants, which is what the attack engine 
 differentiates with respect to the input only. The forward pass is unchanged (the same
 ``F.conv2d`` call, under the same autocast); the gradient equals the transposed convolution up
 to floating-point rounding (it is summed in float32 even under bfloat16 autocast).
-:func:`set_fast_input_gradients` turns the substitution off process-wide.
+:func:`set_fast_input_gradients` turns the substitution off process-wide. Only CPU tensors take
+these routes (they were measured on oneDNN); on a GPU the layers run as they are.
 """
 
 from __future__ import annotations
@@ -165,7 +166,7 @@ def _fast_forward(m: nn.Conv2d) -> Any:
     stride, padding, dilation = _pair(m.stride), _pair(m.padding), _pair(m.dilation)  # type: ignore[arg-type]
 
     def forward(x: Tensor) -> Tensor:
-        if not torch.is_grad_enabled() or x.dim() != 4:
+        if not torch.is_grad_enabled() or x.dim() != 4 or x.device.type != "cpu":
             plain: Tensor = m._conv_forward(x, m.weight, m.bias)
             return plain
         weight = m.weight.detach()
@@ -185,7 +186,8 @@ def input_gradients_only(model: nn.Module) -> Iterator[None]:
     weights no gradient (see the module docstring). Restores the layers on exit, also on an
     exception. Nested use is harmless: an already patched layer is skipped."""
     patched: list[nn.Module] = []
-    if _state["enabled"]:
+    first = next(model.parameters(), None)
+    if _state["enabled"] and (first is None or first.device.type == "cpu"):
         for m in model.modules():
             if _qualifies(m):
                 m.forward = _fast_forward(m)  # type: ignore[arg-type]
