@@ -13,6 +13,7 @@ on the examples still robust.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Literal
 
 import torch
@@ -39,9 +40,11 @@ def check_precision(precision: str, attack: str) -> Precision:
     )
 
 
-def autocast_for(x: Tensor, precision: Precision) -> torch.autocast:
-    """The autocast context of ``precision`` on ``x``'s device (disabled for fp32)."""
-    return torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+def autocast_for(x: Tensor, precision: Precision) -> AbstractContextManager[object]:
+    """The autocast context of ``precision`` on ``x``'s device (none for fp32)."""
+    if precision == "fp32":
+        return nullcontext()
+    return torch.autocast(x.device.type, dtype=torch.bfloat16)
 
 
 def ce_loss(logits: Tensor, y: Tensor) -> Tensor:
@@ -139,6 +142,51 @@ def gradient_attack(
         with torch.no_grad():
             done = _fooled(model(x), y, targets)
         queries += 1
+    with input_gradients_only(model):  # once for the whole loop (nested uses are free)
+        _restarts(
+            model,
+            x,
+            y,
+            threat,
+            x_best,
+            queries,
+            done,
+            steps=steps,
+            step_size=step_size,
+            random_start=random_start,
+            restarts=restarts,
+            loss=loss,
+            targets=targets,
+            early_stop=early_stop,
+            init_scale=init_scale,
+            generator=generator,
+            precision=precision,
+        )
+    return x_best, queries
+
+
+def _restarts(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    threat: ThreatModel,
+    x_best: Tensor,
+    queries: Tensor,
+    done: Tensor,
+    *,
+    steps: int,
+    step_size: float,
+    random_start: bool,
+    restarts: int,
+    loss: LossFn,
+    targets: Tensor | None,
+    early_stop: bool,
+    init_scale: float,
+    generator: torch.Generator | None,
+    precision: Precision,
+) -> None:
+    """The restarts of :func:`gradient_attack`, writing ``x_best``, ``queries`` and ``done`` in
+    place."""
     for _ in range(max(1, restarts)):
         idx = (~done).nonzero().squeeze(1)
         if idx.numel() == 0:
@@ -150,9 +198,10 @@ def gradient_attack(
             if random_start
             else xs.clone()
         )
+        taken = 0  # gradient passes so far on the examples still in the working batch
         for _step in range(steps):
             grad, logits = input_gradient(model, xa, ys, loss=loss, targets=ts, precision=precision)
-            queries[idx] += 1
+            taken += 1
             if early_stop:
                 hit = _fooled(logits, ys, ts)
                 if precision != "fp32" and bool(hit.any()):
@@ -164,12 +213,14 @@ def gradient_attack(
                 if bool(hit.any()):
                     x_best[idx[hit]] = xa[hit]
                     done[idx[hit]] = True
+                    queries[idx[hit]] += taken
                     keep = ~hit
                     idx, xs, ys, xa, grad = idx[keep], xs[keep], ys[keep], xa[keep], grad[keep]
                     ts = ts[keep] if ts is not None else None
                     if idx.numel() == 0:
                         break
             xa = threat.project(xa + step_size * threat.steepest_step(grad), xs)
+        queries[idx] += taken
         if idx.numel() == 0:
             continue
         if early_stop:
@@ -186,4 +237,3 @@ def gradient_attack(
                     hit = _fooled(model(xa), ys, ts)
                 queries[idx] += 1
                 done[idx[hit]] = True
-    return x_best, queries

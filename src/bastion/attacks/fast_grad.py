@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 MAX_IN_CHANNELS = 4
 _state = {"enabled": True}
+_active: set[int] = set()  # ids of the models inside an input_gradients_only block
 
 
 def set_fast_input_gradients(enabled: bool) -> None:
@@ -185,6 +186,9 @@ def input_gradients_only(model: nn.Module) -> Iterator[None]:
     back-propagate to their input only, by col2im or in channels-last layout, and give their
     weights no gradient (see the module docstring). Restores the layers on exit, also on an
     exception. Nested use is harmless: an already patched layer is skipped."""
+    if id(model) in _active:  # an enclosing block already patched this model
+        yield
+        return
     patched: list[nn.Module] = []
     first = next(model.parameters(), None)
     if _state["enabled"] and (first is None or first.device.type == "cpu"):
@@ -192,8 +196,10 @@ def input_gradients_only(model: nn.Module) -> Iterator[None]:
             if _qualifies(m):
                 m.forward = _fast_forward(m)  # type: ignore[arg-type]
                 patched.append(m)
+    _active.add(id(model))
     try:
         yield
     finally:
+        _active.discard(id(model))
         for m in patched:
             del m.forward
