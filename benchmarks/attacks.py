@@ -8,7 +8,8 @@ and confidence 0; AutoAttack "standard" (APGD-CE, APGD-T, FAB-T, Square, 100 ste
 queries; torchattacks' own ``AutoAttack`` class runs only 10 steps, so the matched row builds
 the suite from its parts with 100 steps, and the class's default is a separate row) against
 bastion's ``standard`` cascade; ``bastion-bf16`` rows take gradients under bfloat16 autocast
-(successes decided in float32). Results go to
+(successes decided in float32); ``bastion-bf16-last`` is PGD-20 with bf16 gradients and the
+peers' own last-iterate setting (no early stop). Results go to
 ``benchmarks/results/attacks-<run>-<model>.json`` and ``.md``.
 
 The model is handed to every library as :func:`bastion.load_model` returns it, as a user would
@@ -114,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             "bastion",
             "bastion-early-stop",
             "bastion-bf16",
+            "bastion-bf16-last",
             "torchattacks",
             "torchattacks-10-steps",
             "art",
@@ -171,6 +173,13 @@ def main(argv: list[str] | None = None) -> int:
             ),
             "bastion-bf16": lambda: _bastion(
                 PGD(steps=20, step_size=2.5 / 20, precision="bf16"), model, threat, bs
+            ),
+            # the matched setting of the peers (last iterate, no early stop), bf16 gradients
+            "bastion-bf16-last": lambda: _bastion(
+                PGD(steps=20, step_size=2.5 / 20, precision="bf16", early_stop=False),
+                model,
+                threat,
+                bs,
             ),
             "torchattacks": lambda: torchattacks.PGD(
                 model, eps=eps, alpha=pgd_step, steps=20, random_start=True
