@@ -143,97 +143,56 @@ def gradient_attack(
             done = _fooled(model(x), y, targets)
         queries += 1
     with input_gradients_only(model):  # once for the whole loop (nested uses are free)
-        _restarts(
-            model,
-            x,
-            y,
-            threat,
-            x_best,
-            queries,
-            done,
-            steps=steps,
-            step_size=step_size,
-            random_start=random_start,
-            restarts=restarts,
-            loss=loss,
-            targets=targets,
-            early_stop=early_stop,
-            init_scale=init_scale,
-            generator=generator,
-            precision=precision,
-        )
-    return x_best, queries
-
-
-def _restarts(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    threat: ThreatModel,
-    x_best: Tensor,
-    queries: Tensor,
-    done: Tensor,
-    *,
-    steps: int,
-    step_size: float,
-    random_start: bool,
-    restarts: int,
-    loss: LossFn,
-    targets: Tensor | None,
-    early_stop: bool,
-    init_scale: float,
-    generator: torch.Generator | None,
-    precision: Precision,
-) -> None:
-    """The restarts of :func:`gradient_attack`, writing ``x_best``, ``queries`` and ``done`` in
-    place."""
-    for _ in range(max(1, restarts)):
-        idx = (~done).nonzero().squeeze(1)
-        if idx.numel() == 0:
-            break
-        xs, ys = x[idx], y[idx]
-        ts = targets[idx] if targets is not None else None
-        xa = (
-            threat.random_init(xs, generator=generator, scale=init_scale)
-            if random_start
-            else xs.clone()
-        )
-        taken = 0  # gradient passes so far on the examples still in the working batch
-        for _step in range(steps):
-            grad, logits = input_gradient(model, xa, ys, loss=loss, targets=ts, precision=precision)
-            taken += 1
+        for _ in range(max(1, restarts)):
+            idx = (~done).nonzero().squeeze(1)
+            if idx.numel() == 0:
+                break
+            xs, ys = x[idx], y[idx]
+            ts = targets[idx] if targets is not None else None
+            xa = (
+                threat.random_init(xs, generator=generator, scale=init_scale)
+                if random_start
+                else xs.clone()
+            )
+            taken = 0  # gradient passes so far on the examples still in the working batch
+            for _step in range(steps):
+                grad, logits = input_gradient(
+                    model, xa, ys, loss=loss, targets=ts, precision=precision
+                )
+                taken += 1
+                if early_stop:
+                    hit = _fooled(logits, ys, ts)
+                    if precision != "fp32" and bool(hit.any()):
+                        with torch.no_grad():  # confirm in float32
+                            sub = hit.nonzero().squeeze(1)
+                            hit[sub] = _fooled(
+                                model(xa[sub]), ys[sub], ts[sub] if ts is not None else None
+                            )
+                    if bool(hit.any()):
+                        x_best[idx[hit]] = xa[hit]
+                        done[idx[hit]] = True
+                        queries[idx[hit]] += taken
+                        keep = ~hit
+                        idx, xs, ys, xa, grad = idx[keep], xs[keep], ys[keep], xa[keep], grad[keep]
+                        ts = ts[keep] if ts is not None else None
+                        if idx.numel() == 0:
+                            break
+                xa = threat.project(xa + step_size * threat.steepest_step(grad), xs)
+            queries[idx] += taken
+            if idx.numel() == 0:
+                continue
             if early_stop:
-                hit = _fooled(logits, ys, ts)
-                if precision != "fp32" and bool(hit.any()):
-                    with torch.no_grad():  # confirm in float32
-                        sub = hit.nonzero().squeeze(1)
-                        hit[sub] = _fooled(
-                            model(xa[sub]), ys[sub], ts[sub] if ts is not None else None
-                        )
-                if bool(hit.any()):
-                    x_best[idx[hit]] = xa[hit]
-                    done[idx[hit]] = True
-                    queries[idx[hit]] += taken
-                    keep = ~hit
-                    idx, xs, ys, xa, grad = idx[keep], xs[keep], ys[keep], xa[keep], grad[keep]
-                    ts = ts[keep] if ts is not None else None
-                    if idx.numel() == 0:
-                        break
-            xa = threat.project(xa + step_size * threat.steepest_step(grad), xs)
-        queries[idx] += taken
-        if idx.numel() == 0:
-            continue
-        if early_stop:
-            with torch.no_grad():
-                hit = _fooled(model(xa), ys, ts)
-            queries[idx] += 1
-            x_best[idx[hit]] = xa[hit]
-            done[idx[hit]] = True
-            x_best[idx[~hit]] = xa[~hit]  # not fooled: return the latest attempt
-        else:
-            x_best[idx] = xa
-            if restarts > 1:  # later restarts only attack the examples this one did not fool
                 with torch.no_grad():
                     hit = _fooled(model(xa), ys, ts)
                 queries[idx] += 1
+                x_best[idx[hit]] = xa[hit]
                 done[idx[hit]] = True
+                x_best[idx[~hit]] = xa[~hit]  # not fooled: return the latest attempt
+            else:
+                x_best[idx] = xa
+                if restarts > 1:  # later restarts only attack the examples this one did not fool
+                    with torch.no_grad():
+                        hit = _fooled(model(xa), ys, ts)
+                    queries[idx] += 1
+                    done[idx[hit]] = True
+    return x_best, queries

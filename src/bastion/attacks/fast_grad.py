@@ -40,7 +40,8 @@ _active: set[int] = set()  # ids of the models inside an input_gradients_only bl
 
 
 def set_fast_input_gradients(enabled: bool) -> None:
-    """Turn the sub-pixel input gradient on or off for every later attack (default on)."""
+    """Turn the faster convolution input gradients on or off for every later attack (default
+    on)."""
     _state["enabled"] = bool(enabled)
 
 
@@ -167,7 +168,7 @@ def _fast_forward(m: nn.Conv2d) -> Any:
     stride, padding, dilation = _pair(m.stride), _pair(m.padding), _pair(m.dilation)  # type: ignore[arg-type]
 
     def forward(x: Tensor) -> Tensor:
-        if not torch.is_grad_enabled() or x.dim() != 4 or x.device.type != "cpu":
+        if not torch.is_grad_enabled() or x.dim() != 4:
             plain: Tensor = m._conv_forward(x, m.weight, m.bias)
             return plain
         weight = m.weight.detach()

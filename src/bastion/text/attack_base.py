@@ -93,6 +93,20 @@ def _checked(probs: Any, n: int) -> Tensor:
     return probs.detach().float().cpu()
 
 
+def check_texts(texts: Sequence[str], labels: Sequence[int]) -> tuple[list[str], list[int]]:
+    """``(texts, labels)`` as lists, or an :class:`AttackInputError` naming the field: every
+    text a str, one non-negative class index per text."""
+    texts = list(texts)
+    if any(not isinstance(t, str) for t in texts):
+        raise AttackInputError("texts: expected a sequence of str")
+    if len(labels) != len(texts):
+        raise AttackInputError(f"labels: expected {len(texts)} labels, got {len(labels)}")
+    ints = [int(y) for y in labels]
+    if any(y < 0 for y in ints):
+        raise AttackInputError("labels: expected non-negative class indices")
+    return texts, ints
+
+
 def max_edits(share: float, n_words: int) -> int:
     """Words an attack may edit: ``floor(share * n_words)``, at least 1."""
     return max(1, math.floor(share * n_words + 1e-9))
@@ -132,14 +146,7 @@ class TextAttack(ABC):
         generator: torch.Generator | None = None,
     ) -> TextAttackResult:
         """Attack every correctly classified text; see :class:`TextAttackResult`."""
-        texts = list(texts)
-        if any(not isinstance(t, str) for t in texts):
-            raise AttackInputError("texts: expected a sequence of str")
-        if len(labels) != len(texts):
-            raise AttackInputError(f"labels: expected {len(texts)} labels, got {len(labels)}")
-        labels = [int(y) for y in labels]
-        if any(y < 0 for y in labels):
-            raise AttackInputError("labels: expected non-negative class indices")
+        texts, labels = check_texts(texts, labels)
         if not texts:
             return TextAttackResult((), (), (), (), (), (), ())
         probs0 = _checked(classifier(texts), len(texts))

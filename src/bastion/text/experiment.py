@@ -326,20 +326,21 @@ def run_text_experiment(
             _emit(progress, {"stage": "attack", "attack": attack_name, "target": target_name})
             t0 = time.perf_counter()
             twin = twins.get(target_name)
-            run = attack
-            if twin is not None:
-                surrogate = SurrogateAttack(attack, twin, label="mean-pooled twin")
-                run = AttackChain([attack, surrogate])
-            result = run(
+            adaptive = (
+                AttackChain([attack, SurrogateAttack(attack, twin, label="mean-pooled twin")])
+                if twin is not None
+                else None
+            )
+            result = (adaptive or attack)(
                 clf,
                 attack_set.texts,
                 attack_set.labels,
                 generator=torch.Generator().manual_seed(seed + 1),
             )
             metrics = attack_metrics(result)
-            if isinstance(run, AttackChain) and twin is not None:
+            if adaptive is not None:
                 n_correct = metrics["n_correct"]
-                direct = run.last_breakdown[0]
+                direct = adaptive.last_breakdown[0]
                 metrics["adaptive"] = "direct search, then search on the mean-pooled twin"
                 metrics["direct_success_rate"] = direct / n_correct if n_correct else None
             metrics["seconds"] = round(time.perf_counter() - t0, 3)

@@ -23,8 +23,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from bastion.errors import AttackInputError
-from bastion.text.attack_base import TextAttackResult, _checked
+from bastion.text.attack_base import TextAttackResult, _checked, check_texts
 from bastion.text.classifier import ProbaFn
 
 if TYPE_CHECKING:
@@ -67,10 +66,7 @@ class SurrogateAttack:
         *,
         generator: torch.Generator | None = None,
     ) -> TextAttackResult:
-        texts = list(texts)
-        if len(labels) != len(texts):
-            raise AttackInputError(f"labels: expected {len(texts)} labels, got {len(labels)}")
-        labels = [int(y) for y in labels]
+        texts, labels = check_texts(texts, labels)
         if not texts:
             return TextAttackResult((), (), (), (), (), (), ())
         found = self.attack(self.surrogate, texts, labels, generator=generator)

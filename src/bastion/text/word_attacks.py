@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING
 import torch
 
 from bastion.errors import AttackInputError
-from bastion.text.attack_base import Ranking, TextAttack, TextAttackResult, _Example, max_edits
+from bastion.text.attack_base import (
+    Ranking,
+    TextAttack,
+    TextAttackResult,
+    _Example,
+    check_texts,
+    max_edits,
+)
 from bastion.text.candidates import CandidateSource, SynonymLexicon, stop_words
 from bastion.text.classifier import ProbaFn
 from bastion.text.words import match_case, word_core
@@ -105,8 +112,7 @@ class AttackChain:
         *,
         generator: torch.Generator | None = None,
     ) -> TextAttackResult:
-        texts = list(texts)
-        labels = [int(y) for y in labels]
+        texts, labels = check_texts(texts, labels)
         first = self.attacks[0](classifier, texts, labels, generator=generator)
         adversarial = list(first.adversarial)
         success = list(first.success)
