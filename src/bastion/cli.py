@@ -29,6 +29,13 @@ data_app = typer.Typer(no_args_is_help=True, help="Fetch and inspect data sets."
 app.add_typer(data_app, name="data")
 
 _err = Console(stderr=True)
+
+
+class Interrupted(Exception):
+    """Ctrl-C during a command: ``main`` prints the message (what was kept, how to resume) and
+    exits with status 130."""
+
+
 _out = Console()
 
 DataDir = Annotated[
@@ -36,6 +43,22 @@ DataDir = Annotated[
     typer.Option("--data-dir", help="Directory holding the data set files (else BASTION_DATA)."),
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
+SplitSeed = Annotated[
+    int | None,
+    typer.Option(
+        "--split-seed",
+        help="Seed of the train/val/test split (default: the one recorded with the model; "
+        "needed only for models saved without it).",
+    ),
+]
+Threads = Annotated[
+    str | None,
+    typer.Option(
+        "--threads",
+        help="torch CPU threads: an integer, or auto (the cores the load leaves free; the "
+        "default, else the config's 'threads').",
+    ),
+]
 Subset = Annotated[
     int | None,
     typer.Option("--subset", min=1, help="Evaluate only the first N test examples (a quick look)."),
@@ -51,19 +74,24 @@ def run(
     ),
     quiet: Quiet = False,
     subset: Subset = None,
+    threads: Threads = None,
 ) -> None:
     """Train a baseline and hardened model(s), evaluate them, write scorecard and report."""
     from bastion.pipeline import run_pipeline
 
-    run_pipeline(
-        config,
-        data_dir=data_dir,
-        out_dir=out,
-        subset=subset,
-        console=_err,
-        show_progress=not quiet,
-        command="bastion " + " ".join(sys.argv[1:]),
-    )
+    try:
+        run_pipeline(
+            config,
+            data_dir=data_dir,
+            out_dir=out,
+            subset=subset,
+            console=_err,
+            show_progress=not quiet,
+            command="bastion " + " ".join(sys.argv[1:]),
+            threads=threads,
+        )
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted; nothing written (the partial run was removed)") from None
 
 
 @app.command()
@@ -78,12 +106,12 @@ def train(
     ] = None,
     data_dir: DataDir = None,
     quiet: Quiet = False,
+    threads: Threads = None,
 ) -> None:
     """Train one model entry of a config and save it."""
     from bastion.config import load_config
-    from bastion.evaluation.scorecard import config_hash
     from bastion.models import save_model
-    from bastion.pipeline import load_run_data, train_entry
+    from bastion.pipeline import load_run_data, model_metadata, train_entry
     from bastion.progress import ProgressReporter
 
     cfg, _ = load_config(config)
@@ -91,21 +119,16 @@ def train(
     if model is not None and model not in names:
         raise BastionError(f"--model: expected one of {', '.join(names)}, got {model!r}")
     entry = cfg.models[names.index(model)] if model is not None else cfg.models[-1]
+    _use_threads(threads, cfg.threads)
     data = load_run_data(cfg, config_path=config, data_dir=data_dir)
     reporter = ProgressReporter(_err, enabled=not quiet)
-    with reporter.session():
-        net, result = train_entry(cfg, entry, data, reporter=reporter)
+    try:
+        with reporter.session():
+            net, result = train_entry(cfg, entry, data, reporter=reporter)
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted; nothing written") from None
     path = out or Path(f"{cfg.name}-{entry.name}")
-    meta = {
-        "name": entry.name,
-        "objective": entry.objective.model_dump(),
-        "classes": list(data.classes),
-        "data_fingerprint": data.fingerprint,
-        "threat": cfg.threat_model().to_dict(),
-        "config_hash": config_hash(cfg.model_dump(mode="json", by_alias=True)),
-        "training": result.summary(),
-    }
-    written = save_model(net, path, meta)
+    written = save_model(net, path, model_metadata(cfg, entry, data, result, config_path=config))
     best = result.history[result.best_epoch - 1] if result.best_epoch else result.history[-1]
     _out.print(
         f"saved {written} (epoch {result.best_epoch}: val clean {best['val_clean_accuracy']:.1%}, "
@@ -118,16 +141,30 @@ def attack(
     model: Annotated[
         Path, typer.Argument(help="Model file saved by bastion (.safetensors or stem).")
     ],
-    data: Annotated[str, typer.Option("--data", help="Data set name.")] = "digits",
+    data: Annotated[
+        str | None,
+        typer.Option("--data", help="Data set name (default: the one the model was trained on)."),
+    ] = None,
     attack_name: Annotated[
         str,
         typer.Option(
             "--attack",
-            help="Attack name (see the docs: fgsm, pgd, apgd, apgd-t, square, cascade, ...).",
+            help="Attack name (see the docs: fgsm, pgd, apgd, apgd-t, square, cascade, transfer "
+            "with -p surrogate=MODEL, patch, ...).",
         ),
     ] = "pgd",
-    norm: Annotated[str, typer.Option("--norm", help="linf, l2 or l1.")] = "linf",
-    eps: Annotated[float, typer.Option("--eps", help="Perturbation budget.")] = 0.3,
+    norm: Annotated[
+        str | None,
+        typer.Option("--norm", help="linf, l2 or l1 (default: the model's threat model)."),
+    ] = None,
+    eps: Annotated[
+        float | None,
+        typer.Option(
+            "--eps",
+            help="Perturbation budget (default: the model's threat model; for patch, the "
+            "smallest ball that holds every patch).",
+        ),
+    ] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="Iterations (pgd).")] = None,
     restarts: Annotated[
         int | None, typer.Option("--restarts", help="Random restarts (pgd).")
@@ -142,51 +179,41 @@ def attack(
         ),
     ] = None,
     examples: Annotated[
-        int, typer.Option("--examples", "-n", help="First N test examples.")
+        int, typer.Option("--examples", "-n", min=1, help="First N test examples.")
     ] = 1000,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="The attack's seed (not the split's).")] = 0,
+    split_seed: SplitSeed = None,
     save: Annotated[
         Path | None,
         typer.Option("--save", help="Write x_adv, y and success to this .safetensors file."),
     ] = None,
     data_dir: DataDir = None,
+    threads: Threads = None,
 ) -> None:
-    """Attack a saved model on the first N test examples and report its accuracy under attack."""
+    """Attack a saved model on the first N examples of its own test split and report its
+    accuracy under attack."""
     import torch
     from safetensors.torch import save_file
 
     from bastion.attacks import build_attack, predict
-    from bastion.data import load_dataset
-    from bastion.models import load_model
-    from bastion.threat import ThreatModel
 
-    net = load_model(model)
-    threat = ThreatModel(norm=norm, eps=eps)  # type: ignore[arg-type]
-    # (ThreatModel validates the norm and eps and names the field in its error)
+    _use_threads(threads)
+    net, meta, ds = _model_and_split(model, data, split_seed, data_dir)
     params: dict[str, Any] = {}
     if steps is not None:
         params["steps"] = steps
     if restarts is not None:
         params["restarts"] = restarts
-    for item in param or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise BastionError(f"--param: expected KEY=VALUE, got {item!r}")
-        params[key.strip()] = yaml.safe_load(value)
+    params.update(_parse_params(param, "--param"))
     atk = build_attack(attack_name, params, where="--attack")
-    ds = load_dataset(data, data_dir=data_dir, seed=seed)
-    if tuple(ds.input_shape) != tuple(net.spec.input_shape):
-        raise BastionError(
-            f"--data: {data!r} has input shape {tuple(ds.input_shape)}, the model expects "
-            f"{tuple(net.spec.input_shape)}"
-        )
+    threat = _threat_for(meta, norm, eps, atk, ds.input_shape)
     test = ds.test.subset(examples)
     clean = predict(net, test.x) == test.y
     res = atk(net, test.x, test.y, threat, generator=torch.Generator().manual_seed(seed))
     robust = clean & ~res.success
     _out.print(
-        f"{atk!r} at {norm} eps {eps} on {len(test)} examples: clean accuracy "
-        f"{float(clean.float().mean()):.1%}, "
+        f"{atk!r} at {threat.norm} eps {threat.eps:g} on {len(test)} test examples of "
+        f"{ds.name}: clean accuracy {float(clean.float().mean()):.1%}, "
         f"accuracy under attack {float(robust.float().mean()):.1%}, "
         f"mean queries {float(res.queries.float().mean()):.1f}"
     )
@@ -201,6 +228,83 @@ def attack(
             str(save),
         )
         _out.print(f"adversarial examples written to {save}")
+
+
+def _use_threads(threads: str | None, config_value: object = "auto") -> dict[str, object]:
+    """Set torch's thread count from ``--threads`` (else the config's), print the choice on
+    stderr and return it for the scorecard."""
+    from bastion.runtime import apply_threads, parse_threads
+
+    setting = parse_threads(threads if threads is not None else config_value, where="--threads")
+    choice = apply_threads(setting)
+    _err.print(choice.describe(), highlight=False)
+    return choice.to_dict()
+
+
+def _model_and_split(
+    model: Path, data: str | None, split_seed: int | None, data_dir: Path | None
+) -> tuple[Any, dict[str, Any], Any]:
+    """Load a saved model and the data set and test split it was trained on (see
+    :mod:`bastion.provenance`); warns loudly when the sidecar cannot prove the split."""
+    from bastion.models import load_model, read_sidecar
+    from bastion.provenance import load_model_split
+
+    net = load_model(model)
+    meta = read_sidecar(model)
+    source = load_model_split(
+        meta,
+        data=data,
+        split_seed=split_seed,
+        data_dir=data_dir,
+        where=str(model),
+        warn=lambda m: _err.print(f"[bold yellow]warning:[/] {m}", highlight=False),
+    )
+    ds = source.data
+    if tuple(ds.input_shape) != tuple(net.spec.input_shape):
+        raise BastionError(
+            f"--data: {ds.name!r} has input shape {tuple(ds.input_shape)}, the model expects "
+            f"{tuple(net.spec.input_shape)}"
+        )
+    return net, meta, ds
+
+
+def _threat_for(
+    meta: dict[str, Any],
+    norm: str | None,
+    eps: float | None,
+    atk: object,
+    input_shape: tuple[int, ...],
+) -> Any:
+    """The model's recorded threat model with ``--norm``/``--eps`` applied; a patch attack
+    without ``--eps`` gets the smallest ball that contains every patch."""
+    from bastion.threat import ThreatModel
+
+    recorded = (meta.get("metadata") or {}).get("threat")
+    base = ThreatModel.from_dict(recorded) if isinstance(recorded, dict) else ThreatModel()
+    threat = ThreatModel(
+        norm=norm if norm is not None else base.norm,  # type: ignore[arg-type]
+        eps=base.eps if eps is None else eps,
+        bounds=base.bounds,
+    )
+    from bastion.attacks.patch import PatchAttack, patch_covering_eps, patch_side
+
+    if isinstance(atk, PatchAttack) and eps is None and len(input_shape) == 3:
+        h, w = patch_side(atk.size, input_shape[1], input_shape[2])
+        threat = threat.with_eps(patch_covering_eps(threat, (input_shape[0], h, w)))
+    return threat
+
+
+def _parse_params(values: list[str] | None, where: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise BastionError(f"{where}: expected KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise BastionError(f"{where}: {key.strip()}: cannot parse {value!r}") from None
+    return out
 
 
 @app.command()
@@ -228,6 +332,7 @@ def evaluate(
     no_state: Annotated[
         bool, typer.Option("--no-state", help="Do not record or resume progress.")
     ] = False,
+    threads: Threads = None,
 ) -> None:
     """Evaluate saved models under a config's threat model and write a scorecard.
 
@@ -249,9 +354,11 @@ def evaluate(
         with_subset,
     )
     from bastion.progress import ProgressReporter
+    from bastion.provenance import check_model_split
 
     cfg, _ = load_config(config)
     cfg = with_subset(cfg, subset)
+    runtime = _use_threads(threads, cfg.threads)
     data = load_run_data(cfg, config_path=config, data_dir=data_dir)
     eval_state = (
         None
@@ -273,6 +380,12 @@ def evaluate(
                 f"--model {p}: expects input shape {tuple(net.spec.input_shape)}, "
                 f"the data set has {tuple(data.input_shape)}"
             )
+        if not check_model_split(meta, data, where=f"--model {p}"):
+            _err.print(
+                f"[bold yellow]warning:[/] --model {p}: its sidecar records no data split; "
+                f"the config's split (seed {cfg.seed}) may contain its training examples",
+                highlight=False,
+            )
         md = meta.get("metadata", {})
         name = str(md.get("name") or Path(p).with_suffix("").name)
         objective = (
@@ -292,8 +405,16 @@ def evaluate(
         )
     reporter = ProgressReporter(_err, enabled=not quiet)
     t0 = time.perf_counter()
-    with reporter.session():
-        results = evaluate_models(cfg, trained, data, reporter=reporter, state=eval_state)
+    try:
+        with reporter.session():
+            results = evaluate_models(cfg, trained, data, reporter=reporter, state=eval_state)
+    except KeyboardInterrupt:
+        if eval_state is None:
+            raise Interrupted("interrupted; nothing written") from None
+        raise Interrupted(
+            f"interrupted; no scorecard written; finished attacks are kept in {eval_state.path}: "
+            "resume by running the same command again"
+        ) from None
     if eval_state is not None and eval_state.resumed:
         _err.print(f"resumed {eval_state.resumed} finished attack runs from {eval_state.path}")
     n_eval = (
@@ -309,6 +430,7 @@ def evaluate(
         command="bastion " + " ".join(sys.argv[1:]),
         n_eval=n_eval,
         warnings=collect_warnings(cfg, results),
+        runtime=runtime,
     )
     write_json(sc, out)
     if eval_state is not None:
@@ -374,13 +496,19 @@ def certify(
     model: Annotated[
         Path, typer.Argument(help="Model file saved by bastion (.safetensors or stem).")
     ],
-    data: Annotated[str, typer.Option("--data", help="Data set name.")] = "digits",
+    data: Annotated[
+        str | None,
+        typer.Option("--data", help="Data set name (default: the one the model was trained on)."),
+    ] = None,
     sigma: Annotated[float, typer.Option("--sigma", help="Gaussian noise level (l2).")] = 0.25,
     n0: Annotated[int, typer.Option("--n0", help="Samples to select the class.")] = 100,
     n: Annotated[int, typer.Option("--n", help="Samples to bound its probability.")] = 10000,
     alpha: Annotated[float, typer.Option("--alpha", help="Failure probability.")] = 0.001,
-    examples: Annotated[int, typer.Option("--examples", "-n", help="First N test examples.")] = 500,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    examples: Annotated[
+        int, typer.Option("--examples", "-n", min=1, help="First N test examples.")
+    ] = 500,
+    seed: Annotated[int, typer.Option("--seed", help="The noise's seed (not the split's).")] = 0,
+    split_seed: SplitSeed = None,
     out: Annotated[Path | None, typer.Option("--out", help="Write the results as JSON.")] = None,
     data_dir: DataDir = None,
     precision: Annotated[
@@ -392,22 +520,16 @@ def certify(
     batch_size: Annotated[
         int, typer.Option("--batch-size", min=1, help="Noisy inputs per forward pass.")
     ] = 1000,
+    threads: Threads = None,
 ) -> None:
     """Certified l2 robustness by randomized smoothing (Cohen, Rosenfeld & Kolter 2019)."""
     import torch
 
     from bastion.certify import certify_dataset, summarize_certification
-    from bastion.data import load_dataset
     from bastion.evaluation.scorecard import write_json
-    from bastion.models import load_model
 
-    net = load_model(model)
-    ds = load_dataset(data, data_dir=data_dir, seed=seed)
-    if tuple(ds.input_shape) != tuple(net.spec.input_shape):
-        raise BastionError(
-            f"--data: {data!r} has input shape {tuple(ds.input_shape)}, the model expects "
-            f"{tuple(net.spec.input_shape)}"
-        )
+    runtime = _use_threads(threads)
+    net, _, ds = _model_and_split(model, data, split_seed, data_dir)
     test = ds.test.subset(examples)
 
     def show(stage: str, done: int, total: int) -> None:
@@ -440,7 +562,8 @@ def certify(
         write_json(
             {
                 "model": str(model),
-                "data": data,
+                "data": ds.name,
+                "runtime": runtime,
                 "sigma": sigma,
                 "n0": n0,
                 "n": n,
@@ -654,6 +777,9 @@ def main(argv: list[str] | None = None) -> int:
     except BastionError as e:
         _err.print(f"[red]error:[/red] {e}", markup=True, highlight=False, soft_wrap=True)
         return 2
+    except Interrupted as e:
+        _err.print(str(e), highlight=False, soft_wrap=True)
+        return 130
     except KeyboardInterrupt:
         _err.print("interrupted")
         return 130

@@ -10,13 +10,13 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bastion.attacks.registry import build_attack
-from bastion.errors import BastionError, ConfigError
+from bastion.errors import BastionError, ConfigError, yaml_error_line
 from bastion.guard.config import GuardConfig
 from bastion.tabular.experiment import TabularConfig
 from bastion.text.config import TextConfig
@@ -53,6 +53,15 @@ class ThreatConfig(_Strict):
 class ArchitectureConfig(_Strict):
     architecture: str = "mlp"
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("architecture")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from bastion.models.zoo import ARCHITECTURES
+
+        if v not in ARCHITECTURES:
+            raise ValueError(f"expected one of {', '.join(sorted(ARCHITECTURES))}")
+        return v
 
 
 class ObjectiveConfig(_Strict):
@@ -266,6 +275,7 @@ class CardConfig(_Strict):
 class RunConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     seed: int = 0
+    threads: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"  # see bastion.runtime
     data: DataConfig = Field(default_factory=DataConfig)
     threat: ThreatConfig = Field(default_factory=ThreatConfig)
     model: ArchitectureConfig = Field(default_factory=ArchitectureConfig)
@@ -396,8 +406,9 @@ def load_config(path: str | os.PathLike[str]) -> tuple[RunConfig, dict[str, Any]
     try:
         doc = yaml.safe_load(p.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        raise ConfigError(f"{p}: not valid YAML: {yaml_error_line(e)}") from None
     return parse_config(doc, source=str(p)), doc
+
 
 
 OBJECTIVE_NAMES = OBJECTIVES

@@ -6,6 +6,8 @@ can print it as one line and exit non-zero without a traceback.
 
 from __future__ import annotations
 
+import yaml
+
 
 class BastionError(Exception):
     """Base class of every error bastion raises for bad input."""
@@ -25,3 +27,14 @@ class ModelFileError(BastionError, ValueError):
 
 class AttackInputError(BastionError, ValueError):
     """Inputs given to an attack have the wrong shape, dtype or range."""
+
+
+def yaml_error_line(e: Exception) -> str:
+    """A YAML parse error as one line: ``line L, column C: problem (context)``."""
+    if isinstance(e, yaml.MarkedYAMLError):
+        mark = e.problem_mark or e.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        what = e.problem or e.context or "syntax error"
+        context = f" ({e.context})" if e.context and e.problem else ""
+        return f"{where}{what}{context}"
+    return " ".join(str(e).split())

@@ -11,6 +11,7 @@ import itertools
 import os
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +39,8 @@ from bastion.evaluation.scorecard import (
 from bastion.evaluation.state import EvaluationState, weights_hash
 from bastion.models import BastionModel, ModelSpec, build_model, save_model
 from bastion.progress import ProgressReporter
+from bastion.provenance import split_record
+from bastion.runtime import apply_threads, parse_threads
 from bastion.training.trainer import Trainer, TrainResult
 
 
@@ -143,6 +146,38 @@ def train_entry(
         resume_from=resume_from,
     )
     return model, result
+
+
+def model_metadata(
+    cfg: RunConfig,
+    entry: ModelEntry,
+    data: Dataset,
+    result: TrainResult,
+    *,
+    config_path: Path | None = None,
+) -> dict[str, Any]:
+    """The sidecar metadata of a trained entry: objective, classes, the data fingerprint and
+    split record (:mod:`bastion.provenance`), config hash, threat, best epoch, temperature and
+    the training summary. ``bastion run`` and ``bastion train`` write the same record."""
+    return {
+        "name": entry.name,
+        "objective": entry.objective.model_dump(),
+        "classes": list(data.classes),
+        "data_fingerprint": data.fingerprint,
+        "split": split_record(
+            data,
+            seed=cfg.seed,
+            val_fraction=cfg.data.val_fraction,
+            test_fraction=cfg.data.test_fraction,
+            path=_relative_to_config(cfg.data.path, config_path),
+            schema=_relative_to_config(cfg.data.schema_path, config_path),
+        ),
+        "config_hash": config_hash(cfg.model_dump(mode="json", by_alias=True)),
+        "threat": cfg.threat_model().to_dict(),
+        "best_epoch": result.best_epoch,
+        "temperature": result.temperature,
+        "training": result.summary(),
+    }
 
 
 def evaluation_attacks(cfg: RunConfig) -> list[NamedAttack]:
@@ -434,6 +469,7 @@ def build_scorecard(
     n_eval: int,
     warnings: list[dict[str, str]] | None = None,
     channels: dict[str, Any] | None = None,
+    runtime: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Assemble the scorecard document (see :mod:`bastion.evaluation.scorecard`).
 
@@ -472,6 +508,7 @@ def build_scorecard(
                 "examples": n_eval,
             },
             "versions": package_versions(),
+            "runtime": runtime_record(runtime),
             "models": model_results,
             "timings": {k: round(v, 3) for k, v in timings.items()},
             "warnings": list(warnings or []),
@@ -480,6 +517,19 @@ def build_scorecard(
         }
     )
     return doc
+
+
+def runtime_record(threads: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The scorecard's ``runtime`` section: device, torch threads (and how they were chosen),
+    cores available."""
+    from bastion.runtime import available_cores
+
+    return {
+        "device": "cpu",
+        "cores": available_cores(),
+        "threads": torch.get_num_threads(),
+        **({"thread_choice": dict(threads)} if threads else {}),
+    }
 
 
 def collect_warnings(cfg: RunConfig, results: dict[str, dict[str, Any]]) -> list[dict[str, str]]:
@@ -514,6 +564,15 @@ def collect_warnings(cfg: RunConfig, results: dict[str, dict[str, Any]]) -> list
                     "converging; raise steps or restarts.",
                 }
             )
+    from bastion.evaluation.latency import implausible_gaps
+
+    timed = {
+        name: (str(r.get("architecture")), r["latency"])
+        for name, r in results.items()
+        if isinstance(r.get("latency"), dict)
+    }
+    for model, message in implausible_gaps(timed):
+        out.append({"code": "latency-implausible", "model": model, "message": message})
     seen: set[tuple[str, str]] = set()  # one warning per (code, model): the first, most detailed
     unique = []
     for w in out:
@@ -633,6 +692,7 @@ def run_pipeline(
     show_progress: bool = True,
     command: str = "bastion run",
     subset: int | None = None,
+    threads: int | str | None = None,
 ) -> Path:
     """Run the whole pipeline for a config; return the completed run directory.
 
@@ -647,11 +707,16 @@ def run_pipeline(
     cfg, raw = load_config(config_path)
     cfg = with_subset(cfg, subset)
     console = console or Console(stderr=True)
+    thread_choice = apply_threads(
+        parse_threads(threads if threads is not None else cfg.threads, where="threads")
+    )
+    console.print(thread_choice.describe(), highlight=False)
     reporter = ProgressReporter(console, enabled=show_progress)
     t0 = time.perf_counter()
     data = load_run_data(cfg, config_path=config_path, data_dir=data_dir) if cfg.models else None
     timings: dict[str, float] = {"data_seconds": time.perf_counter() - t0}
     out = Path(out_dir)
+    created_out = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     for p in remove_stale_partials(out):
         console.print(f"removed {p.name}, left by a run that was killed")
@@ -668,16 +733,7 @@ def run_pipeline(
                 reporter.log(f"training {entry.name} ({entry.objective.name})")
                 model, result = train_entry(cfg, entry, data, reporter=reporter)
                 timings[f"train_{entry.name}_seconds"] = result.seconds
-                meta = {
-                    "name": entry.name,
-                    "objective": entry.objective.model_dump(),
-                    "classes": list(data.classes),
-                    "data_fingerprint": data.fingerprint,
-                    "config_hash": config_hash(cfg.model_dump(mode="json", by_alias=True)),
-                    "threat": cfg.threat_model().to_dict(),
-                    "best_epoch": result.best_epoch,
-                    "temperature": result.temperature,
-                }
+                meta = model_metadata(cfg, entry, data, result, config_path=config_path)
                 save_model(model, tmp / "models" / entry.name, meta)
                 trained.append(
                     TrainedModel(
@@ -726,6 +782,7 @@ def run_pipeline(
             n_eval=n_eval,
             warnings=training_warnings + collect_warnings(cfg, results),
             channels={**channels, **results_guard},
+            runtime=thread_choice.to_dict(),
         )
         write_json(scorecard, tmp / "scorecard.json")
         write_report(scorecard, tmp / "report.html")
@@ -734,6 +791,8 @@ def run_pipeline(
         os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if created_out and not any(out.iterdir()):
+            out.rmdir()  # nothing of this run is left behind, not even the folder it made
         raise
     for table in summary_tables(scorecard):
         console.print(table)

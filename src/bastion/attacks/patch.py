@@ -556,8 +556,9 @@ class PatchAttack(Attack):
         if threat.eps < need * (1 - 1e-9):
             raise ConfigError(
                 f"threat.eps: the patch attack needs a {threat.norm} ball that contains every "
-                f"{h}x{w} patch, eps >= {need:.6g}, got {threat.eps}; a patch is bounded by its "
-                "size, not an Lp norm: evaluate it with patch_success_rate instead"
+                f"{h}x{w} patch, eps >= {need:.6g}, got {threat.eps}: a patch is bounded by its "
+                f"size, not an Lp norm; set eps to {need:.6g} (bastion attack --eps {need:.6g}, "
+                "or leave --eps out)"
             )
         fitter = self._fitter()
         lo, hi = threat.bounds

@@ -8,7 +8,7 @@ from typing import Any
 
 from bastion.attacks.apgd import APGD, APGDTargeted
 from bastion.attacks.base import Attack
-from bastion.attacks.cascade import Cascade
+from bastion.attacks.cascade import Cascade, preset_specs
 from bastion.attacks.cw import CarliniWagnerL2
 from bastion.attacks.deepfool import DeepFool
 from bastion.attacks.fab import FAB, FABTargeted
@@ -44,6 +44,44 @@ ATTACKS: dict[str, type[Attack]] = {
     # worst case over several
     "cascade": Cascade,
 }
+
+
+#: What each registered attack assumes the attacker knows (the threat model's "knowledge").
+KNOWLEDGE: dict[str, str] = {
+    "fgsm": "white-box",
+    "pgd": "white-box",
+    "mi-fgsm": "white-box",
+    "apgd": "white-box",
+    "apgd-t": "white-box",
+    "slide": "white-box",
+    "cw-l2": "white-box",
+    "deepfool": "white-box",
+    "fab": "white-box",
+    "fab-t": "white-box",
+    "universal": "white-box",
+    "patch": "white-box",
+    "square": "score-based",
+    "hopskipjump": "label-only",
+    "transfer": "transfer",
+}
+
+
+def attack_knowledge(name: str, settings: Mapping[str, Any] | None = None) -> list[str]:
+    """The kinds of attacker knowledge an attack specification exercises, in a fixed order
+    (``white-box``, ``score-based``, ``label-only``, ``transfer``); a cascade contributes those
+    of its preset or sub-attacks; an unknown name contributes nothing."""
+    settings = settings or {}
+    if name == "cascade":
+        specs: list[Mapping[str, Any]] = []
+        if isinstance(settings.get("preset"), str):
+            specs = preset_specs(settings["preset"])
+        elif isinstance(settings.get("attacks"), list):
+            specs = [a for a in settings["attacks"] if isinstance(a, Mapping)]
+        found = {k for spec in specs for k in attack_knowledge(str(spec.get("name")), spec)}
+    else:
+        found = {KNOWLEDGE[name]} if name in KNOWLEDGE else set()
+    order = ["white-box", "score-based", "label-only", "transfer"]
+    return [k for k in order if k in found]
 
 
 def attack_params(name: str) -> list[str]:

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,7 +27,7 @@ from bastion.attacks._checks import in_range, int_at_least, non_negative
 from bastion.attacks.base import Attack
 from bastion.attacks.engine import ce_loss
 from bastion.attacks.fast_grad import input_gradients_only
-from bastion.errors import AttackInputError, ConfigError
+from bastion.errors import AttackInputError, ConfigError, ModelFileError
 from bastion.threat import ThreatModel
 
 
@@ -125,8 +126,9 @@ class TransferAttack(Attack):
 
     Args:
         surrogate: the model the examples are crafted on, an ``nn.Module`` with the target's
-            input and label spaces, on the same device as the inputs. Held by reference; the
-            attack never trains or moves it.
+            input and label spaces, on the same device as the inputs, or the path of a model
+            saved by bastion (loaded on the CPU; ``-p surrogate=PATH`` on the command line).
+            Held by reference; the attack never trains or moves it.
         attack: the attack run on the surrogate: an :class:`Attack`, a specification
             ``{"name": ..., **settings}`` built through the registry at every call, or None
             for ``MIFGSM()``.
@@ -137,10 +139,25 @@ class TransferAttack(Attack):
 
     name = "transfer"
 
-    def __init__(self, *, surrogate: nn.Module, attack: Attack | Mapping[str, Any] | None = None):
+    def __init__(
+        self,
+        *,
+        surrogate: nn.Module | str | os.PathLike[str],
+        attack: Attack | Mapping[str, Any] | None = None,
+    ):
+        self.surrogate_path: str | None = None
+        if isinstance(surrogate, str | os.PathLike):
+            from bastion.models.io import load_model
+
+            self.surrogate_path = os.fspath(surrogate)
+            try:
+                surrogate = load_model(surrogate)
+            except ModelFileError as e:
+                raise ConfigError(f"transfer.surrogate: {e}") from None
         if not isinstance(surrogate, nn.Module):
             raise ConfigError(
-                f"transfer.surrogate: expected a torch nn.Module, got {type(surrogate).__name__}"
+                "transfer.surrogate: expected a torch nn.Module or the path of a model saved by "
+                f"bastion, got {type(surrogate).__name__}"
             )
         if attack is not None and not isinstance(attack, Attack | Mapping):
             raise ConfigError(
@@ -160,7 +177,10 @@ class TransferAttack(Attack):
 
     def params(self) -> dict[str, Any]:
         """Settings for scorecards: the surrogate appears by class name, not as a module dump."""
-        return {"surrogate": type(self.surrogate).__name__, "attack": self.attack}
+        return {
+            "surrogate": self.surrogate_path or type(self.surrogate).__name__,
+            "attack": self.attack,
+        }
 
     def _build(self) -> Attack:
         if self.attack is None:

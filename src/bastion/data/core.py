@@ -159,6 +159,17 @@ class Dataset:
         """Number of classes (``len(classes)``)."""
         return len(self.classes)
 
+    def split_digest(self) -> str:
+        """sha256 hex digest of the three splits' contents (``x`` and ``y`` of train, val and
+        test, in that order): equal digests mean the same examples in the same splits, so a
+        model's sidecar can prove that an evaluation uses the test split it was kept from."""
+        h = hashlib.sha256(b"bastion.data.split/1\n")
+        for part in (self.train, self.val, self.test):
+            for t in (part.x, part.y):
+                h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+                h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()
+
     def summary(self) -> dict[str, object]:
         """A JSON-serialisable description: name, kind, fingerprint, split sizes, shape, classes."""
         return {

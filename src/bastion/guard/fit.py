@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from bastion.attacks.registry import build_attack
 from bastion.data.schema import TabularSchema
-from bastion.errors import ConfigError, DataError
+from bastion.errors import ConfigError, DataError, yaml_error_line
 from bastion.guard.calibration import fit_temperature
 from bastion.guard.config import GuardConfig
 from bastion.guard.core import Guard
@@ -38,7 +38,7 @@ def run_threat(run_dir: Path) -> ThreatModel:
     try:
         doc = yaml.safe_load(cfg_path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{cfg_path}: not valid YAML ({e})") from e
+        raise ConfigError(f"{cfg_path}: not valid YAML: {yaml_error_line(e)}") from None
     threat = doc.get("threat", {}) if isinstance(doc, dict) else {}
     return ThreatModel.from_dict(threat or {})
 

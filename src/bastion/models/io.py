@@ -91,10 +91,33 @@ def load_model(path: str | os.PathLike[str], *, device: str | torch.device = "cp
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as e:
         raise ModelFileError(f"{weights}: not a safetensors file ({e})") from e
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
+    mismatch = state_dict_mismatch(model.state_dict(), state)
+    if mismatch:
         raise ModelFileError(
-            f"{weights}: weights do not match the architecture in the sidecar: {e}"
-        ) from e
+            f"{weights}: weights do not match the architecture in the sidecar: {mismatch}"
+        )
+    model.load_state_dict(state, strict=True)
     return model.to(device).eval()
+
+
+def state_dict_mismatch(
+    expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor]
+) -> str | None:
+    """One line naming the first missing key, unexpected key or shape difference between a
+    module's ``expected`` state dict and ``given`` weights; ``None`` when they fit."""
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    problems = []
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        problems.append(f"missing key {missing[0]!r}{more}")
+    if unexpected:
+        more = f" and {len(unexpected) - 1} more" if len(unexpected) > 1 else ""
+        problems.append(f"unexpected key {unexpected[0]!r}{more}")
+    for k, v in expected.items():
+        if k in given and tuple(given[k].shape) != tuple(v.shape):
+            problems.append(
+                f"{k!r} has shape {tuple(given[k].shape)}, the module expects {tuple(v.shape)}"
+            )
+            break
+    return "; ".join(problems) or None

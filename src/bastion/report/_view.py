@@ -80,6 +80,7 @@ class ModelView:
     calibration: Mapping[str, Any] | None = None
     shifts: Mapping[str, Any] | None = None
     latency: Mapping[str, Any] | None = None
+    sanity_checks: tuple[Mapping[str, Any], ...] = ()
 
     def attack_accuracy(self, attack: str, eps_key: str | None) -> float | None:
         """Accuracy under ``attack`` at the budget whose key is ``eps_key`` (``None`` if absent)."""
@@ -296,6 +297,9 @@ def _parse_model(name: str, value: object) -> ModelView:
         ),
         shifts=_mapping(raw["shifts"], f"{where}.shifts") if raw.get("shifts") else None,
         latency=_mapping(raw["latency"], f"{where}.latency") if raw.get("latency") else None,
+        sanity_checks=tuple(
+            c for c in raw.get("sanity_checks") or [] if isinstance(c, Mapping) and "code" in c
+        ),
     )
 
 

@@ -691,6 +691,53 @@ def _warning_item(warning: WarningEntry) -> str:
     return f"<li>{code}{_e(warning.message)}{model}</li>"
 
 
+def _check_values(details: object) -> str:
+    """The scalar values a check measured, as ``name value`` pairs (curves are left out)."""
+    if not isinstance(details, Mapping):
+        return ""
+    parts = []
+    for k, v in details.items():
+        if isinstance(v, bool) or not isinstance(v, int | float | str):
+            continue
+        shown = f"{v:.4g}" if isinstance(v, float) else str(v)
+        parts.append(f"{k} {shown}")
+    return ", ".join(parts)
+
+
+def _sanity(view: ScorecardView) -> str:
+    """Every gradient-masking sanity check of every model, passed or not, with its values."""
+    models = [m for m in view.models if m.sanity_checks]
+    if not models:
+        return ""
+    rows = []
+    for m in models:
+        for c in m.sanity_checks:
+            passed = bool(c.get("passed"))
+            status = (
+                '<span class="ok">passed</span>'
+                if passed
+                else f'<span class="badge">{_e(c.get("severity", "failed"))}</span>'
+            )
+            rows.append(
+                "<tr>"
+                + _text_cell(m.name)
+                + _text_cell(str(c.get("code")))
+                + f"<td>{status}</td>"
+                + _text_cell(str(c.get("message", "")))
+                + _text_cell(_check_values(c.get("details")))
+                + "</tr>"
+            )
+    head = "".join(f"<th>{n}</th>" for n in ["model", "check", "result", "finding", "values"])
+    return (
+        '<section id="sanity"><h2>Sanity checks</h2>'
+        f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}'
+        "</tbody></table></div>"
+        '<p class="note">Checks for signs of gradient masking and a broken evaluation '
+        "(Carlini et al. 2019; Croce &amp; Hein 2020), each with the values it measured. A failed "
+        "check is repeated under Warnings.</p></section>"
+    )
+
+
 def _warnings(view: ScorecardView) -> str:
     if not view.warnings:
         body = '<p class="ok">No warnings.</p>'
@@ -750,7 +797,8 @@ def _provenance(view: ScorecardView) -> str:
 
     timing_rows = [(fmt.key_label(k), fmt.seconds(v), False) for k, v in view.timings.items()]
     for model in view.models:
-        if model.training is not None and model.training.seconds is not None:
+        already = f"train_{model.name}_seconds" in view.timings
+        if model.training is not None and model.training.seconds is not None and not already:
             timing_rows.append(
                 (f"training {model.name}", fmt.seconds(model.training.seconds), False)
             )
@@ -791,6 +839,7 @@ def render_view(view: ScorecardView) -> str:
             _text(view),
             _latency(view),
             _training(view),
+            _sanity(view),
             _warnings(view),
             _provenance(view),
             f"<footer>{_e(footer)}</footer>",

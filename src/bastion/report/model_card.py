@@ -30,6 +30,43 @@ def _threat_line(threat: Mapping[str, Any]) -> str:
     return f"{norm} perturbations of size at most {eps}, inputs in {bounds}"
 
 
+_KNOWLEDGE_WORDS = {
+    "white-box": "white-box (the model's gradients)",
+    "score-based": "score-based black-box (output scores only)",
+    "label-only": "label-only black-box (decisions only)",
+    "transfer": "transfer (examples crafted on a surrogate model)",
+}
+
+
+def evaluated_knowledge(scorecard: Mapping[str, Any]) -> list[str]:
+    """The kinds of attacker knowledge the scorecard's evaluation attacks exercised."""
+    from bastion.attacks.registry import attack_knowledge
+
+    found: list[str] = []
+    for a in (scorecard.get("evaluation") or {}).get("attacks") or []:
+        if isinstance(a, Mapping):
+            settings = {k: v for k, v in a.items() if k not in ("label", "name")}
+            found += [k for k in attack_knowledge(str(a.get("name")), settings) if k not in found]
+    return [k for k in _KNOWLEDGE_WORDS if k in found]
+
+
+def _knowledge_line(scorecard: Mapping[str, Any]) -> str:
+    kinds = evaluated_knowledge(scorecard)
+    if not kinds:
+        return "- Knowledge assumed by the evaluation: no attack was run."
+    line = (
+        "- Knowledge assumed by the evaluation: "
+        + ", ".join(_KNOWLEDGE_WORDS[k] for k in kinds)
+        + " attacks, as listed below; the worst case over them is the figure to quote."
+    )
+    if "score-based" not in kinds and "label-only" not in kinds:
+        line += (
+            " No black-box attack was run, so gradient masking would go unnoticed: the figures "
+            "are white-box only."
+        )
+    return line
+
+
 def _model_section(name: str, r: Mapping[str, Any], eps_key: str) -> list[str]:
     lines = [f"### {name}", ""]
     lines.append(
@@ -113,8 +150,7 @@ def render_model_card(scorecard: Mapping[str, Any]) -> str:
         "## Threat model",
         "",
         f"- An attacker who controls the whole input: {_threat_line(threat)}.",
-        "- Knowledge assumed by the evaluation: white-box (gradients) and score-based black-box "
-        "attacks as listed below; the worst case over them is the figure to quote.",
+        _knowledge_line(scorecard),
         "",
         "## Results",
         "",

@@ -92,17 +92,24 @@ def _to_png(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
-_LegendLoc = Literal["outside right upper", "outside right lower"]
+_LegendLoc = Literal["outside right upper", "outside right lower", "outside lower center"]
 
 
 def _figure_legend(
-    figure: Figure, handles: list[Line2D], labels: list[str], title: str, loc: _LegendLoc
+    figure: Figure,
+    handles: list[Line2D],
+    labels: list[str],
+    title: str,
+    loc: _LegendLoc,
+    *,
+    ncols: int = 1,
 ) -> None:
     legend = figure.legend(
         handles,
         labels,
         title=title,
         loc=loc,
+        ncols=ncols,
         fontsize=9,
         title_fontsize=9,
         frameon=False,
@@ -381,5 +388,9 @@ def reliability_png(view: ScorecardView) -> bytes:
         ax.set_xlabel("confidence")
         ax.set_ylabel("accuracy")
         ax.set_title(_label(title), fontsize=10)
-    _figure_legend(figure, handles, labels, "model", "outside right upper")
+    # below the panels, in columns: the legend's width then never exceeds the figure's, however
+    # long the model names (beside the panels it was clipped at the right edge)
+    _figure_legend(
+        figure, handles, labels, "model", "outside lower center", ncols=max(1, min(3, len(labels)))
+    )
     return _to_png(figure)
