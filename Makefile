@@ -14,7 +14,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev,service,onnx]'
+	$(BIN)/pip install --quiet -e '.[dev,service,postgres,onnx]'
 	# The peer library for cross-check tests; its declared deps would pull torchvision.
 	$(BIN)/pip install --quiet --no-deps torchattacks==3.5.1
 	$(BIN)/pip install --quiet scipy

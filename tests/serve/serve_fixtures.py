@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import numpy as np
@@ -64,11 +68,12 @@ class AsgiClient:
     """A synchronous face on ``httpx.AsyncClient`` over ``httpx.ASGITransport`` (the app runs
     in this process, on one event loop owned by the client)."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, *, address: str = "127.0.0.1") -> None:
         self.app = app
         self.loop = asyncio.new_event_loop()
         self.client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+            transport=httpx.ASGITransport(app=app, client=(address, 40000)),
+            base_url="http://testserver",
         )
 
     def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
@@ -92,7 +97,30 @@ class AsgiClient:
 
         return self.loop.run_until_complete(all_of())
 
-    def close(self) -> None:
+    def close(self, *, stop_app: bool = True) -> None:
         self.loop.run_until_complete(self.client.aclose())
         self.loop.close()
-        self.app.state.service.batcher.close()
+        if stop_app:
+            self.app.state.service.batcher.close()
+
+
+@contextlib.contextmanager
+def postgres_database(server_url: str, name: str) -> Iterator[str]:
+    """Create database ``name`` on the server at ``server_url``; yields its URL and drops it
+    (closing its remaining connections) on exit."""
+    import psycopg
+
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    parts = urlsplit(server_url)
+    try:
+        yield urlunsplit(parts._replace(path=f"/{name}"))
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def postgres_ctl(action: str) -> None:
+    """``.ci/postgres.sh ACTION`` (e.g. ``restart``) on the test server's cluster."""
+    script = Path(__file__).resolve().parents[2] / ".ci" / "postgres.sh"
+    subprocess.run([str(script), action], check=True, capture_output=True, timeout=120)

@@ -63,15 +63,26 @@ def test_openapi_documents_request_and_response_models(make_served: MakeServed) 
     doc = s.client.get("/openapi.json").json()
     schemas = doc["components"]["schemas"]
     assert {"PredictRequest", "PredictResponse", "Prediction", "ErrorResponse"} <= set(schemas)
-    assert set(schemas["PredictRequest"]["properties"]) == {
-        "input",
-        "inputs",
-        "image",
-        "images",
-        "text",
-        "texts",
+    request = schemas["PredictRequest"]
+    assert set(request["properties"]) == {"input", "inputs", "image", "images"}
+    assert request["additionalProperties"] is False
+    assert request["minProperties"] == request["maxProperties"] == 1
+    # as strict as the service: the model's shape, the batch limit, non-empty base64 images
+    one = request["properties"]["input"]
+    assert (one["minItems"], one["maxItems"]) == (1, 1)
+    assert one["items"]["items"]["minItems"] == one["items"]["items"]["maxItems"] == 8
+    assert request["properties"]["inputs"]["maxItems"] == s.settings.max_batch
+    image = request["properties"]["image"]
+    assert image["minLength"] >= 4 and image["contentMediaType"] == "image/png"
+    # and it declares the API-key scheme the endpoint needs
+    assert doc["components"]["securitySchemes"]["APIKey"] == {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+        "description": "A key from `bastion keys create NAME`.",
     }
     op = doc["paths"]["/v1/predict"]["post"]
+    assert op["security"] == [{"APIKey": []}]
     assert op["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
         "PredictRequest"
     )
@@ -130,8 +141,10 @@ def test_rate_limit_gives_429_with_retry_after_and_counts(
     r = s.client.post("/v1/predict", json={"input": x[0].tolist()}, headers=s.auth)
     assert r.status_code == 429
     assert int(r.headers["Retry-After"]) >= 1 and "rate limit" in r.json()["detail"]
+    # a batch larger than the burst can never pass: 413 naming the burst, no Retry-After
     too_big = s.client.post("/v1/predict", json={"inputs": x[:4].tolist()}, headers=s.auth)
-    assert too_big.status_code == 429 and "burst" in too_big.json()["detail"]
+    assert too_big.status_code == 413 and "Retry-After" not in too_big.headers
+    assert "burst of 3" in too_big.json()["detail"] and too_big.json()["field"] == "inputs"
     # another key has its own bucket, with its own stored limits
     _, bob = s.keys.create("bob", rate=100.0, burst=50)
     bob_ok = s.client.post(
@@ -288,6 +301,7 @@ def test_an_audit_log_that_cannot_commit_gives_503_not_an_answer(
     bad = digits[0][0] + 5.0
     r = s.client.post("/v1/predict", json={"input": bad.tolist()}, headers=s.auth)
     assert r.status_code == 503 and "audit" in r.json()["detail"]
+    assert r.json()["detail"] == "audit log unavailable; request not answered"
     assert "predictions" not in r.json()
     assert "bastion_audit_errors_total 1" in s.client.get("/metrics").text
 

@@ -45,13 +45,16 @@ def from_schema(schema: dict[str, Any], defs: dict[str, Any]) -> st.SearchStrate
         )
     if kind == "array":
         items = from_schema(schema.get("items", {}), defs)
-        return st.lists(items, min_size=schema.get("minItems", 0), max_size=6)
+        lo = schema.get("minItems", 0)
+        return st.lists(items, min_size=lo, max_size=min(schema.get("maxItems", 6), max(lo, 6)))
     if kind == "string":
+        if "pattern" in schema:
+            return st.from_regex(schema["pattern"], fullmatch=True)
         return st.text(max_size=30)
     if kind == "integer":
         return st.integers()
     if kind == "number":
-        return st.floats()
+        return st.floats(schema.get("minimum"), schema.get("maximum"))
     if kind == "boolean":
         return st.booleans()
     if kind == "null":

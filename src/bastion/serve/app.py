@@ -1,9 +1,12 @@
 """The guarded HTTP service: ``POST /v1/predict``, ``GET /v1/health``, ``GET /metrics``.
 
-Each predict request: API key (401) -> body size (413) -> JSON and shape checks (400/413/422)
--> per-key rate limit (429) -> micro-batched ``guard.decide`` (503 overload, 504 timeout) ->
-PRADA extraction check per key -> audit log commit (503 if it fails) -> response. Every error
-is JSON ``{"detail", "field", "request_id"}``.
+Each predict request: API key (401, checked from the headers before a byte of the body is
+read) -> declared body size (413) -> bodies in flight per client and in total (429/503) -> body
+-> JSON and shape checks (400/413/422) -> per-key rate limit (429; 413 for a batch larger than
+the key's burst) -> micro-batched ``guard.decide`` (503 overload, 504 timeout) -> PRADA
+extraction check per key -> audit log commit (503 if it fails) -> response. Every error is
+JSON ``{"detail", "field", "request_id"}``; no error carries configuration secrets. A client
+that disconnects mid-body is counted as status ``499`` (client closed request), not an error.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.requests import ClientDisconnect
 
 from bastion.guard.decision import Decision, GuardLike
 from bastion.monitor import DriftMonitor
@@ -39,14 +43,14 @@ from bastion.serve.batching import MicroBatcher
 from bastion.serve.errors import RequestError
 from bastion.serve.extraction import ExtractionMonitor
 from bastion.serve.inputs import parse_body, parse_text_body
-from bastion.serve.keys import KeyRecord, KeyStore
+from bastion.serve.keys import LOCKOUT_S, KeyRecord, KeyStore
 from bastion.serve.metrics import ServiceMetrics
 from bastion.serve.ratelimit import RateLimiter
 from bastion.serve.schemas import (
     ErrorResponse,
     HealthResponse,
-    PredictRequest,
     PredictResponse,
+    predict_request_schema,
 )
 from bastion.serve.settings import ServeSettings
 
@@ -83,6 +87,50 @@ def _finite(v: float) -> float | None:
     return v if math.isfinite(v) else None
 
 
+class BodyBudget:
+    """Request bodies being received at once: at most ``per_client`` per client and at most
+    ``total_bytes`` bytes in all (each body reserves its declared length, or the body limit
+    when undeclared). Used on the event loop only, so it needs no lock."""
+
+    def __init__(self, *, per_client: int, total_bytes: int) -> None:
+        self.per_client = per_client
+        self.total_bytes = total_bytes
+        self.bytes = 0
+        self._counts: dict[str, int] = {}
+
+    def acquire(self, client: str, size: int) -> None:
+        """Reserve ``size`` bytes for ``client``; raises :class:`RequestError` 429 (this
+        client) or 503 (all clients) when over budget."""
+        if self._counts.get(client, 0) >= self.per_client:
+            raise RequestError(
+                429,
+                "body",
+                f"more than {self.per_client} request bodies in flight for this client",
+                headers={"Retry-After": "1"},
+            )
+        if self.bytes + size > self.total_bytes:
+            raise RequestError(
+                503,
+                "service",
+                "overloaded: too many request bodies in flight",
+                headers={"Retry-After": "1"},
+            )
+        self._counts[client] = self._counts.get(client, 0) + 1
+        self.bytes += size
+
+    def release(self, client: str, size: int) -> None:
+        self.bytes -= size
+        left = self._counts.get(client, 1) - 1
+        if left > 0:
+            self._counts[client] = left
+        else:
+            self._counts.pop(client, None)
+
+    def in_flight(self) -> int:
+        """Bodies being received now."""
+        return sum(self._counts.values())
+
+
 @dataclass
 class _Service:
     guard: GuardLike
@@ -96,6 +144,7 @@ class _Service:
     batcher: MicroBatcher
     started: float
     clock: Callable[[], float]
+    bodies: BodyBudget
     drift: DriftMonitor | None = None
     drift_state: Path | None = None
     drift_pool: ThreadPoolExecutor | None = None
@@ -125,17 +174,35 @@ class _Service:
         pool.submit(work)
 
     # -- the predict pipeline, run in a worker thread -------------------------------------
-    def authenticate(self, header: str | None) -> KeyRecord:
+    def authenticate(self, header: str | None, source: str = "") -> KeyRecord:
+        """The key of the ``X-API-Key`` header (401 if missing, unknown or revoked; 429 while
+        ``source``, the client address, is locked out after repeated wrong secrets)."""
         if not self.settings.require_auth:
             return ANONYMOUS
         if not header:
             self.metrics.auth_failures.inc()
             raise RequestError(401, "X-API-Key", "missing API key: send it in the X-API-Key header")
-        record = self.keys.verify(header)
+        record = self.keys.verify(header, source=source)
         if record is None:
             self.metrics.auth_failures.inc()
+            if self.keys.locked_out(source):
+                raise RequestError(
+                    429,
+                    "X-API-Key",
+                    f"too many wrong API keys from this address; retry in {LOCKOUT_S:g} s",
+                    headers={"Retry-After": str(int(LOCKOUT_S))},
+                )
             raise RequestError(401, "X-API-Key", "unknown or revoked API key")
         return record
+
+    async def authorize(self, header: str | None, source: str) -> KeyRecord:
+        """:meth:`authenticate` on the event loop for a remembered key, else in a worker
+        thread (the first check of a key runs scrypt)."""
+        if not self.settings.require_auth:
+            return ANONYMOUS
+        if header is not None and self.keys.cached(header) is not None:
+            return self.authenticate(header, source)
+        return await run_in_threadpool(self.authenticate, header, source)
 
     def rate_limit(self, key: KeyRecord, cost: int) -> None:
         s = self.settings
@@ -149,9 +216,12 @@ class _Service:
         wait = self.limiter.take(key.key_id, cost, rate=rate, burst=burst)
         if wait > 0:
             self.metrics.rate_limited.inc()
-            if math.isinf(wait):
+            if math.isinf(wait):  # can never succeed: not a rate limit but a size limit
                 raise RequestError(
-                    429, "inputs", f"{cost} inputs exceed this key's burst of {burst}; send fewer"
+                    413,
+                    "inputs",
+                    f"{cost} inputs exceed this key's burst of {burst}: no request with more "
+                    f"than {burst} inputs can pass its rate limit; send at most {burst}",
                 )
             raise RequestError(
                 429,
@@ -165,15 +235,11 @@ class _Service:
             body, input_shape=tuple(self.guard.input_shape), max_batch=self.settings.max_batch
         )[0]
 
-    async def handle(self, body: bytes, header_key: str | None, request_id: str) -> dict[str, Any]:
-        """The predict pipeline. Runs on the event loop; only the slow or blocking steps go
-        to worker threads: the first check of a key (scrypt), parsing a large body, the
-        model (the micro-batcher's thread) and the audit commit."""
+    async def handle(self, body: bytes, key: KeyRecord, request_id: str) -> dict[str, Any]:
+        """The predict pipeline after authentication. Runs on the event loop; only the slow
+        or blocking steps go to worker threads: parsing a large body, the model (the
+        micro-batcher's thread) and the audit commit."""
         s = self.settings
-        if header_key is not None and self.keys.cached(header_key) is not None:
-            key = self.authenticate(header_key)
-        else:
-            key = await run_in_threadpool(self.authenticate, header_key)
         if getattr(self.guard, "input_kind", "array") == "text":
             texts = parse_text_body(body, max_batch=s.max_batch)
             self.rate_limit(key, len(texts))
@@ -227,10 +293,14 @@ class _Service:
         if records:
             try:
                 await run_in_threadpool(self.audit.write, records)
-            except AuditError as e:
+            except AuditError as e:  # its text masks the URL's password; clients get none of it
                 self.metrics.audit_errors.inc()
+                _log.warning("request %s: %s", request_id, e)
                 raise RequestError(
-                    503, "service", f"audit log unavailable; request not answered ({e})"
+                    503,
+                    "service",
+                    "audit log unavailable; request not answered",
+                    headers={"Retry-After": "1"},
                 ) from None
             self.metrics.audit_writes.inc(len(records))
         classes = self.guard.classes
@@ -295,16 +365,22 @@ def _error(e: RequestError, request_id: str | None) -> JSONResponse:
     )
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refusing (413) a declared or streamed size above ``limit`` bytes."""
+def _declared_length(request: Request, limit: int) -> int | None:
+    """The ``Content-Length`` (``None`` if absent); 400 if malformed, 413 above ``limit``."""
     declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise RequestError(400, "Content-Length", "expected a non-negative integer")
-        if int(declared) > limit:
-            raise RequestError(
-                413, "body", f"{declared} bytes exceed the request size limit of {limit}"
-            )
+    if declared is None:
+        return None
+    if not declared.isascii() or not declared.isdigit():
+        raise RequestError(400, "Content-Length", "expected a non-negative integer")
+    if len(declared) > 20 or int(declared) > limit:
+        raise RequestError(
+            413, "body", f"{declared} bytes exceed the request size limit of {limit}"
+        )
+    return int(declared)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refusing (413) a streamed size above ``limit`` bytes."""
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -322,7 +398,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         (401, "Missing or unknown API key."),
         (413, "Body or batch too large."),
         (422, "Wrong field, shape, type or image."),
-        (429, "Rate limit exceeded (see Retry-After)."),
+        (429, "Rate limit, bodies in flight or address lockout (see Retry-After)."),
         (503, "Overloaded or audit log unavailable."),
         (504, "The model did not answer in time."),
     )
@@ -388,6 +464,10 @@ def create_app(
         batcher=batcher,
         started=started,
         clock=clock,
+        bodies=BodyBudget(
+            per_client=settings.max_bodies_per_client,
+            total_bytes=settings.max_body_bytes_in_flight,
+        ),
         drift=drift,
         drift_state=drift_state,
         drift_pool=ThreadPoolExecutor(max_workers=1, thread_name_prefix="drift")
@@ -449,9 +529,19 @@ def create_app(
         """Guarded prediction for one input or a batch (see PredictRequest)."""
         t0 = time.perf_counter()
         request_id = next_id()
+        source = request.client.host if request.client is not None else ""
         try:
-            body = await _read_body(request, settings.max_body_bytes)
-            result = await service.handle(body, request.headers.get("x-api-key"), request_id)
+            # the key first: nothing of the body is read (or buffered) for an unknown client
+            key = await service.authorize(request.headers.get("x-api-key"), source)
+            limit = settings.max_body_bytes
+            reserved = _declared_length(request, limit) or limit
+            client = key.key_id if settings.require_auth else f"address:{source}"
+            service.bodies.acquire(client, reserved)
+            try:
+                body = await _read_body(request, limit)
+            finally:
+                service.bodies.release(client, reserved)
+            result = await service.handle(body, key, request_id)
             response: Response = Response(
                 json.dumps(result, allow_nan=False),
                 media_type="application/json",
@@ -459,6 +549,9 @@ def create_app(
             )
         except RequestError as e:
             response = _error(e, request_id)
+        except ClientDisconnect:  # the client went away mid-body: nobody to answer, no fault
+            metrics.client_disconnects.inc()
+            response = Response(status_code=499)
         except Exception:  # a fault of the service or guard, never of the input: JSON 500
             _log.exception("request %s failed", request_id)
             response = _error(
@@ -505,9 +598,22 @@ def create_app(
                     description=app.description,
                     routes=app.routes,
                 )
-                doc.setdefault("components", {}).setdefault("schemas", {})["PredictRequest"] = (
-                    PredictRequest.model_json_schema()
+                components = doc.setdefault("components", {})
+                components.setdefault("schemas", {})["PredictRequest"] = predict_request_schema(
+                    tuple(guard.input_shape),
+                    max_batch=settings.max_batch,
+                    text=getattr(guard, "input_kind", "array") == "text",
                 )
+                if settings.require_auth:
+                    components["securitySchemes"] = {
+                        "APIKey": {
+                            "type": "apiKey",
+                            "in": "header",
+                            "name": "X-API-Key",
+                            "description": "A key from `bastion keys create NAME`.",
+                        }
+                    }
+                    doc["paths"]["/v1/predict"]["post"]["security"] = [{"APIKey": []}]
                 app.openapi_schema = doc
             return app.openapi_schema
 

@@ -20,10 +20,12 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from bastion.errors import ConfigError
 
@@ -139,8 +141,47 @@ class _SQLite:
         self.conn.close()
 
 
+def redact_url(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (for messages and logs)."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        user, _, rest = parts.netloc.rpartition("@")
+        return urlunsplit(parts._replace(netloc=f"{user.partition(':')[0]}:***@{rest}"))
+    except ValueError:  # unparsable: show the scheme only
+        return f"{url.partition('://')[0]}://***"
+
+
+def scrub(text: str, url: str) -> str:
+    """``text`` without the password of ``url`` (as written in the URL, or percent-decoded),
+    for error messages that echo the connection string (libpq does)."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return text.replace(url, redact_url(url))
+    if password:
+        raw = parts.netloc.rpartition("@")[0].partition(":")[2]
+        for secret in sorted({raw, password, unquote(password)}, key=len, reverse=True):
+            if secret:
+                text = text.replace(secret, "***")
+    return text
+
+
 class _Postgres:
-    def __init__(self, url: str) -> None:
+    """One psycopg 3 connection, re-established after a loss with exponential backoff.
+
+    A write on a lost connection fails (the caller answers 503); the next write reconnects
+    at once, and while reconnecting fails, further attempts wait ``backoff`` seconds
+    (doubling from ``min_backoff_s`` to ``max_backoff_s``), failing immediately in between.
+    A commit that failed because the connection broke is retried once on a fresh connection
+    (so a record may rarely appear twice, never be lost).
+    """
+
+    def __init__(
+        self, url: str, *, min_backoff_s: float = 0.05, max_backoff_s: float = 2.0
+    ) -> None:
         try:
             import psycopg  # type: ignore[import-not-found,unused-ignore]
         except ImportError as e:
@@ -148,27 +189,91 @@ class _Postgres:
                 "audit_url: a postgresql:// audit log needs the psycopg package "
                 "(pip install 'psycopg[binary]')"
             ) from e
+        self._psycopg: Any = psycopg
+        self._url = url
+        self.min_backoff_s, self.max_backoff_s = min_backoff_s, max_backoff_s
+        self._backoff = 0.0
+        self._next_try = 0.0
+        self.reconnects = 0
+        self.conn: Any = None
         try:
-            self.conn: Any = psycopg.connect(url)
+            conn = self._connect()
         except psycopg.Error as e:
-            raise ConfigError(f"audit_url: cannot connect to PostgreSQL ({e})") from e
-        with self.conn:
-            self.conn.execute(_CREATE.format(pk="BIGSERIAL PRIMARY KEY"))
-            self.conn.execute("CREATE INDEX IF NOT EXISTS audit_request ON audit (request_id)")
+            raise ConfigError(
+                f"audit_url: cannot connect to PostgreSQL at {redact_url(url)} "
+                f"({scrub(str(e), url)})"
+            ) from None
+        with conn.transaction():
+            conn.execute(_CREATE.format(pk="BIGSERIAL PRIMARY KEY"))
+            conn.execute("CREATE INDEX IF NOT EXISTS audit_request ON audit (request_id)")
+
+    def _connect(self) -> Any:
+        # autocommit: every statement group runs in an explicit transaction() block (psycopg 3
+        # closes a connection used as a context manager, so that is never done here)
+        self.conn = self._psycopg.connect(self._url, autocommit=True, connect_timeout=5)
+        return self.conn
+
+    def _ensure(self) -> Any:
+        """The open connection, reconnecting (subject to backoff) if it was lost."""
+        if self.conn is not None and not self.conn.closed:
+            return self.conn
+        now = time.monotonic()
+        if now < self._next_try:
+            raise ConnectionError(
+                f"PostgreSQL connection lost; next reconnect in {self._next_try - now:.2f} s"
+            )
+        try:
+            self._connect()
+        except self._psycopg.Error:
+            self._backoff = min(self.max_backoff_s, max(self.min_backoff_s, 2 * self._backoff))
+            self._next_try = time.monotonic() + self._backoff
+            raise
+        self._backoff = 0.0
+        self.reconnects += 1
+        return self.conn
+
+    def _lost(self) -> bool:
+        """After an error: whether the connection is gone (then it is dropped)."""
+        if self.conn is None:
+            return True
+        if self.conn.closed or self.conn.broken:
+            try:
+                self.conn.close()
+            finally:
+                self.conn = None
+            return True
+        return False
+
+    def _run(self, work: Any) -> Any:
+        fresh = self.conn is None or self.conn.closed
+        conn = self._ensure()
+        try:
+            return work(conn)
+        except self._psycopg.Error:
+            if not self._lost() or fresh:
+                raise
+        return work(self._ensure())  # the connection had died while idle: once more
 
     def insert(self, rows: list[tuple[Any, ...]]) -> None:
-        with self.conn, self.conn.cursor() as cur:
-            cur.executemany(
-                f"INSERT INTO audit ({_COLUMNS}) VALUES ({', '.join(['%s'] * 12)})", rows
-            )
+        sql = f"INSERT INTO audit ({_COLUMNS}) VALUES ({', '.join(['%s'] * 12)})"
+
+        def work(conn: Any) -> None:
+            with conn.transaction(), conn.cursor() as cur:
+                cur.executemany(sql, rows)
+
+        self._run(work)
 
     def select(self, where: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        with self.conn, self.conn.cursor() as cur:
-            cur.execute(f"SELECT {_COLUMNS} FROM audit {where} ORDER BY id", args)
-            return list(cur.fetchall())
+        def work(conn: Any) -> list[tuple[Any, ...]]:
+            with conn.cursor() as cur:
+                cur.execute(f"SELECT {_COLUMNS} FROM audit {where} ORDER BY id", args)
+                return list(cur.fetchall())
+
+        return list(self._run(work))
 
     def close(self) -> None:
-        self.conn.close()
+        if self.conn is not None:
+            self.conn.close()
 
 
 @dataclass
@@ -189,7 +294,8 @@ class AuditLog:
         if synchronous not in ("NORMAL", "FULL"):
             raise ConfigError(f"audit_synchronous: expected NORMAL or FULL, got {synchronous!r}")
         text = os.fspath(url)
-        self.url = text
+        self.url = redact_url(text)  # safe to show: the password is masked
+        self._raw_url = text
         self._backend: _Backend
         if text.startswith(("postgresql://", "postgres://")):
             self._backend = _Postgres(text)
@@ -200,7 +306,8 @@ class AuditLog:
             self._backend = _SQLite(Path(path), synchronous=synchronous)
         elif "://" in text:
             raise ConfigError(
-                f"audit_url: expected sqlite:///path.db, postgresql://... or a path, got {text!r}"
+                "audit_url: expected sqlite:///path.db, postgresql://... or a path, got "
+                f"{redact_url(text)!r}"
             )
         else:
             self._backend = _SQLite(Path(text), synchronous=synchronous)
@@ -234,7 +341,8 @@ class AuditLog:
                     p.error = error
                     p.done = True
         if mine.error is not None:
-            raise AuditError(f"audit log {self.url}: commit failed ({mine.error})") from mine.error
+            detail = scrub(str(mine.error), self._raw_url)
+            raise AuditError(f"audit log {self.url}: commit failed ({detail})") from None
 
     def by_request(self, request_id: str) -> list[AuditRecord]:
         """The records of one request, in input order."""

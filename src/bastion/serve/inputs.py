@@ -148,7 +148,7 @@ def parse_body(
     if unknown:
         raise RequestError(
             422,
-            unknown[0],
+            unknown[0] or "body",  # an empty key names no field
             f"unknown field; expected exactly one of {', '.join(FIELDS)}",
         )
     given = [k for k in FIELDS if k in doc]
@@ -192,7 +192,9 @@ def parse_text_body(body: bytes, *, max_batch: int) -> list[str]:
     unknown = sorted(k for k in doc if k not in TEXT_FIELDS)
     if unknown:
         raise RequestError(
-            422, unknown[0], "unknown field; this model takes exactly one of text, texts"
+            422,
+            unknown[0] or "body",
+            "unknown field; this model takes exactly one of text, texts",
         )
     given = [k for k in TEXT_FIELDS if k in doc]
     if len(given) != 1:

@@ -4,6 +4,18 @@ A key reads ``bst_<key_id>_<secret>``: the public ``key_id`` finds the row, the 
 checked against ``scrypt(secret, salt)`` in constant time. Verified keys are remembered in
 memory by an HMAC of the key under a per-process secret, so the slow hash runs once per key
 and process, not per request.
+
+Revocation is immediate: every check of a remembered key first reads SQLite's
+``PRAGMA data_version`` (a counter in shared memory that changes when another connection, e.g.
+``bastion keys revoke`` in another process, commits to the store; microseconds, no table
+read); when it changed, the revoked keys are dropped from memory before the check. A request
+that passed its check before the revocation committed is still answered.
+
+Lockout: wrong secrets are counted per *source* (the client address), not per key. After
+``LOCKOUT_FAILURES`` wrong secrets from one source within ``LOCKOUT_S`` seconds, that source's
+unverified keys are refused without hashing until the window passes. Keys already verified in
+this process keep working from every source, and no one can lock another client's key by
+sending wrong secrets with its key id from elsewhere.
 """
 
 from __future__ import annotations
@@ -60,12 +72,12 @@ def _hash(secret: str, salt: bytes) -> bytes:
 class KeyStore:
     """The SQLite table of API keys at ``path`` (created on first use). Thread-safe.
 
-    A verified key is trusted from memory for ``recheck_s`` seconds, then its row is read
-    again (cheaply, no hash), so a key revoked from another process stops working within
-    ``recheck_s``.
+    A verified key is trusted from memory while the store is unchanged (see the module
+    docstring: a revocation from any process takes effect at the next request); as a second
+    line, its row is also re-read after ``recheck_s`` seconds.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, recheck_s: float = 10.0) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, recheck_s: float = 60.0) -> None:
         self.path = Path(path)
         self.recheck_s = recheck_s
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -74,11 +86,12 @@ class KeyStore:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute(_SCHEMA)
         self._conn.commit()
+        self._data_version = int(self._conn.execute("PRAGMA data_version").fetchone()[0])
         self._pepper = secrets.token_bytes(32)
         self._verified: dict[bytes, tuple[KeyRecord, float]] = {}
         self._verify_lock = threading.Lock()
-        # wrong secrets per key id: after LOCKOUT_FAILURES within LOCKOUT_S the id is refused
-        # without hashing until the window passes (no brute force, no scrypt CPU burn)
+        # wrong secrets per source address: after LOCKOUT_FAILURES within LOCKOUT_S the source
+        # is refused without hashing until the window passes (no brute force, no scrypt burn)
         self._failures: dict[str, tuple[int, float]] = {}
 
     def close(self) -> None:
@@ -129,19 +142,40 @@ class KeyStore:
             self._verified.clear()
         return cur.rowcount > 0
 
+    def _sync(self) -> None:
+        """Drop revoked keys from memory if another connection changed the store since the
+        last call (one ``PRAGMA data_version`` read when nothing changed)."""
+        with self._lock:
+            version = int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+            if version == self._data_version:
+                return
+            revoked = {
+                r[0] for r in self._conn.execute("SELECT key_id FROM api_keys WHERE revoked = 1")
+            }
+            self._data_version = version
+            for tag, (record, _) in list(self._verified.items()):
+                if record.key_id in revoked:
+                    self._verified.pop(tag, None)
+
     def cached(self, key: str) -> KeyRecord | None:
-        """The record of ``key`` if it was verified in this process within ``recheck_s``
-        (no slow hash, no database read)."""
+        """The record of ``key`` if it was verified in this process, is not revoked and was
+        checked within ``recheck_s`` (no slow hash; one cheap version read)."""
+        self._sync()
         tag = hmac.new(self._pepper, key.encode(), hashlib.sha256).digest()
         hit = self._verified.get(tag)
         if hit is None or time.monotonic() - hit[1] > self.recheck_s:
             return None
         return hit[0]
 
-    def verify(self, key: str | None) -> KeyRecord | None:
-        """The record of a valid, unrevoked ``key``; ``None`` for anything else."""
+    def verify(self, key: str | None, *, source: str = "") -> KeyRecord | None:
+        """The record of a valid, unrevoked ``key``; ``None`` for anything else.
+
+        ``source`` (the client address) is charged with wrong secrets; a source over the
+        lockout limit gets ``None`` for keys not yet verified, without hashing.
+        """
         if not key or not key.startswith(PREFIX) or len(key) > 200:
             return None
+        self._sync()
         tag = hmac.new(self._pepper, key.encode(), hashlib.sha256).digest()
         hit = self._verified.get(tag)
         if hit is not None:
@@ -167,27 +201,27 @@ class KeyStore:
             hit = self._verified.get(tag)
             if hit is not None:
                 return hit[0]
-            return self._verify_slow(tag, key_id, secret)
+            return self._verify_slow(tag, key_id, secret, source)
 
-    def locked_out(self, key_id: str) -> bool:
-        """Whether ``key_id`` is refused for now after repeated wrong secrets."""
-        count, since = self._failures.get(key_id, (0, 0.0))
+    def locked_out(self, source: str) -> bool:
+        """Whether ``source`` is refused for now after repeated wrong secrets."""
+        count, since = self._failures.get(source, (0, 0.0))
         if time.monotonic() - since > LOCKOUT_S:
             return False
         return count >= LOCKOUT_FAILURES
 
-    def _fail(self, key_id: str) -> None:
+    def _fail(self, source: str) -> None:
         now = time.monotonic()
-        count, since = self._failures.get(key_id, (0, now))
+        count, since = self._failures.get(source, (0, now))
         if now - since > LOCKOUT_S:
             count, since = 0, now
-        self._failures[key_id] = (count + 1, since)
+        self._failures[source] = (count + 1, since)
         if len(self._failures) > 10_000:  # bounded: drop the oldest windows
             for k in sorted(self._failures, key=lambda k: self._failures[k][1])[:5_000]:
                 del self._failures[k]
 
-    def _verify_slow(self, tag: bytes, key_id: str, secret: str) -> KeyRecord | None:
-        if self.locked_out(key_id):
+    def _verify_slow(self, tag: bytes, key_id: str, secret: str, source: str) -> KeyRecord | None:
+        if self.locked_out(source):
             return None
         with self._lock:
             row = self._conn.execute(
@@ -198,7 +232,7 @@ class KeyStore:
         if row is None or row[6]:
             return None
         if not hmac.compare_digest(_hash(secret, row[0]), row[1]):
-            self._fail(key_id)
+            self._fail(source)
             return None
         record = KeyRecord(key_id, row[2], row[3], row[4], row[5], False)
         with self._lock:

@@ -32,12 +32,16 @@ def _num(v: float) -> str:
 
 
 class Counter:
-    """A monotone count per label set."""
+    """A monotone count per label set. ``zero``: label sets shown as 0 before their first
+    increment, so dashboards see 0, not "no data" (default: the unlabelled series, while no
+    other series exists)."""
 
-    def __init__(self, name: str, help_text: str) -> None:
+    def __init__(
+        self, name: str, help_text: str, *, zero: Sequence[dict[str, str]] | None = None
+    ) -> None:
         self.name, self.help = name, help_text
         self._lock = threading.Lock()
-        self._values: dict[Labels, float] = {}
+        self._values: dict[Labels, float] = {tuple(sorted(z.items())): 0.0 for z in zero or ()}
 
     def inc(self, amount: float = 1.0, **labels: str) -> None:
         key = tuple(sorted(labels.items()))
@@ -50,7 +54,7 @@ class Counter:
     def render(self) -> list[str]:
         out = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} counter"]
         with self._lock:
-            items = sorted(self._values.items())
+            items = sorted(self._values.items()) or [((), 0.0)]
         out += [f"{self.name}{_labels(k)} {_num(v)}" for k, v in items]
         return out
 
@@ -70,13 +74,22 @@ class Gauge:
 
 
 class Histogram:
-    """Cumulative buckets, sum and count per label set."""
+    """Cumulative buckets, sum and count per label set; ``zero`` as for :class:`Counter`."""
 
-    def __init__(self, name: str, help_text: str, buckets: Sequence[float]) -> None:
+    def __init__(
+        self,
+        name: str,
+        help_text: str,
+        buckets: Sequence[float],
+        *,
+        zero: Sequence[dict[str, str]] | None = None,
+    ) -> None:
         self.name, self.help = name, help_text
         self.bounds = tuple(float(b) for b in buckets)
         self._lock = threading.Lock()
-        self._data: dict[Labels, tuple[list[int], list[float]]] = {}
+        self._data: dict[Labels, tuple[list[int], list[float]]] = {
+            tuple(sorted(z.items())): ([0] * (len(self.bounds) + 1), [0.0]) for z in zero or ()
+        }
 
     def observe(self, value: float, **labels: str) -> None:
         key = tuple(sorted(labels.items()))
@@ -94,6 +107,8 @@ class Histogram:
         out = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
         with self._lock:
             items = sorted((k, (list(c), t[0])) for k, (c, t) in self._data.items())
+        if not items:
+            items = [((), ([0] * (len(self.bounds) + 1), 0.0))]
         for key, (counts, total) in items:
             running = 0
             for bound, c in zip((*self.bounds, math.inf), counts, strict=True):
@@ -108,14 +123,22 @@ class ServiceMetrics:
     """The service's metrics (names prefixed ``bastion_``)."""
 
     def __init__(self, *, uptime: Callable[[], float], flagged_keys: Callable[[], float]) -> None:
+        endpoints = ("/v1/predict", "/v1/health", "/metrics")
         self.requests = Counter(
-            "bastion_requests_total", "HTTP requests by endpoint and status code."
+            "bastion_requests_total",
+            "HTTP requests by endpoint and status code (499: the client disconnected).",
+            zero=[{"endpoint": e, "status": "200"} for e in endpoints],
         )
-        self.decisions = Counter("bastion_decisions_total", "Guard decisions (inputs) by verdict.")
+        self.decisions = Counter(
+            "bastion_decisions_total",
+            "Guard decisions (inputs) by verdict.",
+            zero=[{"verdict": v} for v in ("accept", "flag", "abstain", "reject")],
+        )
         self.latency = Histogram(
             "bastion_request_duration_seconds",
             "Time from request start to response, by endpoint.",
             LATENCY_BUCKETS,
+            zero=[{"endpoint": "/v1/predict"}],
         )
         self.batch_size = Histogram(
             "bastion_guard_batch_size", "Inputs per forward pass of the guard.", BATCH_BUCKETS
@@ -132,6 +155,10 @@ class ServiceMetrics:
             "bastion_extraction_flags_total", "API keys flagged by the PRADA extraction test."
         )
         self.timeouts = Counter("bastion_timeouts_total", "Requests that ran past the timeout.")
+        self.client_disconnects = Counter(
+            "bastion_client_disconnects_total",
+            "Requests whose client disconnected before the body was read (status 499).",
+        )
         self._all: list[Counter | Histogram | Gauge] = [
             self.requests,
             self.decisions,
@@ -143,6 +170,7 @@ class ServiceMetrics:
             self.audit_errors,
             self.extraction_flags,
             self.timeouts,
+            self.client_disconnects,
             Gauge("bastion_uptime_seconds", "Seconds since the service started.", uptime),
             Gauge(
                 "bastion_flagged_keys", "API keys currently flagged for extraction.", flagged_keys

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from bastion.errors import ConfigError
 from bastion.guard.decision import GuardLike
@@ -97,12 +98,29 @@ def serve(
     guard's micro-batcher makes one worker use the cores torch is given)."""
     import uvicorn
 
-    app = build_app_for_run(run_dir, settings=settings or ServeSettings())
-    uvicorn.run(
-        app,  # type: ignore[arg-type]
-        host=host,
-        port=port,
-        log_level=log_level,
-        access_log=False,
-        timeout_keep_alive=30,
-    )
+    s = settings or ServeSettings()
+    app = build_app_for_run(run_dir, settings=s)
+    uvicorn.run(app, **uvicorn_options(s, host=host, port=port, log_level=log_level))  # type: ignore[arg-type]
+
+
+def uvicorn_options(
+    settings: ServeSettings, *, host: str, port: int, log_level: str = "warning"
+) -> dict[str, Any]:
+    """``uvicorn.run``/``uvicorn.Config`` keyword arguments for ``settings``: the total
+    connection bound (``limit_concurrency``) and the per-address and first-request bounds of
+    :mod:`bastion.serve.connections`."""
+    from bastion.serve.connections import bounded_protocol, default_protocol
+
+    return {
+        "host": host,
+        "port": port,
+        "log_level": log_level,
+        "access_log": False,
+        "timeout_keep_alive": 30,
+        "limit_concurrency": settings.max_connections,
+        "http": bounded_protocol(
+            default_protocol(),
+            per_client=settings.max_connections_per_client,
+            idle_timeout_s=settings.idle_connection_timeout_s,
+        ),
+    }

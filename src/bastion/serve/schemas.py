@@ -67,3 +67,81 @@ class ErrorResponse(BaseModel):
     detail: str = Field(description="What was wrong and what was expected.")
     field: str = Field(description="The JSON path, header or part of the request at fault.")
     request_id: str | None = None
+
+
+# a base64 string (standard alphabet, padded): what png_instance accepts before decoding
+_BASE64 = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+# integers beyond int64 are refused (422); floats of any size are passed to the guard, so the
+# schema bound (a round number just inside int64) is a little stricter than the service
+_BOUND = 9.2e18
+
+
+def _nested_array(shape: tuple[int, ...]) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "number", "minimum": -_BOUND, "maximum": _BOUND}
+    for n in reversed(shape):
+        schema = {"type": "array", "minItems": n, "maxItems": n, "items": schema}
+    return schema
+
+
+def predict_request_schema(
+    input_shape: tuple[int, ...], *, max_batch: int, text: bool = False
+) -> dict[str, Any]:
+    """The JSON Schema of one service's predict body, as strict as the service: exactly one
+    field; arrays of exactly the model's input shape; batches of 1..``max_batch``; images as
+    non-empty base64 PNG strings (only for ``(1|3, H, W)`` models); texts for text models.
+
+    What a schema cannot say: an image must decode to a PNG of the model's height and width
+    (else 422), and JSON ``NaN``/``Infinity`` (not JSON Schema numbers) are accepted and
+    rejected by the guard with a reason.
+    """
+    props: dict[str, Any] = {}
+    if text:
+        props["text"] = {"type": "string", "description": "One text."}
+        props["texts"] = {
+            "type": "array",
+            "items": {"type": "string"},
+            "minItems": 1,
+            "maxItems": max_batch,
+            "description": f"A batch of 1 to {max_batch} texts.",
+        }
+    else:
+        dims = " x ".join(map(str, input_shape))
+        props["input"] = {
+            **_nested_array(input_shape),
+            "description": f"One input: a nested array of numbers of shape {dims}.",
+        }
+        props["inputs"] = {
+            "type": "array",
+            "items": _nested_array(input_shape),
+            "minItems": 1,
+            "maxItems": max_batch,
+            "description": f"A batch of 1 to {max_batch} inputs, each like 'input'.",
+        }
+        if len(input_shape) == 3 and input_shape[0] in (1, 3):
+            _, h, w = input_shape
+            image = {
+                "type": "string",
+                "minLength": 4,
+                "pattern": _BASE64,
+                "contentEncoding": "base64",
+                "contentMediaType": "image/png",
+                "description": f"One base64 PNG of {w}x{h} pixels (grey or RGB).",
+            }
+            props["image"] = image
+            props["images"] = {
+                "type": "array",
+                "items": image,
+                "minItems": 1,
+                "maxItems": max_batch,
+                "description": f"A batch of 1 to {max_batch} base64 PNGs.",
+            }
+    names = " or ".join(f"'{n}'" for n in props)
+    return {
+        "title": "PredictRequest",
+        "description": f"Exactly one of {names}.",
+        "type": "object",
+        "properties": props,
+        "additionalProperties": False,
+        "minProperties": 1,
+        "maxProperties": 1,
+    }

@@ -27,6 +27,18 @@ class ServeSettings:
             fsyncs the WAL at each commit, which is needed only to survive a power loss or a
             kernel crash.
         max_body_bytes: largest request body accepted (413 above it).
+        max_connections: most open connections in total (uvicorn's ``limit_concurrency``;
+            requests beyond it are answered 503).
+        max_connections_per_client: most open connections from one client address; a
+            further connection is closed at once.
+        idle_connection_timeout_s: a connection that has not sent a complete request head
+            within this many seconds of opening is closed (after a response, uvicorn's
+            keep-alive timeout applies).
+        max_bodies_per_client: most request bodies received at the same time per API key
+            (per client address without auth); 429 with ``Retry-After`` above it.
+        max_body_bytes_in_flight: most request-body bytes being received at the same time
+            across all clients (a body counts its ``Content-Length``, or ``max_body_bytes``
+            if undeclared); 503 with ``Retry-After`` above it.
         max_batch: most inputs in one request (413 above it).
         request_timeout_s: longest wait for the guard's answer (504 after it).
         max_pending: most inputs waiting for the guard across all requests (503 above it).
@@ -54,6 +66,11 @@ class ServeSettings:
     audit_all: bool = False
     audit_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     max_body_bytes: int = 4 * 1024 * 1024
+    max_connections: int = 1000
+    max_connections_per_client: int = 100
+    idle_connection_timeout_s: float = 10.0
+    max_bodies_per_client: int = 8
+    max_body_bytes_in_flight: int = 64 * 1024 * 1024
     max_batch: int = 256
     request_timeout_s: float = 10.0
     max_pending: int = 4096
@@ -73,7 +90,17 @@ class ServeSettings:
     model: str | None = None
 
     def __post_init__(self) -> None:
-        positive_ints = ("max_body_bytes", "max_batch", "max_pending", "micro_batch", "burst")
+        positive_ints = (
+            "max_body_bytes",
+            "max_batch",
+            "max_pending",
+            "micro_batch",
+            "burst",
+            "max_connections",
+            "max_connections_per_client",
+            "max_bodies_per_client",
+            "max_body_bytes_in_flight",
+        )
         for name in (*positive_ints, "extraction_window", "extraction_every", "flagged_burst"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -93,7 +120,12 @@ class ServeSettings:
                 "serve.extraction_threshold: expected W in (0, 1), got "
                 f"{self.extraction_threshold!r}"
             )
-        for name in ("request_timeout_s", "flagged_rate"):
+        if self.max_body_bytes_in_flight < self.max_body_bytes:
+            raise ConfigError(
+                "serve.max_body_bytes_in_flight: expected at least max_body_bytes "
+                f"({self.max_body_bytes}), got {self.max_body_bytes_in_flight!r}"
+            )
+        for name in ("request_timeout_s", "flagged_rate", "idle_connection_timeout_s"):
             if not float(getattr(self, name)) > 0:
                 raise ConfigError(f"serve.{name}: expected a positive number")
         if self.rate is not None and not self.rate > 0:
