@@ -308,7 +308,9 @@ def test_weight_mismatch_is_one_line_naming_the_key(
     assert f"missing key '{first}'" in err and "unexpected key 'extra.weight'" in err
 
 
-def test_failed_run_leaves_no_out_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_failed_run_leaves_no_out_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     doc = {
         "name": "t",
         "data": {"data_dir": str(tmp_path / "missing")},
