@@ -1,0 +1,75 @@
+"""Connection bounds of a real uvicorn server (in a thread): per-address connection limit,
+idle connections closed, and keyed requests unaffected."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import uvicorn
+from conftest import MakeServed
+from serve_fixtures import digits_test_images
+
+from bastion.serve.runner import uvicorn_options
+
+
+@contextmanager
+def running(app: Any, settings: Any) -> Iterator[str]:
+    """``app`` under uvicorn with the service's connection bounds, on a free loopback port."""
+    config = uvicorn.Config(app, **uvicorn_options(settings, host="127.0.0.1", port=0))
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def _closed_by_peer(sock: socket.socket, within: float) -> bool:
+    sock.settimeout(within)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_connections_per_address_and_idle_connections_are_bounded(
+    make_served: MakeServed,
+) -> None:
+    s = make_served(max_connections_per_client=3, idle_connection_timeout_s=0.6)
+    x, _ = digits_test_images()
+    with running(s.client.app, s.settings) as address:
+        host, port = address.split(":")
+        idle = [socket.create_connection((host, int(port))) for _ in range(3)]
+        try:
+            time.sleep(0.1)
+            extra = socket.create_connection((host, int(port)))
+            assert _closed_by_peer(extra, 2.0), "a 4th connection from one address was kept"
+            extra.close()
+            # the idle ones (no request head) are closed after idle_connection_timeout_s
+            assert all(_closed_by_peer(c, 3.0) for c in idle)
+        finally:
+            for c in idle:
+                c.close()
+        time.sleep(0.1)
+        # and keyed requests on a keep-alive connection are served normally afterwards
+        with httpx.Client(base_url=f"http://{address}", headers=s.auth, timeout=10) as c:
+            for _ in range(3):
+                r = c.post("/v1/predict", json={"input": x[0].tolist()})
+                assert r.status_code == 200, r.text
+            time.sleep(1.0)  # longer than the idle timeout: a used connection is not cut
+            assert c.post("/v1/predict", json={"input": x[0].tolist()}).status_code == 200
