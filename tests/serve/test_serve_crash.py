@@ -1,5 +1,7 @@
 """A real uvicorn server, killed with SIGKILL under load: every request that got a response
-has its audit record after the restart (the record commits before the response is sent)."""
+has its audit record after the restart (the record commits before the response is sent), with
+the audit log in SQLite and in PostgreSQL (the real server of ``BASTION_TEST_POSTGRES_URL``;
+skipped, saying so, without one)."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start(run_dir: Path, port: int, audit: Path, keys: Path) -> subprocess.Popen[bytes]:
+def _start(run_dir: Path, port: int, audit: str, keys: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [
         sys.executable,
@@ -34,7 +36,7 @@ def _start(run_dir: Path, port: int, audit: Path, keys: Path) -> subprocess.Pope
         "--port",
         str(port),
         "--set",
-        f"audit_url=sqlite:///{audit}",
+        f"audit_url={audit}",
         "--set",
         f"keys_db={keys}",
         "--set",
@@ -61,8 +63,16 @@ def _wait_healthy(proc: subprocess.Popen[bytes], url: str, timeout: float = 60.0
     raise RuntimeError("server did not become healthy")
 
 
-def test_sigkill_mid_load_loses_no_answered_audit_record(run_dir: Path, tmp_path: Path) -> None:
-    audit_db, keys_db = tmp_path / "audit.db", tmp_path / "keys.db"
+def test_sigkill_mid_load_loses_no_answered_audit_record(
+    run_dir: Path, tmp_path: Path, audit_url: str
+) -> None:
+    kill_under_load(run_dir, tmp_path, audit_url)
+
+
+def kill_under_load(run_dir: Path, tmp_path: Path, audit_db: str) -> dict[str, int]:
+    """Start the service on ``audit_db``, load it with 8 clients, SIGKILL it after 150
+    answers, restart it and check every answered request's records; returns the counts."""
+    keys_db = tmp_path / "keys.db"
     store = KeyStore(keys_db)
     _, key = store.create("load")
     store.close()
@@ -128,6 +138,7 @@ def test_sigkill_mid_load_loses_no_answered_audit_record(run_dir: Path, tmp_path
         assert all(rec.verdict == "reject" and rec.key_name == "load" for rec in records)
         assert len(records) >= len(answered) + 1
         log.close()
+        return {"answered": len(answered), "missing": len(missing), "records": len(records)}
     finally:
         restarted.send_signal(signal.SIGTERM)
         try:
