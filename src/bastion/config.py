@@ -251,6 +251,7 @@ class EvaluationConfig(_Strict):
     eps_grid: list[float] = Field(default_factory=list)
     corruptions: CorruptionsConfig | None = None
     sanity_checks: Literal["quick", "full", "off"] = "quick"
+    escalate: bool = True
     calibration: CalibrationConfig | None = Field(default_factory=CalibrationConfig)
     latency: LatencyConfig | None = Field(default_factory=LatencyConfig)
     shifts: ShiftConfig | None = None

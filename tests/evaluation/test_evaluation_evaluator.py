@@ -26,6 +26,13 @@ RESULT_KEYS = {
     "attack_seconds",
     "n_eval",
     "evaluation_seconds",
+    "first_pass_worst_case_accuracy",
+    "sanity_checks",
+    "sanity_warnings",
+    "sanity_seconds",
+    "escalation",
+    "worst_case_basis",
+    "headline",
 }
 
 

@@ -41,3 +41,52 @@ class Noisy(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         out: Tensor = self.inner(x + self.sigma * torch.randn_like(x))
         return out
+
+
+class Scaled(nn.Module):
+    """Multiplies the logits by ``scale`` (1e4): the same predictions, but the cross-entropy is
+    saturated, so its gradient is exactly zero on every confidently classified example."""
+
+    def __init__(self, inner: nn.Module, scale: float = 1e4):
+        super().__init__()
+        self.inner, self.scale = inner, scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = self.inner(x) * self.scale
+        return out
+
+
+class RandomDrop(nn.Module):
+    """Zeroes each input pixel with probability ``p`` and adds Gaussian noise on every call: a
+    randomised-transformation defence."""
+
+    def __init__(self, inner: nn.Module, p: float = 0.1, sigma: float = 0.05):
+        super().__init__()
+        self.inner, self.p, self.sigma = inner, p, sigma
+
+    def forward(self, x: Tensor) -> Tensor:
+        keep = (torch.rand_like(x) >= self.p).to(x.dtype)
+        out: Tensor = self.inner(x * keep + self.sigma * torch.randn_like(x))
+        return out
+
+
+class DetectAndPurify(nn.Module):
+    """A non-differentiable detector in front of the model: the digits data lie on a grid of 17
+    grey levels, and an input whose mean distance to that grid (in grid steps) exceeds
+    ``threshold`` is flagged
+    as adversarial and purified (rounded to ``levels`` grey levels) before the model. Clean
+    digits pass untouched with honest gradients; the random starts and the steps of an attack
+    are flagged, and there the gradient is zero."""
+
+    def __init__(self, inner: nn.Module, threshold: float = 0.02, levels: int = 4):
+        super().__init__()
+        self.inner, self.threshold, self.levels = inner, threshold, levels
+
+    def score(self, x: Tensor) -> Tensor:
+        return (x * 16 - torch.round(x * 16)).abs().flatten(1).mean(1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        flagged = (self.score(x) > self.threshold).view(-1, *([1] * (x.dim() - 1)))
+        purified = torch.round(x * self.levels) / self.levels
+        out: Tensor = self.inner(torch.where(flagged, purified, x))
+        return out

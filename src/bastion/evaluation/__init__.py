@@ -1,6 +1,10 @@
-"""Evaluation: accuracy under attack, the worst case across attacks, and the scorecard."""
+"""Evaluation: accuracy under attack, the worst case across attacks, the sanity checks that
+catch a fooled evaluation and the escalation that acts on them, and the scorecard."""
 
+from bastion.evaluation.escalation import Escalation, EscalationStep, escalate
 from bastion.evaluation.evaluator import NamedAttack, eps_key, evaluate_model, robust_mask
+from bastion.evaluation.probe import BPDAPlan, find_bpda, probe_layers
+from bastion.evaluation.sanity import REMEDIES, SanityCheck, SanityThresholds, run_sanity_checks
 from bastion.evaluation.scorecard import (
     SCHEMA_VERSION,
     config_hash,
@@ -11,14 +15,24 @@ from bastion.evaluation.scorecard import (
 )
 
 __all__ = [
+    "REMEDIES",
     "SCHEMA_VERSION",
+    "BPDAPlan",
+    "Escalation",
+    "EscalationStep",
     "NamedAttack",
+    "SanityCheck",
+    "SanityThresholds",
     "config_hash",
     "eps_key",
+    "escalate",
     "evaluate_model",
+    "find_bpda",
     "package_versions",
+    "probe_layers",
     "read_scorecard",
     "robust_mask",
+    "run_sanity_checks",
     "sanitize",
     "write_json",
 ]

@@ -6,6 +6,13 @@ misclassified counts as broken without being attacked). The worst case marks an 
 only if it survives every attack, so it is never above any single attack's accuracy. Each
 (attack, eps) pair draws its randomness from its own seeded generator, so the figures do not
 depend on the order of the attack list.
+
+Then the evaluation checks itself: the gradient-masking checks of
+:mod:`bastion.evaluation.sanity` run on the same examples (reusing the first pass's per-example
+results), and when one fires, :func:`bastion.evaluation.escalate` runs the adaptive attacks that
+answer it on the examples the first pass left robust. The headline ``worst_case_accuracy`` is the
+minimum over the first pass and every escalation; the first pass's figure is kept beside it,
+marked superseded with the reason.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -25,6 +32,22 @@ from bastion.evaluation.state import EvaluationState
 from bastion.threat import ThreatModel
 
 EvalProgressFn = Callable[[str, int, int], None]
+SanityBudget = Literal["quick", "full", "off"]
+
+#: Attacks that see only the model's outputs (the scorecard's ``worst_case_basis``).
+BLACK_BOX_ATTACKS = frozenset({"square", "hopskipjump", "transfer"})
+
+
+def is_black_box(attack: Attack) -> bool:
+    """Whether ``attack`` is, or (a cascade) contains, a black-box attack."""
+    if attack.name in BLACK_BOX_ATTACKS:
+        return True
+    specs = getattr(attack, "attacks", None)
+    return (
+        attack.name == "cascade"
+        and isinstance(specs, list)
+        and any(isinstance(s, dict) and s.get("name") in BLACK_BOX_ATTACKS for s in specs)
+    )
 
 
 def eps_key(eps: float) -> str:
@@ -80,6 +103,9 @@ def evaluate_model(
     progress: EvalProgressFn | None = None,
     state: EvaluationState | None = None,
     model_id: str = "model",
+    sanity: SanityBudget = "quick",
+    escalate: bool = True,
+    model_name: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on ``(x, y)`` ``(N, ...)``/``(N,)``.
 
@@ -94,6 +120,19 @@ def evaluate_model(
     With a ``state``, each finished (attack, eps) pair is recorded under ``model_id`` and a
     pair already recorded is not run again (a resumed evaluation gives the same figures: each
     pair draws from its own seeded generator).
+
+    Unless ``sanity="off"``, the checks of :func:`bastion.evaluation.run_sanity_checks` run with
+    that budget on the first examples, fed the first pass's per-example results at
+    ``threat.eps``, and are returned as ``sanity_checks`` (and the failed ones as
+    ``sanity_warnings``, naming ``model_name``, default ``model_id``). With ``escalate`` (the
+    default), a failed check triggers :func:`bastion.evaluation.escalate` on the examples the
+    first pass left robust; either way ``escalation`` records what happened (``status``
+    ``"off"``, ``"not-needed"``, ``"complete"`` or ``"incomplete"``). Then
+    ``worst_case_accuracy`` is the minimum over the first pass and every escalation,
+    ``first_pass_worst_case_accuracy`` the first pass's figure, ``worst_case_basis`` says
+    whether a black-box attack took part (``"white-box only"`` or ``"white-box and
+    black-box"``) and ``headline`` states the figure in one sentence. ``accuracy_vs_eps``
+    stays the first pass's curve (escalation runs at ``threat.eps`` only).
     """
     labels = [a.label for a in attacks]
     if len(set(labels)) != len(labels):
@@ -109,6 +148,8 @@ def evaluate_model(
     per_attack: dict[str, list[float]] = {a.label: [] for a in attacks}
     seconds: dict[str, dict[str, float]] = {a.label: {} for a in attacks}
     worst: list[float] = []
+    masks_at_eps: dict[str, Tensor] = {}
+    worst_at_eps = correct.clone()
     total = len(grid) * len(attacks)
     done = 0
     for eps in grid:
@@ -138,20 +179,131 @@ def evaluate_model(
                     state.put(key, mask)
             per_attack[na.label].append(float(mask.float().mean()))
             worst_mask &= mask
+            if eps == threat.eps:
+                masks_at_eps[na.label] = mask
             done += 1
             if progress is not None:
                 progress(f"{na.label} eps={eps_key(eps)}", done, total)
         worst.append(float(worst_mask.float().mean()) if attacks else clean)
-    at = grid.index(threat.eps)
+        if eps == threat.eps:
+            worst_at_eps = worst_mask
+    attacks_doc = {
+        label: {eps_key(e): v for e, v in zip(grid, vals, strict=True)}
+        for label, vals in per_attack.items()
+    }
+    checked = _check_and_escalate(
+        model,
+        x,
+        y,
+        threat,
+        attacks_doc,
+        masks_at_eps,
+        worst_at_eps,
+        sanity=sanity,
+        escalate=escalate,
+        seed=seed,
+        batch_size=batch_size,
+        name=model_name or model_id,
+        black_box=any(is_black_box(na.attack) for na in attacks),
+        progress=progress,
+    )
     return {
         "clean_accuracy": clean,
-        "worst_case_accuracy": worst[at],
-        "attacks": {
-            label: {eps_key(e): v for e, v in zip(grid, vals, strict=True)}
-            for label, vals in per_attack.items()
-        },
+        **checked,
+        "attacks": attacks_doc,
         "accuracy_vs_eps": {"eps": grid, "worst_case": worst, "per_attack": per_attack},
         "n_eval": n,
         "attack_seconds": seconds,
         "evaluation_seconds": round(time.perf_counter() - start, 3),
     }
+
+
+def _check_and_escalate(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    threat: ThreatModel,
+    attacks_doc: dict[str, dict[str, float]],
+    masks: dict[str, Tensor],
+    worst_mask: Tensor,
+    *,
+    sanity: SanityBudget,
+    escalate: bool,
+    seed: int,
+    batch_size: int,
+    name: str,
+    black_box: bool,
+    progress: EvalProgressFn | None,
+) -> dict[str, Any]:
+    """The sanity checks and escalation part of :func:`evaluate_model`'s result."""
+    from bastion.evaluation.escalation import escalate as run_escalation
+    from bastion.evaluation.sanity import REMEDIES, run_sanity_checks, to_warnings
+
+    first = float(worst_mask.float().mean())
+    out: dict[str, Any] = {"worst_case_accuracy": first, "first_pass_worst_case_accuracy": first}
+    escalation: dict[str, Any] = {"enabled": escalate, "status": "not-needed", "fired": []}
+    if sanity not in ("quick", "full", "off"):
+        raise ConfigError(f"evaluation.sanity_checks: expected quick, full or off, got {sanity!r}")
+    if sanity == "off":
+        escalation = {"enabled": escalate, "status": "off", "fired": [], "reason": "no checks"}
+    else:
+        t0 = time.perf_counter()
+        checks = run_sanity_checks(
+            model,
+            x,
+            y,
+            threat,
+            seed=seed,
+            budget=sanity,
+            attacks_results=attacks_doc,
+            attack_masks=masks,
+        )
+        out["sanity_checks"] = [c.to_dict() for c in checks]
+        out["sanity_warnings"] = to_warnings(checks, name)
+        out["sanity_seconds"] = round(time.perf_counter() - t0, 3)
+        fired = [c.code for c in checks if not c.passed]
+        if fired and not escalate:
+            escalation = {
+                "enabled": False,
+                "status": "off",
+                "fired": fired,
+                "remedies": sorted({r for c in checks if not c.passed for r in REMEDIES[c.code]}),
+                "reason": "evaluation.escalate is false: the first-pass figure stands unverified",
+            }
+        elif fired:
+            esc = run_escalation(
+                model,
+                x,
+                y,
+                threat,
+                checks,
+                robust=worst_mask,
+                seed=seed,
+                budget=sanity,
+                batch_size=batch_size,
+                progress=(lambda r: progress(f"escalation: {r}", 1, 1)) if progress else None,
+            )
+            escalation = esc.to_dict(enabled=True)
+            out["worst_case_accuracy"] = esc.accuracy
+            black_box = black_box or any(
+                s.status == "done" and s.remedy == "black-box" for s in esc.steps
+            )
+    out["escalation"] = escalation
+    out["worst_case_basis"] = "white-box and black-box" if black_box else "white-box only"
+    out["headline"] = headline(out["worst_case_accuracy"], first, escalation, black_box)
+    return out
+
+
+def headline(worst: float, first: float, escalation: dict[str, Any], black_box: bool) -> str:
+    """One sentence stating the worst case, whether escalation superseded the first pass, and
+    whether it is white-box only."""
+    text = f"worst case {worst:.1%}"
+    if worst < first:
+        text += f" (escalated; the first pass said {first:.1%})"
+    if escalation.get("status") == "incomplete":
+        text += "; escalation did not finish, the figure is unverified"
+    elif escalation.get("status") == "off" and escalation.get("fired"):
+        text += "; sanity checks fired but escalation is off, the figure is unverified"
+    if not black_box:
+        text += "; white-box only (no black-box attack was run)"
+    return text

@@ -15,8 +15,9 @@ code                            fails when (thresholds: :class:`SanityThresholds
 ``zero-or-nonfinite-gradients`` more than ``zero_grad_share`` of the examples have an input
                                 gradient of the cross-entropy that is exactly zero or not finite
 ``single-step-beats-iterative`` FGSM accuracy < min(PGD, APGD-CE) accuracy - ``single_step_tol``
-``black-box-beats-white-box``   Square accuracy < best white-box accuracy (FGSM, PGD, APGD-CE,
-                                APGD-T) - ``black_box_tol``
+``black-box-beats-white-box``   Square, run after the white-box attacks (FGSM, PGD, APGD-CE,
+                                APGD-T) on the same examples, breaks more than
+                                ``black_box_tol`` of them (AutoAttack's flag)
 ``restarts-change-much``        APGD-CE with 1 restart minus with several > ``restarts_tol``
 ``non-monotonic-eps``           accuracy rises by more than ``monotonic_tol`` from one eps to
                                 a larger one on the grid
@@ -29,6 +30,22 @@ as broken), as in :func:`bastion.evaluation.evaluate_model`. A check that cannot
 under l1, say) passes with ``details["skipped"]`` saying why. Randomness comes from generators
 seeded from ``seed`` and the check's name; the model's own randomness (a randomised defence) is
 the model's business.
+
+Each check names the adaptive remedies that answer it (:data:`REMEDIES`, ``SanityCheck.remedies``);
+:func:`bastion.evaluation.escalate` runs them on the examples the first pass left robust:
+
+=============================== ============================================================
+code                            remedies
+=============================== ============================================================
+``non-deterministic-model``     ``eot`` (expectation over the model's randomness)
+``zero-or-nonfinite-gradients`` ``bpda`` (probed non-differentiable layers), ``margin`` (DLR,
+                                rescaled logits)
+``single-step-beats-iterative`` ``margin``, ``black-box``
+``black-box-beats-white-box``   ``black-box`` (restarts, more Square queries, transfer)
+``restarts-change-much``        ``black-box``
+``non-monotonic-eps``           ``margin``, ``black-box``
+``unbounded-eps-not-zero``      ``bpda``, ``margin``, ``black-box``
+=============================== ============================================================
 """
 
 from __future__ import annotations
@@ -53,6 +70,7 @@ from bastion.evaluation.evaluator import eps_key, robust_mask
 from bastion.threat import ThreatModel
 
 Severity = Literal["warning", "info"]
+Remedy = Literal["bpda", "margin", "eot", "black-box"]
 Budget = Literal["quick", "full"]
 AttackResults = Mapping[str, float | Mapping[str, float]]
 
@@ -66,6 +84,22 @@ CHECK_CODES = (
     "unbounded-eps-not-zero",
 )
 
+#: The adaptive remedies that answer each check, in the order escalation runs them: ``bpda``
+#: (Athalye et al. 2018: straight-through or learned approximations of non-differentiable
+#: layers found by probing), ``margin`` (the DLR loss of Croce & Hein 2020 and rescaled logits
+#: for saturated outputs), ``eot`` (Expectation over Transformation, Athalye et al. 2018) and
+#: ``black-box`` (more restarts, more Square queries, a transfer attack from a smooth
+#: surrogate).
+REMEDIES: dict[str, tuple[Remedy, ...]] = {
+    "non-deterministic-model": ("eot",),
+    "zero-or-nonfinite-gradients": ("bpda", "margin"),
+    "single-step-beats-iterative": ("margin", "black-box"),
+    "black-box-beats-white-box": ("black-box",),
+    "restarts-change-much": ("black-box",),
+    "non-monotonic-eps": ("margin", "black-box"),
+    "unbounded-eps-not-zero": ("bpda", "margin", "black-box"),
+}
+
 
 @dataclass(frozen=True)
 class SanityCheck:
@@ -78,6 +112,8 @@ class SanityCheck:
         message: what was measured, in one sentence with the figures.
         advice: what the failure means and what to do (empty for a passed check).
         details: the figures behind the verdict (JSON-able).
+        remedies: the adaptive remedies that answer this check (:data:`REMEDIES`), named for
+            passed checks too; escalation runs them only for failed ones.
     """
 
     code: str
@@ -86,18 +122,34 @@ class SanityCheck:
     message: str
     advice: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+    remedies: tuple[Remedy, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form the scorecard stores."""
+        return {
+            "code": self.code,
+            "passed": self.passed,
+            "severity": self.severity,
+            "message": self.message,
+            "advice": self.advice,
+            "details": self.details,
+            "remedies": list(self.remedies),
+        }
 
 
 @dataclass(frozen=True)
 class SanityThresholds:
     """When a check fails. Accuracy tolerances are absolute fractions (0.03 = 3 points); they
     sit above the run-to-run noise of the attacks on a few hundred examples and below the gaps
-    gradient masking produces (tens of points), so honest models pass and masked ones fail."""
+    gradient masking produces (tens of points), so honest models pass and masked ones fail.
+    ``black_box_tol`` is AutoAttack's sensitivity instead: Square runs only on the examples every
+    white-box attack left robust, and breaking more than half a point (a few tenths) fires
+    the check (Croce & Hein 2020 flag any such drop)."""
 
     nondeterminism_atol: float = 1e-4
     zero_grad_share: float = 0.05
     single_step_tol: float = 0.03
-    black_box_tol: float = 0.05
+    black_box_tol: float = 0.005
     restarts_tol: float = 0.06
     monotonic_tol: float = 0.03
     unbounded_max_acc: float = 0.02
@@ -153,6 +205,17 @@ def _given_at(results: AttackResults | None, family: str, eps: float) -> float |
     return min(found) if found else None
 
 
+def _family_mask(masks: Mapping[str, Tensor], family: str) -> Tensor | None:
+    """``(n,)`` bool: the examples every given attack of ``family`` left robust, or None."""
+    found = [m for label, m in masks.items() if _family(label) == family]
+    if not found:
+        return None
+    out = found[0].clone()
+    for m in found[1:]:
+        out &= m
+    return out
+
+
 def _given_curves(results: AttackResults | None) -> dict[str, list[tuple[float, float]]]:
     """Accuracy against eps for every label of ``results`` with at least two eps values."""
     out: dict[str, list[tuple[float, float]]] = {}
@@ -177,12 +240,12 @@ def _fail(
     code: str, message: str, advice: str, details: dict[str, Any], passed: bool
 ) -> SanityCheck:
     if passed:
-        return SanityCheck(code, True, "info", message, "", details)
-    return SanityCheck(code, False, "warning", message, advice, details)
+        return SanityCheck(code, True, "info", message, "", details, REMEDIES[code])
+    return SanityCheck(code, False, "warning", message, advice, details, REMEDIES[code])
 
 
 def _skipped(code: str, why: str) -> SanityCheck:
-    return SanityCheck(code, True, "info", f"skipped: {why}", "", {"skipped": why})
+    return SanityCheck(code, True, "info", f"skipped: {why}", "", {"skipped": why}, REMEDIES[code])
 
 
 class _Runner:
@@ -278,6 +341,7 @@ def run_sanity_checks(
     attacks_results: AttackResults | None = None,
     thresholds: SanityThresholds | None = None,
     max_examples: int | None = None,
+    attack_masks: Mapping[str, Tensor] | None = None,
 ) -> list[SanityCheck]:
     """Run every check of :data:`CHECK_CODES` on ``model`` over ``(x, y)`` ``(N, ...)/(N,)``.
 
@@ -291,7 +355,13 @@ def run_sanity_checks(
             rerunning: ``{label: accuracy at threat.eps}`` or ``{label: {eps_key: accuracy}}``
             (the evaluator's ``"attacks"`` entry). Labels are matched by family prefix
             (``fgsm``, ``pgd``, ``apgd``, ``apgd-t``, ``square``); labels with two or more eps
-            values also feed the monotonicity check.
+            values also feed the monotonicity check. Accuracies cover all of ``x``; the checks
+            that compare attacks example by example (black-box against white-box) use
+            ``attack_masks`` instead, never these.
+        attack_masks: per-example results at ``threat.eps`` on the same ``x``:
+            ``{label: (N,) bool robust mask}`` (the evaluator's first pass). Sliced to the
+            examples checked and preferred to ``attacks_results`` for every family they cover,
+            so the checks compare the same examples.
         thresholds: when checks fail; default :class:`SanityThresholds`.
         max_examples: override the budget's number of examples (the first ones are used).
 
@@ -310,10 +380,18 @@ def run_sanity_checks(
     th = thresholds or SanityThresholds()
     n = min(x.shape[0], max_examples if max_examples is not None else b.max_examples)
     x, y = x[:n].detach(), y[:n].long()
+    masks: dict[str, Tensor] = {}
+    for label, m in (attack_masks or {}).items():
+        if m.shape[0] < n:
+            raise ConfigError(
+                f"sanity.attack_masks[{label!r}]: expected one entry per example ({n}), "
+                f"got shape {tuple(m.shape)}"
+            )
+        masks[label] = m[:n].to(torch.bool)
     was_training = model.training
     model.eval()
     try:
-        return _run_all(model, x, y, threat, seed, b, th, attacks_results)
+        return _run_all(model, x, y, threat, seed, b, th, attacks_results, masks)
     finally:
         model.train(was_training)
 
@@ -327,24 +405,41 @@ def _run_all(
     b: _BudgetSettings,
     th: SanityThresholds,
     given: AttackResults | None,
+    masks: Mapping[str, Tensor],
 ) -> list[SanityCheck]:
     eps = threat.eps
     checks = [_check_determinism(model, x, th), _check_gradients(model, x, y, th)]
     r = _Runner(model, x, y, threat, seed)
     clean = r.acc(r.correct)
 
-    # accuracy at threat.eps of each family: given, else computed
-    fgsm = _given_at(given, "fgsm", eps)
+    # accuracy at threat.eps of each family: a given mask, else a given accuracy, else computed;
+    # ``white`` keeps the examples every white-box attack with a known mask left robust
+    white = r.correct.clone()
+    fgsm_mask = _family_mask(masks, "fgsm")
+    fgsm = None if fgsm_mask is None else r.acc(fgsm_mask)
     if fgsm is None:
-        fgsm = r.acc(r.robust("fgsm", FGSM(), eps))
-    pgd = _given_at(given, "pgd", eps)
+        fgsm = _given_at(given, "fgsm", eps)
+    if fgsm is None:
+        fgsm_mask = r.robust("fgsm", FGSM(), eps)
+        fgsm = r.acc(fgsm_mask)
+    pgd_mask = _family_mask(masks, "pgd")
+    pgd = None if pgd_mask is None else r.acc(pgd_mask)
     if pgd is None:
-        pgd = r.acc(r.robust("pgd", PGD(steps=b.pgd_steps), eps))
+        pgd = _given_at(given, "pgd", eps)
+    if pgd is None:
+        pgd_mask = r.robust("pgd", PGD(steps=b.pgd_steps), eps)
+        pgd = r.acc(pgd_mask)
     apgd_mask = r.robust("apgd-ce", APGD(steps=b.apgd_steps), eps)
     apgd = r.acc(apgd_mask)
-    given_apgd = _given_at(given, "apgd", eps)
+    given_apgd_mask = _family_mask(masks, "apgd")
+    given_apgd = (
+        _given_at(given, "apgd", eps) if given_apgd_mask is None else r.acc(given_apgd_mask)
+    )
     apgd_best = apgd if given_apgd is None else min(apgd, given_apgd)
     iterative = min(pgd, apgd_best)
+    for m in (fgsm_mask, pgd_mask, apgd_mask, given_apgd_mask, _family_mask(masks, "apgd-t")):
+        if m is not None:
+            white &= m
 
     code = "single-step-beats-iterative"
     checks.append(
@@ -362,39 +457,50 @@ def _run_all(
     )
 
     code = "black-box-beats-white-box"
-    square = _given_at(given, "square", eps)
-    if square is None and threat.norm not in ("linf", "l2"):
+    square_mask = _family_mask(masks, "square")
+    if square_mask is None and threat.norm not in ("linf", "l2"):
         checks.append(_skipped(code, f"square supports linf and l2, not {threat.norm}"))
-    elif square is None and x.dim() != 4:
+    elif square_mask is None and x.dim() != 4:
         checks.append(_skipped(code, "square needs image inputs (N, C, H, W)"))
     else:
-        if square is None:
-            square = r.acc(r.robust("square", Square(queries=b.square_queries), eps))
         # the white-box side includes the targeted DLR attack, as AutoAttack's does: CE alone
         # underrates some honestly trained models, and that is not gradient masking
-        apgd_t = _given_at(given, "apgd-t", eps)
-        if apgd_t is None:
-            apgd_t = r.acc(
-                r.robust(
-                    "apgd-t",
-                    APGDTargeted(steps=b.apgd_steps, target_classes=b.target_classes),
-                    eps,
-                    candidates=apgd_mask,
-                )
-            )
-        white = min(iterative, fgsm, apgd_t)
+        white = r.robust(
+            "apgd-t",
+            APGDTargeted(steps=b.apgd_steps, target_classes=b.target_classes),
+            eps,
+            candidates=white,
+        )
+        white_acc = r.acc(white)
+        if square_mask is None:  # AutoAttack's order: Square only on what white-box left
+            after = r.robust("square", Square(queries=b.square_queries), eps, candidates=white)
+        else:
+            after = white & square_mask
+        broke = int((white & ~after).sum())
+        drop = broke / r.n
         checks.append(
             _fail(
                 code,
-                f"Square (score-based, no gradients) leaves {square:.1%} accuracy, the best "
-                f"white-box attack {white:.1%} at eps={eps:g}",
+                f"Square (score-based, no gradients) breaks {drop:.1%} of the examples "
+                f"({broke} of {r.n}) that every white-box attack left robust: "
+                f"{white_acc:.1%} accuracy after the white-box attacks, {r.acc(after):.1%} "
+                f"with Square at eps={eps:g}",
                 "A black-box attack that only sees the outputs beats attacks that see the "
-                "gradients: the gradients are masked or obfuscated (Athalye et al. 2018). The "
-                "reported robustness is an artefact of the attack, not of the model: use BPDA for "
-                "non-differentiable steps, EOT for randomness, a DLR or margin loss for "
-                "saturated outputs, and report the worst case including the black-box attack.",
-                {"square": square, "white_box": white, "apgd_t": apgd_t, "tol": th.black_box_tol},
-                square >= white - th.black_box_tol,
+                "gradients: the gradients are masked or obfuscated (Athalye et al. 2018), or the "
+                "white-box attacks have not converged. The reported robustness is an artefact of "
+                "the attack, not of the model: use BPDA for non-differentiable steps, EOT for "
+                "randomness, a DLR or margin loss for saturated outputs, and report the worst "
+                "case including the black-box attack.",
+                {
+                    "white_box": white_acc,
+                    "with_square": r.acc(after),
+                    "drop": drop,
+                    "broken_by_square": broke,
+                    "examples": r.n,
+                    "tol": th.black_box_tol,
+                    "square_given": square_mask is not None,
+                },
+                drop <= th.black_box_tol,
             )
         )
 
