@@ -10,13 +10,16 @@ from bastion.text import (
     DeepWordBug,
     HomoglyphAttack,
     InvisibleCharAttack,
+    Sanitizer,
     SynonymLexicon,
+    TextAttackResult,
+    Vocabulary,
     WordSubstitution,
     attack_metrics,
-    sanitize,
     stop_words,
     typo,
 )
+from bastion.text.unicode_tables import INVISIBLE_FAMILIES, INVISIBLE_INSERTIONS, family_characters
 from bastion.text.words import join_words, split_words, word_core
 
 # Positive texts: hiding or replacing their sentiment words flips the keyword classifier.
@@ -36,16 +39,61 @@ def test_split_and_join_words_round_trip() -> None:
         assert len(seps) == len(words) + 1
 
 
-@pytest.mark.parametrize("attack", [InvisibleCharAttack(), HomoglyphAttack(max_share=0.5)])
+@pytest.mark.parametrize(
+    "attack",
+    [
+        InvisibleCharAttack(),
+        *(InvisibleCharAttack(family=f) for f in INVISIBLE_FAMILIES),
+        InvisibleCharAttack(characters=INVISIBLE_INSERTIONS[:1]),
+        HomoglyphAttack(max_share=0.5),
+    ],
+    ids=repr,
+)
 def test_unicode_attacks_fool_keywords_and_are_undone_by_sanitize(attack) -> None:  # type: ignore[no-untyped-def]
     clf = KeywordClassifier()
     result = attack(clf, TEXTS, LABELS, generator=torch.Generator().manual_seed(0))
     assert all(result.correct_before)
     assert all(result.success)
+    # a vocabulary lets the sanitiser rejoin words split by wide spaces as well
+    guard = Sanitizer(vocabulary=Vocabulary.build(TEXTS, max_length=16))
     for original, adv in zip(result.original, result.adversarial, strict=True):
         assert adv != original
-        assert sanitize(adv) == original
+        assert guard(adv) == original
     assert sum(result.queries) == clf.calls
+
+
+def _inserted(result: TextAttackResult) -> set[str]:
+    return {
+        ch
+        for original, adv in zip(result.original, result.adversarial, strict=True)
+        for ch in adv
+        if ch not in original
+    }
+
+
+def test_invisible_attack_draws_from_its_family_reproducibly() -> None:
+    def run(attack: InvisibleCharAttack, seed: int) -> TextAttackResult:
+        return attack(
+            KeywordClassifier(), TEXTS, LABELS, generator=torch.Generator().manual_seed(seed)
+        )
+
+    for family in INVISIBLE_FAMILIES:
+        inserted = _inserted(run(InvisibleCharAttack(family=family), 0))
+        members = {chr(cp) for lo, hi in family_characters(family) for cp in range(lo, hi + 1)}
+        assert inserted and inserted <= members, family
+    assert run(InvisibleCharAttack(), 3) == run(InvisibleCharAttack(), 3)
+    assert _inserted(run(InvisibleCharAttack(characters=["\u200b"]), 0)) == {"\u200b"}
+    # the whole set: characters of several families, not only the zero-width space
+    drawn = set().union(*(_inserted(run(InvisibleCharAttack(), s)) for s in range(4)))
+    families = {
+        f
+        for f in INVISIBLE_FAMILIES
+        for ch in drawn
+        if any(lo <= ord(ch) <= hi for lo, hi in family_characters(f))
+    }
+    assert len(families) >= 4
+    with pytest.raises(AttackInputError, match="family"):
+        InvisibleCharAttack(family="emoji")  # type: ignore[arg-type]
 
 
 def test_misclassified_examples_are_not_attacked() -> None:

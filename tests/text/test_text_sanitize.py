@@ -1,10 +1,29 @@
 from __future__ import annotations
 
+import random
+import time
+import tracemalloc
+import unicodedata
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from text_fixtures import DATASETS
 
 from bastion.text import Sanitizer, TypoNeighbours, UnionCandidates, Vocabulary, sanitize
-from bastion.text.unicode_tables import HOMOGLYPHS, INVISIBLE_INSERTIONS
+from bastion.text.sanitize import Cleaned, edit_count, edits1, iter_edits1, join_in_word_spaces
+from bastion.text.unicode_tables import (
+    HOMOGLYPHS,
+    INVISIBLE_FAMILIES,
+    INVISIBLE_INSERTIONS,
+    NARROW_SPACES,
+    OTHER_SPACES,
+    InvisibleFamily,
+    family_characters,
+    is_default_ignorable,
+    is_in_word_space,
+    is_invisible,
+)
 
 
 def test_removes_invisible_and_bidi_characters() -> None:
@@ -66,3 +85,167 @@ def test_typo_neighbours_are_vocabulary_words_one_edit_away_likeliest_first() ->
     # a union puts them before the attack's own candidates, without repeats
     union = UnionCandidates(near, lambda w: ["food", "fine"])
     assert union("good") == ["gold", "god", "goods", "food", "fine"]
+
+
+# --- the invisible set, built from the Unicode data ------------------------------------------
+
+
+def _samples(family: InvisibleFamily) -> list[str]:
+    """The first, middle and last code point of every range of a family."""
+    return sorted(
+        {chr(cp) for lo, hi in family_characters(family) for cp in (lo, (lo + hi) // 2, hi)}
+    )
+
+
+def test_default_ignorable_follows_the_unicode_definition() -> None:
+    ignorable = [
+        "\u00ad",  # soft hyphen (Cf)
+        "\u034f",  # combining grapheme joiner
+        "\u115f",
+        "\u1160",
+        "\u3164",
+        "\uffa0",  # Hangul fillers
+        "\u180b",
+        "\u180c",
+        "\u180d",
+        "\u180f",  # Mongolian free variation selectors
+        "\u200b",
+        "\u2060",
+        "\u2065",
+        "\ufe0f",
+        "\ufff0",
+        "\ufff8",
+        "\U000e0000",
+        "\U000e0001",
+        "\U000e0080",
+        "\U000e00ff",
+        "\U000e0100",
+        "\U000e01ef",
+        "\U000e01f0",
+        "\U000e0fff",
+    ]
+    assert all(is_default_ignorable(ch) for ch in ignorable)
+    # prepended concatenation marks and interlinear annotation stay visible; spaces are spaces
+    visible = ["\u0600", "\u06dd", "\ufff9", " ", "\u00a0", "\u3000", "a", "\u2800", "\ue000"]
+    assert not any(is_default_ignorable(ch) for ch in visible)
+
+
+def test_invisible_set_holds_every_default_ignorable_unassigned_and_private_code_point() -> None:
+    for cp in [*range(0x0, 0x30000), *range(0xE0000, 0xE1000)]:
+        ch = chr(cp)
+        if is_default_ignorable(ch) or unicodedata.category(ch) in ("Cf", "Cn", "Co"):
+            assert is_invisible(ch), hex(cp)
+    for ch in ["\U000f0000", "\U0010fffd", "\U0010ffff", "\U0003ffff", "\u2800"]:
+        assert is_invisible(ch)
+    assert not any(is_invisible(ch) for ch in "aZ0 \u00a0\u3000\u0430\u00e9\u4e2d")
+
+
+def test_other_spaces_are_the_space_separators_but_u0020() -> None:
+    zs = {chr(cp) for cp in range(0x110000) if unicodedata.category(chr(cp)) == "Zs"}
+    assert set(OTHER_SPACES) == zs - {" "}
+    assert set(OTHER_SPACES) > NARROW_SPACES
+    assert all(is_in_word_space(ch) for ch in OTHER_SPACES) and not is_in_word_space(" ")
+
+
+@pytest.mark.parametrize("family", [f for f in INVISIBLE_FAMILIES if f != "space"])
+def test_removes_every_invisible_family_inside_words(family: InvisibleFamily) -> None:
+    for ch in _samples(family):
+        assert sanitize(f"fr{ch}ee pri{ch}{ch}ze") == "free prize", (family, hex(ord(ch)))
+
+
+def test_in_word_spaces_are_removed_where_they_split_a_word() -> None:
+    vocab = Vocabulary.build(["free prize call now hello world"], max_length=8)
+    s = Sanitizer(vocabulary=vocab)
+    for ch in OTHER_SPACES:
+        cleaned = s.clean(f"fr{ch}ee c{ch}a{ch}l{ch}l now")
+        assert cleaned.text == "free call now", hex(ord(ch))
+        assert cleaned.invisible == 4
+    for ch in NARROW_SPACES:  # narrow ones need no vocabulary: the word still looks whole
+        assert sanitize(f"fr{ch}ee unkn{ch}own") == "free unknown"
+    # a wide space between two real words stays a word break, and is not counted
+    for ch in ("\u00a0", "\u2003", "\u3000"):
+        cleaned = s.clean(f"hello{ch}world call{ch}now")
+        assert cleaned.text == "hello world call now" and cleaned.invisible == 0
+        assert sanitize(f"fr{ch}ee") == "fr ee"  # without a vocabulary: no word to check
+    assert s.clean("fr\u200b\u2009ee").text == "free"
+
+
+def test_clean_counts_what_it_removed_and_mapped() -> None:
+    cleaned = Sanitizer().clean("fr\u200bee \u0441a\u180bsh \U000e0080")
+    assert cleaned == Cleaned("free cash ", invisible=3, confusables=1)
+    assert Sanitizer().clean("\u200b\u2065\ufe0f") == Cleaned("", invisible=3, confusables=0)
+
+
+def test_in_word_space_search_is_linear() -> None:
+    # one long word, and many short words linked by spaces: both ~10 ms; quadratic was ~1 s
+    texts = ["a" * 50_000, "ab\u00a0" * 16_000 + "x", ("ab " * 20_000) + "\u00a0"]
+    for text in texts:
+        t0 = time.process_time()
+        join_in_word_spaces(text)
+        assert time.process_time() - t0 < 0.25
+
+
+# --- bounded spelling repair ------------------------------------------------------------------
+
+
+def test_repair_skips_only_words_no_vocabulary_word_is_one_edit_from() -> None:
+    vocab = Vocabulary.build(["likely likely remarkable"], max_length=8)
+    s = Sanitizer(vocabulary=vocab, repair_spelling=True)
+    assert s.max_repair_length == len("remarkable") + 1
+    assert s("remarkablee likley") == "remarkable likely"  # longest word + 1 still repaired
+    assert s("x" * 5000) == "x" * 5000
+
+
+def test_repair_budget_is_per_call_and_words_beyond_it_are_left_alone() -> None:
+    vocab = Vocabulary.build(["likely gold"], max_length=8)
+    cost = edit_count("likley")
+    assert cost == len(list(iter_edits1("likley"))) == 74 * 6 + 35
+    assert edits1("ab") == set(iter_edits1("ab")) - {"ab"}
+    tight = Sanitizer(vocabulary=vocab, repair_spelling=True, max_repair_candidates=cost - 1)
+    assert tight("likley") == "likley"
+    enough = Sanitizer(vocabulary=vocab, repair_spelling=True, max_repair_candidates=cost)
+    assert enough("likley gpld") == "likely gpld"  # gpld's search would exceed the budget
+    assert enough("gpld") == "gold"  # a new call, a new budget
+    assert enough("likley gpld") == "likely gold"  # both remembered: no search, no cost
+
+
+def test_repair_cache_is_bounded() -> None:
+    vocab = Vocabulary.build(["likely gold"], max_length=8)
+    s = Sanitizer(vocabulary=vocab, repair_spelling=True, max_cached_repairs=2)
+    assert s("likley gpld zzzz qqqq") == "likely gold zzzz qqqq"
+    assert len(s._repairs) == 2
+
+
+def _sms_vocabulary() -> Vocabulary:
+    path = DATASETS / "sms_spam" / "SMSSpamCollection"
+    texts = [line.split("\t", 1)[1] for line in path.read_text(encoding="utf-8").splitlines()]
+    return Vocabulary.build(texts, max_length=40)
+
+
+def _worst_texts(longest: int) -> list[str]:
+    """A 5000-letter word, and 5000 characters of distinct unknown words of every length that
+    can be repaired (the cache cannot help, every word is searched)."""
+    gen = random.Random(0)
+    words: list[str] = []
+    while sum(len(w) + 1 for w in words) < 5000:
+        n = gen.randint(3, longest + 1)
+        words.append("".join(gen.choice("bcdfghjklmnpqrstvwxz") for _ in range(n)))
+    return ["a" * 5000, " ".join(words)[:5000]]
+
+
+def test_repair_work_per_call_is_bounded_in_time_and_memory() -> None:
+    """Before the caps a 5000-letter word cost 1.3 GB and 10 s."""
+    s = Sanitizer(vocabulary=_sms_vocabulary(), repair_spelling=True)
+    for text in _worst_texts(s.max_repair_length):
+        s._repairs.clear()
+        t0 = time.process_time()
+        s(text)
+        assert time.process_time() - t0 < 0.5
+        s._repairs.clear()
+        tracemalloc.start()
+        try:
+            s(text)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 16 * 2**20

@@ -4,11 +4,13 @@ Layers, in order, for each text:
 
 1. validation: a string, non-empty after stripping, at most ``max_chars`` characters, encodable
    as UTF-8 (a lone surrogate from a JSON ``\\ud800`` escape is refused) -> ``reject``;
-2. sanitisation (:class:`bastion.text.Sanitizer`: NFKC, invisible and bidirectional control
-   characters removed, confusables mapped back to Latin, optional spelling repair). A text the
-   sanitiser had to change by removing invisible characters or mapping homoglyphs is answered
-   but ``flag``-ged, with the counts as scores: those characters have no business in ordinary
-   input and are the signature of the invisible-character and homoglyph attacks;
+2. sanitisation (:class:`bastion.text.Sanitizer`: invisible characters removed -- every
+   default-ignorable, format, unassigned and private-use code point and spaces that split a
+   word --, NFKC, confusables mapped back to Latin, optional spelling repair with bounded work).
+   A text the sanitiser had to change by removing invisible characters or mapping homoglyphs is
+   answered but ``flag``-ged, with the counts as scores: those characters have no business in
+   ordinary input and are the signature of the invisible-character and homoglyph attacks. A
+   text with nothing but white space left after sanitising -> ``reject``;
 3. prediction by the (hardened) text model on the sanitised text;
 4. post-check: a probability below ``min_confidence`` -> ``abstain``.
 
@@ -19,7 +21,6 @@ The service calls :meth:`TextGuard.decide_texts`; ``input_kind == "text"`` tells
 from __future__ import annotations
 
 import os
-import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,8 +31,7 @@ from bastion.guard.decision import Decision
 from bastion.text.classifier import TextClassifier
 from bastion.text.io import load_text_model
 from bastion.text.models import TextModel
-from bastion.text.sanitize import Sanitizer, map_confusables
-from bastion.text.unicode_tables import is_invisible
+from bastion.text.sanitize import Sanitizer
 from bastion.text.vocab import Vocabulary
 
 __all__ = ["TextGuard"]
@@ -128,16 +128,21 @@ class TextGuard:
                 out[i] = Decision("reject", reasons=(why,))
                 continue
             assert isinstance(t, str)
-            nfkc = unicodedata.normalize("NFKC", t)
-            invisible = sum(1 for ch in nfkc if is_invisible(ch))
-            confusable = sum(1 for a, b in zip(nfkc, map_confusables(nfkc), strict=False) if a != b)
+            clean = self.sanitizer.clean(t)
+            invisible, confusable = clean.invisible, clean.confusables
+            if not clean.text.strip():
+                why = f"validation: empty after removing {invisible} invisible characters"
+                out[i] = Decision(
+                    "reject", reasons=(why,), scores={"invisible_chars": float(invisible)}
+                )
+                continue
             fired: tuple[str, ...] = ()
             if invisible:
                 fired += (f"sanitizer: removed {invisible} invisible/bidi characters",)
             if confusable:
                 fired += (f"sanitizer: mapped {confusable} look-alike characters",)
             keep.append(i)
-            cleaned.append(self.sanitizer(t))
+            cleaned.append(clean.text)
             scores.append({"invisible_chars": float(invisible), "confusables": float(confusable)})
             reasons.append(fired)
         if keep:

@@ -5,8 +5,10 @@
   letter, insert a letter, or substitute a keyboard neighbour.
 - :class:`HomoglyphAttack`: replace Latin letters of important words by Cyrillic/Greek
   look-alikes (Boucher et al., 2022, "Bad Characters").
-- :class:`InvisibleCharAttack`: insert zero-width or bidirectional control characters inside
-  important words (Boucher et al., 2022).
+- :class:`InvisibleCharAttack`: insert characters that render as nothing inside important words
+  (Boucher et al., 2022), drawn from every family of them: zero-width and bidi controls, other
+  default-ignorable format characters, variation selectors, fillers, reserved (unassigned)
+  default-ignorable code points, private-use code points and narrow spaces.
 
 All three turn a known word into tokens a word-level vocabulary has never seen (``<unk>``),
 which is why they work against word models and why the sanitiser undoes them.
@@ -21,7 +23,14 @@ import torch
 from bastion.errors import AttackInputError
 from bastion.text.attack_base import Ranking, TextAttack, _Example, max_edits
 from bastion.text.classifier import ProbaFn
-from bastion.text.unicode_tables import HOMOGLYPHS, INVISIBLE_INSERTIONS
+from bastion.text.unicode_tables import (
+    HOMOGLYPHS,
+    INVISIBLE_FAMILIES,
+    InvisibleFamily,
+    family_character,
+    family_members,
+    family_size,
+)
 from bastion.text.words import word_core
 
 _KEYBOARD_ROWS = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
@@ -180,14 +189,21 @@ class HomoglyphAttack(TextAttack):
 
 
 class InvisibleCharAttack(TextAttack):
-    """Insert invisible characters (zero-width, word joiner, bidi controls) inside words.
+    """Insert invisible characters inside words.
 
-    A word-level tokenizer splits the word at the inserted character; the pieces may still be
-    known words, so besides one mid-word insertion per character in ``characters`` the attack
-    also tries the first character between every pair of letters.
+    A word-level tokenizer splits the word at the inserted character, or sees an unknown word;
+    the pieces may still be known words, so besides one mid-word insertion per character the
+    attack also tries that character between every pair of letters.
 
     Args:
-        characters: characters tried (one candidate each, inserted mid-word).
+        family: where the characters come from: one of ``INVISIBLE_FAMILIES`` (see
+            :func:`bastion.text.unicode_tables.family_characters`) or ``"all"``. For each word
+            and each single family it stands for (``"all"``: every one, in a random order), one
+            character is drawn uniformly from the family with the attack's generator, giving two
+            candidates (mid-word, and between every pair of letters).
+        characters: instead of a family, these exact characters, one mid-word candidate each
+            and the first between every pair of letters. ``characters=("\\u200b",)`` is this
+            attack's former default (zero-width spaces only) and reproduces its figures.
         max_share: at most this share of words is edited; the edits do not change how the
             text looks, so the default allows every word.
     """
@@ -197,17 +213,33 @@ class InvisibleCharAttack(TextAttack):
     def __init__(
         self,
         *,
-        characters: Sequence[str] = INVISIBLE_INSERTIONS[:1],
+        family: InvisibleFamily = "all",
+        characters: Sequence[str] | None = None,
         max_share: float = 1.0,
         scoring: Ranking = "delete",
         min_length: int = 2,
     ):
-        if not characters or any(len(c) != 1 for c in characters):
+        if characters is not None and (not characters or any(len(c) != 1 for c in characters)):
             raise AttackInputError("characters: expected single characters")
-        self.characters = tuple(characters)
+        if family != "all" and family not in INVISIBLE_FAMILIES:
+            raise AttackInputError(
+                f"family: expected one of {(*INVISIBLE_FAMILIES, 'all')}, got {family!r}"
+            )
+        self.family: InvisibleFamily | None = None if characters is not None else family
+        self.characters = tuple(characters) if characters is not None else ()
         self.max_share = _check_share(max_share)
         self.scoring: Ranking = scoring
         self.min_length = min_length
+
+    def _draw(self, generator: torch.Generator) -> list[str]:
+        if self.family is None:
+            return list(self.characters)
+        members = family_members(self.family)
+        order = torch.randperm(len(members), generator=generator).tolist()
+        return [
+            family_character(members[j], _randint(family_size(members[j]), generator))
+            for j in order
+        ]
 
     def _attack_words(
         self, ex: _Example, classifier: ProbaFn, generator: torch.Generator
@@ -217,10 +249,12 @@ class InvisibleCharAttack(TextAttack):
         def propose(word: str) -> list[str]:
             pre, core, post = word_core(word)
             mid = len(core) // 2
-            out = [pre + core[:mid] + c + core[mid:] + post for c in self.characters]
+            chars = self._draw(generator)
+            out = [pre + core[:mid] + c + core[mid:] + post for c in chars]
             if len(core) > 2:
                 # between every pair of characters: no piece longer than one character is left
-                out.append(pre + self.characters[0].join(core) + post)
-            return out
+                gaps = chars if self.family is not None else chars[:1]
+                out.extend(pre + c.join(core) + post for c in gaps)
+            return list(dict.fromkeys(out))
 
         return self.greedy(ex, order, propose, max_edits(self.max_share, len(ex.words)))

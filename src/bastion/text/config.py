@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bastion.errors import ConfigError
+from bastion.text.unicode_tables import InvisibleFamily
 
 TextAttackName = Literal["word_substitution", "deepwordbug", "homoglyph", "invisible", "combined"]
 ALL_TEXT_ATTACKS: tuple[TextAttackName, ...] = (
@@ -132,7 +133,10 @@ class TextAttackConfig(_Strict):
 
     ``candidates`` picks the word-substitution source: the bundled synonym ``lexicon``, the
     ``embedding`` neighbours in the standard model's word embedding (cosine >= ``min_cosine``),
-    or ``both``. The same source feeds the A2T augmentation.
+    or ``both``. The same source feeds the A2T augmentation. ``invisible_family`` picks the
+    characters of the invisible-character attack (``all``: every family, see
+    :class:`bastion.text.InvisibleCharAttack`); ``invisible_characters`` names exact characters
+    instead (``["\\u200b"]``: the former default, zero-width spaces only).
     """
 
     candidates: Literal["lexicon", "embedding", "both"] = "both"
@@ -142,6 +146,16 @@ class TextAttackConfig(_Strict):
     ranking: Literal["delete", "gradient"] = "delete"
     char_max_share: float = Field(default=0.3, gt=0.0, le=1.0)
     invisible_max_share: float = Field(default=1.0, gt=0.0, le=1.0)
+    invisible_family: InvisibleFamily = "all"
+    invisible_characters: list[str] | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> TextAttackConfig:
+        if self.invisible_characters is not None and any(
+            len(c) != 1 for c in self.invisible_characters
+        ):
+            raise ValueError("invisible_characters: expected single characters")
+        return self
 
 
 class TextConfig(_Strict):

@@ -99,7 +99,11 @@ def build_attacks(
         "word_substitution": word,
         "deepwordbug": typos,
         "homoglyph": glyphs,
-        "invisible": lambda: InvisibleCharAttack(max_share=a.invisible_max_share),
+        "invisible": lambda: InvisibleCharAttack(
+            family=a.invisible_family,
+            characters=a.invisible_characters,
+            max_share=a.invisible_max_share,
+        ),
         "combined": lambda: AttackChain([word(), typos(), glyphs()]),
     }
     return {name: factories[name]() for name in config.attacks}

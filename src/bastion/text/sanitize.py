@@ -2,11 +2,19 @@
 
 Steps, in order (each can be switched off):
 
-1. Unicode NFKC normalisation (full-width letters, ligatures, mathematical alphanumerics ->
-   plain forms).
-2. Removal of invisible characters: format characters (zero-width space/joiner/non-joiner, word
-   joiner, soft hyphen, bidirectional marks, embeddings, overrides and isolates), variation
-   selectors and blank fillers.
+1. Removal of invisible characters (:func:`bastion.text.unicode_tables.is_invisible`): every
+   default-ignorable code point (format characters such as zero-width space/joiner/non-joiner,
+   word joiner, soft hyphen, bidi marks, embeddings, overrides and isolates; variation
+   selectors including the Mongolian ones; Hangul and other fillers; the reserved ranges
+   U+2065, U+FFF0..FFF8, U+E0000..E0FFF), every other format character, every unassigned and
+   private-use code point, and blank glyphs (braille blank). Then spaces other than U+0020 put
+   *inside* a word (between two word characters): narrow ones (thin, hair, six-per-em,
+   punctuation, narrow no-break, medium mathematical) are removed, which rejoins the word; wider
+   ones are removed when the joined word is in the vocabulary (so ``"fr\\u00a0ee"`` becomes
+   ``"free"``) and otherwise left to NFKC, which turns them into ordinary spaces (a no-break
+   space between two real words stays a word break).
+2. Unicode NFKC normalisation (full-width letters, ligatures, mathematical alphanumerics ->
+   plain forms), then step 1's removal again.
 3. Confusable mapping: Cyrillic/Greek look-alikes mapped back to Latin letters in any word that
    contains a Latin letter or consists only of confusable letters (so genuine Greek or Russian
    words are left alone).
@@ -19,16 +27,31 @@ Steps, in order (each can be switched off):
    before other edits, and the most frequent last. On Movie Review test words this repairs all
    four DeepWordBug typos of a word for 58% of words, against 47% for frequency alone.
 
-``sanitize(text)`` applies steps 1-3; :class:`Sanitizer` configures all four.
+   The work is bounded: a word longer than the longest vocabulary word plus one has no
+   vocabulary word one edit away and is not searched; the one-edit variants are generated one
+   at a time (memory does not grow with their number); one call generates at most
+   ``max_repair_candidates`` variants (words beyond the budget are left as they are); and at
+   most ``max_cached_repairs`` repairs are remembered between calls.
+
+``sanitize(text)`` applies steps 1-3 without a vocabulary; :class:`Sanitizer` configures all
+four and :meth:`Sanitizer.clean` also reports what it removed and mapped.
 """
 
 from __future__ import annotations
 
+import re
 import string
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
-from bastion.text.unicode_tables import CONFUSABLE_TO_LATIN, is_invisible
+from bastion.errors import ConfigError
+from bastion.text.unicode_tables import (
+    CONFUSABLE_TO_LATIN,
+    NARROW_SPACES,
+    OTHER_SPACES,
+    is_invisible,
+)
 from bastion.text.vocab import Vocabulary
 from bastion.text.words import join_words, split_words, word_core
 
@@ -40,8 +63,45 @@ def _is_latin_letter(ch: str) -> bool:
 
 
 def strip_invisible(text: str) -> str:
-    """``text`` without invisible and bidirectional control characters."""
+    """``text`` without the characters :func:`~bastion.text.unicode_tables.is_invisible` names
+    (in-word spaces are :func:`join_in_word_spaces`' business)."""
     return "".join(ch for ch in text if not is_invisible(ch))
+
+
+_SPACES = "".join(OTHER_SPACES)
+# Runs of word characters linked by spaces other than U+0020, starting at a word start (the
+# look-behind keeps the search linear: each start is tried once per word, not once per letter).
+_LINKED_RE = re.compile(rf"(?<!\w)(?:\w+[{_SPACES}]+)+\w+")
+_SPACE_RUN_RE = re.compile(rf"[{_SPACES}]+")
+
+
+def join_in_word_spaces(text: str, vocabulary: Vocabulary | None = None) -> tuple[str, int]:
+    """``(text, removed)``: ``text`` with the spaces other than U+0020 that sit between two word
+    characters removed where they split a word, and how many were removed.
+
+    Narrow spaces (:data:`~bastion.text.unicode_tables.NARROW_SPACES`) between word characters
+    are always removed. Wider ones are removed when the word they split, rejoined (after NFKC,
+    confusable mapping and lower-casing as the vocabulary does), is a ``vocabulary`` word, and
+    are kept otherwise. Linear in ``len(text)``.
+    """
+    if not any(ch in _SPACES for ch in text):
+        return text, 0
+    removed = 0
+
+    def fix(m: re.Match[str]) -> str:
+        nonlocal removed
+        linked = m.group(0)
+        joined = _SPACE_RUN_RE.sub("", linked)
+        if vocabulary is not None:
+            key = map_confusables(unicodedata.normalize("NFKC", joined))
+            if (key.lower() if vocabulary.lower else key) in vocabulary:
+                removed += len(linked) - len(joined)
+                return joined
+        kept = "".join(ch for ch in linked if ch not in NARROW_SPACES)
+        removed += len(linked) - len(kept)
+        return kept
+
+    return _LINKED_RE.sub(fix, text), removed
 
 
 def map_confusables(text: str) -> str:
@@ -62,12 +122,32 @@ def map_confusables(text: str) -> str:
 
 def edits1(word: str) -> set[str]:
     """All strings at Damerau-Levenshtein distance 1 from ``word`` over ``[a-z0-9]``."""
-    splits = [(word[:i], word[i:]) for i in range(len(word) + 1)]
-    deletes = {a + b[1:] for a, b in splits if b}
-    swaps = {a + b[1] + b[0] + b[2:] for a, b in splits if len(b) > 1}
-    subs = {a + c + b[1:] for a, b in splits if b for c in _LETTERS}
-    inserts = {a + c + b for a, b in splits for c in _LETTERS}
-    return (deletes | swaps | subs | inserts) - {word}
+    return set(iter_edits1(word)) - {word}
+
+
+def edit_count(word: str) -> int:
+    """How many strings :func:`iter_edits1` yields for ``word`` (``74 * len(word) + 35``, less
+    one swap for a single letter)."""
+    n = len(word)
+    return n + max(0, n - 1) + len(_LETTERS) * (2 * n + 1)
+
+
+def iter_edits1(word: str) -> Iterator[str]:
+    """The one-edit variants of ``word`` one at a time (repeats and ``word`` itself included),
+    :func:`edit_count` of them; memory stays that of one variant."""
+    n = len(word)
+    for i in range(n):
+        yield word[:i] + word[i + 1 :]
+    for i in range(n - 1):
+        yield word[:i] + word[i + 1] + word[i] + word[i + 2 :]
+    for i in range(n + 1):
+        a, b = word[:i], word[i:]
+        for c in _LETTERS:
+            yield a + c + b
+        if b:
+            rest = b[1:]
+            for c in _LETTERS:
+                yield a + c + rest
 
 
 def repair_rank(typo: str, vocab: Vocabulary) -> Callable[[str], tuple[int, bool, int, str]]:
@@ -83,16 +163,35 @@ def repair_rank(typo: str, vocab: Vocabulary) -> Callable[[str], tuple[int, bool
     return rank
 
 
+@dataclass(frozen=True)
+class Cleaned:
+    """What :meth:`Sanitizer.clean` made of a text.
+
+    Attributes:
+        text: the sanitised text.
+        invisible: characters removed as invisible (including in-word spaces).
+        confusables: look-alike characters mapped back to Latin.
+    """
+
+    text: str
+    invisible: int
+    confusables: int
+
+
 class Sanitizer:
-    """Configurable sanitiser; ``sanitizer(text) -> str``.
+    """Configurable sanitiser; ``sanitizer(text) -> str`` (see the module docstring).
 
     Args:
         nfkc: apply NFKC normalisation.
-        strip_invisible: remove invisible and bidi control characters.
+        strip_invisible: remove invisible characters and in-word spaces.
         confusables: map homoglyphs back to Latin.
-        vocabulary: enables spelling repair against this vocabulary (its counts break ties).
+        vocabulary: enables spelling repair against this vocabulary (its counts break ties) and
+            lets wide in-word spaces be removed when they split a vocabulary word.
         repair_spelling: repair out-of-vocabulary words at edit distance 1 (needs
             ``vocabulary``); words of fewer than ``min_repair_length`` letters are left alone.
+        max_repair_candidates: the most one-edit variants one call generates (the work of a
+            call is at most this many short string builds and look-ups).
+        max_cached_repairs: the most repairs remembered between calls (oldest forgotten first).
     """
 
     def __init__(
@@ -104,48 +203,92 @@ class Sanitizer:
         vocabulary: Vocabulary | None = None,
         repair_spelling: bool = False,
         min_repair_length: int = 3,
+        max_repair_candidates: int = 200_000,
+        max_cached_repairs: int = 65_536,
     ):
+        if max_repair_candidates < 0 or max_cached_repairs < 0:
+            raise ConfigError("sanitizer: repair budgets must be >= 0")
         self.nfkc = nfkc
         self.strip_invisible = strip_invisible
         self.confusables = confusables
         self.vocabulary = vocabulary
         self.repair_spelling = repair_spelling and vocabulary is not None
         self.min_repair_length = min_repair_length
+        self.max_repair_candidates = max_repair_candidates
+        self.max_cached_repairs = max_cached_repairs
+        # no vocabulary word lies one edit from a word longer than this
+        self.max_repair_length = (
+            max(map(len, vocabulary.tokens)) + 1 if vocabulary is not None else 0
+        )
         self._repairs: dict[str, str] = {}
 
     def repair_word(self, core: str) -> str:
-        """The vocabulary word nearest to ``core`` (itself when known or beyond distance 1)."""
+        """The vocabulary word nearest to ``core`` (itself when known or beyond distance 1),
+        searched within one call's budget of ``max_repair_candidates`` variants."""
+        return self._repair(core, self.max_repair_candidates)[0]
+
+    def _repair(self, core: str, budget: int) -> tuple[str, int]:
+        """``(repaired core, variants generated)``; a search costing more than ``budget``
+        (:func:`edit_count`) is not made and leaves ``core`` as it is."""
         vocab = self.vocabulary
         lowered = core.lower()
         if vocab is None or lowered in vocab or len(lowered) < self.min_repair_length:
-            return core
+            return core, 0
+        if len(lowered) > self.max_repair_length:
+            return core, 0
         if not lowered.isascii() or not lowered.isalnum():
-            return core
-        cached = self._repairs.get(lowered)
-        if cached is None:
+            return core, 0
+        cost = 0
+        best = self._repairs.get(lowered)
+        if best is None:
+            cost = edit_count(lowered)
+            if cost > budget:
+                return core, 0
             best = max(
-                (w for w in edits1(lowered) if w in vocab),
+                (w for w in iter_edits1(lowered) if w in vocab),
                 key=repair_rank(lowered, vocab),
                 default=lowered,
             )
-            cached = self._repairs[lowered] = best
-        return core if cached == lowered else cached
+            if self.max_cached_repairs:
+                if len(self._repairs) >= self.max_cached_repairs:
+                    del self._repairs[next(iter(self._repairs))]
+                self._repairs[lowered] = best
+        return (core if best == lowered else best), cost
 
-    def __call__(self, text: str) -> str:
+    def _strip(self, text: str) -> tuple[str, int]:
+        kept = strip_invisible(text)
+        joined, spaces = join_in_word_spaces(kept, self.vocabulary)
+        return joined, len(text) - len(kept) + spaces
+
+    def clean(self, text: str) -> Cleaned:
+        """The sanitised text with the number of invisible characters removed and of
+        confusables mapped (both 0 for a text the first three steps leave alone)."""
+        invisible = confusable = 0
+        if self.strip_invisible:
+            text, invisible = self._strip(text)
         if self.nfkc:
             text = unicodedata.normalize("NFKC", text)
-        if self.strip_invisible:
-            text = strip_invisible(text)
+            if self.strip_invisible:
+                text, more = self._strip(text)
+                invisible += more
         if self.confusables:
-            text = map_confusables(text)
+            mapped = map_confusables(text)
+            confusable = sum(a != b for a, b in zip(text, mapped, strict=True))
+            text = mapped
         if self.repair_spelling:
+            budget = self.max_repair_candidates
             words, seps = split_words(text)
             repaired = []
             for word in words:
                 pre, core, post = word_core(word)
-                repaired.append(pre + self.repair_word(core) + post)
+                fixed, spent = self._repair(core, budget)
+                budget -= spent
+                repaired.append(pre + fixed + post)
             text = join_words(repaired, seps)
-        return text
+        return Cleaned(text, invisible, confusable)
+
+    def __call__(self, text: str) -> str:
+        return self.clean(text).text
 
     def params(self) -> dict[str, object]:
         """Settings for scorecards."""
@@ -161,5 +304,6 @@ _DEFAULT = Sanitizer()
 
 
 def sanitize(text: str) -> str:
-    """NFKC, invisible-character removal and confusable mapping (no spelling repair)."""
+    """Invisible-character removal, NFKC and confusable mapping (no vocabulary, so no spelling
+    repair and only narrow in-word spaces removed)."""
     return _DEFAULT(text)
