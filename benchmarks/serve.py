@@ -11,7 +11,8 @@ keep-alive, for ``--duration`` seconds per mode:
 It reports requests/s, images/s, p50/p99 latency, the status codes, and the audit records
 committed against the non-accepted decisions the clients received (they must match: every
 flagged, abstained or rejected input is audited before its response). The guards measured:
-``ModelGuard`` (validation + model) on the run's model, and the full guard
+the run directory as it is served (``ModelGuard``, validation + model, or the run's fitted
+guard if it has one: each row is named from the layers the server reports), and the full guard
 (:func:`bastion.guard.load_guard`) from ``--guard`` or, given ``--data-dir``, one fitted here on
 MNIST validation images with the default ``guard:`` settings (squeezing 1 bit + 2x2 median).
 
@@ -162,6 +163,17 @@ def _bodies(x: np.ndarray, per_request: int, n: int) -> list[bytes]:
     return out
 
 
+MODEL_GUARD_LAYERS = ["validation", "model"]
+
+
+def row_label(layers: list[str], source: str) -> str:
+    """The name of a results row, from the layers the *server* reports in ``/v1/health``
+    (not from how the target was given: a run directory with a fitted guard serves the full
+    guard)."""
+    kind = "ModelGuard" if list(layers) == MODEL_GUARD_LAYERS else "full guard"
+    return f"{kind} ({source})"
+
+
 def _fit_full_guard(run: Path, data_dir: Path, out: Path, calibration: int) -> Path:
     import torch
 
@@ -203,30 +215,32 @@ def main(argv: list[str] | None = None) -> int:
 
     key = create_key(work / "keys.db", "bench")
 
-    targets: list[tuple[str, Path]] = []
+    targets: list[tuple[str, Path]] = []  # (source, path); rows are named by served layers
     if args.only in (None, "model"):
-        targets.append(("ModelGuard", args.run))
+        targets.append(("run", args.run))
     guard_note = ""
     if args.only in (None, "full"):
         if args.guard is not None:
-            targets.append(("full guard", args.guard))
+            targets.append(("--guard", args.guard))
         elif args.data_dir is not None:
             t0 = time.perf_counter()
             path = _fit_full_guard(args.run, args.data_dir, work / "guard", args.calibration)
             guard_note = f"full guard fitted here in {time.perf_counter() - t0:.1f} s"
-            targets.append(("full guard", path))
+            targets.append(("fitted here", path))
         else:
             guard_note = "full guard not measured (give --guard or --data-dir)"
 
     rows: list[dict[str, Any]] = []
     received: dict[str, int] = {}  # non-accepted decisions the clients got, warm-ups included
     answered: dict[str, int] = {}  # responses other than 200
-    for name, target in targets:
+    for source, target in targets:
         port = _free_port()
         url = f"http://127.0.0.1:{port}"
-        proc = _start(target, port, work, name.replace(" ", "-"), args.server_threads)
+        slug = source.replace(" ", "-").strip("-")
+        proc = _start(target, port, work, slug, args.server_threads)
         try:
             health = _wait(proc, url)
+            name = row_label(health["guard_layers"], source)
             for mode, per in (("single", 1), ("batch", args.batch)):
                 bodies = _bodies(x, per, 256)
                 kw = {"clients": args.clients, "pid": proc.pid}
@@ -249,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        db = work / f"audit-{name.replace(' ', '-')}.db"
+        db = work / f"audit-{slug}.db"
         conn = sqlite3.connect(db)
         audited = int(conn.execute("SELECT COUNT(*) FROM audit").fetchone()[0])
         conn.close()
