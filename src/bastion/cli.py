@@ -436,6 +436,10 @@ def evaluate(
     if eval_state is not None:
         eval_state.remove()
     _out.print(summary_table(sc))
+    from bastion.evaluation.escalation import summary_lines
+
+    for line in summary_lines(sc):  # warnings and escalations
+        _out.print(line, highlight=False, markup=False)
     _out.print(f"scorecard written to {out}")
 
 
@@ -611,6 +615,86 @@ def data_info(
 
     ds = load_dataset(name, data_dir=data_dir, seed=seed)
     typer.echo(json.dumps(ds.summary(), indent=2))
+
+
+audit_app = typer.Typer(no_args_is_help=True, help="Audit a saved model's evaluation.")
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("masking")
+def audit_masking(
+    model: Annotated[
+        Path, typer.Argument(help="Model file saved by bastion (.safetensors or stem).")
+    ],
+    data: Annotated[
+        str | None,
+        typer.Option("--data", help="Data set name (default: the one the model was trained on)."),
+    ] = None,
+    norm: Annotated[
+        str | None,
+        typer.Option("--norm", help="linf, l2 or l1 (default: the model's threat model)."),
+    ] = None,
+    eps: Annotated[
+        float | None,
+        typer.Option("--eps", help="Perturbation budget (default: the model's threat model)."),
+    ] = None,
+    examples: Annotated[
+        int, typer.Option("--examples", "-n", min=1, help="First N test examples.")
+    ] = 500,
+    budget: Annotated[
+        str, typer.Option("--budget", help="quick or full (checks and escalation).")
+    ] = "quick",
+    escalate: Annotated[
+        bool, typer.Option("--escalate/--no-escalate", help="Run the remedies of fired checks.")
+    ] = True,
+    seed: Annotated[int, typer.Option("--seed", help="The attacks' seed.")] = 0,
+    split_seed: SplitSeed = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write the checks and escalation as JSON.")
+    ] = None,
+    data_dir: DataDir = None,
+    threads: Threads = None,
+) -> None:
+    """Run only the gradient-masking checks, and the adaptive attacks that answer the ones that
+    fire, on a saved model (exit status 1 when an escalation could not finish)."""
+    from bastion.evaluation import evaluate_model
+    from bastion.evaluation.escalation import summary_lines
+    from bastion.evaluation.scorecard import sanitize, write_json
+
+    if budget not in ("quick", "full"):
+        raise BastionError(f"--budget: expected quick or full, got {budget!r}")
+    _use_threads(threads)
+    net, meta, ds = _model_and_split(model, data, split_seed, data_dir)
+    threat = _threat_for(meta, norm, eps, None, ds.input_shape)
+    test = ds.test.subset(examples)
+    res = evaluate_model(
+        net,
+        test.x,
+        test.y,
+        threat,
+        [],
+        seed=seed,
+        sanity=budget,  # type: ignore[arg-type]
+        escalate=escalate,
+        model_name=model.stem,
+    )
+    for c in res["sanity_checks"]:
+        mark = "ok  " if c["passed"] else "FIRE"
+        _out.print(f"{mark} {c['code']}: {c['message']}", highlight=False, markup=False)
+    doc = {"models": {model.stem: res}, "warnings": res["sanity_warnings"]}
+    for line in summary_lines(doc):
+        _out.print(line, highlight=False, markup=False)
+    _out.print(
+        f"{threat.norm} eps {threat.eps:g}, {len(test)} test examples of {ds.name}: clean "
+        f"{res['clean_accuracy']:.1%}, {res['headline']}",
+        highlight=False,
+        markup=False,
+    )
+    if out is not None:
+        write_json(sanitize({"threat": threat.to_dict(), "n_eval": len(test), **res}), out)
+        _out.print(f"audit written to {out}")
+    if res["escalation"].get("status") == "incomplete":
+        raise typer.Exit(1)
 
 
 keys_app = typer.Typer(no_args_is_help=True, help="API keys of the guarded service.")

@@ -168,6 +168,9 @@ def test_in_word_spaces_are_removed_where_they_split_a_word() -> None:
         assert cleaned.text == "hello world call now" and cleaned.invisible == 0
         assert sanitize(f"fr{ch}ee") == "fr ee"  # without a vocabulary: no word to check
     assert s.clean("fr\u200b\u2009ee").text == "free"
+    # letters spaced out by wide spaces are one word, vocabulary or not; two are left alone
+    assert sanitize("P\u00a0a\u3000n\u2003a\u00a0s\u00a0o\u00a0n\u00a0i\u00a0c!") == "Panasonic!"
+    assert sanitize("a\u00a0b c\u00a0d\u00a0ef") == "a b c d ef"
 
 
 def test_clean_counts_what_it_removed_and_mapped() -> None:

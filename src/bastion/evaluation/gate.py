@@ -13,7 +13,13 @@ A policy is a YAML file with a list of rules::
 A ``metric`` is a dotted path into the scorecard (see :func:`parse_metric_path`); it gets exactly
 one of ``min`` (value >= min), ``max`` (value <= max) or ``max_drop`` (baseline value - value
 <= max_drop, against the same path of a baseline scorecard). A ``check`` rule inspects the
-scorecard's ``warnings``.
+scorecard's ``warnings``, or (``{check: escalation-complete}``) that every model's escalation
+finished.
+
+Every judgement also carries one implicit rule, after the policy's: a model whose evaluation
+escalated (a sanity check fired, :mod:`bastion.evaluation.escalation`) but whose escalation could
+not finish (``escalation.status: incomplete``) fails the gate, since its worst case is
+unverified. It is added only to scorecards with escalation records (older ones have none).
 
 The gate fails closed: a metric that is missing, null or not a number fails its rule (naming the
 path), and inputs that cannot be judged at all (a scorecard from a newer schema, a baseline from
@@ -273,9 +279,10 @@ class MetricRule(_Rule):
 
 class CheckRule(_Rule):
     """A check of the scorecard's ``warnings``: none at all (``no-warnings``), or none with a
-    given ``code`` (``warning-absent``); ``model`` restricts either to one model's warnings."""
+    given ``code`` (``warning-absent``); or that every escalation finished
+    (``escalation-complete``); ``model`` restricts any of them to one model."""
 
-    check: Literal["no-warnings", "warning-absent"]
+    check: Literal["no-warnings", "warning-absent", "escalation-complete"]
     code: str | None = Field(default=None, min_length=1)
     model: str | None = Field(default=None, min_length=1)
 
@@ -283,14 +290,16 @@ class CheckRule(_Rule):
     def _code_matches_check(self) -> CheckRule:
         if self.check == "warning-absent" and self.code is None:
             raise ValueError("check 'warning-absent' needs the warning 'code' to look for")
-        if self.check == "no-warnings" and self.code is not None:
+        if self.check != "warning-absent" and self.code is not None:
             raise ValueError(
-                "check 'no-warnings' takes no 'code'; use check 'warning-absent' for one code"
+                f"check {self.check!r} takes no 'code'; use check 'warning-absent' for one code"
             )
         return self
 
     def describe(self) -> str:
         scope = f" for model {self.model!r}" if self.model else ""
+        if self.check == "escalation-complete":
+            return f"escalation finished{scope}"
         if self.check == "no-warnings":
             return f"no warnings{scope}"
         return f"no {self.code!r} warning{scope}"
@@ -355,7 +364,8 @@ def parse_policy(doc: Any, *, source: str = "policy") -> GatePolicy:
         else:
             raise GateError(
                 f"{where}: expected a 'metric' rule (with min, max or max_drop) or a 'check' "
-                f"rule (no-warnings, warning-absent), got keys {sorted(map(str, raw))}"
+                "rule (no-warnings, warning-absent, escalation-complete), got keys "
+                f"{sorted(map(str, raw))}"
             )
         try:
             rules.append(cls.model_validate(dict(raw)))
@@ -552,7 +562,37 @@ def _evaluate_metric(
     return RuleResult(index, rule, value, limit, passed, msg)
 
 
+def _evaluate_escalation(index: int, rule: CheckRule, scorecard: Mapping[str, Any]) -> RuleResult:
+    models = scorecard.get("models")
+    if not isinstance(models, Mapping):
+        return RuleResult(index, rule, None, 0, False, "the scorecard has no 'models' mapping")
+    if rule.model is not None and rule.model not in models:
+        return RuleResult(
+            index, rule, None, 0, False, f"model {rule.model!r} is not in the scorecard"
+        )
+    bad = []
+    for name, entry in models.items():
+        if rule.model is not None and name != rule.model:
+            continue
+        esc = entry.get("escalation") if isinstance(entry, Mapping) else None
+        if isinstance(esc, Mapping) and esc.get("status") == "incomplete":
+            why = ", ".join(map(str, esc.get("unanswered", []))) or "?"
+            bad.append(f"{name} (no remedy finished for {why})")
+    if bad:
+        return RuleResult(
+            index,
+            rule,
+            len(bad),
+            0,
+            False,
+            f"escalation could not finish, the worst case is unverified: {'; '.join(bad)}",
+        )
+    return RuleResult(index, rule, 0, 0, True, "every escalation finished (or none was needed)")
+
+
 def _evaluate_check(index: int, rule: CheckRule, scorecard: Mapping[str, Any]) -> RuleResult:
+    if rule.check == "escalation-complete":
+        return _evaluate_escalation(index, rule, scorecard)
     warnings = scorecard.get("warnings")
     if not isinstance(warnings, list):
         return RuleResult(index, rule, None, 0, False, "the scorecard has no 'warnings' list")
@@ -631,6 +671,16 @@ def evaluate_gate(
         else _evaluate_check(i, r, scorecard)
         for i, r in enumerate(pol.rules)
     ]
+    models = scorecard.get("models")
+    escalated = isinstance(models, Mapping) and any(
+        isinstance(m, Mapping) and "escalation" in m for m in models.values()
+    )
+    if escalated and not any(
+        isinstance(r, CheckRule) and r.check == "escalation-complete" and r.model is None
+        for r in pol.rules
+    ):
+        implicit = CheckRule(check="escalation-complete", name="escalation finished (implicit)")
+        results.append(_evaluate_escalation(len(pol.rules), implicit, scorecard))
     label = name or str(_get(scorecard, "run", "name") or "scorecard")
     return GateResult(all(r.passed for r in results), results, label, source)
 

@@ -10,9 +10,9 @@ Steps, in order (each can be switched off):
    private-use code point, and blank glyphs (braille blank). Then spaces other than U+0020 put
    *inside* a word (between two word characters): narrow ones (thin, hair, six-per-em,
    punctuation, narrow no-break, medium mathematical) are removed, which rejoins the word; wider
-   ones are removed when the joined word is in the vocabulary (so ``"fr\\u00a0ee"`` becomes
-   ``"free"``) and otherwise left to NFKC, which turns them into ordinary spaces (a no-break
-   space between two real words stays a word break).
+   ones are removed when they space out single characters or when the joined word is in the
+   vocabulary (so ``"fr\\u00a0ee"`` becomes ``"free"``) and otherwise left to NFKC, which turns
+   them into ordinary spaces (a no-break space between two real words stays a word break).
 2. Unicode NFKC normalisation (full-width letters, ligatures, mathematical alphanumerics ->
    plain forms), then step 1's removal again.
 3. Confusable mapping: Cyrillic/Greek look-alikes mapped back to Latin letters in any word that
@@ -80,7 +80,8 @@ def join_in_word_spaces(text: str, vocabulary: Vocabulary | None = None) -> tupl
     characters removed where they split a word, and how many were removed.
 
     Narrow spaces (:data:`~bastion.text.unicode_tables.NARROW_SPACES`) between word characters
-    are always removed. Wider ones are removed when the word they split, rejoined (after NFKC,
+    are always removed. Wider ones are removed when they space out single characters (three or
+    more, ``"f\\u00a0r\\u00a0e\\u00a0e"``) or when the word they split, rejoined (after NFKC,
     confusable mapping and lower-casing as the vocabulary does), is a ``vocabulary`` word, and
     are kept otherwise. Linear in ``len(text)``.
     """
@@ -92,6 +93,9 @@ def join_in_word_spaces(text: str, vocabulary: Vocabulary | None = None) -> tupl
         nonlocal removed
         linked = m.group(0)
         joined = _SPACE_RUN_RE.sub("", linked)
+        if len(joined) >= 3 and len(joined) == len(_SPACE_RUN_RE.findall(linked)) + 1:
+            removed += len(linked) - len(joined)  # letter-spaced: "f r e e" is one word
+            return joined
         if vocabulary is not None:
             key = map_confusables(unicodedata.normalize("NFKC", joined))
             if (key.lower() if vocabulary.lower else key) in vocabulary:
