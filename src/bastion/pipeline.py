@@ -28,6 +28,7 @@ from bastion.attacks.registry import build_attack
 from bastion.config import ModelEntry, RunConfig, load_config
 from bastion.data import Dataset, Split, load_dataset
 from bastion.errors import BastionError
+from bastion.evaluation.escalation import summary_lines, worst_case_cell
 from bastion.evaluation.evaluator import NamedAttack, eps_key, evaluate_model
 from bastion.evaluation.scorecard import (
     SCHEMA_VERSION,
@@ -223,6 +224,9 @@ def evaluate_models(
             progress=reporter.evaluation(tm.name) if reporter else None,
             state=state,
             model_id=f"{tm.name}:{weights_hash(tm.model)}" if state is not None else tm.name,
+            sanity=cfg.evaluation.sanity_checks,  # checks and escalation run inside
+            escalate=cfg.evaluation.escalate,
+            model_name=tm.name,
         )
         entry: dict[str, Any] = {
             "objective": tm.objective,
@@ -237,33 +241,6 @@ def evaluate_models(
     if cfg.evaluation.corruptions is not None:
         _evaluate_corruptions(cfg, models, data, out)
     _evaluate_extras(cfg, models, data, test, out, reporter=reporter)
-    if cfg.evaluation.sanity_checks != "off":
-        from bastion.evaluation.sanity import run_sanity_checks, to_warnings
-
-        for tm in models:
-            if reporter:
-                reporter.log(f"sanity checks on {tm.name} ({cfg.evaluation.sanity_checks})")
-            checks = run_sanity_checks(
-                tm.model,
-                test.x,
-                test.y,
-                cfg.threat_model(),
-                seed=cfg.seed,
-                budget=cfg.evaluation.sanity_checks,
-                attacks_results=out[tm.name]["attacks"],
-            )
-            out[tm.name]["sanity_checks"] = [
-                {
-                    "code": c.code,
-                    "passed": c.passed,
-                    "severity": c.severity,
-                    "message": c.message,
-                    "advice": c.advice,
-                    "details": c.details,
-                }
-                for c in checks
-            ]
-            out[tm.name]["sanity_warnings"] = to_warnings(checks, tm.name)
     return out
 
 
@@ -489,6 +466,7 @@ def build_scorecard(
     else:
         data_doc = {"n_eval": n_eval}
     cfg_doc = cfg.model_dump(mode="json", by_alias=True)
+    threat_doc, attacks_doc = _evaluated_threat_and_attacks(cfg, data)
     doc: dict[str, Any] = sanitize(
         {
             "schema_version": SCHEMA_VERSION,
@@ -500,13 +478,8 @@ def build_scorecard(
                 "command": command,
             },
             "data": data_doc,
-            "threat": cfg.threat_model().to_dict(),
-            "evaluation": {
-                "attacks": [
-                    {"label": a.key, "name": a.name, **a.settings()} for a in cfg.evaluation.attacks
-                ],
-                "examples": n_eval,
-            },
+            "threat": threat_doc,
+            "evaluation": {"attacks": attacks_doc, "examples": n_eval},
             "versions": package_versions(),
             "runtime": runtime_record(runtime),
             "models": model_results,
@@ -516,6 +489,79 @@ def build_scorecard(
             **channels,
         }
     )
+    return doc
+
+
+_TABULAR_KNOWLEDGE = {
+    "cpgd": "white-box",
+    "capgd": "white-box",
+    "random-search": "score-based",
+    "hopskipjump": "label-only",
+}
+
+
+def _evaluated_threat_and_attacks(
+    cfg: RunConfig, data: Dataset | None
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The scorecard's top-level ``threat`` and ``evaluation.attacks``: the image/array
+    models' when there are any, else what the tabular or text channel actually ran (never the
+    config's unused defaults)."""
+    if data is not None or (cfg.tabular is None and cfg.text is None):
+        return cfg.threat_model().to_dict(), [
+            {"label": a.key, "name": a.name, **a.settings()} for a in cfg.evaluation.attacks
+        ]
+    if cfg.tabular is not None:
+        tab = cfg.tabular
+        threat = {"channel": "tabular", "norm": tab.norm, "eps": tab.eps, "bounds": [0.0, 1.0]}
+        attacks = [
+            {"label": a, "name": a, "channel": "tabular", "knowledge": _TABULAR_KNOWLEDGE[a]}
+            for a in tab.attacks
+        ]
+        return threat, attacks
+    assert cfg.text is not None
+    text = cfg.text
+    threat = {
+        "channel": "text",
+        "edits": "character, homoglyph, invisible-character and word substitutions",
+        "word_share": text.attack.max_share,
+        "char_share": text.attack.char_max_share,
+        "invisible_share": text.attack.invisible_max_share,
+    }
+    gradient = text.attack.ranking == "gradient"  # else words are ranked from output scores
+    attacks = [
+        {
+            "label": a,
+            "name": str(a),
+            "channel": "text",
+            "knowledge": "white-box"
+            if gradient and a in ("word_substitution", "combined")
+            else "score-based",
+        }
+        for a in text.attacks
+    ]
+    return threat, attacks
+
+
+def _channel_examples(channels: Mapping[str, Any]) -> int:
+    """How many test examples a channel-only run attacked (tabular first, then text)."""
+    if "tabular" in channels:
+        return int((channels["tabular"].get("data") or {}).get("attacked") or 0)
+    if "text" in channels:
+        return int(channels["text"].get("n_attacked") or 0)
+    return 0
+
+
+def relative_paths(doc: Any, root: Path) -> Any:
+    """``doc`` with every string that names a path inside ``root`` rewritten relative to it
+    (a run is written to a temporary folder and renamed; absolute paths would point to the
+    temporary name)."""
+    prefix = str(root).rstrip(os.sep) + os.sep
+    if isinstance(doc, dict):
+        return {k: relative_paths(v, root) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [relative_paths(v, root) for v in doc]
+    if isinstance(doc, str) and doc.startswith(prefix):
+        return doc[len(prefix) :]
     return doc
 
 
@@ -661,7 +707,7 @@ def summary_table(scorecard: dict[str, Any]) -> Table:
             f"{r['attacks'][lbl][key]:.1%}" if lbl in r.get("attacks", {}) else "-"
             for lbl in labels
         ]
-        cells.append(f"{r['worst_case_accuracy']:.1%}")
+        cells.append(worst_case_cell(r))
         cells.append(f"{r['training']['seconds']:.0f}" if "training" in r else "-")
         t.add_row(*cells)
     return t
@@ -757,16 +803,19 @@ def run_pipeline(
                 results_guard = {"guard": guard_section}
             else:
                 results_guard = {}
-            channels = run_channels(
-                cfg,
+            channels = relative_paths(
+                run_channels(
+                    cfg,
+                    tmp,
+                    config_path=config_path,
+                    data_dir=data_dir,
+                    reporter=reporter,
+                    timings=timings,
+                ),
                 tmp,
-                config_path=config_path,
-                data_dir=data_dir,
-                reporter=reporter,
-                timings=timings,
             )
         n_eval = (
-            0
+            _channel_examples(channels)
             if data is None
             else len(data.test)
             if cfg.evaluation.examples is None
@@ -796,5 +845,7 @@ def run_pipeline(
         raise
     for table in summary_tables(scorecard):
         console.print(table)
+    for line in summary_lines(scorecard):  # warnings and escalations
+        console.print(line, highlight=False, markup=False)
     console.print(f"run written to {final}")
     return final

@@ -45,7 +45,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -382,29 +382,53 @@ def _remedy_black_box(
     attacks: list[str],
     seed: int,
 ) -> dict[str, Any]:
+    """Each sub-attack on its own: one that raises (a gradient the model does not give) is
+    recorded in ``details["errors"]`` and the others still run; the remedy fails only when all
+    of them do."""
     details: dict[str, Any] = {}
-    attacks.append(f"apgd-ce-{b.apgd_steps}x{b.restarts}")
-    run.attack(grad_model, APGD(steps=b.apgd_steps, restarts=b.restarts), "bb:apgd-ce")
+    errors: dict[str, str] = {}
+
+    def guarded(label: str, fn: Callable[[], object]) -> None:
+        try:
+            fn()
+            attacks.append(label)
+        except (BastionError, RuntimeError, ValueError) as e:
+            errors[label] = f"{type(e).__name__}: {e}"
+
+    guarded(
+        f"apgd-ce-{b.apgd_steps}x{b.restarts}",
+        lambda: run.attack(grad_model, APGD(steps=b.apgd_steps, restarts=b.restarts), "bb:apgd-ce"),
+    )
     if _classes(run.model, run.x) >= 3:
-        attacks.append(f"apgd-dlr-{b.apgd_steps}x{b.restarts}")
-        run.attack(
-            grad_model, APGD(steps=b.apgd_steps, restarts=b.restarts, loss="dlr"), "bb:apgd-dlr"
+        dlr = APGD(steps=b.apgd_steps, restarts=b.restarts, loss="dlr")
+        guarded(
+            f"apgd-dlr-{b.apgd_steps}x{b.restarts}",
+            lambda: run.attack(grad_model, dlr, "bb:apgd-dlr"),
         )
     if run.threat.norm in ("linf", "l2"):
-        attacks.append(f"square-{b.square_queries}")
-        details["square_broke"] = run.attack(
-            run.model, Square(queries=b.square_queries), "bb:square"
+        square = Square(queries=b.square_queries)
+        guarded(
+            f"square-{b.square_queries}",
+            lambda: details.update(square_broke=run.attack(run.model, square, "bb:square")),
         )
     else:
         details["square"] = f"skipped: square supports linf and l2, not {run.threat.norm}"
-    if bool(run.robust.any()):
+
+    def transfer() -> None:
+        if not bool(run.robust.any()):
+            return
         gen = torch.Generator(device=run.x.device).manual_seed(_seed(seed, "surrogate"))
         sur = distil_surrogate(run.model, run.x, run.threat, generator=gen, steps=b.surrogate_steps)
         with torch.no_grad():
             agree = float((predict(sur, run.x) == predict(run.model, run.x)).float().mean())
         details["surrogate_agreement"] = agree
-        attacks.append(f"transfer (apgd-ce-{b.apgd_steps} on a softplus surrogate)")
         details["transfer_broke"] = run.attack(sur, APGD(steps=b.apgd_steps), "bb:transfer")
+
+    guarded(f"transfer (apgd-ce-{b.apgd_steps} on a softplus surrogate)", transfer)
+    if errors:
+        details["errors"] = errors
+    if not attacks:
+        raise RuntimeError(f"every black-box sub-attack failed: {errors}")
     return details
 
 
@@ -420,6 +444,7 @@ def escalate(
     budget: Budget = "quick",
     batch_size: int = 500,
     progress: Callable[[str], None] | None = None,
+    time_limit_s: float | None = None,
 ) -> Escalation:
     """Run the remedies of every failed check in ``checks`` on the examples of ``(x, y)``
     ``(N, ...)``/``(N,)`` that ``robust`` (``(N,)`` bool, the first pass's per-example worst
@@ -432,6 +457,8 @@ def escalate(
         budget: ``"quick"`` (APGD 50 steps, 2 restarts, Square 1,000 queries, EOT 8 samples x 25
             steps and 16 draws) or ``"full"`` (100, 5, 5,000, 20 x 50 and 32 draws).
         progress: called with the name of each remedy as it starts.
+        time_limit_s: no remedy starts once this many seconds have passed since the call
+            (each is recorded as failed, "time limit"); None for no limit.
 
     Returns:
         An :class:`Escalation`; its ``accuracy`` is never above the first pass's. With no
@@ -474,9 +501,19 @@ def escalate(
             if remedy not in wanted:
                 continue
             answers = tuple(wanted[remedy])
+            t0 = time.perf_counter()
+            if time_limit_s is not None and t0 - start >= time_limit_s:
+                steps.append(
+                    EscalationStep(
+                        remedy,
+                        answers,
+                        "failed",
+                        reason=f"time limit: {time_limit_s:g} s spent before it could start",
+                    )
+                )
+                continue
             if progress is not None:
                 progress(remedy)
-            t0 = time.perf_counter()
             before = int(run.robust.sum())
             attacks: list[str] = []
             try:
@@ -504,6 +541,18 @@ def escalate(
                             details = _remedy_margin(run, b, gm, attacks)
                     else:
                         details = _remedy_margin(run, b, model, attacks)
+                    if not attacks:
+                        steps.append(
+                            EscalationStep(
+                                remedy,
+                                answers,
+                                "not-applicable",
+                                reason="two classes (no DLR) and logits that are not saturated",
+                                seconds=round(time.perf_counter() - t0, 3),
+                                details=details,
+                            )
+                        )
+                        continue
                     acc = run.acc()
                 elif remedy == "eot":
                     acc, spread, details = _remedy_eot(run, b, attacks)
@@ -555,3 +604,44 @@ def escalate(
         spread,
         round(time.perf_counter() - start, 3),
     )
+
+
+def worst_case_cell(entry: Mapping[str, Any]) -> str:
+    """The terminal summary's worst-case cell for a scorecard model entry: the headline figure,
+    the first pass's when escalation superseded it, and a mark for white-box-only figures."""
+    text = f"{entry['worst_case_accuracy']:.1%}"
+    first = entry.get("first_pass_worst_case_accuracy")
+    if isinstance(first, int | float) and first > entry["worst_case_accuracy"]:
+        text += f" (first pass {first:.1%})"
+    if entry.get("worst_case_basis") == "white-box only":
+        text += " [white-box only]"
+    return text
+
+
+def summary_lines(scorecard: Mapping[str, Any]) -> list[str]:
+    """Lines for the terminal after the summary table: each model's escalation (what fired,
+    what ran, what it found, or that it could not finish) and every scorecard warning (its
+    first sentence)."""
+    out: list[str] = []
+    for name, r in scorecard.get("models", {}).items():
+        esc = r.get("escalation") or {}
+        fired = ", ".join(esc.get("fired", []))
+        if esc.get("status") in ("complete", "incomplete"):
+            ran = "; ".join(
+                f"{s['remedy']}: {s['status']}"
+                + (f", {s['accuracy']:.1%}" if s.get("accuracy") is not None else "")
+                for s in esc.get("steps", [])
+            )
+            out.append(
+                f"escalation {name}: {fired} fired -> {ran}; {r.get('headline', '')}"
+                + (f"; unanswered: {', '.join(esc['unanswered'])}" if esc.get("unanswered") else "")
+            )
+        elif esc.get("status") == "off" and fired:
+            out.append(f"escalation {name}: off, although {fired} fired; {r.get('headline', '')}")
+        elif r.get("worst_case_basis") == "white-box only":
+            out.append(f"{name}: {r.get('headline', '')}")
+    for w in scorecard.get("warnings", []):
+        if isinstance(w, Mapping):
+            first = str(w.get("message", "")).split(". ")[0].rstrip(".")
+            out.append(f"warning {w.get('code', '?')} ({w.get('model', '?')}): {first}.")
+    return out

@@ -106,6 +106,7 @@ def evaluate_model(
     sanity: SanityBudget = "quick",
     escalate: bool = True,
     model_name: str | None = None,
+    escalation_time_limit: float | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on ``(x, y)`` ``(N, ...)``/``(N,)``.
 
@@ -131,7 +132,9 @@ def evaluate_model(
     ``worst_case_accuracy`` is the minimum over the first pass and every escalation,
     ``first_pass_worst_case_accuracy`` the first pass's figure, ``worst_case_basis`` says
     whether a black-box attack took part (``"white-box only"`` or ``"white-box and
-    black-box"``) and ``headline`` states the figure in one sentence. ``accuracy_vs_eps``
+    black-box"``) and ``headline`` states the figure in one sentence. ``escalation_time_limit``
+    (seconds) stops escalation from starting further remedies; a fired check left unanswered
+    makes the escalation ``"incomplete"``, which the gate fails. ``accuracy_vs_eps``
     stays the first pass's curve (escalation runs at ``threat.eps`` only).
     """
     labels = [a.label for a in attacks]
@@ -206,6 +209,7 @@ def evaluate_model(
         name=model_name or model_id,
         black_box=any(is_black_box(na.attack) for na in attacks),
         progress=progress,
+        time_limit=escalation_time_limit,
     )
     return {
         "clean_accuracy": clean,
@@ -234,6 +238,7 @@ def _check_and_escalate(
     name: str,
     black_box: bool,
     progress: EvalProgressFn | None,
+    time_limit: float | None,
 ) -> dict[str, Any]:
     """The sanity checks and escalation part of :func:`evaluate_model`'s result."""
     from bastion.evaluation.escalation import escalate as run_escalation
@@ -282,8 +287,20 @@ def _check_and_escalate(
                 budget=sanity,
                 batch_size=batch_size,
                 progress=(lambda r: progress(f"escalation: {r}", 1, 1)) if progress else None,
+                time_limit_s=time_limit,
             )
             escalation = esc.to_dict(enabled=True)
+            if esc.status == "incomplete":
+                out["sanity_warnings"].append(
+                    {
+                        "code": "escalation-incomplete",
+                        "model": name,
+                        "message": "The escalation could not finish: no remedy for "
+                        f"{', '.join(esc.unanswered)} ran to the end "
+                        f"({'; '.join(s.reason for s in esc.steps if s.reason)}). The worst case "
+                        "is unverified and the gate fails this run.",
+                    }
+                )
             out["worst_case_accuracy"] = esc.accuracy
             black_box = black_box or any(
                 s.status == "done" and s.remedy == "black-box" for s in esc.steps
