@@ -1,7 +1,15 @@
 # Everything bootstraps from nothing: `make demo` and `make test` create .venv on first use.
-# torch is pinned to 2.13.0 (a CPU build that pip takes from this machine's disk; a plain
-# `pip install torch` would pull a multi-GB CUDA build).
+# torch is pinned to 2.13.0. Which build pip takes depends on where it looks: on the project's
+# machines a local CPU wheel is found first; elsewhere the same pin pulls the default build from
+# the package index, which on Linux is the multi-GB CUDA build. Choose the source yourself:
+#   make install TORCH_INDEX=<URL of a CPU wheel index>  # PyTorch's own CPU index: pip then
+#                                                        # prefers its 2.13.0+cpu build
+#   make install TORCH_SPEC=/path/to/torch-2.13.0+cpu-...whl   # a wheel file you downloaded
+# (both also read from the environment: TORCH_INDEX=... make test).
 PYTHON ?= python3
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+TORCH_INDEX_ARGS := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
@@ -13,7 +21,7 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet $(TORCH_INDEX_ARGS) '$(TORCH_SPEC)'
 	$(BIN)/pip install --quiet -e '.[dev,service,postgres,onnx]'
 	# The peer library for cross-check tests; its declared deps would pull torchvision.
 	$(BIN)/pip install --quiet --no-deps torchattacks==3.5.1
@@ -22,8 +30,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
-demo: $(STAMP)  ## train, attack and evaluate on the embedded digits data (about a minute)
-	$(BIN)/bastion run examples/digits.yaml
+demo: $(STAMP)  ## train, attack and evaluate on the embedded digits data (about half a minute)
+	@t0=$$($(BIN)/python -c 'import time; print(time.time())'); \
+	$(BIN)/bastion run examples/digits.yaml && \
+	$(BIN)/python -c 'import sys, time; print(f"make demo: {time.time() - float(sys.argv[1]):.1f} s wall")' $$t0
 
 test: $(STAMP)  ## the default suite (slow tests excluded)
 	$(BIN)/pytest -q -m "not slow"

@@ -608,12 +608,22 @@ def data_download(
 def data_info(
     name: Annotated[str, typer.Argument(help="Data set name.")],
     data_dir: DataDir = None,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the split.")] = 0,
+    path: Annotated[Path | None, typer.Option("--path", help="The CSV file (csv only).")] = None,
+    schema: Annotated[
+        Path | None, typer.Option("--schema", help="The CSV file's schema (csv only).")
+    ] = None,
 ) -> None:
     """Load a data set and print its summary (sizes, shape, classes, fingerprint)."""
     from bastion.data import load_dataset
 
-    ds = load_dataset(name, data_dir=data_dir, seed=seed)
+    ds = load_dataset(
+        name,
+        data_dir=data_dir,
+        seed=seed,
+        path=None if path is None else str(path),
+        schema=None if schema is None else str(schema),
+    )
     typer.echo(json.dumps(ds.summary(), indent=2))
 
 

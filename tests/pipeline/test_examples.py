@@ -8,6 +8,7 @@ README quotes.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -92,6 +93,24 @@ def test_fraud_tabular_example(tmp_path: Path) -> None:
             assert fig["feasible_rate"] == 1.0
     assert "Tabular, under the schema" in (run_dir / "report.html").read_text()
     assert sc["data"]["fingerprint"] == tab["data"]["fingerprint"]
+    _check_channel_run(run_dir, sc, "tabular")
+    assert sc["threat"]["eps"] == tab["threat"]["eps"]  # the channel's, not the unused default
+
+
+def _check_channel_run(run_dir: Path, sc: dict, channel: str) -> None:
+    """A channel-only run: paths relative to the run directory and existing, the threat and the
+    attacks the channel ran, and a model card with results on the examples attacked."""
+    paths = [m["path"] for m in sc[channel]["models"].values() if "path" in m]
+    for p in paths:
+        assert not Path(p).is_absolute() and (run_dir / p).exists(), p
+    assert ".partial-" not in json.dumps(sc)
+    assert sc["threat"]["channel"] == channel
+    assert sc["data"]["n_eval"] > 0
+    ran = {a["label"] for a in sc["evaluation"]["attacks"]}
+    assert ran and all(a.get("channel") == channel for a in sc["evaluation"]["attacks"])
+    card = (run_dir / "model_card.md").read_text()
+    assert f"on {sc['data']['n_eval']}" in card and " on 0 " not in card
+    assert f"### {channel.capitalize()} channel" in card
 
 
 @pytest.mark.skipif(
@@ -111,6 +130,7 @@ def test_text_sms_spam_example(tmp_path: Path) -> None:
     assert inv["standard+sanitizer"]["success_rate"] <= inv["standard"]["success_rate"]
     assert (run_dir / "models" / "text-hardened.safetensors").exists()
     assert "Text attacks" in (run_dir / "report.html").read_text()
+    _check_channel_run(run_dir, sc, "text")
 
 
 @pytest.mark.skipif(

@@ -82,7 +82,8 @@ def load_dataset(
     if path is None or schema is None:
         missing = " and ".join(f for f, v in (("path", path), ("schema", schema)) if v is None)
         raise DataError(
-            f"csv: {missing} required: pass path= (the CSV file) and schema= (its YAML or JSON "
-            "schema file)"
+            f"csv: {missing} required: the CSV file and its YAML or JSON schema file "
+            "(data.path and data.schema in a config, --path and --schema on the command line, "
+            "path= and schema= in Python)"
         )
     return load_csv(path, schema, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)

@@ -24,6 +24,11 @@ def _md(value: object) -> str:
 
 
 def _threat_line(threat: Mapping[str, Any]) -> str:
+    if threat.get("channel") == "text":
+        return (
+            f"{threat.get('edits', 'edits')}: up to {_pct(threat.get('word_share'))} of the words "
+            f"substituted, {_pct(threat.get('char_share'))} of the words with character edits"
+        )
     norm = threat.get("norm", "?")
     eps = threat.get("eps", "?")
     bounds = threat.get("bounds", "?")
@@ -44,9 +49,14 @@ def evaluated_knowledge(scorecard: Mapping[str, Any]) -> list[str]:
 
     found: list[str] = []
     for a in (scorecard.get("evaluation") or {}).get("attacks") or []:
-        if isinstance(a, Mapping):
+        if not isinstance(a, Mapping):
+            continue
+        if isinstance(a.get("knowledge"), str):  # a channel's attack states its own
+            kinds = [a["knowledge"]]
+        else:
             settings = {k: v for k, v in a.items() if k not in ("label", "name")}
-            found += [k for k in attack_knowledge(str(a.get("name")), settings) if k not in found]
+            kinds = attack_knowledge(str(a.get("name")), settings)
+        found += [k for k in kinds if k not in found]
     return [k for k in _KNOWLEDGE_WORDS if k in found]
 
 
@@ -121,6 +131,54 @@ def _model_section(name: str, r: Mapping[str, Any], eps_key: str) -> list[str]:
     return lines
 
 
+def _tabular_section(tab: object) -> list[str]:
+    """Per tabular model: clean and worst-case accuracy and each constrained attack."""
+    if not isinstance(tab, Mapping) or not tab.get("models"):
+        return []
+    n = (tab.get("data") or {}).get("attacked", "?")
+    lines = [
+        "### Tabular channel",
+        "",
+        f"Constrained attacks on {n} test rows; every adversarial row satisfies the schema.",
+        "",
+        "| model | objective | clean | worst case | attacks (robust accuracy) |",
+        "| --- | --- | ---: | ---: | --- |",
+    ]
+    for name, m in tab["models"].items():
+        attacks = m.get("attacks") or {}
+        per = ", ".join(f"{a} {_pct(v.get('robust_accuracy'))}" for a, v in attacks.items())
+        lines.append(
+            f"| {_md(name)} | {_md(m.get('objective', '?'))} | {_pct(m.get('clean_accuracy'))} "
+            f"| {_pct(m.get('robust_accuracy'))} | {_md(per)} |"
+        )
+    return [*lines, ""]
+
+
+def _text_section(text: object) -> list[str]:
+    """Per text attack: its success rate against each model (lower is better)."""
+    if not isinstance(text, Mapping) or not text.get("attacks"):
+        return []
+    targets: list[str] = []
+    for per in text["attacks"].values():
+        targets += [t for t in per if t not in targets]
+    summary = text.get("summary") or {}
+    lines = [
+        "### Text channel",
+        "",
+        f"Attack success rate on {text.get('n_attacked', '?')} correctly classified test texts "
+        f"(lower is better); clean accuracy of the standard model "
+        f"{_pct(summary.get('clean_accuracy_standard'))}, of the hardened and guarded model "
+        f"{_pct(summary.get('clean_accuracy_hardened_guarded'))}.",
+        "",
+        "| attack | " + " | ".join(_md(t) for t in targets) + " |",
+        "| --- | " + " | ".join("---:" for _ in targets) + " |",
+    ]
+    for name, per in text["attacks"].items():
+        cells = [_pct((per.get(t) or {}).get("success_rate")) for t in targets]
+        lines.append(f"| {_md(name)} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def render_model_card(scorecard: Mapping[str, Any]) -> str:
     """The Markdown model card of a scorecard (see the module docstring)."""
     run = scorecard.get("run") or {}
@@ -157,6 +215,8 @@ def render_model_card(scorecard: Mapping[str, Any]) -> str:
     ]
     for name, r in models.items():
         lines += _model_section(str(name), r or {}, eps_key)
+    lines += _tabular_section(scorecard.get("tabular"))
+    lines += _text_section(scorecard.get("text"))
     lines += ["## Limits", ""]
     n_eval = (scorecard.get("evaluation") or {}).get("examples")
     labels = [a.get("label") for a in (scorecard.get("evaluation") or {}).get("attacks", [])]
@@ -165,10 +225,16 @@ def render_model_card(scorecard: Mapping[str, Any]) -> str:
         f"({', '.join(str(x) for x in labels) or 'none'}) on {n_eval} test examples; a stronger "
         "or adaptive attack may do better."
     )
-    lines.append(
-        f"- Nothing is claimed beyond eps {eps} in the {threat.get('norm', '?')} norm, nor for "
-        "other perturbation types than those evaluated."
-    )
+    if threat.get("channel") == "text":
+        lines.append(
+            "- Nothing is claimed for larger edit budgets, nor for other edit types than those "
+            "evaluated."
+        )
+    else:
+        lines.append(
+            f"- Nothing is claimed beyond eps {eps} in the {threat.get('norm', '?')} norm, nor "
+            "for other perturbation types than those evaluated."
+        )
     for w in scorecard.get("warnings") or []:
         lines.append(f"- Warning ({w.get('code')}, {w.get('model')}): {w.get('message')}")
     lines += [
