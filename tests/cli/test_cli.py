@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+import shared_data
 from bastion.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
-SHARED_MNIST = ROOT.parent / "shared" / "datasets" / "mnist"
+SHARED_MNIST = shared_data.MNIST
 
 TINY = {
     "name": "tiny",

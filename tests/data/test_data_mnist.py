@@ -10,12 +10,13 @@ import numpy.typing as npt
 import pytest
 import torch
 
+import shared_data
 from bastion.data import Dataset, load_dataset
 from bastion.data.mnist import load_mnist, resolve_mnist_dir
 from bastion.errors import DataError
 
 MnistWriter = Callable[..., Path]
-REAL_MNIST = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "mnist"
+REAL_MNIST = shared_data.MNIST
 
 
 def image_ids(x: torch.Tensor) -> npt.NDArray[np.int64]:

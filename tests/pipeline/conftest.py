@@ -9,9 +9,11 @@ from typing import Any
 import pytest
 import yaml
 
+import shared_data
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
-SHARED_MNIST = ROOT.parent / "shared" / "datasets" / "mnist"
+SHARED_MNIST = shared_data.MNIST
 
 
 def tiny_config(**overrides: Any) -> dict[str, Any]:

@@ -15,13 +15,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+import shared_data
 from bastion.config import load_config
 from bastion.evaluation.scorecard import read_scorecard
 from bastion.pipeline import run_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
-SHARED_MNIST = ROOT.parent / "shared" / "datasets" / "mnist"
+SHARED_MNIST = shared_data.MNIST
 
 ALL_EXAMPLES = sorted(p.name for p in EXAMPLES.glob("*.yaml"))
 RECIPE_EXAMPLES = {
@@ -36,7 +37,7 @@ needs_mnist = pytest.mark.skipif(
 )
 
 
-SHARED = ROOT.parent / "shared" / "datasets"
+SHARED = shared_data.DATASETS
 CHANNEL_EXAMPLES = {"fraud-tabular.yaml", "text-sms-spam.yaml", "text-movie-review.yaml"}
 
 

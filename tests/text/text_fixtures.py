@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+import shared_data as _shared_data
 from bastion.text.classifier import TextClassifier
 from bastion.text.models import TextModelSpec, build_text_model
 from bastion.text.sanitize import Sanitizer
@@ -14,7 +15,7 @@ from bastion.text.training import TextTrainSettings, train_text_model
 from bastion.text.vocab import Vocabulary, tokenize
 
 ROOT = Path(__file__).resolve().parents[2]
-DATASETS = ROOT.parent / "shared" / "datasets"
+DATASETS = _shared_data.DATASETS
 
 POSITIVE = ("good", "great", "wonderful", "excellent", "charming")
 NEGATIVE = ("bad", "awful", "boring", "dull", "terrible")

@@ -14,12 +14,13 @@ from typing import Any
 import pytest
 import yaml
 
+import shared_data
 from bastion.evaluation.scorecard import read_scorecard
 from bastion.pipeline import run_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
-SHARED_MNIST = ROOT.parent / "shared" / "datasets" / "mnist"
+SHARED_MNIST = shared_data.MNIST
 needs_mnist = pytest.mark.skipif(
     not (SHARED_MNIST / "t10k-labels-idx1-ubyte.gz").exists(),
     reason="MNIST files not found beside the project",
