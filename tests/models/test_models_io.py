@@ -273,3 +273,28 @@ def test_safetensors_of_another_program(saved: tuple[BastionModel, Path]) -> Non
 
 def test_model_file_error_is_a_bastion_value_error() -> None:
     assert issubclass(ModelFileError, BastionError) and issubclass(ModelFileError, ValueError)
+
+
+def test_estimators_are_saved_with_skops_and_pickles_refused(tmp_path: Path) -> None:
+    import pickle
+
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    from bastion.errors import ModelFileError
+    from bastion.models.estimators import load_estimator, save_estimator
+
+    x = np.random.default_rng(0).random((40, 3))
+    est = LogisticRegression().fit(x, (x[:, 0] > 0.5).astype(int))
+    path = save_estimator(est, tmp_path / "model")
+    assert path.suffix == ".skops"
+    assert (load_estimator(path).predict(x) == est.predict(x)).all()
+    pkl = tmp_path / "model.pkl"
+    pkl.write_bytes(pickle.dumps(est))
+    with pytest.raises(ModelFileError, match="pickle"):
+        load_estimator(pkl)
+    with pytest.raises(ModelFileError, match="pickle"):
+        save_estimator(est, pkl)
+    (tmp_path / "junk.skops").write_bytes(b"not a zip")
+    with pytest.raises(ModelFileError, match="not a skops file"):
+        load_estimator(tmp_path / "junk.skops")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import pickle
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ from tabular_fixtures import FRAUD_CSV, FRAUD_SCHEMA
 
 from bastion.errors import ConfigError, DataError
 from bastion.models import load_model
+from bastion.models.estimators import load_estimator
 from bastion.tabular.experiment import TabularConfig, parse_tabular_config, run_tabular_experiment
 from bastion.tabular.loading import load_constrained_csv
 
@@ -66,7 +66,8 @@ def test_experiment_trains_attacks_scores_and_saves(tmp_path: Path) -> None:
     x = data.test.x[:10]
     clean = float((model(x).argmax(dim=1) == data.test.y[:10]).float().mean())
     assert clean == pytest.approx(card["models"]["standard-mlp"]["clean_accuracy"], abs=1e-4)
-    gbm = pickle.loads(Path(card["models"]["gbm"]["path"]).read_bytes())
+    assert card["models"]["gbm"]["path"].endswith(".skops")
+    gbm = load_estimator(card["models"]["gbm"]["path"])
     assert gbm.predict(x.numpy()).shape == (10,)
     # the same seed gives the same scorecard figures
     again = run_tabular_experiment(

@@ -12,7 +12,6 @@ models and returns a JSON-ready scorecard section.
 from __future__ import annotations
 
 import os
-import pickle
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +26,7 @@ from bastion.attacks.targets import LabelTarget, SklearnTarget
 from bastion.data.core import Dataset
 from bastion.errors import ConfigError
 from bastion.models import save_model
+from bastion.models.estimators import save_estimator
 from bastion.tabular.blackbox import ConstrainedHopSkipJump, ConstrainedRandomSearch
 from bastion.tabular.constraints import check_feasible
 from bastion.tabular.loading import load_constrained_csv
@@ -205,10 +205,7 @@ def run_tabular_dataset(
     )
     gbm.fit(train.x.numpy(), train.y.numpy())
     train_seconds = time.perf_counter() - t0
-    gbm_path = out / "gbm.pkl"
-    tmp = gbm_path.with_name(gbm_path.name + ".tmp")
-    tmp.write_bytes(pickle.dumps(gbm))
-    os.replace(tmp, gbm_path)
+    gbm_path = save_estimator(gbm, out / "gbm.skops")
     score_target = SklearnTarget(gbm, name="gbm")
     label_target = LabelTarget(gbm.predict, len(data.classes), name="gbm-labels")
     entry = {
@@ -268,7 +265,7 @@ def run_tabular_experiment(
     """Train a standard MLP, a constrained-AT MLP and a GBM on ``data_path`` (described by
     ``schema_path``), attack each under the schema's constraints, save the models under
     ``out_dir`` (``standard-mlp``, ``constrained-at-mlp`` as safetensors + sidecar,
-    ``gbm.pkl``) and return the JSON-ready scorecard section.
+    ``gbm.skops``) and return the JSON-ready scorecard section.
 
     Raises:
         ConfigError: an invalid ``config``; DataError: a missing or invalid data or schema
