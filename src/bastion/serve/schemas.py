@@ -71,13 +71,10 @@ class ErrorResponse(BaseModel):
 
 # a base64 string (standard alphabet, padded): what png_instance accepts before decoding
 _BASE64 = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
-# integers beyond int64 are refused (422); floats of any size are passed to the guard, so the
-# schema bound (a round number just inside int64) is a little stricter than the service
-_BOUND = 9.2e18
 
 
 def _nested_array(shape: tuple[int, ...]) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "number", "minimum": -_BOUND, "maximum": _BOUND}
+    schema: dict[str, Any] = {"type": "number"}
     for n in reversed(shape):
         schema = {"type": "array", "minItems": n, "maxItems": n, "items": schema}
     return schema
@@ -91,8 +88,9 @@ def predict_request_schema(
     non-empty base64 PNG strings (only for ``(1|3, H, W)`` models); texts for text models.
 
     What a schema cannot say: an image must decode to a PNG of the model's height and width
-    (else 422), and JSON ``NaN``/``Infinity`` (not JSON Schema numbers) are accepted and
-    rejected by the guard with a reason.
+    (else 422); an integer literal beyond 64 bits gets 422 while a float of any size goes to
+    the guard (JSON Schema cannot tell ``1e30`` from ``10**30``); JSON ``NaN``/``Infinity``
+    (not JSON Schema numbers) are accepted and rejected by the guard with a reason.
     """
     props: dict[str, Any] = {}
     if text:
