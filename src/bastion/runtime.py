@@ -9,9 +9,10 @@ other and a small model's training or evaluation runs 5-17x slower than with one
 :func:`choose_threads` turns a request (``"auto"`` or a count) into a count and a reason:
 
 - a count is used as given (capped at the cores this process may run on);
-- ``"auto"`` honours ``OMP_NUM_THREADS`` when the user set it, else takes the cores that the
-  1-minute load average leaves free, rounded to the nearest integer, and at least one. An idle
-  2-core machine gets 2 threads; one running another CPU-bound job gets 1.
+- ``"auto"`` honours ``OMP_NUM_THREADS`` when the user set it, else takes the cores that other
+  work leaves free (the busier of the 1-minute load average and a 0.1 s sample of
+  ``/proc/stat``), rounded to the nearest integer, and at least one. An idle 2-core machine
+  gets 2 threads; one running another CPU-bound job gets 1.
 
 :func:`apply_threads` sets the count on torch and returns the :class:`ThreadChoice` that the
 run prints and records in its scorecard (``runtime.threads``).
@@ -20,6 +21,7 @@ run prints and records in its scorecard (``runtime.threads``).
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -56,11 +58,45 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _load_average() -> float | None:
+def _cpu_times() -> tuple[int, int] | None:
+    """(busy, total) jiffies of all CPUs from ``/proc/stat`` (Linux), else ``None``."""
     try:
-        return float(os.getloadavg()[0])
-    except (AttributeError, OSError):
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = f.readline().split()
+    except OSError:
         return None
+    if not fields or fields[0] != "cpu":
+        return None
+    values = [int(v) for v in fields[1:9]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+def busy_cores_now(window: float = 0.1) -> float | None:
+    """How many cores other processes keep busy right now: ``/proc/stat`` sampled ``window``
+    seconds apart while this process sleeps (``None`` where it cannot be read)."""
+    first = _cpu_times()
+    if first is None:
+        return None
+    time.sleep(window)
+    second = _cpu_times()
+    if second is None or second[1] <= first[1]:
+        return None
+    share = (second[0] - first[0]) / (second[1] - first[1])
+    return share * (os.cpu_count() or 1)
+
+
+def _load_average() -> float | None:
+    """The busier of the 1-minute load average and the cores busy right now: the load
+    average lags a job that has just started by about a minute, a short sample misses a
+    bursty one."""
+    try:
+        average: float | None = float(os.getloadavg()[0])
+    except (AttributeError, OSError):
+        average = None
+    now = busy_cores_now()
+    known = [v for v in (average, now) if v is not None]
+    return max(known) if known else None
 
 
 def parse_threads(value: object, *, where: str = "threads") -> ThreadsSetting:
