@@ -181,7 +181,10 @@ def _compare(
     dirs = dirs / rms.view(k, a.shape[0], *([1] * (a.dim() - 1)))
     with torch.enable_grad():
         ag = a.detach().requires_grad_(True)
-        (grad,) = torch.autograd.grad((fn(ag) * r).sum(), ag, allow_unused=True)
+        proj = (fn(ag) * r).sum()
+        grad = (
+            torch.autograd.grad(proj, ag, allow_unused=True)[0] if proj.requires_grad else None
+        )  # an output cut off from autograd has no gradient: zero
     if grad is None:
         grad = torch.zeros_like(a)
     ad = (grad.unsqueeze(0) * dirs).flatten(2).sum(-1)  # (k, N)
