@@ -12,10 +12,10 @@ from typing import Any
 
 import httpx
 import uvicorn
-from conftest import MakeServed
 from serve_fixtures import digits_test_images
 
 from bastion.serve.runner import uvicorn_options
+from conftest import MakeServed
 
 
 @contextmanager
@@ -73,3 +73,31 @@ def test_connections_per_address_and_idle_connections_are_bounded(
                 assert r.status_code == 200, r.text
             time.sleep(1.0)  # longer than the idle timeout: a used connection is not cut
             assert c.post("/v1/predict", json={"input": x[0].tolist()}).status_code == 200
+
+
+def test_an_upload_without_a_key_gets_401_and_the_connection_is_closed(
+    make_served: MakeServed,
+) -> None:
+    s = make_served()
+    with running(s.client.app, s.settings) as address:
+        host, port = address.split(":")
+        head = (
+            b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 4000000\r\n\r\n"
+        )
+        with socket.create_connection((host, int(port))) as c:
+            c.sendall(head + b"[" * 200_000)  # and then nothing more: a stalled upload
+            c.settimeout(5.0)
+            received = b""
+            try:
+                while chunk := c.recv(65536):
+                    received += chunk
+            except ConnectionResetError:
+                pass  # closed with the rest of the upload unread: also a close
+        assert received.startswith(b"HTTP/1.1 401"), received[:200]
+        assert b"connection: close" in received.lower()
+        # a small body without a key still gets its 401 on a connection that stays usable
+        with httpx.Client(base_url=f"http://{address}", timeout=10) as client:
+            for _ in range(2):
+                r = client.post("/v1/predict", json={"input": [[[0.0] * 8] * 8]})
+                assert r.status_code == 401 and "connection" not in r.headers

@@ -379,6 +379,15 @@ def _declared_length(request: Request, limit: int) -> int | None:
     return int(declared)
 
 
+def _large_body_pending(request: Request) -> bool:
+    """Whether the request announced a body too large to have arrived with its head (more
+    than 64 KiB, or chunked with no length)."""
+    declared = request.headers.get("content-length")
+    if declared is None:
+        return "chunked" in request.headers.get("transfer-encoding", "").lower()
+    return not declared.isdigit() or len(declared) > 9 or int(declared) > _PARSE_INLINE_BYTES
+
+
 async def _read_body(request: Request, limit: int) -> bytes:
     """The body, refusing (413) a streamed size above ``limit`` bytes."""
     chunks: list[bytes] = []
@@ -530,6 +539,7 @@ def create_app(
         t0 = time.perf_counter()
         request_id = next_id()
         source = request.client.host if request.client is not None else ""
+        body_read = False
         try:
             # the key first: nothing of the body is read (or buffered) for an unknown client
             key = await service.authorize(request.headers.get("x-api-key"), source)
@@ -539,6 +549,7 @@ def create_app(
             service.bodies.acquire(client, reserved)
             try:
                 body = await _read_body(request, limit)
+                body_read = True
             finally:
                 service.bodies.release(client, reserved)
             result = await service.handle(body, key, request_id)
@@ -549,6 +560,10 @@ def create_app(
             )
         except RequestError as e:
             response = _error(e, request_id)
+            if not body_read and _large_body_pending(request):
+                # refused before its body was read (no key, over a limit): close rather than
+                # drain and buffer an upload nobody will read
+                response.headers["Connection"] = "close"
         except ClientDisconnect:  # the client went away mid-body: nobody to answer, no fault
             metrics.client_disconnects.inc()
             response = Response(status_code=499)
