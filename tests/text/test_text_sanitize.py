@@ -11,7 +11,14 @@ from hypothesis import strategies as st
 from text_fixtures import DATASETS
 
 from bastion.text import Sanitizer, TypoNeighbours, UnionCandidates, Vocabulary, sanitize
-from bastion.text.sanitize import Cleaned, edit_count, edits1, iter_edits1, join_in_word_spaces
+from bastion.text.sanitize import (
+    Cleaned,
+    DeletionIndex,
+    edit_count,
+    edits1,
+    iter_edits1,
+    join_in_word_spaces,
+)
 from bastion.text.unicode_tables import (
     HOMOGLYPHS,
     INVISIBLE_FAMILIES,
@@ -24,6 +31,7 @@ from bastion.text.unicode_tables import (
     is_in_word_space,
     is_invisible,
 )
+from bastion.text.words import join_words, split_words, word_core
 
 
 def test_removes_invisible_and_bidi_characters() -> None:
@@ -201,15 +209,31 @@ def test_repair_skips_only_words_no_vocabulary_word_is_one_edit_from() -> None:
 
 def test_repair_budget_is_per_call_and_words_beyond_it_are_left_alone() -> None:
     vocab = Vocabulary.build(["likely gold"], max_length=8)
-    cost = edit_count("likley")
-    assert cost == len(list(iter_edits1("likley"))) == 74 * 6 + 35
-    assert edits1("ab") == set(iter_edits1("ab")) - {"ab"}
-    tight = Sanitizer(vocabulary=vocab, repair_spelling=True, max_repair_candidates=cost - 1)
+    found, cost = Sanitizer(vocabulary=vocab).index.neighbours("likley")
+    assert found == {"likely"}
+    assert Sanitizer(vocabulary=vocab).index.neighbours("likley", cost - 1) == (None, cost)
+    # six deletions and the typo looked up; "likely" found under two of them ("likey", "likly")
+    assert cost == 6 + 1 + 2
+    tight = Sanitizer(vocabulary=vocab, repair_spelling=True, max_repair_work=cost - 1)
     assert tight("likley") == "likley"
-    enough = Sanitizer(vocabulary=vocab, repair_spelling=True, max_repair_candidates=cost)
+    enough = Sanitizer(vocabulary=vocab, repair_spelling=True, max_repair_work=cost)
     assert enough("likley gpld") == "likely gpld"  # gpld's search would exceed the budget
     assert enough("gpld") == "gold"  # a new call, a new budget
     assert enough("likley gpld") == "likely gold"  # both remembered: no search, no cost
+
+
+def test_edit_variants_are_generated_lazily() -> None:
+    assert edit_count("likley") == len(list(iter_edits1("likley"))) == 74 * 6 + 35
+    assert edits1("ab") == set(iter_edits1("ab")) - {"ab"}
+
+
+_WORDS = st.text(alphabet="abcde", min_size=1, max_size=6)
+
+
+@given(st.lists(_WORDS, max_size=40), _WORDS)
+def test_deletion_index_finds_exactly_the_words_one_edit_away(words: list[str], typo: str) -> None:
+    index = DeletionIndex([*words, "<unk>", "Caps", "\u00e9t\u00e9"])
+    assert index.neighbours(typo)[0] == edits1(typo) & set(words)
 
 
 def test_repair_cache_is_bounded() -> None:
@@ -252,3 +276,29 @@ def test_repair_work_per_call_is_bounded_in_time_and_memory() -> None:
         finally:
             tracemalloc.stop()
         assert peak < 16 * 2**20
+
+
+_REPAIR_VOCAB = Vocabulary.build(["likely good gold food words worlds more are cat"], max_length=8)
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(["likley", "goid", "gpld", "Wolrds", "mre", "(goid)", "cta!", "a_b"]),
+            st.text(alphabet="abcdgiklort-'(!_\u00e9", max_size=8),
+        ),
+        max_size=12,
+    ),
+    st.lists(st.sampled_from([" ", "  ", "\t", "\n"]), min_size=13, max_size=13),
+)
+def test_repair_of_a_text_is_the_repair_of_each_word_core(
+    words: list[str], seps: list[str]
+) -> None:
+    text = "".join(w + sep for w, sep in zip(words, seps, strict=False))
+    s = Sanitizer(vocabulary=_REPAIR_VOCAB, repair_spelling=True, confusables=False)
+    ws, ss = split_words(text)
+    expected = []
+    for w in ws:
+        pre, core, post = word_core(w)
+        expected.append(pre + s.repair_word(core) + post)
+    assert s(text) == join_words(expected, ss)

@@ -47,6 +47,10 @@ class TextGuard:
         max_chars: the longest text accepted.
         min_confidence: abstain below this top-class probability (0 disables).
         repair_spelling: let the sanitiser repair out-of-vocabulary words at edit distance 1.
+        max_repair_work: the spelling repair's budget for one :meth:`decide_texts` call
+            (look-ups and checks, see :class:`bastion.text.Sanitizer`), split evenly among its
+            texts (each also capped by the sanitiser's own per-text budget): the repair work of
+            a call is bounded whatever its texts, and no text can use up another's part.
         name: reported by the service.
     """
 
@@ -62,6 +66,7 @@ class TextGuard:
         max_chars: int = 5000,
         min_confidence: float = 0.0,
         repair_spelling: bool = True,
+        max_repair_work: int = 100_000,
         name: str = "text",
     ) -> None:
         if max_chars < 1:
@@ -70,7 +75,10 @@ class TextGuard:
             raise ConfigError(
                 f"guard.min_confidence: expected a number in [0, 1), got {min_confidence}"
             )
+        if max_repair_work < 0:
+            raise ConfigError(f"guard.max_repair_work: expected >= 0, got {max_repair_work}")
         self.sanitizer = Sanitizer(vocabulary=vocab, repair_spelling=repair_spelling)
+        self.max_repair_work = int(max_repair_work)
         self.classifier = TextClassifier(model.eval(), vocab, sanitizer=None)
         self.classes = tuple(str(c) for c in classes)
         self.max_chars = int(max_chars)
@@ -122,13 +130,14 @@ class TextGuard:
         cleaned: list[str] = []
         scores: list[dict[str, float]] = []
         reasons: list[tuple[str, ...]] = []
+        share = self.max_repair_work // max(1, len(texts))
         for i, t in enumerate(texts):
             why = self._validate(t)
             if why is not None:
                 out[i] = Decision("reject", reasons=(why,))
                 continue
             assert isinstance(t, str)
-            clean = self.sanitizer.clean(t)
+            clean = self.sanitizer.clean(t, repair_work=share)
             invisible, confusable = clean.invisible, clean.confusables
             if not clean.text.strip():
                 why = f"validation: empty after removing {invisible} invisible characters"

@@ -28,10 +28,11 @@ Steps, in order (each can be switched off):
    four DeepWordBug typos of a word for 58% of words, against 47% for frequency alone.
 
    The work is bounded: a word longer than the longest vocabulary word plus one has no
-   vocabulary word one edit away and is not searched; the one-edit variants are generated one
-   at a time (memory does not grow with their number); one call generates at most
-   ``max_repair_candidates`` variants (words beyond the budget are left as they are); and at
-   most ``max_cached_repairs`` repairs are remembered between calls.
+   vocabulary word one edit away and is not searched; the others are looked up in a
+   :class:`DeletionIndex` of the vocabulary (``len(word) + 1`` look-ups instead of the
+   ``74 * len(word) + 35`` one-edit variants, with the same result); one call spends at most
+   ``max_repair_work`` look-ups and checks (words beyond the budget are left as they
+   are); and at most ``max_cached_repairs`` repairs are remembered between calls.
 
 ``sanitize(text)`` applies steps 1-3 without a vocabulary; :class:`Sanitizer` configures all
 four and :meth:`Sanitizer.clean` also reports what it removed and mapped.
@@ -42,7 +43,7 @@ from __future__ import annotations
 import re
 import string
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from bastion.errors import ConfigError
@@ -53,7 +54,7 @@ from bastion.text.unicode_tables import (
     is_invisible,
 )
 from bastion.text.vocab import Vocabulary
-from bastion.text.words import join_words, split_words, word_core
+from bastion.text.words import join_words, split_words
 
 _LETTERS = string.ascii_lowercase + string.digits
 
@@ -64,8 +65,12 @@ def _is_latin_letter(ch: str) -> bool:
 
 def strip_invisible(text: str) -> str:
     """``text`` without the characters :func:`~bastion.text.unicode_tables.is_invisible` names
-    (in-word spaces are :func:`join_in_word_spaces`' business)."""
-    return "".join(ch for ch in text if not is_invisible(ch))
+    (in-word spaces are :func:`join_in_word_spaces`' business). Each distinct character is
+    classified once, so the cost is that of a few passes of C over ``text``."""
+    if text.isascii():  # ASCII holds no invisible character
+        return text
+    drop = {ord(ch): None for ch in set(text) if is_invisible(ch)}
+    return text.translate(drop) if drop else text
 
 
 _SPACES = "".join(OTHER_SPACES)
@@ -73,6 +78,7 @@ _SPACES = "".join(OTHER_SPACES)
 # look-behind keeps the search linear: each start is tried once per word, not once per letter).
 _LINKED_RE = re.compile(rf"(?<!\w)(?:\w+[{_SPACES}]+)+\w+")
 _SPACE_RUN_RE = re.compile(rf"[{_SPACES}]+")
+_SPACE_SET = frozenset(_SPACES)
 
 
 def join_in_word_spaces(text: str, vocabulary: Vocabulary | None = None) -> tuple[str, int]:
@@ -85,7 +91,7 @@ def join_in_word_spaces(text: str, vocabulary: Vocabulary | None = None) -> tupl
     confusable mapping and lower-casing as the vocabulary does), is a ``vocabulary`` word, and
     are kept otherwise. Linear in ``len(text)``.
     """
-    if not any(ch in _SPACES for ch in text):
+    if _SPACE_SET.isdisjoint(text):
         return text, 0
     removed = 0
 
@@ -108,8 +114,13 @@ def join_in_word_spaces(text: str, vocabulary: Vocabulary | None = None) -> tupl
     return _LINKED_RE.sub(fix, text), removed
 
 
+_CONFUSABLES = frozenset(CONFUSABLE_TO_LATIN)
+
+
 def map_confusables(text: str) -> str:
     """Map Cyrillic/Greek confusables to Latin inside mixed-script or all-confusable words."""
+    if text.isascii() or _CONFUSABLES.isdisjoint(text):
+        return text
     words, seps = split_words(text)
     out: list[str] = []
     for word in words:
@@ -154,6 +165,57 @@ def iter_edits1(word: str) -> Iterator[str]:
                 yield a + c + rest
 
 
+def _one_substitution_or_swap(a: str, b: str) -> bool:
+    """Whether equal-length ``a`` and ``b`` differ by one substituted letter or one swap of two
+    adjacent letters."""
+    diff = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
+    if len(diff) == 1:
+        return True
+    i = diff[0] if len(diff) == 2 else -1
+    return diff == [i, i + 1] and a[i] == b[i + 1] and a[i + 1] == b[i]
+
+
+class DeletionIndex:
+    """The vocabulary words over ``[a-z0-9]`` keyed by their one-letter deletions (the
+    symmetric-delete scheme of SymSpell, Garbe 2012), to find the words one edit from a typo
+    without generating its ``74 * len + 35`` variants.
+
+    :meth:`neighbours` returns exactly ``edits1(typo) & words`` for a lower-case ASCII
+    alphanumeric ``typo``, after ``len(typo) + 1`` look-ups and a check of each word found under
+    them, and says how much work that was.
+    """
+
+    def __init__(self, words: Iterable[str]) -> None:
+        letters = set(_LETTERS)
+        self.words = frozenset(w for w in words if w and set(w) <= letters)
+        index: dict[str, list[str]] = {}
+        for w in self.words:
+            for d in {w[:i] + w[i + 1 :] for i in range(len(w))}:
+                index.setdefault(d, []).append(w)
+        self._index = index
+
+    def neighbours(self, typo: str, budget: int | None = None) -> tuple[set[str] | None, int]:
+        """``(words, work)``: the indexed words at Damerau-Levenshtein distance 1 from
+        ``typo`` and the work of finding them (look-ups plus words checked). When the work
+        would exceed ``budget`` nothing is checked and the words are ``None``."""
+        if budget is not None and len(typo) + 1 > budget:  # not even the look-ups fit
+            return None, len(typo) + 1
+        keys = {typo[:i] + typo[i + 1 :] for i in range(len(typo))}
+        lists = [self._index.get(k, ()) for k in keys]
+        work = len(keys) + 1 + sum(map(len, lists))
+        if budget is not None and work > budget:
+            return None, work
+        found = {k for k in keys if k in self.words}  # the typo inserted a letter
+        found.update(self._index.get(typo, ()))  # the typo deleted one
+        n = len(typo)
+        for words in lists:  # substituted or swapped letters share a deletion
+            for w in words:
+                if len(w) == n and w != typo and _one_substitution_or_swap(typo, w):
+                    found.add(w)
+        found.discard(typo)
+        return found, work
+
+
 def repair_rank(typo: str, vocab: Vocabulary) -> Callable[[str], tuple[int, bool, int, str]]:
     """Sort key of the repair candidates of ``typo`` (lower-case), higher is likelier: how many
     of the typo's first and last letters a candidate keeps, then whether it has the typo's
@@ -193,8 +255,9 @@ class Sanitizer:
             lets wide in-word spaces be removed when they split a vocabulary word.
         repair_spelling: repair out-of-vocabulary words at edit distance 1 (needs
             ``vocabulary``); words of fewer than ``min_repair_length`` letters are left alone.
-        max_repair_candidates: the most one-edit variants one call generates (the work of a
-            call is at most this many short string builds and look-ups).
+        max_repair_work: the most work one call spends on repairs, counted in look-ups
+            and words checked (:meth:`DeletionIndex.neighbours`); a word whose search does
+            not fit in what is left is not repaired.
         max_cached_repairs: the most repairs remembered between calls (oldest forgotten first).
     """
 
@@ -207,10 +270,10 @@ class Sanitizer:
         vocabulary: Vocabulary | None = None,
         repair_spelling: bool = False,
         min_repair_length: int = 3,
-        max_repair_candidates: int = 200_000,
+        max_repair_work: int = 20_000,
         max_cached_repairs: int = 65_536,
     ):
-        if max_repair_candidates < 0 or max_cached_repairs < 0:
+        if max_repair_work < 0 or max_cached_repairs < 0:
             raise ConfigError("sanitizer: repair budgets must be >= 0")
         self.nfkc = nfkc
         self.strip_invisible = strip_invisible
@@ -218,22 +281,37 @@ class Sanitizer:
         self.vocabulary = vocabulary
         self.repair_spelling = repair_spelling and vocabulary is not None
         self.min_repair_length = min_repair_length
-        self.max_repair_candidates = max_repair_candidates
+        self.max_repair_work = max_repair_work
         self.max_cached_repairs = max_cached_repairs
         # no vocabulary word lies one edit from a word longer than this
         self.max_repair_length = (
             max(map(len, vocabulary.tokens)) + 1 if vocabulary is not None else 0
         )
         self._repairs: dict[str, str] = {}
+        self._index: DeletionIndex | None = None
+        # a whole white-space-delimited word whose core (the word less leading and trailing
+        # punctuation, as word_core splits it) is ASCII alphanumeric of a repairable length;
+        # the look-behind makes each word one match attempt, so the search is linear
+        lo, hi = min_repair_length, max(min_repair_length, self.max_repair_length)
+        self._repairable = re.compile(
+            rf"(?<!\S)([^\w\s]*)([A-Za-z0-9]{{{lo},{hi}}})([^\w\s]*)(?!\S)"
+        )
+
+    @property
+    def index(self) -> DeletionIndex:
+        """The vocabulary's :class:`DeletionIndex` (built on first use)."""
+        if self._index is None:
+            self._index = DeletionIndex(self.vocabulary.tokens if self.vocabulary else ())
+        return self._index
 
     def repair_word(self, core: str) -> str:
         """The vocabulary word nearest to ``core`` (itself when known or beyond distance 1),
-        searched within one call's budget of ``max_repair_candidates`` variants."""
-        return self._repair(core, self.max_repair_candidates)[0]
+        searched within one call's budget of ``max_repair_work``."""
+        return self._repair(core, self.max_repair_work)[0]
 
     def _repair(self, core: str, budget: int) -> tuple[str, int]:
-        """``(repaired core, variants generated)``; a search costing more than ``budget``
-        (:func:`edit_count`) is not made and leaves ``core`` as it is."""
+        """``(repaired core, work spent)``; a search costing more than ``budget``
+        (:meth:`DeletionIndex.neighbours`) is not made and leaves ``core`` as it is."""
         vocab = self.vocabulary
         lowered = core.lower()
         if vocab is None or lowered in vocab or len(lowered) < self.min_repair_length:
@@ -245,14 +323,10 @@ class Sanitizer:
         cost = 0
         best = self._repairs.get(lowered)
         if best is None:
-            cost = edit_count(lowered)
-            if cost > budget:
+            found, cost = self.index.neighbours(lowered, budget)
+            if found is None:
                 return core, 0
-            best = max(
-                (w for w in iter_edits1(lowered) if w in vocab),
-                key=repair_rank(lowered, vocab),
-                default=lowered,
-            )
+            best = max(found, key=repair_rank(lowered, vocab), default=lowered)
             if self.max_cached_repairs:
                 if len(self._repairs) >= self.max_cached_repairs:
                     del self._repairs[next(iter(self._repairs))]
@@ -264,9 +338,12 @@ class Sanitizer:
         joined, spaces = join_in_word_spaces(kept, self.vocabulary)
         return joined, len(text) - len(kept) + spaces
 
-    def clean(self, text: str) -> Cleaned:
+    def clean(self, text: str, *, repair_work: int | None = None) -> Cleaned:
         """The sanitised text with the number of invisible characters removed and of
-        confusables mapped (both 0 for a text the first three steps leave alone)."""
+        confusables mapped (both 0 for a text the first three steps leave alone).
+
+        ``repair_work`` lowers this call's repair budget below ``max_repair_work`` (a caller
+        sharing one budget among many texts gives each its part)."""
         invisible = confusable = 0
         if self.strip_invisible:
             text, invisible = self._strip(text)
@@ -277,18 +354,21 @@ class Sanitizer:
                 invisible += more
         if self.confusables:
             mapped = map_confusables(text)
-            confusable = sum(a != b for a, b in zip(text, mapped, strict=True))
+            if mapped is not text:
+                confusable = sum(a != b for a, b in zip(text, mapped, strict=True))
             text = mapped
         if self.repair_spelling:
-            budget = self.max_repair_candidates
-            words, seps = split_words(text)
-            repaired = []
-            for word in words:
-                pre, core, post = word_core(word)
-                fixed, spent = self._repair(core, budget)
+            budget = self.max_repair_work
+            if repair_work is not None:
+                budget = max(0, min(budget, repair_work))
+
+            def repair(m: re.Match[str]) -> str:
+                nonlocal budget
+                fixed, spent = self._repair(m.group(2), budget)
                 budget -= spent
-                repaired.append(pre + fixed + post)
-            text = join_words(repaired, seps)
+                return m.group(1) + fixed + m.group(3)
+
+            text = self._repairable.sub(repair, text)
         return Cleaned(text, invisible, confusable)
 
     def __call__(self, text: str) -> str:
