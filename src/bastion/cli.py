@@ -28,7 +28,7 @@ app = typer.Typer(
 data_app = typer.Typer(no_args_is_help=True, help="Fetch and inspect data sets.")
 app.add_typer(data_app, name="data")
 
-_err = Console(stderr=True)
+_err = Console(stderr=True, soft_wrap=True)  # lines never wrap in a log file
 
 
 class Interrupted(Exception):
@@ -36,7 +36,7 @@ class Interrupted(Exception):
     exits with status 130."""
 
 
-_out = Console()
+_out = Console(soft_wrap=True)
 
 DataDir = Annotated[
     Path | None,
