@@ -176,6 +176,8 @@ def test_in_word_spaces_are_removed_where_they_split_a_word() -> None:
         assert cleaned.text == "hello world call now" and cleaned.invisible == 0
         assert sanitize(f"fr{ch}ee") == "fr ee"  # without a vocabulary: no word to check
     assert s.clean("fr\u200b\u2009ee").text == "free"
+    # narrow spaces next to punctuation inside a word, too; not at a word's edge
+    assert s.clean("R\u200a*\u200are\u2009veal \u2009x\u2009 (\u2006a").text == "R*reveal  x  (a"
     # letters spaced out by wide spaces are one word, vocabulary or not; two are left alone
     assert sanitize("P\u00a0a\u3000n\u2003a\u00a0s\u00a0o\u00a0n\u00a0i\u00a0c!") == "Panasonic!"
     assert sanitize("a\u00a0b c\u00a0d\u00a0ef") == "a b c d ef"

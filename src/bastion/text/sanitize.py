@@ -79,21 +79,25 @@ _SPACES = "".join(OTHER_SPACES)
 _LINKED_RE = re.compile(rf"(?<!\w)(?:\w+[{_SPACES}]+)+\w+")
 _SPACE_RUN_RE = re.compile(rf"[{_SPACES}]+")
 _SPACE_SET = frozenset(_SPACES)
+_NARROW_IN_WORD_RE = re.compile(rf"(?<=\S)[{''.join(sorted(NARROW_SPACES))}]+(?=\S)")
 
 
 def join_in_word_spaces(text: str, vocabulary: Vocabulary | None = None) -> tuple[str, int]:
-    """``(text, removed)``: ``text`` with the spaces other than U+0020 that sit between two word
-    characters removed where they split a word, and how many were removed.
+    """``(text, removed)``: ``text`` with the spaces other than U+0020 that sit inside a word
+    removed where they split it, and how many were removed.
 
-    Narrow spaces (:data:`~bastion.text.unicode_tables.NARROW_SPACES`) between word characters
-    are always removed. Wider ones are removed when they space out single characters (three or
+    Narrow spaces (:data:`~bastion.text.unicode_tables.NARROW_SPACES`) between two characters
+    that are not white space are always removed. Wider ones between word characters are
+    removed when they space out single characters (three or
     more, ``"f\\u00a0r\\u00a0e\\u00a0e"``) or when the word they split, rejoined (after NFKC,
     confusable mapping and lower-casing as the vocabulary does), is a ``vocabulary`` word, and
     are kept otherwise. Linear in ``len(text)``.
     """
     if _SPACE_SET.isdisjoint(text):
         return text, 0
-    removed = 0
+    before = len(text)
+    text = _NARROW_IN_WORD_RE.sub("", text)
+    removed = before - len(text)
 
     def fix(m: re.Match[str]) -> str:
         nonlocal removed
