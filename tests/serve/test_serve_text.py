@@ -108,3 +108,31 @@ def test_text_run_is_served_behind_the_text_guard(text_run: Path, tmp_path: Path
         assert lone.json()["predictions"][0]["verdict"] == "reject"
     finally:
         client.close()
+
+
+def test_invisible_families_long_words_and_empty_texts_over_http(
+    text_run: Path, tmp_path: Path
+) -> None:
+    """Issue 18: Mongolian variation selectors, unassigned default-ignorable code points and
+    hair spaces were answered ``accept``; a text of invisible characters was classified; a
+    5000-letter word took 10 s (504)."""
+    guard, _ = load_service_guard(text_run)
+    app = create_app(
+        guard,
+        settings=ServeSettings(require_auth=False),
+        audit=AuditLog(tmp_path / "audit.db"),
+        keys=KeyStore(tmp_path / "keys.db"),
+    )
+    client = AsgiClient(app)
+    try:
+        texts = [f"the film was really g{c}re{c}at" for c in ("\u180b", "\U000e0080", "\u200a")]
+        r = client.post("/v1/predict", json={"texts": [*texts, "\u200b\u2065\u180b", "a" * 5000]})
+        assert r.status_code == 200, r.text
+        *attacked, empty, long = r.json()["predictions"]
+        for p in attacked:
+            assert p["verdict"] == "flag" and p["class_name"] == "positive", p
+            assert p["scores"]["invisible_chars"] == 2
+        assert empty["verdict"] == "reject" and "empty" in empty["reasons"][0]
+        assert long["verdict"] in ("accept", "flag")
+    finally:
+        client.close()
