@@ -18,11 +18,11 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
-from conftest import MakeServed
 from serve_fixtures import AsgiClient, digits_test_images, postgres_ctl
 
 from bastion.serve import AuditLog, AuditRecord, KeyStore
 from bastion.serve.keys import LOCKOUT_FAILURES
+from conftest import MakeServed
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +158,39 @@ def test_audited_requests_work_again_after_a_postgres_restart(
         time.sleep(0.1)
     assert statuses[-1] == 200, statuses
     assert s.audit.by_request(r.json()["request_id"])[0].verdict == "reject"
+
+
+def test_reconnects_back_off_while_the_database_refuses_connections(
+    postgres_server: str, postgres_url: str
+) -> None:
+    import psycopg
+
+    from bastion.serve import AuditError
+
+    name = urlsplit(postgres_url).path.lstrip("/")
+    log = AuditLog(postgres_url)
+    log.write([_record("before")])
+    with psycopg.connect(postgres_server, autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+        )
+        with pytest.raises(AuditError) as first:  # dead connection, and no new one
+            log.write([_record("lost")])
+        assert _password(postgres_url) not in str(first.value)
+        with pytest.raises(AuditError, match="next reconnect in"):  # no attempt: backing off
+            log.write([_record("waiting")])
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+    deadline = time.monotonic() + 10.0
+    while True:
+        try:
+            log.write([_record("after")])
+            break
+        except AuditError:
+            assert time.monotonic() < deadline, "never reconnected"
+            time.sleep(0.05)
+    assert [r.request_id for r in log.all()] == ["before", "after"]
+    log.close()
 
 
 # -- 4. the key before the body; bodies in flight; disconnects --------------------------------
