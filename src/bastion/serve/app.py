@@ -544,7 +544,8 @@ def create_app(
             # the key first: nothing of the body is read (or buffered) for an unknown client
             key = await service.authorize(request.headers.get("x-api-key"), source)
             limit = settings.max_body_bytes
-            reserved = _declared_length(request, limit) or limit
+            declared = _declared_length(request, limit)
+            reserved = limit if declared is None else declared
             client = key.key_id if settings.require_auth else f"address:{source}"
             service.bodies.acquire(client, reserved)
             try:
