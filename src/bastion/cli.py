@@ -846,6 +846,11 @@ def monitor(
     typer.echo(format_state(MonitorState.load(path)))
 
 
+from bastion.registry.commands import add_commands  # noqa: E402  (runs, promote, rollback, risks)
+
+add_commands(app)
+
+
 @app.command()
 def version() -> None:
     """Print the version."""

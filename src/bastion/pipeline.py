@@ -848,4 +848,7 @@ def run_pipeline(
     for line in summary_lines(scorecard):  # warnings and escalations
         console.print(line, highlight=False, markup=False)
     console.print(f"run written to {final}")
+    from bastion.registry.hooks import record_run_dir
+
+    record_run_dir(final, out_dir=out, console=console, command=command)
     return final

@@ -1,0 +1,310 @@
+"""The registry's commands: ``bastion runs list|show|diff|lineage|add``, ``promote``,
+``rollback`` and ``risks``.
+
+:func:`add_commands` attaches them to the main typer app. Database code is imported inside each
+command, so ``bastion --help`` stays fast. Bad input raises :class:`bastion.errors.BastionError`
+(one line, exit 2); a refused promotion exits 1 (like a failing gate).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+
+if TYPE_CHECKING:
+    from bastion.registry.store import Registry, RunInfo
+
+__all__ = ["add_commands", "runs_app"]
+
+_out = Console(highlight=False, soft_wrap=True)
+_err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+runs_app = typer.Typer(no_args_is_help=True, help="The run registry: list, show, diff, lineage.")
+
+RegistryOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--registry",
+        help="Registry database URL or SQLite path (default: $BASTION_REGISTRY_URL, else "
+        ".bastion/registry.db beside --out).",
+    ),
+]
+OutOpt = Annotated[
+    Path,
+    typer.Option("--out", help="The runs folder whose registry to use (default: runs)."),
+]
+StagesOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--stages", help="Stages file (default: $BASTION_STAGES, else staging, production)."
+    ),
+]
+
+
+def _open(registry: str | None, out: Path) -> Registry:
+    from bastion.registry.store import Registry
+
+    return Registry.open(registry, out_dir=out)
+
+
+def _pct(v: Any) -> str:
+    return f"{v:.1%}" if isinstance(v, int | float) and not isinstance(v, bool) else "-"
+
+
+def _summary_text(run: RunInfo) -> str:
+    parts = [
+        f"{name} {_pct(m.get('clean_accuracy'))}/{_pct(m.get('worst_case_accuracy'))}"
+        for name, m in run.summary.items()
+        if isinstance(m, dict)
+    ]
+    return ", ".join(parts) or "-"
+
+
+def _table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )
+
+
+@runs_app.command("list")
+def runs_list(
+    registry: RegistryOpt = None,
+    out: OutOpt = Path("runs"),
+    name: Annotated[
+        str | None, typer.Option("--name", help="Only runs of this config name.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most N runs.")] = 20,
+) -> None:
+    """List recorded runs, newest first: id, kind, name, when, who, clean/worst-case accuracy
+    per model, the stages that hold the run now."""
+    from bastion.registry.stages import current_runs
+
+    with _open(registry, out) as reg:
+        runs = reg.runs(name=name, limit=limit)
+        held: dict[str, list[str]] = {}
+        for stage, run_id in current_runs(reg).items():
+            held.setdefault(run_id, []).append(stage)
+        _err.print(f"registry {reg.url}: {len(runs)} run(s) shown")
+    if not runs:
+        return
+    rows: list[tuple[str, ...]] = [
+        ("run", "kind", "name", "created (UTC)", "user", "clean/worst case", "stage", "dir")
+    ]
+    for r in runs:
+        rows.append(
+            (
+                r.run_id,
+                r.kind,
+                r.name,
+                r.created_at[:19].replace("T", " "),
+                r.recorded_by,
+                _summary_text(r),
+                ",".join(sorted(held.get(r.run_id, []))) or "-",
+                Path(r.run_dir).name if r.run_dir else "-",
+            )
+        )
+    typer.echo(_table(rows))
+
+
+@runs_app.command("show")
+def runs_show(
+    run: Annotated[
+        str, typer.Argument(help="Run id, unique id prefix, run directory or its name.")
+    ],
+    registry: RegistryOpt = None,
+    out: OutOpt = Path("runs"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the record as JSON.")] = False,
+) -> None:
+    """Everything recorded about one run: provenance, data, seeds, models and their digests,
+    scorecard summary, stage history."""
+    from dataclasses import asdict
+
+    with _open(registry, out) as reg:
+        info = reg.get(run)
+        artifacts = reg.artifacts(info.run_id)
+        events = [e for e in reg.stage_events() if info.run_id in (e.run_id, e.previous_run_id)]
+    if as_json:
+        doc = asdict(info) | {
+            "artifacts": [asdict(a) for a in artifacts],
+            "stage_events": [asdict(e) for e in events],
+        }
+        doc.pop("scorecard", None)
+        typer.echo(json.dumps(doc, indent=2, sort_keys=True))
+        return
+    commit = info.git_commit or "-"
+    if info.git_dirty:
+        commit += " (uncommitted changes)"
+    lines = [
+        f"run          {info.run_id} ({info.kind})",
+        f"name         {info.name}",
+        f"created      {info.created_at} by {info.recorded_by} on {info.host}",
+        f"directory    {info.run_dir or '-'}",
+        f"command      {info.command or '-'}",
+        f"parent       {info.parent_id or '-'}",
+        f"config hash  {info.config_hash or '-'}",
+        f"data         {info.data.get('name') or '-'} {info.data_fingerprint or '-'}",
+        f"code         bastion {info.bastion_version}, git {commit}",
+        f"attacks      {info.attack_library or '-'}",
+        f"seeds        {json.dumps(info.seeds, sort_keys=True)}",
+        "",
+        "models:",
+    ]
+    for name, m in info.summary.items():
+        lines.append(
+            f"  {name}: clean {_pct(m.get('clean_accuracy'))}, worst case "
+            f"{_pct(m.get('worst_case_accuracy'))}"
+        )
+    if not info.summary:
+        lines.append("  (no scorecard)")
+    lines += ["", "files:"]
+    lines += [f"  {a.role:<9} {a.path}  sha256 {a.sha256}  {a.size} bytes" for a in artifacts]
+    if events:
+        lines += ["", "stage events:"]
+        lines += [
+            f"  {e.at[:19]} {e.stage} {e.action} -> {e.run_id} (was {e.previous_run_id or '-'}) "
+            f"by {e.user}: {e.reason or ''}"
+            for e in events
+        ]
+    typer.echo("\n".join(lines))
+
+
+@runs_app.command("diff")
+def runs_diff(
+    run_a: Annotated[str, typer.Argument(help="The earlier run (the reference).")],
+    run_b: Annotated[str, typer.Argument(help="The later run.")],
+    registry: RegistryOpt = None,
+    out: OutOpt = Path("runs"),
+    changed: Annotated[bool, typer.Option("--changed", help="Only values that differ.")] = False,
+    fail_on_regression: Annotated[
+        bool, typer.Option("--fail-on-regression", help="Exit 1 if a metric regressed.")
+    ] = False,
+) -> None:
+    """Config, data, code and every metric of two runs side by side; metrics that got worse
+    from A to B are marked REGRESSED."""
+    from bastion.registry.diff import diff_runs, render_diff
+
+    with _open(registry, out) as reg:
+        a, b = reg.get(run_a), reg.get(run_b)
+    d = diff_runs(a, b)
+    typer.echo(render_diff(d, changed_only=changed))
+    if fail_on_regression and d.regressions:
+        raise typer.Exit(1)
+
+
+@runs_app.command("lineage")
+def runs_lineage(
+    digest: Annotated[
+        str, typer.Argument(help="SHA-256 of a .safetensors file (or 8+ hex digits).")
+    ],
+    registry: RegistryOpt = None,
+    out: OutOpt = Path("runs"),
+) -> None:
+    """Where a model file came from: the run that wrote it, its config and data, its ancestors,
+    the evaluations that read it and its promotions and rollbacks."""
+    with _open(registry, out) as reg:
+        lin = reg.lineage(digest)
+    lines = [f"model sha256 {lin.digest}"]
+    for run, art in lin.produced_by:
+        lines += [
+            f"produced by  {run.run_id} ({run.kind} {run.name}, {run.created_at[:19]}, "
+            f"{run.recorded_by}) as {art.path}",
+            f"  config {run.config_hash or '-'}; data {run.data_fingerprint or '-'}; "
+            f"bastion {run.bastion_version} git {run.git_commit or '-'}",
+            f"  directory {run.run_dir or '-'}",
+        ]
+    for run, _ in lin.evaluated_by:
+        lines.append(
+            f"evaluated by {run.run_id} ({run.name}, {run.created_at[:19]}): {_summary_text(run)}"
+        )
+    for i, run in enumerate(lin.ancestors, 1):
+        lines.append(f"ancestor {i}   {run.run_id} ({run.kind} {run.name}, {run.created_at[:19]})")
+    for e in lin.stage_events:
+        lines.append(
+            f"stage        {e.at[:19]} {e.stage} {e.action} -> {e.run_id} by {e.user}: "
+            f"{e.reason or ''}"
+        )
+    typer.echo("\n".join(lines))
+
+
+@runs_app.command("add")
+def runs_add(
+    run_dir: Annotated[
+        Path | None, typer.Argument(help="A run directory to record (bastion run's output).")
+    ] = None,
+    model: Annotated[
+        Path | None, typer.Option("--model", help="Record a model file (bastion train) instead.")
+    ] = None,
+    parent: Annotated[str | None, typer.Option("--parent", help="The parent run.")] = None,
+    registry: RegistryOpt = None,
+    out: OutOpt = Path("runs"),
+) -> None:
+    """Record a run directory (or a saved model) that is not in the registry yet."""
+    from bastion.errors import BastionError
+    from bastion.registry.record import model_record, run_record
+
+    if (run_dir is None) == (model is None):
+        raise BastionError("runs add: give a RUN_DIR or --model FILE (one of them)")
+    rec = run_record(run_dir) if run_dir is not None else model_record(model or Path())
+    with _open(registry, out) as reg:
+        run_id = reg.record(rec, parent=parent)
+        _out.print(f"recorded as run {run_id} in {reg.url}")
+
+
+def promote_command(
+    run: Annotated[str, typer.Argument(help="Run id, unique prefix, run directory or its name.")],
+    stage: Annotated[str, typer.Option("--stage", help="The stage to promote to.")] = "production",
+    policy: Annotated[
+        Path | None, typer.Option("--policy", help="Gate policy (default: the stage's).")
+    ] = None,
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (recorded).")] = None,
+    stages: StagesOpt = None,
+    registry: RegistryOpt = None,
+    out: OutOpt = Path("runs"),
+) -> None:
+    """Promote a run to a stage if the robustness gate passes, with the run now in the stage as
+    baseline for max_drop rules. Exit 0 promoted, 1 refused by the gate (recorded), 2 bad
+    input (nothing recorded)."""
+    from bastion.evaluation.gate import render_gate_markdown
+    from bastion.registry.stages import load_stages, promote
+
+    conf = load_stages(stages)
+    with _open(registry, out) as reg:
+        res = promote(reg, run, stage, stages=conf, policy=policy, reason=reason)
+    for note in res.notes:
+        _err.print(f"note: {note}")
+    typer.echo(render_gate_markdown(res.gate))
+    if res.promoted:
+        _out.print(f"promoted {res.run_id} to {res.stage} (was {res.previous_run_id or 'empty'})")
+        return
+    failed = ", ".join(r.label for r in res.gate.failures)
+    _err.print(f"refused: {res.run_id} not promoted to {res.stage}; failed: {failed}")
+    raise typer.Exit(1)
+
+
+def rollback_command(
+    stage: Annotated[str, typer.Option("--stage", help="The stage to roll back.")] = "production",
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (recorded).")] = None,
+    stages: StagesOpt = None,
+    registry: RegistryOpt = None,
+    out: OutOpt = Path("runs"),
+) -> None:
+    """Return a stage to the run it held before the current one (recorded with who, when,
+    why)."""
+    from bastion.registry.stages import load_stages, rollback
+
+    conf = load_stages(stages)
+    with _open(registry, out) as reg:
+        event = rollback(reg, stage, stages=conf, reason=reason)
+    _out.print(f"rolled back {stage}: {event.previous_run_id} -> {event.run_id}")
+
+
+def add_commands(app: typer.Typer) -> None:
+    """Attach ``runs``, ``promote``, ``rollback`` and ``risks`` to the main app."""
+    app.add_typer(runs_app, name="runs")
+    app.command("promote")(promote_command)
+    app.command("rollback")(rollback_command)

@@ -1,0 +1,1 @@
+"""Alembic migration environment of the run registry (run programmatically on open)."""
