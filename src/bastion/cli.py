@@ -230,6 +230,23 @@ def attack(
         _out.print(f"adversarial examples written to {save}")
 
 
+def _check_declared_split(declared: dict[str, Any], cfg: Any, *, where: str) -> None:
+    """A reference file's declared split must be the config's (else its training examples
+    could be in the test set)."""
+    mine = {
+        "name": cfg.data.name,
+        "seed": cfg.seed,
+        "val_fraction": cfg.data.val_fraction,
+        "test_fraction": cfg.data.test_fraction,
+    }
+    for key, value in mine.items():
+        if key in declared and declared[key] != value:
+            raise BastionError(
+                f"{where}: the model's reference file declares data {key} {declared[key]!r}, "
+                f"the config has {value!r}: the split differs from the one it was trained on"
+            )
+
+
 def _use_threads(threads: str | None, config_value: object = "auto") -> dict[str, object]:
     """Set torch's thread count from ``--threads`` (else the config's), print the choice on
     stderr and return it for the scorecard."""
@@ -356,7 +373,7 @@ def evaluate(
     from bastion.progress import ProgressReporter
     from bastion.provenance import check_model_split
 
-    cfg, _ = load_config(config)
+    cfg, _ = load_config(config, evaluate_only=True)
     cfg = with_subset(cfg, subset)
     runtime = _use_threads(threads, cfg.threads)
     data = load_run_data(cfg, config_path=config, data_dir=data_dir)
@@ -380,7 +397,10 @@ def evaluate(
                 f"--model {p}: expects input shape {tuple(net.spec.input_shape)}, "
                 f"the data set has {tuple(data.input_shape)}"
             )
-        if not check_model_split(meta, data, where=f"--model {p}"):
+        declared = (meta.get("metadata") or {}).get("declared_split")
+        if isinstance(declared, dict):
+            _check_declared_split(declared, cfg, where=f"--model {p}")
+        elif not check_model_split(meta, data, where=f"--model {p}"):
             _err.print(
                 f"[bold yellow]warning:[/] --model {p}: its sidecar records no data split; "
                 f"the config's split (seed {cfg.seed}) may contain its training examples",

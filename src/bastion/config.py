@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from bastion.attacks.registry import build_attack
 from bastion.errors import BastionError, ConfigError, yaml_error_line
@@ -289,8 +297,9 @@ class RunConfig(_Strict):
     guard: dict[str, Any] | None = None
 
     @model_validator(mode="after")
-    def _check(self) -> RunConfig:
-        if not self.models and self.tabular is None and self.text is None:
+    def _check(self, info: ValidationInfo) -> RunConfig:
+        evaluate_only = bool((info.context or {}).get("evaluate_only"))
+        if not self.models and self.tabular is None and self.text is None and not evaluate_only:
             raise ValueError(
                 "models: expected at least one model entry (or a 'tabular' or 'text' section)"
             )
@@ -383,8 +392,11 @@ def _format_validation_error(e: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def parse_config(doc: Any, *, source: str = "config") -> RunConfig:
-    """Validate a parsed YAML document; raises :class:`ConfigError` naming each bad field."""
+def parse_config(doc: Any, *, source: str = "config", evaluate_only: bool = False) -> RunConfig:
+    """Validate a parsed YAML document; raises :class:`ConfigError` naming each bad field.
+
+    ``evaluate_only``: the config only evaluates models given elsewhere (``bastion evaluate``),
+    so it may have no ``models`` to train."""
     if not isinstance(doc, dict):
         raise ConfigError(
             f"{source}: expected a mapping at the top level, got {type(doc).__name__}"
@@ -392,15 +404,18 @@ def parse_config(doc: Any, *, source: str = "config") -> RunConfig:
     if "objective" in doc and "models" not in doc:
         raise ConfigError(f"{source}: 'objective' belongs to an entry of 'models'")
     try:
-        return RunConfig.model_validate(doc)
+        return RunConfig.model_validate(doc, context={"evaluate_only": evaluate_only})
     except ValidationError as e:
         raise ConfigError(_format_validation_error(e, source)) from None
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
 
 
-def load_config(path: str | os.PathLike[str]) -> tuple[RunConfig, dict[str, Any]]:
-    """Read and validate a YAML config; returns the validated config and the raw document."""
+def load_config(
+    path: str | os.PathLike[str], *, evaluate_only: bool = False
+) -> tuple[RunConfig, dict[str, Any]]:
+    """Read and validate a YAML config; returns the validated config and the raw document
+    (``evaluate_only``: see :func:`parse_config`)."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: config file not found")
@@ -408,7 +423,7 @@ def load_config(path: str | os.PathLike[str]) -> tuple[RunConfig, dict[str, Any]
         doc = yaml.safe_load(p.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise ConfigError(f"{p}: not valid YAML: {yaml_error_line(e)}") from None
-    return parse_config(doc, source=str(p)), doc
+    return parse_config(doc, source=str(p), evaluate_only=evaluate_only), doc
 
 
 

@@ -80,6 +80,24 @@ def load_model_split(
     verified.
     """
     rec = _record(sidecar)
+    declared = (sidecar.get("metadata") or {}).get("declared_split")
+    if rec is None and isinstance(declared, Mapping):
+        name = str(declared.get("name"))
+        if data is not None and data != name:
+            raise BastionError(
+                f"--data: the model's reference file declares {name!r}, got {data!r}"
+            )
+        seed = int(declared.get("seed", 0)) if split_seed is None else split_seed
+        ds = load_dataset(
+            name,
+            data_dir=data_dir,
+            seed=seed,
+            val_fraction=float(declared.get("val_fraction", 0.1)),
+            test_fraction=float(declared.get("test_fraction", 0.2)),
+            path=declared.get("path"),
+            schema=declared.get("schema"),
+        )
+        return SplitSource(ds, False, f"the split declared by {where} ({name!r}, seed {seed})")
     if rec is None:
         name = data or "digits"
         seed = 0 if split_seed is None else split_seed

@@ -18,6 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from bastion.errors import ConfigError, ModelFileError
+from bastion.models.external import is_reference, load_reference, reference_sidecar
 from bastion.models.zoo import BastionModel, ModelSpec, build_model
 
 FORMAT = "bastion-model/1"
@@ -52,7 +53,10 @@ def save_model(
 
 
 def read_sidecar(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The parsed JSON sidecar of a saved model (raises :class:`ModelFileError`)."""
+    """The parsed JSON sidecar of a saved model (raises :class:`ModelFileError`); for a model
+    reference file (:mod:`bastion.models.external`), the equivalent document it declares."""
+    if is_reference(path):
+        return reference_sidecar(path)
     _, sidecar = _paths(path)
     if not sidecar.is_file():
         raise ModelFileError(
@@ -73,8 +77,11 @@ def load_model(path: str | os.PathLike[str], *, device: str | torch.device = "cp
 
     The returned module maps a float32 batch in the data's natural range (pixels in [0, 1],
     NCHW) to logits ``(N, num_classes)``. ``path`` may name the weights, the sidecar or their
-    common stem.
+    common stem, or a model reference file (``.yaml``) describing a model from outside the zoo
+    (see :mod:`bastion.models.external`).
     """
+    if is_reference(path):
+        return load_reference(path).to(device)
     weights, _ = _paths(path)
     doc = read_sidecar(path)
     if not weights.is_file():
