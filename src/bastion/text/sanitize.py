@@ -87,11 +87,11 @@ def join_in_word_spaces(text: str, vocabulary: Vocabulary | None = None) -> tupl
     removed where they split it, and how many were removed.
 
     Narrow spaces (:data:`~bastion.text.unicode_tables.NARROW_SPACES`) between two characters
-    that are not white space are always removed. Wider ones between word characters are
-    removed when they space out single characters (three or
-    more, ``"f\\u00a0r\\u00a0e\\u00a0e"``) or when the word they split, rejoined (after NFKC,
-    confusable mapping and lower-casing as the vocabulary does), is a ``vocabulary`` word, and
-    are kept otherwise. Linear in ``len(text)``.
+    that are not white space are always removed. Wider ones between word characters are removed
+    when they space out single characters (three or more, ``"f\\u00a0r\\u00a0e\\u00a0e"``) or
+    when the word they split, rejoined (after NFKC, confusable mapping and lower-casing as the
+    vocabulary does), is a ``vocabulary`` word, and are kept otherwise. Linear in
+    ``len(text)``.
     """
     if _SPACE_SET.isdisjoint(text):
         return text, 0
@@ -111,9 +111,7 @@ def join_in_word_spaces(text: str, vocabulary: Vocabulary | None = None) -> tupl
             if (key.lower() if vocabulary.lower else key) in vocabulary:
                 removed += len(linked) - len(joined)
                 return joined
-        kept = "".join(ch for ch in linked if ch not in NARROW_SPACES)
-        removed += len(linked) - len(kept)
-        return kept
+        return linked  # NFKC makes these word breaks
 
     return _LINKED_RE.sub(fix, text), removed
 
