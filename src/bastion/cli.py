@@ -59,6 +59,10 @@ Threads = Annotated[
         "default, else the config's 'threads').",
     ),
 ]
+Device = Annotated[
+    str,
+    typer.Option("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps."),
+]
 Subset = Annotated[
     int | None,
     typer.Option("--subset", min=1, help="Evaluate only the first N test examples (a quick look)."),
@@ -189,6 +193,7 @@ def attack(
     ] = None,
     data_dir: DataDir = None,
     threads: Threads = None,
+    device: Device = "auto",
 ) -> None:
     """Attack a saved model on the first N examples of its own test split and report its
     accuracy under attack."""
@@ -196,9 +201,12 @@ def attack(
     from safetensors.torch import save_file
 
     from bastion.attacks import build_attack, predict
+    from bastion.runtime import resolve_device
 
     _use_threads(threads)
+    dev = resolve_device(device)
     net, meta, ds = _model_and_split(model, data, split_seed, data_dir)
+    net = net.to(dev)
     params: dict[str, Any] = {}
     if steps is not None:
         params["steps"] = steps
@@ -208,12 +216,13 @@ def attack(
     atk = build_attack(attack_name, params, where="--attack")
     threat = _threat_for(meta, norm, eps, atk, ds.input_shape)
     test = ds.test.subset(examples)
-    clean = predict(net, test.x) == test.y
-    res = atk(net, test.x, test.y, threat, generator=torch.Generator().manual_seed(seed))
+    x, y = test.x.to(dev), test.y.to(dev)
+    clean = predict(net, x) == y
+    res = atk(net, x, y, threat, generator=torch.Generator(device=dev).manual_seed(seed))
     robust = clean & ~res.success
     _out.print(
         f"{atk!r} at {threat.norm} eps {threat.eps:g} on {len(test)} test examples of "
-        f"{ds.name}: clean accuracy {float(clean.float().mean()):.1%}, "
+        f"{ds.name} ({dev}): clean accuracy {float(clean.float().mean()):.1%}, "
         f"accuracy under attack {float(robust.float().mean()):.1%}, "
         f"mean queries {float(res.queries.float().mean()):.1f}"
     )
@@ -221,9 +230,9 @@ def attack(
         save.parent.mkdir(parents=True, exist_ok=True)
         save_file(
             {
-                "x_adv": res.x_adv.contiguous(),
+                "x_adv": res.x_adv.cpu().contiguous(),
                 "y": test.y.contiguous(),
-                "success": res.success.to(torch.uint8),
+                "success": res.success.cpu().to(torch.uint8),
             },
             str(save),
         )
@@ -545,15 +554,20 @@ def certify(
         int, typer.Option("--batch-size", min=1, help="Noisy inputs per forward pass.")
     ] = 1000,
     threads: Threads = None,
+    device: Device = "auto",
 ) -> None:
     """Certified l2 robustness by randomized smoothing (Cohen, Rosenfeld & Kolter 2019)."""
     import torch
 
     from bastion.certify import certify_dataset, summarize_certification
     from bastion.evaluation.scorecard import write_json
+    from bastion.runtime import resolve_device
 
     runtime = _use_threads(threads)
+    dev = resolve_device(device)
+    runtime["device"] = str(dev)
     net, _, ds = _model_and_split(model, data, split_seed, data_dir)
+    net = net.to(dev)
     test = ds.test.subset(examples)
 
     def show(stage: str, done: int, total: int) -> None:
@@ -564,13 +578,13 @@ def certify(
 
     res = certify_dataset(
         net,
-        test.x,
-        test.y,
+        test.x.to(dev),
+        test.y.to(dev),
         sigma,
         n0,
         n,
         alpha,
-        torch.Generator().manual_seed(seed),
+        torch.Generator(device=dev).manual_seed(seed),
         show,
         batch_size=batch_size,
         precision=precision,

@@ -29,7 +29,14 @@ import torch
 
 from bastion.errors import ConfigError
 
-__all__ = ["ThreadChoice", "ThreadsSetting", "apply_threads", "available_cores", "choose_threads"]
+__all__ = [
+    "ThreadChoice",
+    "ThreadsSetting",
+    "apply_threads",
+    "available_cores",
+    "choose_threads",
+    "resolve_device",
+]
 
 ThreadsSetting = int | Literal["auto"]
 
@@ -147,3 +154,37 @@ def apply_threads(setting: ThreadsSetting = "auto") -> ThreadChoice:
     choice = choose_threads(setting)
     torch.set_num_threads(choice.threads)
     return choice
+
+
+def resolve_device(value: str | None = "auto") -> torch.device:
+    """``"auto"`` (or ``None``): the best device present (CUDA, then Apple's MPS, then the
+    CPU); else ``cpu``, ``cuda``, ``cuda:N`` or ``mps``, which must exist here."""
+    text = (value or "auto").strip().lower()
+    if text == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise ConfigError(
+            f"--device: expected auto, cpu, cuda, cuda:N or mps, got {value!r}"
+        ) from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device: {value!r}, but no CUDA device is available here")
+        index = device.index or 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"--device: {value!r}, but only {torch.cuda.device_count()} CUDA device(s) exist"
+            )
+    elif device.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ConfigError(f"--device: {value!r}, but MPS is not available here")
+    elif device.type != "cpu":
+        raise ConfigError(f"--device: expected auto, cpu, cuda, cuda:N or mps, got {value!r}")
+    return device

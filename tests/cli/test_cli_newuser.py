@@ -327,3 +327,23 @@ def test_load_model_split_refuses_another_data_set(run_dir: Path) -> None:
     sidecar = read_sidecar(run_dir / "models" / "baseline")
     with pytest.raises(BastionError, match="--data"):
         load_model_split(sidecar, data="breast-cancer")
+
+
+# -- devices ----------------------------------------------------------------------------------
+def test_device_choice_and_bad_devices(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    from bastion.runtime import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        assert resolve_device("auto").type in ("cpu", "mps")
+        with pytest.raises(ConfigError, match="no CUDA device"):
+            resolve_device("cuda:0")
+    with pytest.raises(ConfigError, match="--device"):
+        resolve_device("tpu")
+    model = str(run_dir / "models" / "baseline")
+    line = _attack_line(capsys, ["attack", model, "--attack", "fgsm", "-n", "5", "--device", "cpu"])
+    assert "(cpu)" in line
+    assert main(["attack", model, "-n", "5", "--device", "gpu7"]) == 2
+    assert "--device" in capsys.readouterr().err
