@@ -240,7 +240,8 @@ def promote(
             reason = (
                 f"gate passed ({n}/{n} rules)"
                 if passed
-                else "gate failed: " + "; ".join(f.message for f in result.failures)
+                else "gate failed: "
+                + "; ".join(f"{f.label} ({f.message})" for f in result.failures)
             )
         event = _event(
             s,
