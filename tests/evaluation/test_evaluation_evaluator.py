@@ -26,6 +26,7 @@ RESULT_KEYS = {
     "attack_seconds",
     "n_eval",
     "evaluation_seconds",
+    "evaluation_cpu_seconds",
     "first_pass_worst_case_accuracy",
     "sanity_checks",
     "sanity_warnings",

@@ -51,8 +51,9 @@ def _check_escalated(res: dict[str, Any], reference: float) -> None:
     assert res["worst_case_accuracy"] <= res["first_pass_worst_case_accuracy"]
     assert esc["superseded"] and "fired" in esc["reason"]
     assert "escalated" in res["headline"]
-    # escalation at most doubles the evaluation that triggered it (first pass + checks)
-    assert esc["seconds"] <= res["evaluation_seconds"] - esc["seconds"] + 2.0
+    # escalation at most doubles the evaluation that triggered it (first pass + checks), in
+    # CPU time (wall-clock time on a shared machine measures the neighbours)
+    assert esc["cpu_seconds"] <= res["evaluation_cpu_seconds"] - esc["cpu_seconds"] + 1.0
 
 
 def test_input_quantisation_escalates_to_bpda(

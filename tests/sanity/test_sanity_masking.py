@@ -9,10 +9,12 @@ import torch
 from sanity_masked_models import Noisy, Quantised, Saturated
 from torch import nn
 
+from bastion.attacks import predict
 from bastion.data import Dataset
 from bastion.errors import ConfigError
 from bastion.evaluation.sanity import (
     CHECK_CODES,
+    REMEDIES,
     SanityCheck,
     run_sanity_checks,
     to_warnings,
@@ -134,3 +136,49 @@ def test_rejects_bad_budget_and_empty_batch(
         run_sanity_checks(standard_model, x, y, ThreatModel("linf", 0.1), budget="huge")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="non-empty"):
         run_sanity_checks(standard_model, x[:0], y[:0], ThreatModel("linf", 0.1))
+
+
+def test_black_box_check_compares_the_same_examples(
+    standard_model: nn.Module, sanity_digits: Dataset
+) -> None:
+    x, y = sanity_digits.test.x, sanity_digits.test.y
+    threat = ThreatModel("linf", 0.1)
+    correct = predict(standard_model, x) == y
+    n = 200  # the quick budget's examples: the first 200
+
+    def black_box(square: torch.Tensor) -> SanityCheck:
+        checks = run_sanity_checks(
+            standard_model,
+            x,
+            y,
+            threat,
+            attack_masks={"fgsm": correct, "pgd-20": correct, "square": square},
+        )
+        (c,) = [c for c in checks if c.code == "black-box-beats-white-box"]
+        return c
+
+    # Square broke every example past the checked ones: not the same examples, no verdict
+    outside = correct.clone()
+    outside[n:] = False
+    quiet = black_box(outside)
+    assert quiet.passed and quiet.details["square_given"] and quiet.details["drop"] == 0.0
+    # Square broke every checked example the white-box attacks left: it fires, with the count
+    inside = correct.clone()
+    inside[:n] = False
+    fired = black_box(inside)
+    assert not fired.passed
+    assert fired.details["broken_by_square"] == round(fired.details["white_box"] * n)
+    assert fired.details["with_square"] == 0.0 and fired.remedies == ("black-box",)
+    # an accuracy over other examples is never compared with the check's own white-box figures
+    floats = run_sanity_checks(standard_model, x, y, threat, attacks_results={"square": 0.0})
+    (bb,) = [c for c in floats if c.code == "black-box-beats-white-box"]
+    assert bb.passed and not bb.details["square_given"]
+
+
+def test_every_check_names_its_remedies(robust_model: nn.Module, sanity_digits: Dataset) -> None:
+    checks = _run(Quantised(robust_model), sanity_digits, 0.2)
+    for c in checks:
+        assert c.remedies == REMEDIES[c.code] and c.to_dict()["remedies"] == list(c.remedies)
+    by_code = {c.code: c for c in checks}
+    assert "bpda" in by_code["zero-or-nonfinite-gradients"].remedies
+    assert by_code["non-deterministic-model"].remedies == ("eot",)

@@ -139,7 +139,8 @@ class Escalation:
         steps: the remedies run, in order.
         unanswered: failed checks none of whose remedies was done.
         spread: the standard deviation over draws of the EOT figure, when EOT ran.
-        seconds: total wall-clock time.
+        seconds: total wall-clock time; cpu_seconds: the process's CPU time over the same
+            span (comparable across loaded machines).
     """
 
     status: Status
@@ -151,6 +152,7 @@ class Escalation:
     unanswered: tuple[str, ...] = ()
     spread: float | None = None
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
 
     @property
     def superseded(self) -> bool:
@@ -186,6 +188,7 @@ class Escalation:
             "unanswered": list(self.unanswered),
             "steps": [s.to_dict() for s in self.steps],
             "seconds": self.seconds,
+            "cpu_seconds": self.cpu_seconds,
         }
 
 
@@ -469,7 +472,7 @@ def escalate(
         raise ConfigError(
             f"escalation.budget: expected one of {', '.join(ESCALATION_BUDGETS)}, got {budget!r}"
         )
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     y = y.long()
     if robust is None:
         robust = predict(model, x) == y
@@ -603,6 +606,7 @@ def escalate(
         unanswered,
         spread,
         round(time.perf_counter() - start, 3),
+        round(time.process_time() - cpu_start, 3),
     )
 
 

@@ -114,7 +114,8 @@ def evaluate_model(
     ``threat.eps``), ``attacks`` (``{label: {eps_key: accuracy}}`` for every eps of the grid),
     ``accuracy_vs_eps``
     (``{"eps": [...], "worst_case": [...], "per_attack": {label: [...]}}``) and
-    ``evaluation_seconds``, with ``attack_seconds`` (``{label: {eps_key: seconds}}``, the
+    ``evaluation_seconds`` (wall clock; ``evaluation_cpu_seconds``: the process's CPU time), with
+    ``attack_seconds`` (``{label: {eps_key: seconds}}``, the
     wall-clock time of each attack run in this call; resumed pairs have none). All accuracies
     are fractions in [0, 1] of all ``N`` examples.
 
@@ -140,7 +141,7 @@ def evaluate_model(
     labels = [a.label for a in attacks]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"evaluation.attacks: labels must be unique, got {labels}")
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     model.eval()
     n = x.shape[0]
     if n == 0:
@@ -219,6 +220,7 @@ def evaluate_model(
         "n_eval": n,
         "attack_seconds": seconds,
         "evaluation_seconds": round(time.perf_counter() - start, 3),
+        "evaluation_cpu_seconds": round(time.process_time() - cpu_start, 3),
     }
 
 

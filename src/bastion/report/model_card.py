@@ -92,6 +92,19 @@ def _model_section(name: str, r: Mapping[str, Any], eps_key: str) -> list[str]:
         f"- On the {r.get('n_eval', '?')} evaluated examples: clean {_pct(r.get('clean_accuracy'))}"
         f", worst case over all attacks {_pct(r.get('worst_case_accuracy'))}"
     )
+    esc = r.get("escalation") or {}
+    if esc.get("superseded"):  # the sanity checks fired and the adaptive attacks did better
+        lines.append(
+            f"- That worst case is the escalated one; the first pass of the attacks below said "
+            f"{_pct(r.get('first_pass_worst_case_accuracy'))}, superseded: {esc.get('reason')}"
+        )
+    elif esc.get("status") in ("incomplete", "off") and esc.get("fired"):
+        lines.append(
+            f"- Unverified: sanity checks fired ({', '.join(esc['fired'])}) and the escalation "
+            f"{'did not finish' if esc['status'] == 'incomplete' else 'was turned off'}"
+        )
+    if r.get("worst_case_basis") == "white-box only":
+        lines.append("- White-box only: no black-box attack took part in that figure")
     attacks = r.get("attacks") or {}
     if attacks:
         lines += ["", "| attack | robust accuracy |", "| --- | ---: |"]
