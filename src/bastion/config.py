@@ -43,6 +43,8 @@ class DataConfig(_Strict):
     data_dir: str | None = None
     path: str | None = None
     schema_path: str | None = Field(default=None, alias="schema")
+    image_size: tuple[int, int] | None = None  # image-folder: resize to (H, W)
+    channels: Literal[1, 3] | None = None  # image-folder: grey or RGB
     val_fraction: float = 0.1
     test_fraction: float = 0.2
 

@@ -95,6 +95,8 @@ def load_run_data(
         test_fraction=cfg.data.test_fraction,
         path=_relative_to_config(cfg.data.path, config_path),
         schema=_relative_to_config(cfg.data.schema_path, config_path),
+        image_size=cfg.data.image_size,
+        channels=cfg.data.channels,
     )
 
 
@@ -172,6 +174,8 @@ def model_metadata(
             test_fraction=cfg.data.test_fraction,
             path=_relative_to_config(cfg.data.path, config_path),
             schema=_relative_to_config(cfg.data.schema_path, config_path),
+            image_size=cfg.data.image_size,
+            channels=cfg.data.channels,
         ),
         "config_hash": config_hash(cfg.model_dump(mode="json", by_alias=True)),
         "threat": cfg.threat_model().to_dict(),

@@ -32,9 +32,13 @@ def split_record(
     test_fraction: float,
     path: str | None = None,
     schema: str | None = None,
+    image_size: tuple[int, int] | None = None,
+    channels: int | None = None,
 ) -> dict[str, Any]:
     """The sidecar's ``split`` record for a model trained on ``data``."""
     return {
+        "image_size": None if image_size is None else list(image_size),
+        "channels": channels,
         "data": data.name,
         "seed": seed,
         "val_fraction": val_fraction,
@@ -130,6 +134,8 @@ def load_model_split(
         test_fraction=float(rec.get("test_fraction", 0.2)),
         path=rec.get("path"),
         schema=rec.get("schema"),
+        image_size=rec.get("image_size"),
+        channels=rec.get("channels"),
     )
     check_model_split(sidecar, ds, where=where)
     return SplitSource(ds, True, f"the model's own split of {name!r} (seed {seed}), verified")

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 from bastion.data.core import Dataset, check_fraction, check_fractions, check_seed
 from bastion.data.digits import load_digits_dataset
+from bastion.data.files import load_image_folder, load_npz
 from bastion.data.mnist import load_mnist
 from bastion.data.tabular import load_breast_cancer_dataset, load_csv
 from bastion.errors import DataError
 
-_NAMES = ("breast-cancer", "csv", "digits", "mnist")
+_NAMES = ("breast-cancer", "csv", "digits", "image-folder", "mnist", "npz")
+_WITH_PATH = ("csv", "image-folder", "npz")
 
 
 def available_datasets() -> tuple[str, ...]:
-    """Names :func:`load_dataset` accepts, sorted: breast-cancer, csv, digits, mnist."""
+    """Names :func:`load_dataset` accepts, sorted: breast-cancer, csv, digits, image-folder,
+    mnist, npz."""
     return _NAMES
 
 
@@ -27,6 +31,8 @@ def load_dataset(
     test_fraction: float = 0.2,
     path: str | os.PathLike[str] | None = None,
     schema: str | os.PathLike[str] | None = None,
+    image_size: Sequence[int] | None = None,
+    channels: int | None = None,
 ) -> Dataset:
     """Load a data set by name, split deterministically by ``seed``.
 
@@ -38,6 +44,11 @@ def load_dataset(
               ``mnist/`` subdirectory), ``(1, 28, 28)`` inputs; test is the official test set.
             * ``"breast-cancer"``: sklearn's breast cancer set, ``(30,)`` inputs.
             * ``"csv"``: the CSV file ``path`` described by the schema file ``schema``.
+            * ``"image-folder"``: images under ``path/<class>/`` (PNG/JPEG), converted to
+              ``channels`` and resized to ``image_size`` (see
+              :func:`bastion.data.files.load_image_folder`).
+            * ``"npz"``: the NumPy archive ``path`` with ``x``, ``y`` and optionally
+              ``classes`` (see :func:`bastion.data.files.load_npz`).
         data_dir: directory holding MNIST (ignored by the other sets).
         seed: seeds the split (``numpy.random.default_rng(seed)``; global RNGs are untouched).
         val_fraction: share of the examples (MNIST: of the 60,000 training images) held out
@@ -65,10 +76,14 @@ def load_dataset(
         check_fraction("val_fraction", val_fraction, allow_zero=True)
     else:
         check_fractions(val_fraction, test_fraction)
-    if name != "csv":
-        for field, value in (("path", path), ("schema", schema)):
-            if value is not None:
-                raise DataError(f"{field}: only used by the 'csv' data set, not {name!r}")
+    if name not in _WITH_PATH and path is not None:
+        raise DataError(f"path: only used by the {', '.join(_WITH_PATH)} data sets, not {name!r}")
+    if name != "csv" and schema is not None:
+        raise DataError(f"schema: only used by the 'csv' data set, not {name!r}")
+    if name != "image-folder" and (image_size is not None or channels is not None):
+        raise DataError(f"image_size, channels: only used by 'image-folder', not {name!r}")
+    if name in ("image-folder", "npz"):
+        return _load_file_set(name, path, seed, val_fraction, test_fraction, image_size, channels)
     if name == "digits":
         return load_digits_dataset(
             seed=seed, val_fraction=val_fraction, test_fraction=test_fraction
@@ -87,3 +102,28 @@ def load_dataset(
             "path= and schema= in Python)"
         )
     return load_csv(path, schema, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
+
+
+def _load_file_set(
+    name: str,
+    path: str | os.PathLike[str] | None,
+    seed: int,
+    val_fraction: float,
+    test_fraction: float,
+    image_size: Sequence[int] | None,
+    channels: int | None,
+) -> Dataset:
+    if path is None:
+        raise DataError(
+            f"{name}: path required (data.path in a config, --path on the command line)"
+        )
+    if name == "npz":
+        return load_npz(path, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
+    return load_image_folder(
+        path,
+        image_size=image_size,
+        channels=channels,
+        seed=seed,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+    )
