@@ -249,7 +249,7 @@ def test_adapter_refuses_a_ball_that_would_shrink_the_patch(canvas: Split) -> No
     attack = PatchAttack(size=0.3, epochs=1)
     x, y = canvas.x[:8], canvas.y[:8]
     for threat in (ThreatModel("linf", 0.3), ThreatModel("l2", 4.9)):
-        with pytest.raises(ConfigError, match=r"threat\.eps.*patch_success_rate"):
+        with pytest.raises(ConfigError, match=r"threat\.eps.*set eps to"):
             attack(canvas.model, x, y, threat)
     res = attack(canvas.model, x, y, ThreatModel("l2", 5.0), generator=torch.Generator())
     changed = (res.x_adv != x).flatten(1).sum(dim=1)
