@@ -303,8 +303,68 @@ def rollback_command(
     _out.print(f"rolled back {stage}: {event.previous_run_id} -> {event.run_id}")
 
 
+def risks_command(
+    register: Annotated[
+        Path, typer.Option("--register", help="Risk register YAML (default: risks.yaml).")
+    ] = Path("risks.yaml"),
+    run: Annotated[
+        str | None, typer.Option("--run", help="Judge this recorded run's scorecard.")
+    ] = None,
+    stage: Annotated[
+        str, typer.Option("--stage", help="Else the run now in this stage.")
+    ] = "production",
+    scorecard: Annotated[
+        Path | None,
+        typer.Option("--scorecard", help="Or a scorecard.json file (no registry needed)."),
+    ] = None,
+    fail_on_risk: Annotated[
+        bool, typer.Option("--fail-on-risk", help="Exit 1 if a risk is at risk.")
+    ] = False,
+    registry: RegistryOpt = None,
+    out: OutOpt = Path("runs"),
+) -> None:
+    """Each risk of the register with its status (mitigated, at risk, no evidence), computed
+    from the scorecard of the run now in production (or --run, --scorecard)."""
+    from bastion.errors import BastionError
+    from bastion.evaluation.gate import GateError, read_gate_scorecard
+    from bastion.registry.risks import assess, load_register, render_risks
+
+    reg_doc = load_register(register)
+    if scorecard is not None:
+        if run is not None:
+            raise BastionError("risks: give --run or --scorecard, not both")
+        try:
+            doc = read_gate_scorecard(scorecard)
+        except GateError as e:
+            raise BastionError(f"risks: {e}") from None
+        title = f"risks of {register} against {scorecard}"
+    else:
+        from bastion.registry.stages import current_runs
+
+        from_stage = run is None
+        with _open(registry, out) as reg:
+            if run is None:
+                held = current_runs(reg).get(stage)
+                if held is None:
+                    raise BastionError(
+                        f"risks: no run in stage {stage!r} of {reg.url}; give --run or --scorecard"
+                    )
+                run = held
+            info = reg.get(run)
+        if info.scorecard is None:
+            raise BastionError(f"risks: run {info.run_id} ({info.kind}) has no scorecard")
+        doc = info.scorecard
+        where = f"run {info.run_id}" + (f" (in {stage})" if from_stage else "")
+        title = f"risks of {register} against {where}"
+    statuses = assess(reg_doc, doc, source=str(register))
+    typer.echo(render_risks(statuses, title=title))
+    if fail_on_risk and any(s.status == "at risk" for s in statuses):
+        raise typer.Exit(1)
+
+
 def add_commands(app: typer.Typer) -> None:
     """Attach ``runs``, ``promote``, ``rollback`` and ``risks`` to the main app."""
     app.add_typer(runs_app, name="runs")
     app.command("promote")(promote_command)
     app.command("rollback")(rollback_command)
+    app.command("risks")(risks_command)
