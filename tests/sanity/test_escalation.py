@@ -238,3 +238,29 @@ def test_public_api_runs_on_any_module(standard_model: nn.Module, sanity_digits:
     assert torch.equal(first.robust, again.robust)
     quiet = escalate(standard_model, x, y, threat, run_sanity_checks(standard_model, x, y, threat))
     assert quiet.status == "not-needed" and quiet.steps == ()
+
+
+def test_image_example_configs_end_with_a_black_box_attack() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    from bastion.config import load_config
+    from bastion.evaluation.evaluator import headline, is_black_box
+    from bastion.pipeline import evaluation_attacks
+
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    seen = 0
+    for path in sorted(examples.glob("*.yaml")):
+        if "models" not in yaml.safe_load(path.read_text()):
+            continue  # not a run config (a risk register, say)
+        cfg, _ = load_config(path)
+        if not cfg.models or cfg.data.name not in ("digits", "mnist"):
+            continue  # channel configs, and tabular data (its headline says white-box only)
+        seen += 1
+        attacks = evaluation_attacks(cfg)
+        assert is_black_box(attacks[-1].attack), f"{path.name}: ends with {attacks[-1].label}"
+    assert seen >= 5
+    assert headline(0.5, 0.5, {}, black_box=False).endswith(
+        "white-box only (no black-box attack was run)"
+    )
