@@ -78,6 +78,8 @@ class TextGuard:
         if max_repair_work < 0:
             raise ConfigError(f"guard.max_repair_work: expected >= 0, got {max_repair_work}")
         self.sanitizer = Sanitizer(vocabulary=vocab, repair_spelling=repair_spelling)
+        if self.sanitizer.repair_spelling:
+            _ = self.sanitizer.index  # built now, not on the first request
         self.max_repair_work = int(max_repair_work)
         self.classifier = TextClassifier(model.eval(), vocab, sanitizer=None)
         self.classes = tuple(str(c) for c in classes)

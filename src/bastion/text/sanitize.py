@@ -330,8 +330,8 @@ class Sanitizer:
                 return core, 0
             best = max(found, key=repair_rank(lowered, vocab), default=lowered)
             if self.max_cached_repairs:
-                if len(self._repairs) >= self.max_cached_repairs:
-                    del self._repairs[next(iter(self._repairs))]
+                while len(self._repairs) >= self.max_cached_repairs:
+                    self._repairs.pop(next(iter(self._repairs)), None)  # the oldest
                 self._repairs[lowered] = best
         return (core if best == lowered else best), cost
 
