@@ -147,12 +147,12 @@ def is_default_ignorable(ch: str) -> bool:
 #: 6.3, listed in case an older table calls it a space).
 BLANK_GLYPHS: tuple[str, ...] = ("\u2800", "\u180e")
 
-_DEFAULT_IGNORABLE_NOT_CF = frozenset(
+_LISTED_DEFAULT_IGNORABLE = frozenset(
     chr(cp)
     for lo, hi in (*OTHER_DEFAULT_IGNORABLE, *VARIATION_SELECTORS)
     for cp in range(lo, hi + 1)
 )
-_INVISIBLE_EXTRA = _DEFAULT_IGNORABLE_NOT_CF | frozenset(BLANK_GLYPHS)
+_INVISIBLE_EXTRA = _LISTED_DEFAULT_IGNORABLE | frozenset(BLANK_GLYPHS)
 _INVISIBLE_CATEGORIES = frozenset({"Cf", "Cn", "Co"})
 
 
@@ -165,7 +165,7 @@ def is_invisible(ch: str) -> bool:
     ordinary text), every code point unassigned (Cn, which includes the noncharacters) or
     private-use (Co) in Python's Unicode data (``unicodedata.unidata_version``: code points
     assigned by a later Unicode version count as unassigned), and :data:`BLANK_GLYPHS`.
-    Spaces (Zs) are not in it: see :func:`is_in_word_space`.
+    Spaces (Zs) are not in it: the sanitiser removes :data:`OTHER_SPACES` only inside words.
     """
     return ch in _INVISIBLE_EXTRA or unicodedata.category(ch) in _INVISIBLE_CATEGORIES
 
@@ -185,12 +185,6 @@ OTHER_SPACES: tuple[str, ...] = (
 #: per-em, punctuation, thin, hair, narrow no-break and medium mathematical spaces. Inside a
 #: word they leave it looking whole.
 NARROW_SPACES: frozenset[str] = frozenset("\u2006\u2008\u2009\u200a\u202f\u205f")
-
-
-def is_in_word_space(ch: str) -> bool:
-    """True for a space separator (Zs) other than U+0020 (whether one sits inside a word is
-    for the sanitiser to see)."""
-    return ch != " " and unicodedata.category(ch) == "Zs"
 
 
 # --- Character families of the invisible-character attack --------------------------------
