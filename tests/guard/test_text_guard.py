@@ -10,6 +10,7 @@ import tracemalloc
 import pytest
 import torch
 
+from bastion.errors import ConfigError
 from bastion.guard.text_guard import TextGuard
 from bastion.text import (
     TextModelSpec,
@@ -143,3 +144,14 @@ def test_a_full_batch_of_worst_texts_is_bounded_by_the_call_budget(guard: TextGu
     spent = time.process_time() - t0
     assert spent < 1.0, spent
     assert len(decisions) == 64 and all(d.verdict in ("accept", "flag") for d in decisions)
+
+
+def test_repair_budget_setting_is_checked(guard: TextGuard) -> None:
+    with pytest.raises(ConfigError, match="max_repair_work"):
+        TextGuard(guard.classifier.model, guard.classifier.vocab, ("n", "p"), max_repair_work=-1)
+    # no budget: typos stay typos ("lovley" is not repaired), invisible characters still go
+    bare = TextGuard(guard.classifier.model, guard.classifier.vocab, ("n", "p"), max_repair_work=0)
+    (d,) = bare.decide_texts(["the film was really lov\u200bley"])
+    assert d.verdict == "flag" and d.scores["invisible_chars"] == 1.0
+    assert bare.sanitizer.clean("lovley", repair_work=0).text == "lovley"
+    assert guard.sanitizer.clean("lovley").text == "lovely"
