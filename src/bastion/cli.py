@@ -138,6 +138,9 @@ def train(
         f"saved {written} (epoch {result.best_epoch}: val clean {best['val_clean_accuracy']:.1%}, "
         f"val robust {best['val_robust_accuracy']:.1%}, {result.seconds:.0f} s)"
     )
+    from bastion.registry.hooks import record_model_file
+
+    record_model_file(written, console=_err, command="bastion " + " ".join(sys.argv[1:]))
 
 
 @app.command()
@@ -470,6 +473,11 @@ def evaluate(
     for line in summary_lines(sc):  # warnings and escalations
         _out.print(line, highlight=False, markup=False)
     _out.print(f"scorecard written to {out}")
+    from bastion.registry.hooks import record_evaluation
+
+    record_evaluation(
+        out, models, config=config, console=_err, command="bastion " + " ".join(sys.argv[1:])
+    )
 
 
 @app.command()

@@ -14,10 +14,10 @@ from rich.console import Console
 from sqlalchemy.exc import SQLAlchemyError
 
 from bastion.registry.db import RegistryError, display_url, resolve_registry_url, scrub
-from bastion.registry.record import RunRecord, model_record, run_record
+from bastion.registry.record import RunRecord, evaluation_record, model_record, run_record
 from bastion.registry.store import Registry
 
-__all__ = ["record_model_file", "record_run_dir"]
+__all__ = ["record_evaluation", "record_model_file", "record_run_dir"]
 
 
 def _record(
@@ -43,16 +43,27 @@ def _record(
 
 
 class RecordFactory:
-    """A deferred :func:`run_record` / :func:`model_record` call (reading files can fail too)."""
+    """A deferred :func:`run_record` / :func:`model_record` / :func:`evaluation_record` call
+    (reading the files can fail too, and is reported like a database error)."""
 
     def __init__(
-        self, path: Path, kind: str, command: str | None, inputs: tuple[Path, ...]
+        self,
+        path: Path,
+        kind: str,
+        command: str | None,
+        inputs: tuple[Path, ...],
+        config: Path | None = None,
     ) -> None:
         self.path, self.kind, self.command, self.inputs = path, kind, command, inputs
+        self.config = config
 
     def __call__(self) -> RunRecord:
         if self.kind == "train":
             return model_record(self.path, command=self.command)
+        if self.kind == "evaluate":
+            return evaluation_record(
+                self.path, self.inputs, config=self.config, command=self.command
+            )
         return run_record(self.path, kind=self.kind, command=self.command, inputs=self.inputs)
 
 
@@ -89,4 +100,26 @@ def record_model_file(
         console=console,
         what=f"{path}",
         hint="record it later with `bastion runs add --model FILE`",
+    )
+
+
+def record_evaluation(
+    scorecard: str | os.PathLike[str],
+    models: list[Path] | tuple[Path, ...],
+    *,
+    config: str | os.PathLike[str] | None,
+    console: Console,
+    command: str | None = None,
+) -> str | None:
+    """Record a ``bastion evaluate`` (its scorecard and the models it read) in the default
+    registry (``$BASTION_REGISTRY_URL`` or ``.bastion/registry.db`` in the scorecard's folder)."""
+    path = Path(scorecard)
+    return _record(
+        RecordFactory(
+            path, "evaluate", command, tuple(models), Path(config) if config is not None else None
+        ),
+        out_dir=path.absolute().parent / "runs",  # the registry sits beside the "runs" folder
+        console=console,
+        what=f"evaluation {path}",
+        hint="the scorecard is kept",
     )

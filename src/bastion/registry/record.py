@@ -31,6 +31,7 @@ __all__ = [
     "attack_library_version",
     "code_version",
     "current_user",
+    "evaluation_record",
     "file_sha256",
     "model_record",
     "now_utc",
@@ -304,4 +305,68 @@ def model_record(weights: str | os.PathLike[str], *, command: str | None = None)
         summary={},
         scorecard=None,
         artifacts=(_model_artifact(w, w.resolve().parent),),
+    )
+
+
+def _weights_file(p: Path) -> Path:
+    return p if p.suffix == ".safetensors" else p.with_name(p.name + ".safetensors")
+
+
+def evaluation_record(
+    scorecard: str | os.PathLike[str],
+    models: tuple[Path, ...],
+    *,
+    config: str | os.PathLike[str] | None = None,
+    command: str | None = None,
+) -> RunRecord:
+    """A record of a ``bastion evaluate``: its scorecard, the config, and the model files it
+    read (role ``input``, by absolute path, so lineage finds the evaluations of a model).
+
+    Raises:
+        RegistryError: the scorecard or a model file cannot be read.
+    """
+    sc_path = Path(scorecard)
+    sc = _read_json(sc_path)
+    cfg_doc: dict[str, Any] | None = None
+    if config is not None and Path(config).is_file():
+        try:
+            loaded = yaml.safe_load(Path(config).read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise RegistryError(f"{config}: not valid YAML: {e}") from None
+        cfg_doc = loaded if isinstance(loaded, dict) else None
+    weights = tuple(_weights_file(Path(m)) for m in models)
+    for w in weights:
+        if not w.is_file():
+            raise RegistryError(f"{w}: model file not found")
+    artifacts = [_model_artifact(w, None, role="input") for w in weights]
+    artifacts.append(
+        ArtifactRecord(
+            "scorecard",
+            "scorecard",
+            sc_path.resolve().as_posix(),
+            file_sha256(sc_path),
+            sc_path.stat().st_size,
+        )
+    )
+    run = sc.get("run") or {}
+    data_doc = sc.get("data") or {}
+    sidecars = {w.stem: _sidecar(w) for w in weights}
+    fingerprint = data_doc.get("fingerprint") if isinstance(data_doc, Mapping) else None
+    return RunRecord(
+        kind="evaluate",
+        name=str(run.get("name") or sc_path.stem),
+        run_dir=str(sc_path.resolve().parent),
+        command=command or run.get("command"),
+        config_hash=run.get("config_hash"),
+        config=cfg_doc,
+        data_fingerprint=fingerprint,
+        data={
+            "name": data_doc.get("name") if isinstance(data_doc, Mapping) else None,
+            "fingerprint": fingerprint,
+            "models": _models_data(sidecars),
+        },
+        seeds={"seed": run.get("seed"), "split": {}},
+        summary=scorecard_summary(sc),
+        scorecard=sc,
+        artifacts=tuple(artifacts),
     )

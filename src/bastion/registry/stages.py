@@ -153,13 +153,16 @@ def _events(s: Session, stage: str) -> list[StageEventRow]:
 
 
 def _check_files(s: Session, row: RunRow) -> None:
-    """The run's model files must still be where they were, with the recorded digests."""
+    """The run's model files (those it wrote, or an evaluation's inputs) must still be where
+    they were, with the recorded digests."""
     if row.run_dir is None or not Path(row.run_dir).is_dir():
         raise RegistryError(f"run {row.run_id}: its run directory {row.run_dir} is gone")
     for a in s.scalars(
-        select(ArtifactRow).where(ArtifactRow.run_id == row.run_id, ArtifactRow.role == "model")
+        select(ArtifactRow).where(
+            ArtifactRow.run_id == row.run_id, ArtifactRow.role.in_(("model", "input"))
+        )
     ):
-        f = Path(row.run_dir) / a.path
+        f = Path(row.run_dir) / a.path  # an absolute path (an evaluation's input) stays as is
         if not f.is_file():
             raise RegistryError(f"run {row.run_id}: {f} is missing")
         if file_sha256(f) != a.sha256:
