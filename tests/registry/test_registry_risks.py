@@ -1,4 +1,4 @@
-"""The risk register: examples/risks.yaml judged against a real run (recorded, promoted, or a
+"""The risk register: examples/risks/digits.yaml judged against a real run (recorded, promoted, or a
 scorecard file), statuses computed from the scorecard's figures, and clear errors."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import yaml
 from bastion.cli import main
 from bastion.registry.risks import RiskError, assess, load_register, parse_register
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "risks.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "risks" / "digits.yaml"
 
 CONFIG: dict[str, Any] = {
     "name": "tiny-risks",
