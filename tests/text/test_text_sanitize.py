@@ -46,6 +46,14 @@ def test_maps_homoglyphs_back_to_latin() -> None:
     assert sanitize("W\u0456N \u0430 car") == "WiN a car"
 
 
+def test_maps_every_homoglyph_back_even_when_nfkc_changes_it() -> None:
+    # NFKC turns the Greek lunate sigma (a "c" look-alike) into a final sigma
+    assert sanitize("\u03f2ustomer servi\u03f2e") == "customer service"
+    for latin, glyphs in HOMOGLYPHS.items():
+        for glyph in glyphs:
+            assert sanitize(f"x{glyph}x") == f"x{latin}x", hex(ord(glyph))
+
+
 def test_leaves_genuine_greek_and_cyrillic_words() -> None:
     assert sanitize("καλημέρα мир") == "καλημέρα мир"
 

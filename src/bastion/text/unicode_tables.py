@@ -2,7 +2,8 @@
 
 - ``HOMOGLYPHS``: Latin letter -> Cyrillic/Greek letters that render (nearly) identically
   (a subset of the Unicode confusables data, UTS #39, written out by hand).
-- ``CONFUSABLE_TO_LATIN``: the inverse mapping used to repair text.
+- ``CONFUSABLE_TO_LATIN``: the inverse mapping used to repair text (with the NFKC images of
+  the glyphs, since the sanitiser maps after NFKC).
 - ``INVISIBLE_INSERTIONS``: zero-width and bidirectional control characters an attacker can put
   inside a word without changing how it looks.
 - :func:`is_default_ignorable`: Unicode's Default_Ignorable_Code_Point, derived from its
@@ -61,6 +62,15 @@ HOMOGLYPHS: dict[str, tuple[str, ...]] = {
 CONFUSABLE_TO_LATIN: dict[str, str] = {
     glyph: latin for latin, glyphs in HOMOGLYPHS.items() for glyph in glyphs
 }
+# The sanitiser maps confusables after NFKC, which turns some glyphs into other letters (Greek
+# lunate sigma U+03F2 -> final sigma U+03C2): those images map to the same Latin letter.
+CONFUSABLE_TO_LATIN.update(
+    {
+        unicodedata.normalize("NFKC", glyph): latin
+        for glyph, latin in list(CONFUSABLE_TO_LATIN.items())
+        if unicodedata.normalize("NFKC", glyph) not in CONFUSABLE_TO_LATIN
+    }
+)
 
 #: The ``zero_width`` family of the invisible-character attack: zero-width space, non-joiner,
 #: joiner, word joiner, left-to-right and right-to-left marks, and the bidi isolates/overrides.
