@@ -45,6 +45,8 @@ class DataConfig(_Strict):
     schema_path: str | None = Field(default=None, alias="schema")
     image_size: tuple[int, int] | None = None  # image-folder: resize to (H, W)
     channels: Literal[1, 3] | None = None  # image-folder: grey or RGB
+    factory: str | None = None  # name: factory: "package.module:function" returning a Dataset
+    kwargs: dict[str, Any] = Field(default_factory=dict)  # its keyword arguments
     val_fraction: float = 0.1
     test_fraction: float = 0.2
 

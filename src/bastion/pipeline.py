@@ -97,6 +97,9 @@ def load_run_data(
         schema=_relative_to_config(cfg.data.schema_path, config_path),
         image_size=cfg.data.image_size,
         channels=cfg.data.channels,
+        factory=cfg.data.factory,
+        factory_kwargs=cfg.data.kwargs,
+        python_path=[config_path.parent] if config_path is not None else [],
     )
 
 
@@ -176,6 +179,9 @@ def model_metadata(
             schema=_relative_to_config(cfg.data.schema_path, config_path),
             image_size=cfg.data.image_size,
             channels=cfg.data.channels,
+            factory=cfg.data.factory,
+            factory_kwargs=cfg.data.kwargs,
+            python_path=[str(config_path.parent.resolve())] if config_path is not None else [],
         ),
         "config_hash": config_hash(cfg.model_dump(mode="json", by_alias=True)),
         "threat": cfg.threat_model().to_dict(),

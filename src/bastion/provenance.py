@@ -34,9 +34,15 @@ def split_record(
     schema: str | None = None,
     image_size: tuple[int, int] | None = None,
     channels: int | None = None,
+    factory: str | None = None,
+    factory_kwargs: dict[str, Any] | None = None,
+    python_path: list[str] | None = None,
 ) -> dict[str, Any]:
     """The sidecar's ``split`` record for a model trained on ``data``."""
     return {
+        "factory": factory,
+        "factory_kwargs": dict(factory_kwargs or {}),
+        "python_path": list(python_path or []),
         "image_size": None if image_size is None else list(image_size),
         "channels": channels,
         "data": data.name,
@@ -136,6 +142,9 @@ def load_model_split(
         schema=rec.get("schema"),
         image_size=rec.get("image_size"),
         channels=rec.get("channels"),
+        factory=rec.get("factory"),
+        factory_kwargs=rec.get("factory_kwargs") or None,
+        python_path=rec.get("python_path") or (),
     )
     check_model_split(sidecar, ds, where=where)
     return SplitSource(ds, True, f"the model's own split of {name!r} (seed {seed}), verified")

@@ -95,3 +95,63 @@ def test_a_run_on_an_image_folder_and_an_attack_on_its_split(
     capsys.readouterr()
     assert main(["attack", str(run / "models" / "m"), "--attack", "fgsm"]) == 0
     assert "test examples of image-folder" in " ".join(capsys.readouterr().out.split())
+
+
+FACTORY = """
+import torch
+from torch.utils.data import Dataset
+
+
+class Blobs(Dataset):
+    classes = ["low", "high"]
+
+    def __init__(self, n=60):
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.rand(n, 5, generator=g)
+        self.y = (self.x[:, 0] > 0.5).long()
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return self.x[i], int(self.y[i])
+
+
+def build(n=60):
+    return Blobs(n)
+"""
+
+
+def test_a_dataset_factory_in_a_run_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "teamdata.py").write_text(FACTORY)
+    ds = load_dataset("factory", factory="teamdata:build", python_path=[tmp_path])
+    assert ds.classes == ("low", "high") and ds.input_shape == (5,) and ds.kind == "tabular"
+    with pytest.raises(DataError, match="factory: cannot import 'nope'"):
+        load_dataset("factory", factory="nope:build")
+    with pytest.raises(DataError, match="only used by the 'factory' data set"):
+        load_dataset("digits", factory="teamdata:build")
+    cfg = {
+        "name": "factory",
+        "threads": 1,
+        "data": {"name": "factory", "factory": "teamdata:build", "kwargs": {"n": 80}},
+        "threat": {"norm": "linf", "eps": 0.05},
+        "model": {"architecture": "tabular-mlp"},
+        "training": {"epochs": 2, "batch_size": 16, "val_examples": 4, "val_pgd_steps": 1},
+        "models": [{"name": "m", "objective": {"name": "standard"}}],
+        "evaluation": {
+            "attacks": [{"name": "fgsm"}],
+            "calibration": None,
+            "latency": None,
+            "sanity_checks": "off",
+        },
+    }
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["run", str(path), "--out", str(tmp_path / "runs"), "-q"]) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    capsys.readouterr()
+    assert main(["attack", str(run / "models" / "m"), "--attack", "fgsm"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "on 16 test examples of factory" in out

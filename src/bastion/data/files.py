@@ -25,7 +25,7 @@ from bastion.data.core import (
 )
 from bastion.errors import DataError
 
-__all__ = ["IMAGE_SUFFIXES", "load_image_folder", "load_npz"]
+__all__ = ["IMAGE_SUFFIXES", "load_factory", "load_image_folder", "load_npz"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -181,6 +181,86 @@ def load_npz(
         y,
         classes,
         fingerprint,
+        seed=seed,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+    )
+
+
+def load_factory(
+    spec: str,
+    *,
+    kwargs: dict[str, object] | None = None,
+    python_path: Sequence[str | os.PathLike[str]] = (),
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+) -> Dataset:
+    """The examples of a ``torch.utils.data.Dataset`` returned by the user's function ``spec``
+    (``"package.module:function"``, called with ``kwargs``; ``python_path`` folders are put on
+    the import path first).
+
+    Each item must be ``(x, label)``: ``x`` a float tensor (or array) in [0, 1] of one shape,
+    ``(C, H, W)`` for images or ``(F,)`` for features, and ``label`` an integer. Class names
+    come from the data set's ``classes`` attribute when it has one. All examples are read into
+    memory once and split like the bundled sets.
+    """
+    import importlib
+    import sys
+
+    import torch
+
+    check_seed(seed)
+    check_fractions(val_fraction, test_fraction)
+    if not isinstance(spec, str) or spec.count(":") != 1:
+        raise DataError(f"factory: expected 'package.module:function', got {spec!r}")
+    module_name, attr = spec.split(":")
+    for folder in reversed([str(p) for p in python_path]):
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+    try:
+        fn = getattr(importlib.import_module(module_name), attr, None)
+    except Exception as e:  # the user's module may raise anything while importing
+        raise DataError(
+            f"factory: cannot import {module_name!r} ({type(e).__name__}: {e})"
+        ) from None
+    if not callable(fn):
+        raise DataError(f"factory: {module_name!r} has no callable {attr!r}")
+    try:
+        dataset = fn(**(kwargs or {}))
+        items = [dataset[i] for i in range(len(dataset))]
+    except Exception as e:  # the user's code may raise anything
+        raise DataError(f"factory: {spec} failed ({type(e).__name__}: {e})") from None
+    if len(items) < 4:
+        raise DataError(f"factory: {spec} returned {len(items)} examples; expected at least 4")
+    try:
+        xs = [torch.as_tensor(item[0], dtype=torch.float32) for item in items]
+        ys = [int(item[1]) for item in items]
+    except (TypeError, ValueError, IndexError) as e:
+        raise DataError(f"factory: items must be (x, integer label) pairs ({e})") from None
+    if len({tuple(t.shape) for t in xs}) != 1 or xs[0].dim() not in (1, 3):
+        raise DataError(
+            f"factory: every x must have one shape, (C, H, W) or (F,); got {tuple(xs[0].shape)} "
+            "and others"
+        )
+    x = torch.stack(xs).numpy().astype(np.float32)
+    if not np.isfinite(x).all() or x.min() < 0.0 or x.max() > 1.0:
+        raise DataError("factory: x: expected values in [0, 1]")
+    y = np.asarray(ys, dtype=np.int64)
+    if y.min() < 0:
+        raise DataError("factory: labels must be non-negative integers")
+    k = int(y.max()) + 1
+    names = getattr(dataset, "classes", None)
+    classes = tuple(str(c) for c in names) if names is not None else tuple(map(str, range(k)))
+    if len(classes) < k:
+        raise DataError(f"factory: classes: {len(classes)} names for labels up to {k - 1}")
+    return _split(
+        "factory",
+        "image" if x.ndim == 4 else "tabular",
+        x,
+        y,
+        classes,
+        fingerprint_arrays("factory", [x, y]),
         seed=seed,
         val_fraction=val_fraction,
         test_fraction=test_fraction,

@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Any
 
 from bastion.data.core import Dataset, check_fraction, check_fractions, check_seed
 from bastion.data.digits import load_digits_dataset
-from bastion.data.files import load_image_folder, load_npz
+from bastion.data.files import load_factory, load_image_folder, load_npz
 from bastion.data.mnist import load_mnist
 from bastion.data.tabular import load_breast_cancer_dataset, load_csv
 from bastion.errors import DataError
 
-_NAMES = ("breast-cancer", "csv", "digits", "image-folder", "mnist", "npz")
+_NAMES = ("breast-cancer", "csv", "digits", "factory", "image-folder", "mnist", "npz")
 _WITH_PATH = ("csv", "image-folder", "npz")
 
 
 def available_datasets() -> tuple[str, ...]:
-    """Names :func:`load_dataset` accepts, sorted: breast-cancer, csv, digits, image-folder,
-    mnist, npz."""
+    """Names :func:`load_dataset` accepts, sorted: breast-cancer, csv, digits, factory,
+    image-folder, mnist, npz."""
     return _NAMES
 
 
@@ -33,6 +34,9 @@ def load_dataset(
     schema: str | os.PathLike[str] | None = None,
     image_size: Sequence[int] | None = None,
     channels: int | None = None,
+    factory: str | None = None,
+    factory_kwargs: dict[str, Any] | None = None,
+    python_path: Sequence[str | os.PathLike[str]] = (),
 ) -> Dataset:
     """Load a data set by name, split deterministically by ``seed``.
 
@@ -49,6 +53,10 @@ def load_dataset(
               :func:`bastion.data.files.load_image_folder`).
             * ``"npz"``: the NumPy archive ``path`` with ``x``, ``y`` and optionally
               ``classes`` (see :func:`bastion.data.files.load_npz`).
+            * ``"factory"``: the ``torch.utils.data.Dataset`` that ``factory``
+              (``"package.module:function"``, called with ``factory_kwargs``, with
+              ``python_path`` on the import path) returns (see
+              :func:`bastion.data.files.load_factory`).
         data_dir: directory holding MNIST (ignored by the other sets).
         seed: seeds the split (``numpy.random.default_rng(seed)``; global RNGs are untouched).
         val_fraction: share of the examples (MNIST: of the 60,000 training images) held out
@@ -82,6 +90,21 @@ def load_dataset(
         raise DataError(f"schema: only used by the 'csv' data set, not {name!r}")
     if name != "image-folder" and (image_size is not None or channels is not None):
         raise DataError(f"image_size, channels: only used by 'image-folder', not {name!r}")
+    if (factory is not None) != (name == "factory"):
+        raise DataError(
+            "factory: required by the 'factory' data set and used by no other"
+            if factory is None
+            else f"factory: only used by the 'factory' data set, not {name!r}"
+        )
+    if factory is not None:
+        return load_factory(
+            factory,
+            kwargs=factory_kwargs,
+            python_path=python_path,
+            seed=seed,
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+        )
     if name in ("image-folder", "npz"):
         return _load_file_set(name, path, seed, val_fraction, test_fraction, image_size, channels)
     if name == "digits":
