@@ -749,6 +749,203 @@ def audit_masking(
         raise typer.Exit(1)
 
 
+@audit_app.command("privacy")
+def audit_privacy(
+    run_dir: Annotated[
+        Path, typer.Argument(help="Run directory (or a model file in its models/ folder).")
+    ],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", "-m", help="Which model of the run (default: the only one, else baseline)."
+        ),
+    ] = None,
+    shadows: Annotated[int, typer.Option("--shadows", help="Shadow models for LiRA (>= 2).")] = 8,
+    workers: Annotated[
+        int, typer.Option("--workers", help="Processes training shadows at once.")
+    ] = 1,
+    population: Annotated[
+        int | None,
+        typer.Option("--population", help="At most N training and N test examples (quicker)."),
+    ] = None,
+    shadow_dir: Annotated[
+        Path | None,
+        typer.Option("--shadow-dir", help="Where shadows are kept (default RUN_DIR/privacy/)."),
+    ] = None,
+    inversion: Annotated[
+        bool, typer.Option("--inversion/--no-inversion", help="Also run model inversion.")
+    ] = True,
+    seed: Annotated[int, typer.Option("--seed", help="The shadows' seed.")] = 0,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="JSON results (default RUN_DIR/privacy.json).")
+    ] = None,
+    data_dir: DataDir = None,
+    quiet: Quiet = False,
+    threads: Threads = None,
+) -> None:
+    """Membership inference (LiRA online/offline, loss threshold) and model inversion against
+    a run's model; writes JSON that `bastion gate` reads (e.g. mia.tpr_at_0.1pct_fpr)."""
+    from bastion.evaluation.scorecard import sanitize, write_json
+    from bastion.privacy.audit import privacy_audit
+
+    _use_threads(threads)
+
+    def shadow_done(e: dict[str, Any]) -> None:
+        if not quiet:
+            how = "reused" if e["reused"] else f"trained in {e['seconds']:.1f} s"
+            _err.print(f"shadow {e['shadow']} {how} ({e['done']}/{e['total']})", highlight=False)
+
+    try:
+        doc = privacy_audit(
+            run_dir,
+            model=model,
+            shadows=shadows,
+            workers=workers,
+            seed=seed,
+            shadow_dir=shadow_dir,
+            population=population,
+            inversion=inversion,
+            data_dir=data_dir,
+            progress=shadow_done,
+            warn=lambda m: _err.print(f"[bold yellow]warning:[/] {m}", highlight=False),
+        )
+    except KeyboardInterrupt:
+        raise Interrupted(
+            "interrupted; finished shadows are kept, run the same command again to resume"
+        ) from None
+    mia = doc["mia"]
+    for name, rep in mia["attacks"].items():
+        _out.print(
+            f"{name:<16} AUC {rep['auc']:.3f}  TPR@0.1%FPR {rep['tpr_at_0.1pct_fpr']:.2%}  "
+            f"TPR@1%FPR {rep['tpr_at_1pct_fpr']:.2%}",
+            highlight=False,
+            markup=False,
+        )
+    if "inversion" in doc:
+        inv = doc["inversion"]
+        _out.print(
+            f"inversion: {inv['identified']:.0%} of classes identified (chance "
+            f"{inv['chance']:.0%}), cosine to own class mean {inv['cosine_own']:.2f}",
+            highlight=False,
+            markup=False,
+        )
+    root = run_dir if run_dir.is_dir() else run_dir.parent.parent
+    path = out or root / "privacy.json"
+    write_json(sanitize(doc), path)
+    _out.print(f"audit written to {path}")
+
+
+@audit_app.command("extraction")
+def audit_extraction(
+    target: Annotated[
+        str, typer.Argument(help="A saved model (path) or a bastion service (http(s) URL).")
+    ],
+    key: Annotated[
+        str | None,
+        typer.Option(
+            "--key",
+            envvar="BASTION_API_KEY",
+            help="API key of the service (else $BASTION_API_KEY); never printed.",
+        ),
+    ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option("--data", help="Data set (default: the model's; for a URL: digits)."),
+    ] = None,
+    method: Annotated[
+        list[str] | None,
+        typer.Option("--method", help="knockoff, knockoff-labels, jacobian (repeat; default all)."),
+    ] = None,
+    budgets: Annotated[
+        str | None, typer.Option("--budgets", help="Query budgets, e.g. 50,100,200.")
+    ] = None,
+    student: Annotated[
+        str | None, typer.Option("--student", help="The stolen copy's architecture.")
+    ] = None,
+    eps: Annotated[
+        float | None, typer.Option("--eps", help="linf eps of the transfer check.")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the queries and students.")] = 0,
+    split_seed: SplitSeed = None,
+    out: Annotated[Path, typer.Option("--out", help="JSON results.")] = Path("extraction.json"),
+    data_dir: DataDir = None,
+    threads: Threads = None,
+) -> None:
+    """Steal TARGET's functionality (Knockoff Nets, label-only, Jacobian augmentation) and
+    report fidelity against queries and transfer of attacks; JSON for `bastion gate`
+    (e.g. extraction.fidelity_at_budget)."""
+    from bastion.data import load_dataset
+    from bastion.evaluation.scorecard import sanitize, write_json
+    from bastion.privacy.audit import extraction_audit
+    from bastion.threat import ThreatModel
+
+    _use_threads(threads)
+    try:
+        plan = [int(b) for b in budgets.split(",")] if budgets else None
+    except ValueError:
+        raise BastionError(
+            f"--budgets: expected integers such as 50,100,200, got {budgets!r}"
+        ) from None
+    threat = None
+    if target.startswith(("http://", "https://")):
+        from bastion.privacy.targets import ServedModelTarget
+
+        ds = load_dataset(data or "digits", data_dir=data_dir, seed=split_seed or 0)
+        victim: Any = ServedModelTarget(target, num_classes=ds.num_classes, api_key=key)
+        note = (
+            "remote target: its training data are unknown, so the query pool (the test split "
+            f"of {ds.name!r}, split seed {split_seed or 0}) may overlap them"
+        )
+        name = target
+    else:
+        if key is not None:
+            raise BastionError("--key: only a service URL takes an API key")
+        victim, meta, ds = _model_and_split(Path(target), data, split_seed, data_dir)
+        rec = (meta.get("metadata") or {}).get("threat")
+        if isinstance(rec, dict) and eps is None:
+            threat = ThreatModel.from_dict(rec)
+        note = "queries from the model's own test split: disjoint from its training data"
+        name = Path(target).with_suffix("").name
+    if eps is not None:
+        threat = ThreatModel("linf", eps, ds.bounds)
+
+    def point(m: str, p: dict[str, Any]) -> None:
+        _err.print(
+            f"{m}: {int(p['queries'])} queries, fidelity {p['fidelity']:.1%}",
+            highlight=False,
+            markup=False,
+        )
+
+    doc = extraction_audit(
+        victim,
+        ds,
+        target_name=name,
+        methods=method or ("knockoff", "knockoff-labels", "jacobian"),
+        budgets=plan,
+        student=student,
+        threat=threat,
+        seed=seed,
+        note=note,
+        progress=point,
+    )
+    ex = doc["extraction"]
+    for m, r in ex["methods"].items():
+        _out.print(
+            f"{m:<16} fidelity {r['fidelity_at_budget']:.1%} at {r['queries']} queries, "
+            f"accuracy {r['accuracy_at_budget']:.1%} (victim {r['victim_accuracy']:.1%})",
+            highlight=False,
+            markup=False,
+        )
+    _out.print(
+        f"transfer from the stolen copy ({ex['best_method']}): "
+        f"{ex['transfer_success_rate']:.1%} of the victim's correct answers flipped",
+        highlight=False,
+        markup=False,
+    )
+    write_json(sanitize(doc), out)
+    _out.print(f"audit written to {out}")
+
+
 keys_app = typer.Typer(no_args_is_help=True, help="API keys of the guarded service.")
 app.add_typer(keys_app, name="keys")
 

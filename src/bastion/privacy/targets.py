@@ -1,0 +1,113 @@
+"""A bastion service (``bastion serve``) as a black-box target for extraction audits.
+
+The service answers ``POST /v1/predict`` with ``{"inputs": [...]}`` by
+``{"predictions": [{"verdict", "label", "probabilities", ...}, ...]}``, behind an
+``X-API-Key`` header. :class:`ServedModelTarget` speaks that protocol: each prediction's
+probabilities become log-probabilities (as for every
+:class:`~bastion.attacks.targets.BlackBoxTarget`), a prediction with only a label becomes a
+one-hot row, and one the guard withheld (abstain or reject: no label) becomes a row of NaN,
+which :func:`bastion.privacy.extraction.query_victim` counts as unanswered. The API key is
+sent in the header only; it never appears in the target's name, errors or reports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from bastion.attacks.targets import HTTPTarget
+from bastion.errors import AttackInputError
+
+__all__ = ["ServedModelTarget"]
+
+PREDICT_PATH = "/v1/predict"
+
+
+class ServedModelTarget(HTTPTarget):
+    """A model served by ``bastion serve``.
+
+    Args:
+        url: the service's base address (``http://host:port``) or its predict endpoint.
+        num_classes: ``C >= 2``.
+        api_key: sent as ``X-API-Key`` (kept out of names and messages).
+        timeout, batch_size: as :class:`~bastion.attacks.targets.HTTPTarget` (keep
+            ``batch_size`` within the key's burst, or the service answers 413).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        num_classes: int,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        batch_size: int = 64,
+    ):
+        if isinstance(url, str) and not url.rstrip("/").endswith(PREDICT_PATH):
+            url = url.rstrip("/") + PREDICT_PATH
+        headers = {"X-API-Key": api_key} if api_key else None
+        super().__init__(
+            url,
+            num_classes=num_classes,
+            kind="probabilities",
+            batch_size=batch_size,
+            timeout=timeout,
+            headers=headers,
+        )
+        self.target_name = f"ServedModelTarget({self.url})"
+        self.withheld = 0
+
+    def _post(self, body: dict[str, Any]) -> Any:
+        request = urllib.request.Request(
+            self.url,
+            data=json.dumps(body).encode("utf-8"),
+            method="POST",
+            headers={
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+                **self.headers,
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                raw = response.read()
+        except urllib.error.HTTPError as e:
+            detail = ""
+            with contextlib.suppress(ValueError, AttributeError, OSError):
+                detail = str(json.loads(e.read()).get("detail", ""))[:200]
+            more = f": {detail}" if detail else ""
+            raise AttackInputError(f"{self.target_name}: HTTP {e.code} {e.reason}{more}") from None
+        except (urllib.error.URLError, TimeoutError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            raise AttackInputError(f"{self.target_name}: request failed: {reason}") from None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise AttackInputError(f"{self.target_name}: the reply is not JSON") from None
+
+    def _scores(self, batch: Tensor) -> Tensor:
+        reply = self._post({"inputs": batch.tolist()})
+        preds = reply.get("predictions") if isinstance(reply, dict) else None
+        if not isinstance(preds, list) or len(preds) != batch.shape[0]:
+            raise AttackInputError(
+                f"{self.target_name}: expected {{'predictions': [...]}} with {batch.shape[0]} "
+                "entries (a bastion service)"
+            )
+        rows = torch.full((batch.shape[0], self.num_classes), float("nan"), dtype=torch.float64)
+        for i, p in enumerate(preds):
+            probs = p.get("probabilities") if isinstance(p, dict) else None
+            label = p.get("label") if isinstance(p, dict) else None
+            if probs is not None:
+                row = self._to_tensor([probs], "probabilities")
+                rows[i] = self._validate_probabilities(self._check_shape(row, 1))[0]
+            elif label is not None:
+                rows[i] = self._one_hot([label])[0].to(torch.float64).clamp_min(1e-300).log()
+            else:
+                self.withheld += 1
+        return rows

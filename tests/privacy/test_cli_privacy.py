@@ -1,0 +1,106 @@
+"""``bastion audit privacy`` and ``bastion audit extraction`` end to end, on a tiny digits run,
+and their JSON judged by ``bastion gate``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bastion.cli import main
+
+TINY = {
+    "name": "tiny",
+    "seed": 0,
+    "data": {"name": "digits"},
+    "threat": {"norm": "linf", "eps": 0.1},
+    "model": {"architecture": "mlp", "options": {"hidden": [64]}},
+    "training": {
+        "epochs": 6,
+        "batch_size": 64,
+        "lr": 0.003,
+        "optimizer": "adam",
+        "schedule": "constant",
+        "weight_decay": 0.0,
+        "val_examples": 60,
+    },
+    "models": [{"name": "baseline", "objective": {"name": "standard"}}],
+    "evaluation": {"examples": 40, "attacks": [{"name": "fgsm"}]},
+}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("privacy-run")
+    (run / "config.yaml").write_text(yaml.safe_dump(TINY))
+    argv = ["train", str(run / "config.yaml"), "--out", str(run / "models" / "baseline")]
+    assert main([*argv, "--quiet", "--threads", "1"]) == 0
+    return run
+
+
+def _gate(tmp_path: Path, doc: Path, rules: list[dict[str, object]]) -> int:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(yaml.safe_dump({"rules": rules}))
+    return main(["gate", str(doc), "--policy", str(policy)])
+
+
+def test_audit_privacy_writes_json_the_gate_reads_and_resumes(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["audit", "privacy", str(run_dir), "--shadows", "2", "--population", "120"]
+    assert main([*argv, "--threads", "1"]) == 0
+    captured = capsys.readouterr()
+    assert "shadow 1 trained" in captured.err
+    assert "lira-online" in captured.out and "inversion:" in captured.out
+    doc = json.loads((run_dir / "privacy.json").read_text())
+    assert doc["mia"]["population"] == 240 and doc["mia"]["split_verified"] is True
+    assert set(doc["mia"]["attacks"]) == {"lira-online", "lira-offline", "threshold-loss"}
+    assert doc["models"]["baseline"]["mia"]["shadows"] == 2
+    assert Path(doc["inversion"]["grid"]).is_file()
+    assert doc["inversion"]["identified"] > doc["inversion"]["chance"]
+    assert main([*argv, "--threads", "1", "--no-inversion", "--out", str(tmp_path / "p.json")]) == 0
+    captured = capsys.readouterr()
+    assert "shadow 0 reused (1/2)" in captured.err and "trained" not in captured.err
+    again = json.loads((tmp_path / "p.json").read_text())
+    assert "inversion" not in again
+    assert again["mia"]["attacks"]["lira-online"] == doc["mia"]["attacks"]["lira-online"]
+    ok = [{"metric": "mia.tpr_at_0.1pct_fpr", "max": 1.0}, {"metric": "mia.auc", "min": 0.0}]
+    assert _gate(tmp_path, run_dir / "privacy.json", ok) == 0
+    strict = [{"metric": "inversion.identified", "max": -1.0}]
+    assert _gate(tmp_path, run_dir / "privacy.json", strict) == 1
+
+
+def test_audit_privacy_bad_input_is_one_line(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["audit", "privacy", str(run_dir), "--shadows", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "lira.shadows: expected an integer >= 2, got 1" in err
+    assert len(err.strip().splitlines()) <= 2  # the thread choice, then the error
+    assert main(["audit", "privacy", str(tmp_path / "nothing")]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+
+
+def test_audit_extraction_on_a_saved_model(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "ex.json"
+    model = str(run_dir / "models" / "baseline")
+    argv = ["audit", "extraction", model, "--budgets", "40,120", "--method", "knockoff"]
+    argv += ["--method", "knockoff-labels", "--student", "mlp", "--out", str(out)]
+    assert main([*argv, "--threads", "1"]) == 0
+    assert "fidelity" in capsys.readouterr().out
+    doc = json.loads(out.read_text())
+    ex = doc["extraction"]
+    assert set(ex["methods"]) == {"knockoff", "knockoff-labels"}
+    assert ex["queries"] == 120
+    assert ex["fidelity_at_budget"] > 0.7
+    assert [p["queries"] for p in ex["methods"]["knockoff"]["curve"]] == [40, 120]
+    assert ex["methods"]["knockoff"]["transfer"]["threat"]["eps"] == 0.1  # the model's threat
+    assert _gate(tmp_path, out, [{"metric": "extraction.fidelity_at_budget", "max": 0.5}]) == 1
+    assert main(["audit", "extraction", model, "--key", "k"]) == 2
+    assert "--key" in capsys.readouterr().err
+    assert main(["audit", "extraction", model, "--budgets", "ten"]) == 2
+    assert "--budgets" in capsys.readouterr().err
