@@ -5,13 +5,17 @@ uvicorn counts connections in total (``limit_concurrency``) but has no per-addre
 no timeout for a connection that never sends a request. :func:`bounded_protocol` wraps its
 HTTP protocol class: a connection over the per-address bound is closed as soon as it is
 accepted (before any byte is read), and one that has not completed a request head within
-``idle_timeout_s`` is closed. Everything runs on the server's event loop: no locks.
+``idle_timeout_s`` is closed; socket reads are at most 64 KiB (asyncio's default is 256 KiB),
+which bounds what uvicorn buffers of a body before the app has checked the request's key.
+Everything runs on the server's event loop: no locks.
 """
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
+
+READ_SIZE = 64 * 1024
 
 
 def default_protocol() -> type[asyncio.Protocol]:
@@ -61,6 +65,10 @@ def bounded_protocol(
                 return
             state.open[host] = state.open.get(host, 0) + 1
             self._bastion_peer = host
+            if isinstance(getattr(transport, "max_size", None), int):
+                # asyncio reads up to 256 KiB per call, and uvicorn buffers what arrives with a
+                # request head before the app checks its key: 64 KiB reads bound that buffer
+                transport.max_size = READ_SIZE
             super().connection_made(transport)
             loop = asyncio.get_running_loop()
             self._bastion_timer = loop.call_later(idle_timeout_s, self._bastion_idle, transport)
