@@ -1,5 +1,5 @@
 """The registry's commands: ``bastion runs list|show|diff|lineage|add``, ``promote``,
-``rollback`` and ``risks``.
+``rollback``, ``risks`` and ``serve-stage``.
 
 :func:`add_commands` attaches them to the main typer app. Database code is imported inside each
 command, so ``bastion --help`` stays fast. Bad input raises :class:`bastion.errors.BastionError`
@@ -362,9 +362,85 @@ def risks_command(
         raise typer.Exit(1)
 
 
+def serve_stage_command(
+    stage: Annotated[str, typer.Option("--stage", help="The stage to serve.")] = "production",
+    poll: Annotated[
+        float, typer.Option("--poll", min=0.1, help="Seconds between registry checks.")
+    ] = 5.0,
+    canary: Annotated[
+        str | None, typer.Option("--canary", help="A stage answering a share of the inputs.")
+    ] = None,
+    canary_fraction: Annotated[
+        float, typer.Option("--canary-fraction", min=0.0, max=1.0, help="That share.")
+    ] = 0.1,
+    shadow: Annotated[
+        str | None,
+        typer.Option("--shadow", help="A stage judging every input on the side (never answers)."),
+    ] = None,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--state-dir",
+            help="Key store and audit log (default: serve-STAGE/ beside the registry).",
+        ),
+    ] = None,
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-s", help="A service setting KEY=VALUE (repeat), e.g. rate=50."),
+    ] = None,
+    registry: RegistryOpt = None,
+    out: OutOpt = Path("runs"),
+) -> None:
+    """Serve the run a stage holds over HTTP (like `bastion serve`), switching to the new run
+    within --poll seconds of a promotion or rollback; optionally a canary stage answering a
+    share of the inputs and a shadow stage judged on all of them. Needs the service extra."""
+    import uvicorn
+    import yaml
+
+    from bastion.errors import BastionError
+    from bastion.registry.serving import build_stage_app
+    from bastion.serve import ServeSettings
+    from bastion.serve.runner import uvicorn_options
+
+    section: dict[str, object] = {}
+    for item in sets or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise BastionError(f"--set: expected KEY=VALUE, got {item!r}")
+        section[key] = yaml.safe_load(raw)
+    settings = ServeSettings.from_mapping(section)
+    reg = _open(registry, out)
+    app, guard = build_stage_app(
+        reg,
+        stage,
+        settings=settings,
+        state_dir=state_dir,
+        canary=canary,
+        canary_fraction=canary_fraction if canary else 0.0,
+        shadow=shadow,
+        on_event=lambda message: _err.print(message, markup=False),
+    )
+    primary = guard.current()
+    assert primary is not None
+    _err.print(
+        f"serving stage {stage} (run {primary.run_id}) on http://{host}:{port}; checking "
+        f"{reg.url} every {poll:g} s"
+    )
+    guard.start(poll)
+    try:
+        uvicorn.run(app, **uvicorn_options(settings, host=host, port=port))
+    finally:
+        guard.close()
+        reg.close()
+
+
 def add_commands(app: typer.Typer) -> None:
-    """Attach ``runs``, ``promote``, ``rollback`` and ``risks`` to the main app."""
+    """Attach ``runs``, ``promote``, ``rollback``, ``risks`` and ``serve-stage`` to the main
+    app."""
     app.add_typer(runs_app, name="runs")
     app.command("promote")(promote_command)
     app.command("rollback")(rollback_command)
     app.command("risks")(risks_command)
+    app.command("serve-stage")(serve_stage_command)

@@ -48,6 +48,7 @@ __all__ = [
     "ENV_STAGES",
     "PromotionResult",
     "StageConfig",
+    "check_run_files",
     "current_runs",
     "gate_record",
     "load_stages",
@@ -152,7 +153,7 @@ def _events(s: Session, stage: str) -> list[StageEventRow]:
     )
 
 
-def _check_files(s: Session, row: RunRow) -> None:
+def check_run_files(s: Session, row: RunRow) -> None:
     """The run's model files (those it wrote, or an evaluation's inputs) must still be where
     they were, with the recorded digests."""
     if row.run_dir is None or not Path(row.run_dir).is_dir():
@@ -214,7 +215,7 @@ def promote(
                 f"promote: run {row.run_id} ({row.kind}) has no scorecard to gate; promote a "
                 "`bastion run` or `bastion evaluate` run"
             )
-        _check_files(s, row)
+        check_run_files(s, row)
         stack = stage_stack(_events(s, stage))
         current = stack[-1] if stack else None
         if current == row.run_id:
