@@ -86,6 +86,9 @@ def test_bad_urls_are_one_line_errors(tmp_path: Path) -> None:
         open_engine("sqlite://")
     with pytest.raises(RegistryError, match="not a file"):
         open_engine(tmp_path)
+    with pytest.raises(RegistryError, match=r"u:\*\*\*@h/d: PostgreSQL needs psycopg 3") as info:
+        open_engine("postgresql+asyncpg://u:pw-123@h/d")  # a driver that is not installed
+    assert "pw-123" not in str(info.value)
 
 
 def test_passwords_are_masked_everywhere(capsys: pytest.CaptureFixture[str]) -> None:

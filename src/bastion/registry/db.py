@@ -189,7 +189,13 @@ def _make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return create_engine(parsed, pool_pre_ping=True)
+    try:
+        return create_engine(parsed, pool_pre_ping=True)
+    except ImportError:
+        raise RegistryError(
+            f"registry {display_url(url)}: PostgreSQL needs psycopg 3: pip install "
+            "'bastion[postgres]'"
+        ) from None
 
 
 def open_engine(url: str | os.PathLike[str], *, migrate: bool = True) -> Engine:
