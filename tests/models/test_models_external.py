@@ -146,3 +146,39 @@ def test_a_state_dict_file_loads_with_weights_only(byo: Path, tmp_path: Path) ->
     x = torch.rand(3, 1, 8, 8)
     with torch.no_grad():
         assert torch.allclose(load_model(ref)(x), load_model(byo / "model.yaml")(x))
+
+
+def test_a_reference_is_served_over_http(byo: Path, tmp_path: Path) -> None:
+    import asyncio
+
+    import httpx
+
+    from bastion.serve import ServeSettings, create_key
+    from bastion.serve.runner import build_app_for_run
+
+    svc = tmp_path / "svc"
+    (svc / "models").mkdir(parents=True)
+    for f in ("mynet.py", "model.safetensors", "model.yaml"):
+        shutil.copy(byo / f, svc / "models" / f)
+    key = create_key(svc / "keys.db", "team")
+    app: object = build_app_for_run(svc, settings=ServeSettings())
+    x = torch.rand(2, 1, 8, 8)
+    with torch.no_grad():
+        expected = load_model(byo / "model.yaml")(x).argmax(1).tolist()
+
+    async def ask() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            return await client.post(
+                "/v1/predict", json={"inputs": x.tolist()}, headers={"X-API-Key": key}
+            )
+
+    try:
+        response = asyncio.run(ask())
+    finally:
+        app.state.service.batcher.close()  # type: ignore[attr-defined]
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model"] == "model"
+    assert [p["label"] for p in body["predictions"]] == expected
+    assert [p["class_name"] for p in body["predictions"]] == [str(i) for i in expected]

@@ -21,7 +21,8 @@ from bastion.models import BastionModel, load_model, read_sidecar
 
 
 def pick_model(run_dir: str | os.PathLike[str], name: str | None = None) -> Path:
-    """The model stem ``<run_dir>/models/<name>`` to serve.
+    """The model stem ``<run_dir>/models/<name>`` to serve (or its reference file
+    ``<name>.yaml`` for a model from outside the zoo).
 
     ``name=None`` picks the last model of the run's ``scorecard.json`` (the pipeline writes
     them in config order, the hardened one last), else the only model in ``models/``.
@@ -30,7 +31,9 @@ def pick_model(run_dir: str | os.PathLike[str], name: str | None = None) -> Path
     models = run / "models"
     if not models.is_dir():
         raise ModelFileError(f"{run}: not a run directory (no models/ folder)")
-    available = sorted(p.stem for p in models.glob("*.safetensors"))
+    # a team's own model is served from a reference file (bastion.models.external)
+    refs = {p.stem: p for suffix in ("*.yaml", "*.yml") for p in models.glob(suffix)}
+    available = sorted({p.stem for p in models.glob("*.safetensors")} | set(refs))
     if name is None:
         card = run / "scorecard.json"
         if card.is_file():
@@ -53,6 +56,8 @@ def pick_model(run_dir: str | os.PathLike[str], name: str | None = None) -> Path
             f"model: {name!r} not found in {models}; expected one of "
             f"{', '.join(available) or '(none found)'}"
         )
+    if name in refs and not (models / f"{name}.json").is_file():  # no bastion sidecar
+        return refs[name]
     return models / name
 
 
@@ -109,7 +114,7 @@ class ModelGuard:
             lo, hi = threat["bounds"]
             bounds = (float(lo), float(hi))
         stem = Path(path).name
-        for suffix in (".safetensors", ".json"):
+        for suffix in (".safetensors", ".json", ".yaml", ".yml"):
             stem = stem.removesuffix(suffix)
         return cls(loaded, classes=classes, name=stem, bounds=bounds)
 

@@ -44,7 +44,7 @@ def load_service_guard(
         stem = text_model.with_suffix("")
         return TextGuard.from_file(stem), stem.name
     stem = pick_model(run, model)
-    return ModelGuard.from_file(stem), stem.name
+    return ModelGuard.from_file(stem), stem.name.removesuffix(".yaml").removesuffix(".yml")
 
 
 def build_app_for_run(run_dir: str | os.PathLike[str], *, settings: ServeSettings) -> object:
