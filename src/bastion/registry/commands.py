@@ -23,7 +23,10 @@ __all__ = ["add_commands", "runs_app"]
 _out = Console(highlight=False, soft_wrap=True)
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-runs_app = typer.Typer(no_args_is_help=True, help="The run registry: list, show, diff, lineage.")
+runs_app = typer.Typer(
+    no_args_is_help=True,
+    help="The run registry: list, show, diff, lineage, add, stale, reevaluate.",
+)
 
 RegistryOpt = Annotated[
     str | None,
@@ -255,6 +258,56 @@ def runs_add(
         _out.print(f"recorded as run {run_id} in {reg.url}")
 
 
+@runs_app.command("stale")
+def runs_stale(
+    registry: RegistryOpt = None,
+    out: OutOpt = Path("runs"),
+    fail: Annotated[bool, typer.Option("--fail", help="Exit 1 if a stage run is stale.")] = False,
+) -> None:
+    """Stage runs whose newest evaluation used another attack library than this bastion's
+    (re-evaluate them with `bastion runs reevaluate RUN`)."""
+    from bastion.registry.living import stale_runs
+    from bastion.registry.record import attack_library_version
+
+    with _open(registry, out) as reg:
+        stale = stale_runs(reg)
+    typer.echo(f"attack library now: {attack_library_version()}")
+    for st in stale:
+        typer.echo(
+            f"{st.stage}: run {st.run.run_id} last evaluated by {st.evaluation.run_id} with "
+            f"{st.evaluation.attack_library or 'an unknown library'}"
+        )
+    if not stale:
+        typer.echo("every stage run was evaluated with the current attack library")
+    elif fail:
+        raise typer.Exit(1)
+
+
+@runs_app.command("reevaluate")
+def runs_reevaluate(
+    run: Annotated[str, typer.Argument(help="The run whose models to evaluate again.")],
+    dest: Annotated[
+        Path | None,
+        typer.Option("--dest", help="Folder of the new scorecard (default: beside the run)."),
+    ] = None,
+    subset: Annotated[
+        int | None, typer.Option("--subset", min=1, help="Only the first N test examples.")
+    ] = None,
+    registry: RegistryOpt = None,
+    out: OutOpt = Path("runs"),
+) -> None:
+    """Evaluate a run's models again under its recorded config with the current attack
+    library, and record the evaluation (its parent: the run)."""
+    from bastion.registry.living import reevaluate
+
+    with _open(registry, out) as reg:
+        evaluation = reevaluate(reg, run, out=dest, subset=subset)
+    _out.print(
+        f"re-evaluated as run {evaluation.run_id} ({evaluation.attack_library}): "
+        f"{_summary_text(evaluation)}"
+    )
+
+
 def promote_command(
     run: Annotated[str, typer.Argument(help="Run id, unique prefix, run directory or its name.")],
     stage: Annotated[str, typer.Option("--stage", help="The stage to promote to.")] = "production",
@@ -324,7 +377,8 @@ def risks_command(
     out: OutOpt = Path("runs"),
 ) -> None:
     """Each risk of the register with its status (mitigated, at risk, no evidence), computed
-    from the scorecard of the run now in production (or --run, --scorecard)."""
+    from the scorecard of the run now in production (its newest re-evaluation, if any), or of
+    --run, or --scorecard."""
     from bastion.errors import BastionError
     from bastion.evaluation.gate import GateError, read_gate_scorecard
     from bastion.registry.risks import assess, load_register, render_risks
@@ -351,10 +405,17 @@ def risks_command(
                     )
                 run = held
             info = reg.get(run)
-        if info.scorecard is None:
+            judged = info
+            if from_stage:
+                from bastion.registry.living import latest_evaluation
+
+                judged = latest_evaluation(reg, info.run_id)
+        if judged.scorecard is None:
             raise BastionError(f"risks: run {info.run_id} ({info.kind}) has no scorecard")
-        doc = info.scorecard
+        doc = judged.scorecard
         where = f"run {info.run_id}" + (f" (in {stage})" if from_stage else "")
+        if judged.run_id != info.run_id:
+            where += f", as re-evaluated by {judged.run_id} ({judged.attack_library})"
         title = f"risks of {register} against {where}"
     statuses = assess(reg_doc, doc, source=str(register))
     typer.echo(render_risks(statuses, title=title))
