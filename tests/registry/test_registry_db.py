@@ -148,3 +148,18 @@ def test_concurrent_first_opens_migrate_once(tmp_path: Path) -> None:
     with engine.connect() as conn:
         assert conn.execute(text("select count(*) from alembic_version")).scalar() == 1
     engine.dispose()
+
+
+def test_reading_commands_do_not_create_a_registry(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = tmp_path / "typo.db"
+    assert main(["runs", "list", "--registry", str(missing)]) == 2
+    assert main(["rollback", "--registry", str(missing)]) == 2
+    assert "not found" in capsys.readouterr().err and not missing.exists()
+    monkeypatch.chdir(tmp_path)  # the default: .bastion/registry.db beside ./runs
+    assert main(["runs", "list"]) == 2
+    assert not (tmp_path / ".bastion").exists()
+    monkeypatch.setenv(ENV_URL, "off")
+    assert main(["runs", "list"]) == 2
+    assert "turned off" in capsys.readouterr().err

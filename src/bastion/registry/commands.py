@@ -48,10 +48,26 @@ StagesOpt = Annotated[
 ]
 
 
-def _open(registry: str | None, out: Path) -> Registry:
+def _open(registry: str | None, out: Path, *, create: bool = False) -> Registry:
+    """The registry named by --registry, $BASTION_REGISTRY_URL or beside --out. A SQLite file
+    that does not exist is an error (a typo must not create an empty registry) unless
+    ``create``."""
+    from sqlalchemy.engine import make_url
+
+    from bastion.registry.db import RegistryError, resolve_registry_url
     from bastion.registry.store import Registry
 
-    return Registry.open(registry, out_dir=out)
+    url = resolve_registry_url(registry, out_dir=out)
+    if url is None:
+        raise RegistryError("registry: turned off (BASTION_REGISTRY_URL=off); give --registry")
+    if not create and url.startswith("sqlite:///"):
+        database = make_url(url).database
+        if database and not Path(database).exists():
+            raise RegistryError(
+                f"registry {database}: not found (bastion run creates it; give --registry or "
+                "--out for another one)"
+            )
+    return Registry(url)
 
 
 def _pct(v: Any) -> str:
@@ -253,7 +269,7 @@ def runs_add(
     if (run_dir is None) == (model is None):
         raise BastionError("runs add: give a RUN_DIR or --model FILE (one of them)")
     rec = run_record(run_dir) if run_dir is not None else model_record(model or Path())
-    with _open(registry, out) as reg:
+    with _open(registry, out, create=True) as reg:
         run_id = reg.record(rec, parent=parent)
         _out.print(f"recorded as run {run_id} in {reg.url}")
 
