@@ -52,6 +52,7 @@ from torch import Tensor, nn
 
 from bastion.errors import ConfigError, ModelFileError
 from bastion.models.zoo import BastionModel, ModelSpec, build_model
+from bastion.privacy.dp import DPSettings, train_dp
 from bastion.privacy.metrics import membership_report
 from bastion.threat import ThreatModel
 from bastion.training.trainer import Trainer, TrainSettings
@@ -130,11 +131,14 @@ class ShadowRecipe:
         spec: the architecture, input shape, classes and normalisation (a bastion model spec).
         settings: the trainer settings (objective included).
         threat: the threat model the trainer validates against (and adversarial objectives use).
+        dp: train with DP-SGD instead (:func:`bastion.privacy.dp.train_dp`; ``settings`` and
+            ``threat`` are then not used), to measure what differential privacy buys.
     """
 
     spec: ModelSpec
     settings: TrainSettings
     threat: ThreatModel
+    dp: DPSettings | None = None
 
     def fingerprint(self) -> str:
         """sha256 of the recipe's canonical description (identifies compatible shadows)."""
@@ -143,6 +147,8 @@ class ShadowRecipe:
             "settings": repr(self.settings),
             "threat": repr(self.threat),
         }
+        if self.dp is not None:
+            doc["dp"] = repr(self.dp)
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
@@ -206,9 +212,12 @@ def _train_one(job: _Job) -> tuple[int, float]:
         xv, yv = job.x_val, job.y_val
     else:  # the shadow's own OUT half validates (selection only, never trained on)
         xv, yv = job.x[~mask], job.y[~mask]
-    Trainer(job.recipe.settings, job.recipe.threat, seed=train_seed).fit(
-        model, job.x[mask], job.y[mask], xv, yv
-    )
+    if job.recipe.dp is not None:
+        train_dp(model, job.x[mask], job.y[mask], job.recipe.dp, seed=train_seed)
+    else:
+        Trainer(job.recipe.settings, job.recipe.threat, seed=train_seed).fit(
+            model, job.x[mask], job.y[mask], xv, yv
+        )
     path = _shadow_path(Path(job.directory), job.index)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
