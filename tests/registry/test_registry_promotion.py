@@ -175,3 +175,35 @@ def test_command_line_exit_codes(
     listing = capsys.readouterr().out
     (v1_line,) = [ln for ln in listing.splitlines() if ln.startswith(ids["v1"])]
     assert " production " in v1_line
+
+
+def test_concurrent_promotions_are_serialised(
+    registry_url: str, project: Project, policy: Path
+) -> None:
+    """Two promotions into an empty stage at once: the second one judged sees the first as
+    the run in production (its baseline), never an empty stage."""
+    import threading
+
+    with Registry(registry_url) as reg:
+        ids = {v: reg.record(run_record(d)) for v, d in project.runs.items()}
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(2)
+
+    def go(version: str) -> None:
+        try:
+            with Registry(registry_url) as own:
+                barrier.wait()
+                promote(own, ids[version], "production", policy=policy)
+        except BaseException as e:  # collected and re-raised below
+            errors.append(e)
+
+    threads = [threading.Thread(target=go, args=(v,)) for v in ("v1", "better")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with Registry(registry_url) as reg:
+        first, second = reg.stage_events("production")
+    assert first.action == "promote" and first.previous_run_id is None
+    assert second.previous_run_id == first.run_id
