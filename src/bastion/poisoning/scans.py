@@ -15,7 +15,7 @@ examples go to the quarantine (:mod:`bastion.poisoning.quarantine`) with their s
   vector of the centred features and flag the ``1.5 * eps * n`` highest.
 * :func:`spectre` (Hayase, Kong, Somani and Oh 2021, "SPECTRE: defending against backdoor
   attacks using robust statistics"): per class, project on the top ``k`` singular directions,
-  whiten with a robustly estimated mean and covariance (iterative trimming here), and score by
+  whiten with a robustly estimated mean and covariance (spectral filtering), and score by
   QUantum Entropy (QUE) outlier scores; flag the ``1.5 * eps * n`` highest.
 
 All three are deterministic given their ``seed`` (k-means and the silhouette sample use it).
@@ -24,7 +24,6 @@ All three are deterministic given their ``seed`` (k-means and the silhouette sam
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,27 +99,74 @@ def _top_directions(centred: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray
 
 
 def _reduce(
-    centred: np.ndarray, k: int, *, method: str, seed: int, fit_sample: int = 3000
+    centred: np.ndarray,
+    k: int,
+    *,
+    method: str,
+    seed: int,
+    fit_sample: int = 3000,
+    projected: bool = False,
 ) -> np.ndarray:
     """``(n, k)``: ``centred`` (``(n, D)``) reduced by PCA or by FastICA (on the top-``k``
-    principal subspace, so the independent components are unit-variance and a direction along
-    which a small cluster sits apart stands out as strongly non-Gaussian)."""
-    from sklearn.decomposition import FastICA
-    from sklearn.exceptions import ConvergenceWarning
-
-    reduced = _project(centred, k)
+    principal subspace, whitened, so the independent components are unit-variance and a
+    direction along which a small cluster sits apart stands out as strongly non-Gaussian)."""
+    reduced = centred if projected else _project(centred, k)
     if method == "pca":
         return reduced
-    ica = FastICA(n_components=k, whiten="unit-variance", random_state=seed, max_iter=400, tol=1e-3)
-    fit_on = reduced
-    if len(reduced) > fit_sample:  # the unmixing is learnt on a seeded sample, applied to all
-        pick = np.random.default_rng(seed).choice(len(reduced), fit_sample, replace=False)
-        fit_on = reduced[np.sort(pick)]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        ica.fit(fit_on)
-    out: np.ndarray = ica.transform(reduced)
+    scale = reduced.std(axis=0)
+    scale[scale == 0] = 1.0
+    white = reduced / scale  # PCA scores are uncorrelated: dividing by the spread whitens
+    rng = np.random.default_rng(seed)
+    fit_on = white
+    if len(white) > fit_sample:  # the unmixing is learnt on a seeded sample, applied to all
+        fit_on = white[np.sort(rng.choice(len(white), fit_sample, replace=False))]
+    unmix = _fast_ica(fit_on, rng)
+    out: np.ndarray = white @ unmix.T
     return out
+
+
+def _fast_ica(
+    white: np.ndarray, rng: np.random.Generator, iters: int = 200, tol: float = 1e-4
+) -> np.ndarray:
+    """Symmetric FastICA with the log-cosh contrast (Hyvarinen 1999) on whitened data
+    ``(n, k)``; returns the orthogonal unmixing matrix ``(k, k)``, started from a random
+    orthogonal matrix drawn from ``rng``."""
+
+    def decorrelate(w: np.ndarray) -> np.ndarray:
+        evals, evecs = np.linalg.eigh(w @ w.T)
+        out: np.ndarray = evecs @ np.diag(1.0 / np.sqrt(np.clip(evals, 1e-12, None))) @ evecs.T @ w
+        return out
+
+    k = white.shape[1]
+    w = decorrelate(rng.normal(size=(k, k)))
+    for _ in range(iters):
+        g = np.tanh(white @ w.T)  # (n, k)
+        new = (g.T @ white) / len(white) - np.diag((1 - g**2).mean(axis=0)) @ w
+        new = decorrelate(new)
+        converged = float(np.max(np.abs(np.abs(np.einsum("ij,ij->i", new, w)) - 1))) < tol
+        w = new
+        if converged:
+            break
+    return w
+
+
+def _silhouette(z: np.ndarray, assign: np.ndarray, rng: np.random.Generator, sample: int) -> float:
+    """Mean silhouette (Rousseeuw 1987) of a two-cluster ``assign`` over a seeded sample of at
+    most ``sample`` points of ``z`` (``(n, k)``)."""
+    if len(z) > sample:
+        pick = np.sort(rng.choice(len(z), sample, replace=False))
+        z, assign = z[pick], assign[pick]
+    sq = (z * z).sum(axis=1)
+    dist = np.sqrt(np.clip(sq[:, None] + sq[None, :] - 2 * z @ z.T, 0, None))
+    values = np.zeros(len(z))
+    for c in (0, 1):
+        own = assign == c
+        if own.sum() < 2 or (~own).sum() == 0:
+            return 0.0
+        a = dist[np.ix_(own, own)].sum(axis=1) / (own.sum() - 1)
+        b = dist[np.ix_(own, ~own)].mean(axis=1)
+        values[own] = (b - a) / np.maximum(np.maximum(a, b), 1e-12)
+    return float(values.mean())
 
 
 def _kmeans2(z: np.ndarray, rng: np.random.Generator, inits: int = 10) -> np.ndarray:
@@ -135,8 +181,9 @@ def _kmeans2(z: np.ndarray, rng: np.random.Generator, inits: int = 10) -> np.nda
         second = z[rng.choice(len(z), p=d2 / total)] if total > 0 else z[rng.integers(len(z))]
         centres = np.stack([first, second])
         for _ in range(100):
-            dist = ((z[:, None, :] - centres[None, :, :]) ** 2).sum(axis=2)
-            assign = dist.argmin(axis=1)
+            assign = (
+                ((z - centres[1]) ** 2).sum(axis=1) < ((z - centres[0]) ** 2).sum(axis=1)
+            ).astype(np.int64)
             moved = np.stack(
                 [z[assign == j].mean(axis=0) if (assign == j).any() else centres[j] for j in (0, 1)]
             )
@@ -162,8 +209,6 @@ def _two_means(
 ) -> _Split:
     """2-means on ``reduced`` (``(n, k)``): the smaller cluster, its relative size, the
     silhouette score (on a seeded sample) and each point's normalised margin towards it."""
-    from sklearn.metrics import silhouette_score
-
     rng = np.random.default_rng(seed)
     fit_on = reduced
     if len(reduced) > fit_sample:  # centroids from a seeded sample, assignments for all
@@ -174,17 +219,7 @@ def _two_means(
     ).astype(np.int64)
     sizes = np.bincount(assign, minlength=2)
     small = int(np.argmin(sizes))
-    if sizes.min() == 0:
-        sil = 0.0
-    else:
-        sil = float(
-            silhouette_score(
-                reduced,
-                assign,
-                sample_size=min(silhouette_sample, len(reduced)),
-                random_state=seed,
-            )
-        )
+    sil = 0.0 if sizes.min() == 0 else _silhouette(reduced, assign, rng, silhouette_sample)
     c_small, c_big = centres[small], centres[1 - small]
     gap = float(np.linalg.norm(c_small - c_big)) or 1.0
     d_small = np.linalg.norm(reduced - c_small, axis=1)
@@ -201,7 +236,7 @@ def activation_clustering(
     max_relative_size: float = 0.35,
     min_silhouette: float = 0.2,
     seed: int = 0,
-    silhouette_sample: int = 2000,
+    silhouette_sample: int = 1000,
 ) -> ScanResult:
     """Activation clustering (Chen et al. 2018).
 
@@ -243,8 +278,13 @@ def activation_clustering(
         centred = feats[idx] - feats[idx].mean(axis=0)
         k = min(dims, centred.shape[1], len(idx) - 1)
         views = ("pca", "ica") if reduction == "both" else (reduction,)
+        projected = _project(centred, k)
         verdicts = [
-            _two_means(_reduce(centred, k, method=v, seed=seed), seed, silhouette_sample)
+            _two_means(
+                _reduce(projected, k, method=v, seed=seed, projected=True),
+                seed,
+                silhouette_sample,
+            )
             for v in views
         ]
         # the view with the best-separated small cluster speaks for the class
@@ -364,22 +404,25 @@ def spectral_signatures(
 
 
 def _robust_mean_cov(z: np.ndarray, eps: float, rounds: int = 5) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and covariance of ``z`` (``(n, k)``) by iterative trimming: repeatedly drop the
-    ``1.5 * eps`` share with the largest Mahalanobis distance under the current estimate."""
+    """Mean and covariance of ``z`` (``(n, k)``) by spectral filtering (in the spirit of the
+    robust estimators SPECTRE builds on, Diakonikolas et al. 2017): over ``rounds`` rounds,
+    drop in all a ``1.5 * eps`` share of the points, each round those with the largest squared
+    projection on the top eigenvector of the current covariance (where a cluster of outliers
+    inflates the variance)."""
     keep = np.ones(len(z), dtype=bool)
     n_drop = math.floor(1.5 * eps * len(z))
-    mean = z.mean(axis=0)
-    cov = np.cov(z, rowvar=False) + 1e-6 * np.eye(z.shape[1])
-    for _ in range(rounds):
-        prec = np.linalg.pinv(cov)
-        diff = z - mean
-        dist = np.einsum("ij,jk,ik->i", diff, prec, diff)
-        keep = np.ones(len(z), dtype=bool)
-        if n_drop:
-            keep[np.argsort(-dist, kind="stable")[:n_drop]] = False
-        mean = z[keep].mean(axis=0)
-        cov = np.cov(z[keep], rowvar=False) + 1e-6 * np.eye(z.shape[1])
-    return mean, cov
+    per_round = [n_drop // rounds + (1 if r < n_drop % rounds else 0) for r in range(rounds)]
+    for count in per_round:
+        if count == 0:
+            continue
+        kept = np.flatnonzero(keep)
+        centred = z[kept] - z[kept].mean(axis=0)
+        _, evecs = np.linalg.eigh(centred.T @ centred)
+        proj = (centred @ evecs[:, -1]) ** 2
+        keep[kept[np.argsort(-proj, kind="stable")[:count]]] = False
+    mean = z[keep].mean(axis=0)
+    cov = np.cov(z[keep], rowvar=False).reshape(z.shape[1], z.shape[1])
+    return mean, cov + 1e-6 * np.eye(z.shape[1])
 
 
 def spectre(
@@ -395,7 +438,7 @@ def spectre(
     """SPECTRE-style scan (Hayase et al. 2021).
 
     Per class: centre, project on the top ``dims`` singular directions, estimate mean and
-    covariance robustly (iterative trimming of a ``1.5 * eps`` share, in place of the paper's
+    covariance robustly (spectral filtering of a ``1.5 * eps`` share, in place of the paper's
     robust estimator), whiten, and score each whitened point ``h`` by QUE,
     ``h^T Q h / tr(Q)`` with ``Q = exp(alpha (S - I) / (||S||_2 - 1))`` and ``S`` the
     covariance of the whitened points (the paper's ``alpha = 4``). Flags the
