@@ -163,3 +163,25 @@ def test_reading_commands_do_not_create_a_registry(
     monkeypatch.setenv(ENV_URL, "off")
     assert main(["runs", "list"]) == 2
     assert "turned off" in capsys.readouterr().err
+
+
+def test_the_alembic_command_line_path_of_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Developers run alembic itself (no connection handed over): env.py then migrates the
+    database named by BASTION_REGISTRY_URL, to the same schema."""
+    from alembic import command
+    from alembic.config import Config
+
+    import bastion.registry.db as db_module
+
+    db = tmp_path / "dev.db"
+    monkeypatch.setenv(ENV_URL, f"sqlite:///{db}")
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(db_module.__file__).parent / "migrations"))
+    command.upgrade(cfg, "head")
+    engine = create_engine(f"sqlite:///{db}")
+    with engine.connect() as conn:
+        assert schema_revision(conn) == head_revision()
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+    engine.dispose()
