@@ -314,10 +314,33 @@ def runs_reevaluate(
 ) -> None:
     """Evaluate a run's models again under its recorded config with the current attack
     library, and record the evaluation (its parent: the run)."""
-    from bastion.registry.living import reevaluate
+    import os
+    import sys
+
+    from bastion.cli import main
+    from bastion.errors import BastionError
+    from bastion.registry.db import ENV_URL
+    from bastion.registry.living import plan_reevaluation, record_reevaluation
 
     with _open(registry, out) as reg:
-        evaluation = reevaluate(reg, run, out=dest, subset=subset)
+        plan = plan_reevaluation(reg, run, out=dest)
+        args = ["evaluate", str(plan.config), "--out", str(plan.scorecard), "-q"]
+        for m in plan.models:
+            args += ["-m", str(m.with_suffix(""))]
+        if subset is not None:
+            args += ["--subset", str(subset)]
+        before = os.environ.get(ENV_URL)
+        os.environ[ENV_URL] = "off"  # recorded below, in this registry, with its parent
+        try:
+            code = main(args)
+        finally:
+            if before is None:
+                os.environ.pop(ENV_URL, None)
+            else:
+                os.environ[ENV_URL] = before
+        if code != 0:
+            raise BastionError(f"runs reevaluate: the evaluation failed (exit {code})")
+        evaluation = record_reevaluation(reg, plan, command="bastion " + " ".join(sys.argv[1:]))
     _out.print(
         f"re-evaluated as run {evaluation.run_id} ({evaluation.attack_library}): "
         f"{_summary_text(evaluation)}"

@@ -6,9 +6,9 @@ attack code). When the library changes (a new attack, a stronger default, a fixe
 the stages hold were judged by yesterday's attacks:
 
 - :func:`stale_runs` lists the stage runs whose newest evaluation used another library;
-- :func:`reevaluate` evaluates a run's models again under its recorded config with the current
-  library (``bastion evaluate``), and records that evaluation (kind ``evaluate``, its parent the
-  run), next to the run's folder;
+- ``bastion runs reevaluate`` evaluates a run's models again under its recorded config with the
+  current library (:func:`plan_reevaluation`, ``bastion evaluate``, :func:`record_reevaluation`:
+  kind ``evaluate``, its parent the run), next to the run's folder;
 - :func:`latest_evaluation` is the newest evaluation of a run's exact model files (by digest),
   the run itself if none is newer: ``bastion risks --stage`` judges the register against it.
 """
@@ -20,12 +20,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bastion.registry.db import ENV_URL, RegistryError
-from bastion.registry.record import attack_library_version
+from bastion.registry.db import RegistryError
+from bastion.registry.record import attack_library_version, evaluation_record
 from bastion.registry.stages import current_runs
 from bastion.registry.store import Registry, RunInfo
 
-__all__ = ["StaleRun", "latest_evaluation", "reevaluate", "stale_runs"]
+__all__ = [
+    "Reevaluation",
+    "StaleRun",
+    "latest_evaluation",
+    "plan_reevaluation",
+    "record_reevaluation",
+    "stale_runs",
+]
 
 
 def latest_evaluation(reg: Registry, run_id: str) -> RunInfo:
@@ -67,48 +74,44 @@ def stale_runs(reg: Registry) -> list[StaleRun]:
     return out
 
 
-def reevaluate(
-    reg: Registry, ref: str, *, out: str | os.PathLike[str] | None = None, subset: int | None = None
-) -> RunInfo:
-    """Evaluate run ``ref``'s models again under its recorded config with the current attack
-    library (``bastion evaluate``), record the evaluation in ``reg`` and return its record.
+@dataclass(frozen=True)
+class Reevaluation:
+    """What re-evaluating a run takes: its recorded config, its model files, and where the new
+    scorecard goes."""
 
+    run: RunInfo
+    config: Path
+    models: tuple[Path, ...]
+    scorecard: Path
+
+
+def plan_reevaluation(
+    reg: Registry, ref: str, *, out: str | os.PathLike[str] | None = None
+) -> Reevaluation:
+    """The inputs of re-evaluating run ``ref`` (``bastion runs reevaluate`` runs
+    ``bastion evaluate`` on them, then records the result with :func:`record_reevaluation`).
     The scorecard goes to ``out`` (default ``<runs folder>/<run dir>.reeval-<UTC stamp>/``).
 
     Raises:
-        RegistryError: an unknown run, a run without its directory, config or models, or an
-            evaluation that failed (its message was printed).
+        RegistryError: an unknown run, not a ``bastion run``, or one whose directory, config or
+            models are gone.
     """
-    from bastion.cli import main
-
     run = reg.get(ref)
     if run.kind != "run" or run.run_dir is None:
         raise RegistryError(f"reevaluate: run {run.run_id} is a {run.kind}; give a `bastion run`")
     run_dir = Path(run.run_dir)
     config = run_dir / "config.yaml"
-    models = [run_dir / a.path for a in reg.artifacts(run.run_id) if a.role == "model"]
-    if not config.is_file() or not models:
+    models = tuple(run_dir / a.path for a in reg.artifacts(run.run_id) if a.role == "model")
+    if not config.is_file() or not models or not all(m.is_file() for m in models):
         raise RegistryError(f"reevaluate: {run_dir} has no config.yaml or no models any more")
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     folder = Path(out) if out is not None else run_dir.parent / f"{run_dir.name}.reeval-{stamp}"
-    scorecard = folder / "scorecard.json"
-    args = ["evaluate", str(config), "--out", str(scorecard), "-q"]
-    for m in models:
-        args += ["-m", str(m.with_suffix(""))]
-    if subset is not None:
-        args += ["--subset", str(subset)]
-    before = os.environ.get(ENV_URL)
-    os.environ[ENV_URL] = reg._raw_url  # the evaluation is recorded in this registry
-    try:
-        code = main(args)
-    finally:
-        if before is None:
-            os.environ.pop(ENV_URL, None)
-        else:
-            os.environ[ENV_URL] = before
-    if code != 0:
-        raise RegistryError(f"reevaluate: the evaluation of run {run.run_id} failed (exit {code})")
-    for other in reg.runs(limit=20):
-        if other.kind == "evaluate" and other.run_dir == str(folder.resolve()):
-            return other
-    raise RegistryError(f"reevaluate: the evaluation of run {run.run_id} was not recorded")
+    return Reevaluation(run, config, models, folder / "scorecard.json")
+
+
+def record_reevaluation(
+    reg: Registry, plan: Reevaluation, *, command: str | None = None
+) -> RunInfo:
+    """Record the evaluation ``plan`` produced (kind ``evaluate``, parent the run)."""
+    rec = evaluation_record(plan.scorecard, plan.models, config=plan.config, command=command)
+    return reg.get(reg.record(rec, parent=plan.run.run_id))
