@@ -3,6 +3,7 @@ idle connections closed, and keyed requests unaffected."""
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -11,6 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
+import numpy as np
 import uvicorn
 from serve_fixtures import digits_test_images
 
@@ -101,3 +103,24 @@ def test_an_upload_without_a_key_gets_401_and_the_connection_is_closed(
             for _ in range(2):
                 r = client.post("/v1/predict", json={"input": [[[0.0] * 8] * 8]})
                 assert r.status_code == 401 and "connection" not in r.headers
+
+
+def test_large_keyed_uploads_stream_through_the_paused_reads(make_served: MakeServed) -> None:
+    s = make_served(rate=None, extraction_check=False)
+    x, _ = digits_test_images()
+    rows = np.tile(x[:1], (250, 1, 1, 1)) + np.linspace(0, 0.001, 250)[:, None, None, None]
+    body = json.dumps({"inputs": rows.tolist()}).encode()
+    assert len(body) > 5 * 64 * 1024  # many socket reads
+
+    def chunks() -> Iterator[bytes]:  # chunked, no Content-Length
+        for i in range(0, len(body), 10_000):
+            yield body[i : i + 10_000]
+
+    with (
+        running(s.client.app, s.settings) as address,
+        httpx.Client(base_url=f"http://{address}", headers=s.auth, timeout=30) as c,
+    ):
+        for content in (body, chunks()):
+            r = c.post("/v1/predict", content=content)
+            assert r.status_code == 200, r.text[:300]
+            assert len(r.json()["predictions"]) == 250

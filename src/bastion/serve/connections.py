@@ -5,8 +5,10 @@ uvicorn counts connections in total (``limit_concurrency``) but has no per-addre
 no timeout for a connection that never sends a request. :func:`bounded_protocol` wraps its
 HTTP protocol class: a connection over the per-address bound is closed as soon as it is
 accepted (before any byte is read), and one that has not completed a request head within
-``idle_timeout_s`` is closed; socket reads are at most 64 KiB (asyncio's default is 256 KiB),
-which bounds what uvicorn buffers of a body before the app has checked the request's key.
+``idle_timeout_s`` is closed. Of a body, uvicorn buffers only what it has read before the app
+asks for it: reads are at most 64 KiB (asyncio's default is 256 KiB) and reading pauses once
+body bytes wait unasked (the app checks the key first), so an upload without a key costs at
+most one read.
 Everything runs on the server's event loop: no locks.
 """
 
@@ -72,6 +74,18 @@ def bounded_protocol(
             super().connection_made(transport)
             loop = asyncio.get_running_loop()
             self._bastion_timer = loop.call_later(idle_timeout_s, self._bastion_idle, transport)
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            # body bytes arrived for a request whose app has not asked for them (its key is
+            # being checked): stop reading until it does. uvicorn resumes reading when the app
+            # calls receive() and after each response, so at most one read is buffered.
+            cycle = getattr(self, "cycle", None)
+            flow = getattr(self, "flow", None)
+            if cycle is None or flow is None:
+                return
+            if getattr(cycle, "body", None) and not getattr(cycle, "response_complete", True):
+                flow.pause_reading()
 
         def _bastion_idle(self, transport: Any) -> None:
             self._bastion_timer = None
