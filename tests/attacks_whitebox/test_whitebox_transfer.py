@@ -91,7 +91,8 @@ def test_transfer_builds_its_attack_from_a_specification(
 @pytest.mark.parametrize(
     ("kwargs", "pattern"),
     [
-        ({"surrogate": "model"}, r"^transfer\.surrogate: expected a torch nn\.Module, got str"),
+        ({"surrogate": "model"}, r"^transfer\.surrogate: .*model sidecar not found"),
+        ({"surrogate": 3}, r"^transfer\.surrogate: expected a torch nn\.Module or the path"),
         ({"attack": 3}, r"^transfer\.attack: expected an attack or a specification"),
         ({"attack": {"steps": 3}}, r"^transfer\.attack\.name: expected an attack name"),
         ({"attack": {"name": "nope"}}, r"^transfer\.attack\.name: expected one of"),

@@ -50,7 +50,7 @@ def test_load_example_config() -> None:
     assert [m.name for m in cfg.models] == ["baseline", "hardened"]
     assert [m.objective.name for m in cfg.models] == ["standard", "pgd-at"]
     assert cfg.evaluation.examples is None
-    assert [a.key for a in cfg.evaluation.attacks] == ["fgsm", "pgd-50x5"]
+    assert [a.key for a in cfg.evaluation.attacks] == ["fgsm", "pgd-50x5", "square"]
     assert cfg.evaluation.attacks[1].settings() == {"steps": 50, "restarts": 5}
     assert cfg.evaluation.eps_grid == [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3]
     pgd = build_attack(cfg.evaluation.attacks[1].name, cfg.evaluation.attacks[1].settings())

@@ -124,16 +124,26 @@ def test_bad_seed(seed: object) -> None:
 
 
 def test_unknown_name_lists_available_sets() -> None:
-    assert available_datasets() == ("breast-cancer", "csv", "digits", "mnist")
+    assert available_datasets() == (
+        "breast-cancer",
+        "csv",
+        "digits",
+        "factory",
+        "image-folder",
+        "mnist",
+        "npz",
+    )
     with pytest.raises(DataError) as info:
         load_dataset("cifar10")
     assert "'cifar10'" in str(info.value)
-    assert "breast-cancer, csv, digits, mnist" in str(info.value)
+    assert "breast-cancer, csv, digits, factory, image-folder, mnist, npz" in str(info.value)
 
 
 def test_csv_arguments_are_rejected_for_other_sets() -> None:
-    with pytest.raises(DataError, match="path: only used by the 'csv' data set"):
+    with pytest.raises(DataError, match="path: only used by the csv, image-folder, npz"):
         load_dataset("digits", path="x.csv")
+    with pytest.raises(DataError, match="schema: only used by the 'csv' data set"):
+        load_dataset("npz", path="x.npz", schema="s.yaml")
     with pytest.raises(DataError, match="csv: schema required"):
         load_dataset("csv", path="x.csv")
 
