@@ -413,8 +413,8 @@ def transferability(
 ) -> dict[str, Any]:
     """How well PGD examples crafted on the stolen ``student`` fool the ``victim``.
 
-    PGD-``steps`` runs white-box on the student (:class:`TransferAttack`); its points are then
-    classified by the victim (one query each). Returned: ``victim_clean_accuracy``,
+    PGD-``steps`` (no early stop) runs white-box on the student (:class:`TransferAttack`); its
+    points are then classified by the victim (one query each). Returned: ``victim_clean_accuracy``,
     ``victim_accuracy_transfer`` (under the transferred examples), ``transfer_success_rate``
     (of the examples the victim classified correctly, the share now misclassified),
     ``student_success_rate`` (white-box, on the student), and the same rate for random noise
@@ -424,7 +424,11 @@ def transferability(
     """
     gen = torch.Generator().manual_seed(seed)
     clean = predict(victim, x) == y
-    attack = TransferAttack(surrogate=student, attack=PGD(steps=steps, restarts=1))
+    # every example takes every step (no early stop): a point just across the student's
+    # boundary rarely crosses the victim's
+    attack = TransferAttack(
+        surrogate=student, attack=PGD(steps=steps, restarts=1, early_stop=False)
+    )
     res = attack(victim, x, y, threat, generator=gen)
     fooled = predict(victim, res.x_adv) != y
     on_student = predict(student, res.x_adv) != y
