@@ -32,6 +32,7 @@ from bastion.errors import BastionError
 __all__ = [
     "DEFAULT_DB",
     "ENV_URL",
+    "PG_LOCK_KEY",
     "RegistryError",
     "display_url",
     "head_revision",
@@ -49,7 +50,8 @@ DEFAULT_DB = Path(".bastion") / "registry.db"
 """The default registry, relative to the folder that holds the runs folder."""
 
 _MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-_PG_LOCK_KEY = 0x62617374  # "bast": the advisory lock taken while migrating or promoting
+PG_LOCK_KEY = 0x62617374
+"""The PostgreSQL advisory lock key ("bast") held while migrating or promoting."""
 
 
 class RegistryError(BastionError, ValueError):
@@ -157,7 +159,7 @@ def locked(conn: Connection) -> Iterator[Connection]:
     ``BEGIN IMMEDIATE`` is what every transaction begins with; PostgreSQL: an advisory lock)."""
     with conn.begin():
         if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_LOCK_KEY})
         yield conn
 
 

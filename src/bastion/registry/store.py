@@ -26,13 +26,18 @@ from sqlalchemy import Engine, or_, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from bastion.registry.db import RegistryError, display_url, open_engine, resolve_registry_url, scrub
+from bastion.registry.db import (
+    PG_LOCK_KEY,
+    RegistryError,
+    display_url,
+    open_engine,
+    resolve_registry_url,
+    scrub,
+)
 from bastion.registry.models import ArtifactRow, RunRow, StageEventRow
 from bastion.registry.record import ArtifactRecord, RunRecord
 
 __all__ = ["Lineage", "Registry", "RunInfo", "StageEvent"]
-
-_PG_LOCK_KEY = 0x62617374
 
 
 @dataclass(frozen=True)
@@ -194,7 +199,7 @@ class Registry:
         try:
             with Session(self.engine, expire_on_commit=False) as s, s.begin():
                 if lock and self.engine.dialect.name == "postgresql":
-                    s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
+                    s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_LOCK_KEY})
                 yield s
         except SQLAlchemyError as e:
             first = (str(getattr(e, "orig", None) or e).strip().splitlines() or ["error"])[0]
