@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from bastion.attacks.base import Attack, predict
+from bastion.attacks.registry import KNOWLEDGE
 from bastion.errors import ConfigError
 from bastion.evaluation.state import EvaluationState
 from bastion.threat import ThreatModel
@@ -34,8 +35,9 @@ from bastion.threat import ThreatModel
 EvalProgressFn = Callable[[str, int, int], None]
 SanityBudget = Literal["quick", "full", "off"]
 
-#: Attacks that see only the model's outputs (the scorecard's ``worst_case_basis``).
-BLACK_BOX_ATTACKS = frozenset({"square", "hopskipjump", "transfer"})
+#: Attacks that see only the model's outputs (the scorecard's ``worst_case_basis``): every
+#: registered attack whose knowledge is not white-box.
+BLACK_BOX_ATTACKS = frozenset(name for name, kind in KNOWLEDGE.items() if kind != "white-box")
 
 
 def is_black_box(attack: Attack) -> bool:
