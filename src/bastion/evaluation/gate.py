@@ -42,7 +42,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from bastion.errors import BastionError
+from bastion.errors import BastionError, yaml_error_line
 from bastion.evaluation.scorecard import SCHEMA_VERSION
 
 __all__ = [
@@ -382,7 +382,7 @@ def load_policy(path: str | os.PathLike[str]) -> GatePolicy:
     try:
         doc = yaml.safe_load(p.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise GateError(f"{p}: not valid YAML: {e}") from None
+        raise GateError(f"{p}: not valid YAML: {yaml_error_line(e)}") from None
     return parse_policy(doc, source=str(p))
 
 
