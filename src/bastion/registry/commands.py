@@ -104,7 +104,7 @@ def runs_list(
     from bastion.registry.stages import current_runs
 
     with _open(registry, out) as reg:
-        runs = reg.runs(name=name, limit=limit)
+        runs = reg.runs(name=name, limit=limit, docs=False)
         held: dict[str, list[str]] = {}
         for stage, run_id in current_runs(reg).items():
             held.setdefault(run_id, []).append(stage)

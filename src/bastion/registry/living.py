@@ -42,14 +42,14 @@ def latest_evaluation(reg: Registry, run_id: str) -> RunInfo:
     models = {a.sha256 for a in reg.artifacts(run.run_id) if a.role == "model"}
     if not models:
         return run
-    for other in reg.runs():
+    for other in reg.runs(docs=False):
         if other.run_id == run.run_id:
             break  # runs() is newest first: nothing older counts
         if other.kind != "evaluate":
             continue
         inputs = {a.sha256 for a in reg.artifacts(other.run_id) if a.role == "input"}
         if inputs == models:
-            return other
+            return reg.get(other.run_id)
     return run
 
 

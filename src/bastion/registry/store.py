@@ -24,7 +24,7 @@ from typing import Any
 
 from sqlalchemy import Engine, or_, select, text
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from bastion.registry.db import (
     PG_LOCK_KEY,
@@ -66,8 +66,9 @@ class RunInfo:
     scorecard: dict[str, Any] | None
 
     @classmethod
-    def from_row(cls, r: RunRow) -> RunInfo:
-        """Copy an ORM row (so the result outlives its session)."""
+    def from_row(cls, r: RunRow, *, docs: bool = True) -> RunInfo:
+        """Copy an ORM row (so the result outlives its session); without ``docs`` the config
+        and scorecard are left out (``None``: they were not loaded)."""
         return cls(
             run_id=r.run_id,
             kind=r.kind,
@@ -78,7 +79,7 @@ class RunInfo:
             run_dir=r.run_dir,
             command=r.command,
             config_hash=r.config_hash,
-            config=r.config,
+            config=r.config if docs else None,
             data_fingerprint=r.data_fingerprint,
             data=dict(r.data or {}),
             bastion_version=r.bastion_version,
@@ -88,7 +89,7 @@ class RunInfo:
             seeds=dict(r.seeds or {}),
             parent_id=r.parent_id,
             summary=dict(r.summary or {}),
-            scorecard=r.scorecard,
+            scorecard=r.scorecard if docs else None,
         )
 
 
@@ -322,15 +323,20 @@ class Registry:
         with self.session() as s:
             return RunInfo.from_row(self.resolve_in(s, ref))
 
-    def runs(self, *, name: str | None = None, limit: int | None = None) -> list[RunInfo]:
-        """Recorded runs, newest first (optionally only those of one config ``name``)."""
+    def runs(
+        self, *, name: str | None = None, limit: int | None = None, docs: bool = True
+    ) -> list[RunInfo]:
+        """Recorded runs, newest first (optionally only those of one config ``name``). With
+        ``docs=False`` the configs and scorecards are not loaded (a listing of many runs)."""
         with self.session() as s:
             q = select(RunRow).order_by(RunRow.seq.desc())
+            if not docs:
+                q = q.options(defer(RunRow.config), defer(RunRow.scorecard))
             if name is not None:
                 q = q.where(RunRow.name == name)
             if limit is not None:
                 q = q.limit(limit)
-            return [RunInfo.from_row(r) for r in s.scalars(q)]
+            return [RunInfo.from_row(r, docs=docs) for r in s.scalars(q)]
 
     def artifacts(self, run_id: str) -> list[ArtifactRecord]:
         """The files recorded with a run."""
