@@ -64,6 +64,12 @@ def test_list_and_show(project: Project, capsys: pytest.CaptureFixture[str]) -> 
     assert out.splitlines()[0].split()[:3] == ["run", "kind", "name"]
     assert main(["runs", "list", *_reg(project), "--limit", "1"]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 2  # header and the newest run
+    assert main(["runs", "list", *_reg(project), "--json"]) == 0
+    docs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [Path(d["run_dir"]).name for d in docs] == [
+        project.runs[v].name for v in ("better", "weak", "v1")
+    ]
+    assert docs[-1]["summary"]["baseline"]["clean_accuracy"] is not None
     v1 = project.runs["v1"]
     assert main(["runs", "show", v1.name, *_reg(project)]) == 0
     out = capsys.readouterr().out

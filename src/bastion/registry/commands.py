@@ -98,6 +98,9 @@ def runs_list(
         str | None, typer.Option("--name", help="Only runs of this config name.")
     ] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most N runs.")] = 20,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per line (for scripts).")
+    ] = False,
 ) -> None:
     """List recorded runs, newest first: id, kind, name, when, who, clean/worst-case accuracy
     per model, the stages that hold the run now."""
@@ -109,6 +112,17 @@ def runs_list(
         for stage, run_id in current_runs(reg).items():
             held.setdefault(run_id, []).append(stage)
         _err.print(f"registry {reg.url}: {len(runs)} run(s) shown")
+    if as_json:
+        for r in runs:
+            doc = {
+                k: getattr(r, k)
+                for k in (
+                    "run_id", "kind", "name", "created_at", "recorded_by", "run_dir",
+                    "parent_id", "config_hash", "data_fingerprint", "attack_library", "summary",
+                )
+            }  # fmt: skip
+            typer.echo(json.dumps({**doc, "stages": sorted(held.get(r.run_id, []))}))
+        return
     if not runs:
         return
     rows: list[tuple[str, ...]] = [
