@@ -13,7 +13,8 @@ its defaults. Then, on every spam message of the test split:
 Also measured: the guard's ham accuracy (share of test ham answered as ham) and the worst
 single-request cost (CPU seconds and tracemalloc peak of ``decide_texts`` on 5,000-character
 texts built to defeat the spelling repair). Results go to ``benchmarks/results/text-guard.json``
-and ``text-guard.md``.
+and ``text-guard.md`` (``text-guard-seed<N>.*`` for another ``--seed``; the seed sets the split,
+the initialisation, the batch order and, plus one, the attacks).
 
 Usage::
 
@@ -241,7 +242,8 @@ def main() -> None:
     }
     out: Path = args.results_dir
     out.mkdir(parents=True, exist_ok=True)
-    (out / "text-guard.json").write_text(json.dumps(doc, indent=1, ensure_ascii=True))
+    stem = "text-guard" if args.seed == 0 else f"text-guard-seed{args.seed}"
+    (out / f"{stem}.json").write_text(json.dumps(doc, indent=1, ensure_ascii=True))
 
     def pct(x: float | None) -> str:
         return "n/a" if x is None else f"{100 * x:.1f}%"
@@ -301,7 +303,7 @@ def main() -> None:
         *(f"| {k} | {c['cpu_s']:.3f} | {c['peak_mib']:.1f} MiB |" for k, c in costs.items()),
         "",
     ]
-    (out / "text-guard.md").write_text("\n".join(md))
+    (out / f"{stem}.md").write_text("\n".join(md))
     print("\n".join(md))
 
 
