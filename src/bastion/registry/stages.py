@@ -195,8 +195,9 @@ def promote(
     interleave. A refused promotion is recorded and returned (``promoted`` false).
 
     Raises:
-        RegistryError: an unknown stage or run, no policy, a run without a scorecard or whose
-            model files changed or vanished, the run already in the stage (nothing recorded).
+        RegistryError: an unknown stage or run, no policy, a record that is not a
+            ``bastion run`` (a saved model, an evaluation), a run whose model files changed or
+            vanished, the run already in the stage (nothing recorded).
         GateError: a policy that cannot be read, a scorecard that cannot be judged, a baseline
             from another data set or threat model (nothing recorded).
     """
@@ -210,10 +211,10 @@ def promote(
     policy_digest = file_sha256(policy_path)
     with reg.session(lock=True) as s:
         row = reg.resolve_in(s, ref)
-        if row.scorecard is None:
+        if row.kind != "run" or row.scorecard is None:
             raise RegistryError(
-                f"promote: run {row.run_id} ({row.kind}) has no scorecard to gate; promote a "
-                "`bastion run` or `bastion evaluate` run"
+                f"promote: run {row.run_id} is a `bastion {row.kind}` record; a stage holds a "
+                "`bastion run` (its models and its scorecard together)"
             )
         check_run_files(s, row)
         stack = stage_stack(_events(s, stage))
