@@ -86,6 +86,12 @@ def test_run_promote_refuse_promote_rollback(
     shown = capsys.readouterr().out
     assert "production rollback" in shown and "production promote" in shown
 
+    assert main(["runs", "history", "--stage", "production"]) == 0
+    history = capsys.readouterr().out.splitlines()
+    assert history[0] == f"production: run {v1[0]}"
+    assert [ln.split()[3] for ln in history[2:]] == ["promote", "refused", "promote", "rollback"]
+    assert history[-1].endswith("release-bot  alert fired")
+
     # nothing else changed: three runs, four events, every event stamped with a time
     assert _rows(db, "select count(*) from runs") == [(3,)]
     assert all(str(at).endswith("Z") for (at,) in _rows(db, "select at from stage_events"))

@@ -25,7 +25,7 @@ _err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 runs_app = typer.Typer(
     no_args_is_help=True,
-    help="The run registry: list, show, diff, lineage, add, stale, reevaluate.",
+    help="The run registry: list, show, diff, lineage, add, history, stale, reevaluate.",
 )
 
 RegistryOpt = Annotated[
@@ -286,6 +286,43 @@ def runs_add(
     with _open(registry, out, create=True) as reg:
         run_id = reg.record(rec, parent=parent)
         _out.print(f"recorded as run {run_id} in {reg.url}")
+
+
+@runs_app.command("history")
+def runs_history(
+    stage: Annotated[
+        str | None, typer.Option("--stage", help="Only this stage (default: every stage).")
+    ] = None,
+    registry: RegistryOpt = None,
+    out: OutOpt = Path("runs"),
+) -> None:
+    """Every promotion, refused promotion and rollback, oldest first, with who, when and why,
+    and the run each stage holds now."""
+    from bastion.registry.stages import current_runs
+
+    with _open(registry, out) as reg:
+        events = reg.stage_events(stage)
+        held = current_runs(reg)
+    for name, run_id in sorted(held.items()):
+        if stage is None or name == stage:
+            typer.echo(f"{name}: run {run_id}")
+    if not events:
+        typer.echo("no stage events" + (f" for {stage!r}" if stage else ""))
+        return
+    rows: list[tuple[str, ...]] = [("when (UTC)", "stage", "action", "run", "was", "who", "why")]
+    for e in events:
+        rows.append(
+            (
+                e.at[:19].replace("T", " "),
+                e.stage,
+                e.action,
+                e.run_id or "-",
+                e.previous_run_id or "-",
+                e.user,
+                e.reason or "",
+            )
+        )
+    typer.echo(_table(rows))
 
 
 @runs_app.command("stale")
