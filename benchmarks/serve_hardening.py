@@ -407,8 +407,9 @@ def markdown(results: dict[str, Any]) -> str:
             "",
             "A stalled upload without a key is answered 401 with `Connection: close` as soon as "
             "its head arrives, so the server holds none of those connections; its extra RSS is "
-            "uvicorn's first read of each upload (up to 256 KiB) before the key check, kept by "
-            "the allocator after it is freed. Latency: interleaved rounds (without and with, "
+            "what uvicorn read of each upload before the key check (one read, at most 64 KiB), "
+            "kept by the allocator after it is freed. Latency: interleaved rounds (without and "
+            "with, "
             "alternating order) of keyed requests from 4 keep-alive threads.",
             "",
         ]
