@@ -133,6 +133,7 @@ def test_interrupted_shadow_training_resumes_to_the_same_models(
         train_shadows(recipe, x, y, shadows=3, directory=tmp_path / "a", seed=5)
 
 
+@pytest.mark.slow  # spawning two workers that import torch costs ~20 s on a loaded machine
 def test_parallel_shadows_equal_sequential_ones(
     recipe: ShadowRecipe, digits: Dataset, tmp_path: Path
 ) -> None:

@@ -79,6 +79,7 @@ def saved(digits: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return stem
 
 
+@pytest.mark.slow  # a real uvicorn service and two extractions: ~40 s on a loaded machine
 def test_knockoff_through_the_service_and_the_cli_keeps_the_key_secret(
     saved: Path, digits: Dataset, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
