@@ -107,6 +107,13 @@ def test_audit_failure_answers_503_without_the_database_password(
     assert "bastion_audit_errors_total 1" in s.client.get("/metrics").text
 
 
+def test_settings_repr_leaves_out_the_audit_url() -> None:
+    from bastion.serve import ServeSettings
+
+    settings = ServeSettings(audit_url="postgresql://u:Sekr1t@db/x")
+    assert "Sekr1t" not in repr(settings) and "Sekr1t" not in str(settings)
+
+
 def test_a_bad_postgres_url_names_no_password(postgres_server: str) -> None:
     from bastion.errors import ConfigError
 

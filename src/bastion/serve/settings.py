@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 from bastion.errors import ConfigError
@@ -62,7 +62,7 @@ class ServeSettings:
 
     require_auth: bool = True
     keys_db: str | None = None
-    audit_url: str | None = None
+    audit_url: str | None = field(default=None, repr=False)  # may hold a password
     audit_all: bool = False
     audit_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     max_body_bytes: int = 4 * 1024 * 1024
