@@ -362,6 +362,21 @@ def evaluate(
         bool, typer.Option("--no-state", help="Do not record or resume progress.")
     ] = False,
     threads: Threads = None,
+    ray: Annotated[
+        bool,
+        typer.Option(
+            "--ray",
+            help="Spread the attack batches over Ray workers (the distributed extra); the "
+            "scorecard is the one a single process writes.",
+        ),
+    ] = False,
+    ray_address: Annotated[
+        str | None,
+        typer.Option("--ray-address", help="A Ray cluster to join (default: start one here)."),
+    ] = None,
+    ray_workers: Annotated[
+        int | None, typer.Option("--ray-workers", help="CPUs of a local Ray instance.")
+    ] = None,
 ) -> None:
     """Evaluate saved models under a config's threat model and write a scorecard.
 
@@ -437,9 +452,18 @@ def evaluate(
         )
     reporter = ProgressReporter(_err, enabled=not quiet)
     t0 = time.perf_counter()
+    runner = None
+    if ray or ray_address is not None:
+        from bastion.evaluation.ray_runner import RayBatchRunner
+
+        runner = RayBatchRunner(ray_address, workers=ray_workers)
+        runtime["engine"] = runner.describe()
+        _err.print(f"attack batches on Ray: {runner.workers} CPU(s)", highlight=False)
     try:
         with reporter.session():
-            results = evaluate_models(cfg, trained, data, reporter=reporter, state=eval_state)
+            results = evaluate_models(
+                cfg, trained, data, reporter=reporter, state=eval_state, runner=runner
+            )
     except KeyboardInterrupt:
         if eval_state is None:
             raise Interrupted("interrupted; nothing written") from None
@@ -447,6 +471,9 @@ def evaluate(
             f"interrupted; no scorecard written; finished attacks are kept in {eval_state.path}: "
             "resume by running the same command again"
         ) from None
+    finally:
+        if runner is not None:
+            runner.close()
     if eval_state is not None and eval_state.resumed:
         _err.print(f"resumed {eval_state.resumed} finished attack runs from {eval_state.path}")
     n_eval = (

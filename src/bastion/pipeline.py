@@ -29,7 +29,7 @@ from bastion.config import ModelEntry, RunConfig, load_config
 from bastion.data import Dataset, Split, load_dataset
 from bastion.errors import BastionError
 from bastion.evaluation.escalation import summary_lines, worst_case_cell
-from bastion.evaluation.evaluator import NamedAttack, eps_key, evaluate_model
+from bastion.evaluation.evaluator import BatchRunner, NamedAttack, eps_key, evaluate_model
 from bastion.evaluation.scorecard import (
     SCHEMA_VERSION,
     config_hash,
@@ -206,10 +206,12 @@ def evaluate_models(
     *,
     reporter: ProgressReporter | None = None,
     state: EvaluationState | None = None,
+    runner: BatchRunner | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Evaluate each model on the first ``evaluation.examples`` test examples; with a
     ``state``, attack results already recorded there are reused (see
-    :mod:`bastion.evaluation.state`)."""
+    :mod:`bastion.evaluation.state`); ``runner`` runs the attack batches (here by default, or
+    on Ray workers: :class:`bastion.evaluation.ray_runner.RayBatchRunner`)."""
     test = (
         data.test if cfg.evaluation.examples is None else data.test.subset(cfg.evaluation.examples)
     )
@@ -237,6 +239,7 @@ def evaluate_models(
             sanity=cfg.evaluation.sanity_checks,  # checks and escalation run inside
             escalate=cfg.evaluation.escalate,
             model_name=tm.name,
+            runner=runner,
         )
         entry: dict[str, Any] = {
             "objective": tm.objective,

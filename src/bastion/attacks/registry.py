@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bastion.attacks.apgd import APGD, APGDTargeted
@@ -72,7 +72,7 @@ def attack_knowledge(name: str, settings: Mapping[str, Any] | None = None) -> li
     of its preset or sub-attacks; an unknown name contributes nothing."""
     settings = settings or {}
     if name == "cascade":
-        specs: list[Mapping[str, Any]] = []
+        specs: Sequence[Mapping[str, Any]] = []
         if isinstance(settings.get("preset"), str):
             specs = preset_specs(settings["preset"])
         elif isinstance(settings.get("attacks"), list):

@@ -70,6 +70,39 @@ def _seed_for(seed: int, label: str, eps: float) -> int:
     return int.from_bytes(h[:6], "big")
 
 
+#: One unit of attack work: a batch's inputs ``(n, ...)``, labels ``(n,)`` and its seed.
+AttackBatch = tuple[Tensor, Tensor, int]
+#: Runs attack batches and returns, per batch, the ``(n,)`` bool mask of examples the attack
+#: failed to break: :func:`run_batches_here`, or an engine such as
+#: :class:`bastion.evaluation.ray_runner.RayBatchRunner` that spreads them over workers.
+BatchRunner = Callable[[nn.Module, Attack, ThreatModel, list[AttackBatch]], list[Tensor]]
+
+
+def attack_batch(
+    model: nn.Module, attack: Attack, threat: ThreatModel, batch: AttackBatch
+) -> Tensor:
+    """``(n,)`` bool: the examples of one batch that ``attack`` fails to break, its randomness
+    drawn from a generator seeded with the batch's own seed (so the result does not depend on
+    which process runs the batch, or in what order)."""
+    x, y, seed = batch
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    return ~attack(model, x, y, threat, generator=gen).success
+
+
+def run_batches_here(
+    model: nn.Module, attack: Attack, threat: ThreatModel, batches: list[AttackBatch]
+) -> list[Tensor]:
+    """Run every batch in this process, one after another."""
+    return [attack_batch(model, attack, threat, b) for b in batches]
+
+
+def _batch_seed(seed: int, index: int) -> int:
+    if index == 0:
+        return seed  # a single batch draws exactly as one generator seeded with ``seed`` would
+    h = hashlib.sha256(f"{seed}:batch:{index}".encode()).digest()
+    return int.from_bytes(h[:6], "big")
+
+
 def robust_mask(
     model: nn.Module,
     attack: Attack,
@@ -80,15 +113,20 @@ def robust_mask(
     candidates: Tensor,
     seed: int,
     batch_size: int = 500,
+    runner: BatchRunner | None = None,
 ) -> Tensor:
-    """``(N,)`` bool: examples among ``candidates`` that the attack fails to break."""
+    """``(N,)`` bool: examples among ``candidates`` that the attack fails to break.
+
+    The candidates are cut into batches of ``batch_size`` in order, each with its own seed
+    derived from ``seed`` and its index, so per-example results are the same whether
+    ``runner`` runs the batches here (the default) or spreads them over workers."""
     robust = candidates.clone()
     idx = candidates.nonzero().squeeze(1)
-    gen = torch.Generator().manual_seed(seed)
-    for start in range(0, idx.numel(), batch_size):
-        b = idx[start : start + batch_size]
-        res = attack(model, x[b], y[b], threat, generator=gen)
-        robust[b] = ~res.success
+    chunks = [idx[start : start + batch_size] for start in range(0, idx.numel(), batch_size)]
+    batches = [(x[b], y[b], _batch_seed(seed, i)) for i, b in enumerate(chunks)]
+    results = (runner or run_batches_here)(model, attack, threat, batches)
+    for b, r in zip(chunks, results, strict=True):
+        robust[b] = r.to(robust.device)
     return robust
 
 
@@ -109,6 +147,7 @@ def evaluate_model(
     escalate: bool = True,
     model_name: str | None = None,
     escalation_time_limit: float | None = None,
+    runner: BatchRunner | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on ``(x, y)`` ``(N, ...)``/``(N,)``.
 
@@ -139,6 +178,10 @@ def evaluate_model(
     (seconds) stops escalation from starting further remedies; a fired check left unanswered
     makes the escalation ``"incomplete"``, which the gate fails. ``accuracy_vs_eps``
     stays the first pass's curve (escalation runs at ``threat.eps`` only).
+
+    ``runner`` runs the first pass's attack batches (see :func:`robust_mask`): in this process
+    by default, or on workers of an engine such as Ray, with the same per-example results; the
+    sanity checks and escalation always run here.
     """
     labels = [a.label for a in attacks]
     if len(set(labels)) != len(labels):
@@ -179,6 +222,7 @@ def evaluate_model(
                     candidates=correct,
                     seed=_seed_for(seed, na.label, eps),
                     batch_size=batch_size,
+                    runner=runner,
                 )
                 seconds[na.label][eps_key(eps)] = round(time.perf_counter() - t0, 3)
                 if state is not None:
