@@ -275,7 +275,7 @@ def test_repair_work_per_call_is_bounded_in_time_and_memory() -> None:
         s._repairs.clear()
         t0 = time.process_time()
         s(text)
-        assert time.process_time() - t0 < 0.5
+        assert time.process_time() - t0 < 2.0  # CPU seconds; the uncapped search took 6-10 s
         s._repairs.clear()
         tracemalloc.start()
         try:
