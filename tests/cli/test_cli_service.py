@@ -51,7 +51,7 @@ def test_serve_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "not_a_setting" in capsys.readouterr().err
 
 
-def test_repeated_wrong_secrets_lock_the_key_id_out(tmp_path: Path) -> None:
+def test_repeated_wrong_secrets_lock_their_source_out_not_the_key(tmp_path: Path) -> None:
     from bastion.serve.keys import LOCKOUT_FAILURES
 
     store = KeyStore(tmp_path / "keys.db")
@@ -60,8 +60,11 @@ def test_repeated_wrong_secrets_lock_the_key_id_out(tmp_path: Path) -> None:
         key_id, _, secret = key.removeprefix("bst_").partition("_")  # the secret may hold "_"
         wrong = f"bst_{key_id}_{'x' * len(secret)}"
         for _ in range(LOCKOUT_FAILURES):
-            assert store.verify(wrong) is None
-        assert store.locked_out(key_id)
-        assert store.verify(key) is None  # even the right secret waits out the lockout
+            assert store.verify(wrong, source="203.0.113.7") is None
+        assert store.locked_out("203.0.113.7") and not store.locked_out(key_id)
+        # the guessing source waits out the lockout, even with the right secret...
+        assert store.verify(key, source="203.0.113.7") is None
+        # ...but the key's owner elsewhere is not locked out of its own key
+        assert store.verify(key, source="198.51.100.2") is not None
     finally:
         store.close()
