@@ -108,6 +108,8 @@ def membership(args: argparse.Namespace) -> dict[str, Any]:
         "models": models,
         "shadows_per_target": args.shadows,
         "training_seconds": round(train_s, 1),
+        "trained": shadows.trained,
+        "reused": shadows.reused,
     }
     loo: dict[str, Any] = {}
     for online in (True, False):
@@ -408,7 +410,9 @@ def markdown(doc: dict[str, Any]) -> str:
             f"{m['models']} MLPs (hidden 512, Adam, no weight decay, "
             f"last epoch kept), each on a seeded random half of the {m['population']} "
             f"digits; train accuracy {m['train_accuracy']:.1%}, held-out accuracy "
-            f"{m['test_accuracy']:.1%}. Training all models: {m['training_seconds']:.0f} s.",
+            f"{m['test_accuracy']:.1%}. Training: {m['training_seconds']:.0f} s "
+            f"({m.get('trained', '?')} models trained, {m.get('reused', '?')} reused from "
+            f"an earlier run in --work). {m.get('training_note', '')}",
             "",
             "| evaluation | attack | TPR @ 0.1% FPR | TPR @ 1% FPR | AUC | balanced acc. |",
             "|---|---|---|---|---|---|",
@@ -520,7 +524,12 @@ def main() -> None:
         "--skip", choices=["membership", "extraction", "dp"], action="append", default=[]
     )
     p.add_argument("--out", type=Path, default=RESULTS / "privacy")
+    p.add_argument("--render", type=Path, help="Only re-render the Markdown of a results JSON.")
     args = p.parse_args()
+    if args.render is not None:
+        doc = json.loads(args.render.read_text())
+        args.render.with_suffix(".md").write_text(markdown(doc))
+        return
     torch.set_num_threads(1)
     start = time.perf_counter()
     doc: dict[str, Any] = {
