@@ -26,6 +26,7 @@ from pydantic import (
 from bastion.attacks.registry import build_attack
 from bastion.errors import BastionError, ConfigError, yaml_error_line
 from bastion.guard.config import GuardConfig
+from bastion.poisoning.config import PoisoningConfig
 from bastion.tabular.experiment import TabularConfig
 from bastion.text.config import TextConfig
 from bastion.threat import ThreatModel
@@ -299,10 +300,12 @@ class RunConfig(_Strict):
     tabular: TabularConfig | None = None
     text: TextConfig | None = None
     guard: dict[str, Any] | None = None
+    poisoning: dict[str, Any] | None = None  # see bastion.poisoning.config
 
     @model_validator(mode="after")
     def _check(self, info: ValidationInfo) -> RunConfig:
         evaluate_only = bool((info.context or {}).get("evaluate_only"))
+        self.poisoning_config()  # errors name poisoning.<field>
         if not self.models and self.tabular is None and self.text is None and not evaluate_only:
             raise ValueError(
                 "models: expected at least one model entry (or a 'tabular' or 'text' section)"
@@ -356,6 +359,15 @@ class RunConfig(_Strict):
             return None
         try:
             return GuardConfig.from_dict(self.guard)
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
+
+    def poisoning_config(self) -> PoisoningConfig | None:
+        """The validated ``poisoning`` section (errors name ``poisoning.<field>``)."""
+        if self.poisoning is None:
+            return None
+        try:
+            return PoisoningConfig.from_dict(self.poisoning)
         except ConfigError as e:
             raise ValueError(str(e)) from None
 
