@@ -123,14 +123,32 @@ def train(
     if model is not None and model not in names:
         raise BastionError(f"--model: expected one of {', '.join(names)}, got {model!r}")
     entry = cfg.models[names.index(model)] if model is not None else cfg.models[-1]
-    _use_threads(threads, cfg.threads)
+    from bastion.training.distributed import DataParallel
+
+    dp = DataParallel.from_env()  # under torchrun: this process's rank
+    main_process = dp is None or dp.is_main
+    if dp is not None and threads is None and cfg.threads == "auto":
+        from bastion.runtime import available_cores
+
+        threads = str(max(1, available_cores() // dp.world))  # the processes share the cores
+    if main_process:
+        _use_threads(threads, cfg.threads)
+    else:
+        _quiet_threads(threads, cfg.threads)
+    if dp is not None and main_process:
+        _err.print(f"data-parallel training on {dp.world} processes", highlight=False)
     data = load_run_data(cfg, config_path=config, data_dir=data_dir)
-    reporter = ProgressReporter(_err, enabled=not quiet)
+    reporter = ProgressReporter(_err, enabled=not quiet and main_process)
     try:
         with reporter.session():
-            net, result = train_entry(cfg, entry, data, reporter=reporter)
+            net, result = train_entry(cfg, entry, data, reporter=reporter, data_parallel=dp)
     except KeyboardInterrupt:
         raise Interrupted("interrupted; nothing written") from None
+    finally:
+        if dp is not None:
+            dp.close()
+    if not main_process:
+        return  # rank 0 saves the (identical) model
     path = out or Path(f"{cfg.name}-{entry.name}")
     written = save_model(net, path, model_metadata(cfg, entry, data, result, config_path=config))
     best = result.history[result.best_epoch - 1] if result.best_epoch else result.history[-1]
@@ -268,6 +286,12 @@ def _use_threads(threads: str | None, config_value: object = "auto") -> dict[str
     choice = apply_threads(setting)
     _err.print(choice.describe(), highlight=False)
     return choice.to_dict()
+
+
+def _quiet_threads(threads: str | None, config_value: object) -> None:
+    from bastion.runtime import apply_threads, parse_threads
+
+    apply_threads(parse_threads(threads if threads is not None else config_value))
 
 
 def _model_and_split(

@@ -42,6 +42,7 @@ from bastion.models import BastionModel, ModelSpec, build_model, save_model
 from bastion.progress import ProgressReporter
 from bastion.provenance import split_record
 from bastion.runtime import apply_threads, parse_threads
+from bastion.training.distributed import DataParallel
 from bastion.training.trainer import Trainer, TrainResult
 
 
@@ -123,13 +124,15 @@ def train_entry(
     reporter: ProgressReporter | None = None,
     checkpoint_dir: str | os.PathLike[str] | None = None,
     resume_from: str | os.PathLike[str] | None = None,
+    data_parallel: DataParallel | None = None,
 ) -> tuple[BastionModel, TrainResult]:
     """Build and train the model a config entry describes (seeded from the config).
 
     ``checkpoint_dir``: write training checkpoints there; ``resume_from``: continue an
     interrupted run from its checkpoint directory (same config), ending with the weights an
-    uninterrupted run would have. The result carries ``warnings`` (catastrophic overfitting)
-    and, with ``training.calibrate``, the fitted ``temperature``.
+    uninterrupted run would have; ``data_parallel``: this process's place in a ``torchrun``
+    job (see :mod:`bastion.training.distributed`). The result carries ``warnings``
+    (catastrophic overfitting) and, with ``training.calibrate``, the fitted ``temperature``.
     """
     settings = cfg.train_settings(entry)
     spec = model_spec(cfg, entry, data)
@@ -141,6 +144,7 @@ def train_entry(
         cfg.threat_model(),
         seed=cfg.seed,
         progress=reporter.training(entry.name) if reporter else None,
+        data_parallel=data_parallel,
     )
     result = trainer.fit(
         model,

@@ -42,6 +42,7 @@ from bastion.threat import ThreatModel
 from bastion.training.awp import AWPSettings, perturbed, weight_perturbation
 from bastion.training.calibration import calibrate
 from bastion.training.checkpoint import load_checkpoint, save_checkpoint
+from bastion.training.distributed import DataParallel
 from bastion.training.objectives import ITERATIVE, SINGLE_STEP, ObjectiveSettings, prepare_loss
 from bastion.training.overfitting import catastrophic_overfitting
 from bastion.training.schedules import (
@@ -273,12 +274,16 @@ class Trainer:
         *,
         seed: int = 0,
         progress: ProgressFn | None = None,
+        data_parallel: DataParallel | None = None,
     ):
         check_against_threat(settings, threat)
         self.settings = settings
         self.threat = threat
         self.seed = seed
         self.progress = progress
+        self.data_parallel = data_parallel
+        if data_parallel is not None:
+            data_parallel.check_batch(settings.batch_size)
 
     def _optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         s = self.settings
@@ -387,6 +392,8 @@ class Trainer:
         teacher: nn.Module | None,
         start: float,
     ) -> None:
+        if self.data_parallel is not None and not self.data_parallel.is_main:
+            return  # rank 0 writes the (identical) state for everyone
         state = {
             "seed": self.seed,
             "settings": repr(self.settings),
@@ -448,8 +455,13 @@ class Trainer:
             if steps != objective.steps:
                 objective = dataclasses.replace(objective, steps=steps)
             awp_on = s.awp is not None and epoch > s.awp.warmup_epochs
+            dp = self.data_parallel
+            attack_gen = gen if dp is None else dp.attack_generator(self.seed, epoch)
             for b in range(run.batch, batches):
                 idx = run.perm[b * s.batch_size : (b + 1) * s.batch_size]
+                global_n = int(idx.numel())
+                if dp is not None:
+                    idx = dp.shard(idx)
                 xb, yb = x_train[idx], y_train[idx]
                 lr = learning_rate(s.schedule, s.lr, run.step / total_steps)
                 for group in opt.param_groups:
@@ -458,25 +470,31 @@ class Trainer:
                 threat = self.threat.with_eps(
                     min(eps, width) if self.threat.norm == "linf" else eps
                 )
-                loss_fn = prepare_loss(
-                    objective,
-                    model,
-                    xb,
-                    yb,
-                    threat,
-                    generator=gen,
-                    eps_fraction=eps / final_eps if final_eps > 0 else 1.0,
-                    teacher=teacher,
-                )
-                opt.zero_grad(set_to_none=True)
-                if awp_on and s.awp is not None:
-                    pairs = weight_perturbation(model, loss_fn, s.awp.gamma)
-                    with perturbed(pairs):
+                if yb.numel() == 0:  # a last batch smaller than the number of processes
+                    opt.zero_grad(set_to_none=True)
+                    loss, logits = torch.zeros(()), torch.zeros(0, 1)
+                else:
+                    loss_fn = prepare_loss(
+                        objective,
+                        model,
+                        xb,
+                        yb,
+                        threat,
+                        generator=attack_gen,
+                        eps_fraction=eps / final_eps if final_eps > 0 else 1.0,
+                        teacher=teacher,
+                    )
+                    opt.zero_grad(set_to_none=True)
+                    if awp_on and s.awp is not None:
+                        pairs = weight_perturbation(model, loss_fn, s.awp.gamma)
+                        with perturbed(pairs):
+                            loss, logits = loss_fn(model)
+                            loss.backward()  # type: ignore[no-untyped-call]
+                    else:
                         loss, logits = loss_fn(model)
                         loss.backward()  # type: ignore[no-untyped-call]
-                else:
-                    loss, logits = loss_fn(model)
-                    loss.backward()  # type: ignore[no-untyped-call]
+                if dp is not None:
+                    dp.average_gradients(model, int(yb.numel()), global_n)
                 if s.grad_clip > 0:
                     nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
                 opt.step()
