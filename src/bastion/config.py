@@ -162,6 +162,19 @@ class ModelEntry(_Strict):
     objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
     training: TrainingConfig | None = None
     architecture: ArchitectureConfig | None = None
+    dp: dict[str, Any] | None = None  # DP-SGD through Opacus instead of the trainer
+
+    @model_validator(mode="after")
+    def _check_dp(self) -> ModelEntry:
+        """A ``dp`` section is checked here (errors name ``models.<name>.dp.<field>``)."""
+        if self.dp is not None:
+            from bastion.privacy.dp import dp_settings_from
+
+            try:
+                dp_settings_from(self.dp, where=f"models.{self.name}.dp")
+            except ConfigError as e:
+                raise ValueError(str(e)) from None
+        return self
 
 
 class AttackEntry(BaseModel):

@@ -139,6 +139,12 @@ def train_entry(
     with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
         torch.manual_seed(cfg.seed)
         model = build_model(spec)
+    if entry.dp is not None:  # DP-SGD through Opacus replaces the trainer (bastion.privacy.dp)
+        from bastion.privacy.dp import dp_settings_from, fit_dp
+
+        dp = dp_settings_from(entry.dp, where=f"models.{entry.name}.dp")
+        tr, va = data.train, data.val
+        return model, fit_dp(model, tr.x, tr.y, va.x, va.y, dp, seed=cfg.seed)
     trainer = Trainer(
         settings,
         cfg.threat_model(),

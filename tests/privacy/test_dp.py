@@ -79,3 +79,54 @@ def test_dp_shadows_for_lira(recipe: ShadowRecipe, digits: Dataset, tmp_path: Pa
     x, y = digits.train.x[:200], digits.train.y[:200]
     got = train_shadows(dp, x, y, shadows=2, directory=tmp_path)
     assert got.trained == 2 and torch.isfinite(got.confidences).all()
+
+
+def test_a_dp_model_entry_trains_through_the_cli_and_its_audit_uses_dp_shadows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    import yaml
+
+    from bastion.cli import main
+
+    doc = {
+        "name": "dp",
+        "data": {"name": "digits"},
+        "threat": {"norm": "linf", "eps": 0.1},
+        "model": {"architecture": "mlp", "options": {"hidden": [32]}},
+        "training": {"epochs": 1, "val_examples": 40},
+        "models": [
+            {"name": "private", "dp": {"epochs": 2, "noise_multiplier": 1.0, "lr": 0.5}},
+        ],
+        "evaluation": {"examples": 40, "attacks": [{"name": "fgsm"}]},
+    }
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump(doc))
+    argv = ["train", str(run / "config.yaml"), "--out", str(run / "models" / "private")]
+    assert main([*argv, "--quiet", "--threads", "1"]) == 0
+    meta = json.loads((run / "models" / "private.json").read_text())["metadata"]
+    (note,) = meta["training"]["warnings"]
+    assert "differentially private" in note and "noise multiplier 1" in note
+    assert meta["training"]["history"][-1]["epsilon"] > 0
+    assert meta["training"]["history"][-1]["val_clean_accuracy"] > 0.3
+    audit = ["audit", "privacy", str(run), "--shadows", "2", "--population", "60"]
+    assert main([*audit, "--no-inversion", "--threads", "1"]) == 0
+    shadow = next((run / "privacy" / "shadows-private").iterdir())
+    from safetensors import safe_open
+
+    with safe_open(str(shadow), framework="pt") as f:
+        recipe_fp = (f.metadata() or {})["recipe"]
+    from bastion.config import load_config
+    from bastion.models import load_model
+    from bastion.privacy.audit import run_recipe
+
+    recipe = run_recipe(run, "private", load_model(run / "models" / "private").spec)
+    assert recipe.dp is not None and recipe.fingerprint() == recipe_fp
+    assert load_config(run / "config.yaml")[0].models[0].dp is not None
+    capsys.readouterr()
+    doc["models"][0]["dp"] = {"noise": 1.0}
+    (run / "bad.yaml").write_text(yaml.safe_dump(doc))
+    assert main(["train", str(run / "bad.yaml")]) == 2
+    assert "models.private.dp.noise: not a DP-SGD setting" in capsys.readouterr().err

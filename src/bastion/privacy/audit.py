@@ -86,7 +86,7 @@ def resolve_run_model(run_dir: Path, model: str | None) -> tuple[Path, Path]:
 
 def run_recipe(run_dir: Path, name: str, spec: Any) -> ShadowRecipe:
     """The recipe of model ``name`` from ``run_dir/config.yaml`` (its training settings and
-    objective, the run's threat model) and the saved model's ``spec``."""
+    objective or its DP-SGD settings, the run's threat model) and the saved model's ``spec``."""
     from bastion.config import load_config
 
     path = run_dir / "config.yaml"
@@ -101,7 +101,13 @@ def run_recipe(run_dir: Path, name: str, spec: Any) -> ShadowRecipe:
         raise BastionError(
             f"{path}: has no model entry {name!r} (entries: {', '.join(entries) or 'none'})"
         )
-    return ShadowRecipe(spec, cfg.train_settings(entries[name]), cfg.threat_model())
+    entry = entries[name]
+    dp = None
+    if entry.dp is not None:  # a DP-SGD model: its shadows are trained with DP-SGD too
+        from bastion.privacy.dp import dp_settings_from
+
+        dp = dp_settings_from(entry.dp, where=f"models.{name}.dp")
+    return ShadowRecipe(spec, cfg.train_settings(entry), cfg.threat_model(), dp)
 
 
 def privacy_audit(

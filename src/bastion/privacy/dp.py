@@ -29,9 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bastion.attacks.base import predict
 from bastion.errors import ConfigError
+from bastion.training.trainer import TrainResult
 
-__all__ = ["DPResult", "DPSettings", "opacus_available", "train_dp"]
+__all__ = ["DPResult", "DPSettings", "dp_settings_from", "fit_dp", "opacus_available", "train_dp"]
 
 
 def opacus_available() -> bool:
@@ -205,4 +207,72 @@ def train_dp(
         steps=steps,
         seconds=time.perf_counter() - start,
         history=history,
+    )
+
+
+_FIELDS = {f for f in DPSettings.__dataclass_fields__}
+
+
+def dp_settings_from(doc: Any, *, where: str = "dp") -> DPSettings:
+    """:class:`DPSettings` from a config mapping (a model entry's ``dp`` section); errors name
+    ``<where>.<field>``."""
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{where}: expected a mapping of DP-SGD settings, got {doc!r}")
+    unknown = sorted(set(doc) - _FIELDS)
+    if unknown:
+        raise ConfigError(
+            f"{where}.{unknown[0]}: not a DP-SGD setting; expected some of "
+            f"{', '.join(sorted(_FIELDS))}"
+        )
+    doc = dict(doc)
+    if "noise_multiplier" in doc and "target_epsilon" not in doc:
+        doc["target_epsilon"] = None
+    try:
+        return DPSettings(**doc)
+    except ConfigError as e:
+        raise ConfigError(str(e).replace("dp", where, 1)) from None
+    except TypeError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def fit_dp(
+    model: nn.Module,
+    x_train: Tensor,
+    y_train: Tensor,
+    x_val: Tensor,
+    y_val: Tensor,
+    settings: DPSettings,
+    *,
+    seed: int = 0,
+) -> TrainResult:
+    """:func:`train_dp` as a :class:`~bastion.training.trainer.TrainResult`, for the pipeline
+    (a model entry with a ``dp`` section). Each history record carries the accountant's
+    ``epsilon`` so far and ``delta``; the validation accuracy is measured once, on the last
+    epoch, which is the model kept (the guarantee covers the run as trained). The result's
+    ``warnings`` state the final guarantee, so the scorecard and the model card show it."""
+    res = train_dp(model, x_train, y_train, settings, seed=seed)
+    val = float((predict(model, x_val) == y_val).float().mean()) if x_val.shape[0] else 0.0
+    history = []
+    for h in res.history:
+        history.append(
+            {
+                **h,
+                "val_clean_accuracy": float("nan"),
+                "val_robust_accuracy": float("nan"),
+                "delta": res.delta,
+            }
+        )
+    if history:
+        history[-1]["val_clean_accuracy"] = val
+    return TrainResult(
+        model=model,
+        history=history,
+        best_epoch=len(history),
+        seconds=res.seconds,
+        selection="last",
+        warnings=[
+            f"DP-SGD (Opacus): ({res.epsilon:.3g}, {res.delta:.3g})-differentially private, "
+            f"noise multiplier {res.noise_multiplier:.3g}, clipping {settings.max_grad_norm:g}, "
+            f"{res.steps} steps"
+        ],
     )
