@@ -28,7 +28,8 @@ the model itself, never on a wrapper or a surrogate).
   not reach zero at an unbounded budget: APGD-DLR with more restarts (APGD-CE for two-class
   models; the first pass and the checks climbed the cross-entropy already), through the BPDA
   replacements when some were found, Square with more queries (Andriushchenko et al.
-  2020; linf and l2), and a transfer attack (APGD-CE on a smooth surrogate: a softplus network
+  2020; linf and l2; half as many on a randomised model, whose noisy scores the random search
+  cannot follow), and a transfer attack (APGD-CE on a smooth surrogate: a softplus network
   distilled from the model's own labels on the examples and random points of their eps-balls,
   Papernot et al. 2017).
 
@@ -418,9 +419,12 @@ def _remedy_black_box(
             lambda: run.attack(grad_model, dlr, "bb:apgd-dlr"),
         )
     if run.threat.norm in ("linf", "l2"):
-        square = Square(queries=b.square_queries)
+        # on a randomised model each query is judged on one noisy draw, so the random search
+        # mostly wanders: half the queries, and the majority vote decides
+        queries = b.square_queries if run.draws == 1 else b.square_queries // 2
+        square = Square(queries=queries)
         guarded(
-            f"square-{b.square_queries}",
+            f"square-{queries}",
             lambda: details.update(square_broke=run.attack(run.model, square, "bb:square")),
         )
     else:
