@@ -15,9 +15,10 @@ code                            fails when (thresholds: :class:`SanityThresholds
 ``zero-or-nonfinite-gradients`` more than ``zero_grad_share`` of the examples have an input
                                 gradient of the cross-entropy that is exactly zero or not finite
 ``single-step-beats-iterative`` FGSM accuracy < min(PGD, APGD-CE) accuracy - ``single_step_tol``
-``black-box-beats-white-box``   Square, run after the white-box attacks (FGSM, PGD, APGD-CE,
-                                APGD-T) on the same examples, breaks more than
-                                ``black_box_tol`` of them (AutoAttack's flag)
+``black-box-beats-white-box``   Square, run on the examples every white-box attack (FGSM, PGD,
+                                APGD-CE, APGD-T, the first pass's) left robust, breaks more
+                                than ``black_box_tol`` of the examples checked (AutoAttack's
+                                flag: Croce & Hein 2020 warn at any such drop)
 ``restarts-change-much``        APGD-CE with 1 restart minus with several > ``restarts_tol``
 ``non-monotonic-eps``           accuracy rises by more than ``monotonic_tol`` from one eps to
                                 a larger one on the grid
