@@ -107,6 +107,20 @@ def test_audit_failure_answers_503_without_the_database_password(
     assert "bastion_audit_errors_total 1" in s.client.get("/metrics").text
 
 
+def test_an_audit_outage_is_logged_once_not_per_request(
+    make_served: MakeServed, rejected_input: list[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    s = make_served()
+    s.audit.close()  # every commit fails from now on
+    with caplog.at_level(logging.WARNING, logger="bastion.serve"):
+        for _ in range(5):
+            r = s.client.post("/v1/predict", json={"input": rejected_input}, headers=s.auth)
+            assert r.status_code == 503
+    lines = [rec.getMessage() for rec in caplog.records if "audit" in rec.getMessage()]
+    assert len(lines) == 1 and "commit failed" in lines[0], lines
+    assert "bastion_audit_errors_total 5" in s.client.get("/metrics").text
+
+
 def test_settings_repr_leaves_out_the_audit_url() -> None:
     from bastion.serve import ServeSettings
 

@@ -24,7 +24,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ from bastion.serve.batching import MicroBatcher
 from bastion.serve.errors import RequestError
 from bastion.serve.extraction import ExtractionMonitor
 from bastion.serve.inputs import parse_body, parse_text_body
-from bastion.serve.keys import LOCKOUT_S, KeyRecord, KeyStore
+from bastion.serve.keys import LOCKOUT_S, PREFIX, KeyRecord, KeyStore
 from bastion.serve.metrics import ServiceMetrics
 from bastion.serve.ratelimit import RateLimiter
 from bastion.serve.schemas import (
@@ -148,6 +148,9 @@ class _Service:
     drift: DriftMonitor | None = None
     drift_state: Path | None = None
     drift_pool: ThreadPoolExecutor | None = None
+    audit_log_lock: threading.Lock = field(default_factory=threading.Lock)
+    audit_logged_at: float = -math.inf
+    audit_failures_unlogged: int = 0
 
     def observe_drift(self, x: np.ndarray, decisions: list[Decision]) -> None:
         """Hand the answered inputs and their probabilities to the drift monitor, off the
@@ -200,9 +203,29 @@ class _Service:
         thread (the first check of a key runs scrypt)."""
         if not self.settings.require_auth:
             return ANONYMOUS
-        if header is not None and self.keys.cached(header) is not None:
+        if (
+            not header
+            or not header.startswith(PREFIX)
+            or len(header) > 200
+            or self.keys.locked_out(source)
+            or self.keys.cached(header) is not None
+        ):  # no hash to compute: answer on the event loop, no thread hop for a key-less flood
             return self.authenticate(header, source)
         return await run_in_threadpool(self.authenticate, header, source)
+
+    def log_audit_error(self, request_id: str, error: AuditError) -> None:
+        """Log a failed audit commit: the first, then at most one line per 10 s with the
+        number of failures in between (an outage must not flood the log)."""
+        now = time.monotonic()
+        with self.audit_log_lock:
+            self.audit_failures_unlogged += 1
+            if now - self.audit_logged_at < 10.0:
+                return
+            count, self.audit_failures_unlogged = self.audit_failures_unlogged, 0
+            self.audit_logged_at = now
+        _log.warning(
+            "request %s: %s (%d failed commit(s) since the last report)", request_id, error, count
+        )
 
     def rate_limit(self, key: KeyRecord, cost: int) -> None:
         s = self.settings
@@ -295,7 +318,7 @@ class _Service:
                 await run_in_threadpool(self.audit.write, records)
             except AuditError as e:  # its text masks the URL's password; clients get none of it
                 self.metrics.audit_errors.inc()
-                _log.warning("request %s: %s", request_id, e)
+                self.log_audit_error(request_id, e)
                 raise RequestError(
                     503,
                     "service",
