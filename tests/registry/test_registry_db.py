@@ -128,25 +128,26 @@ def test_default_location_and_overrides(tmp_path: Path, monkeypatch: pytest.Monk
     assert resolve_registry_url(out_dir=out) is None
 
 
-def test_concurrent_first_opens_migrate_once(tmp_path: Path) -> None:
-    db = tmp_path / "race.db"
+def test_concurrent_first_opens_migrate_once(registry_url: str) -> None:
     errors: list[BaseException] = []
 
     def open_it() -> None:
         try:
-            open_engine(db).dispose()
+            open_engine(registry_url).dispose()
         except BaseException as e:  # collected and re-raised below
             errors.append(e)
 
-    threads = [threading.Thread(target=open_it) for _ in range(4)]
+    threads = [threading.Thread(target=open_it, daemon=True) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "concurrent migrations deadlocked"
     assert errors == []
-    engine = create_engine(f"sqlite:///{db}")
+    engine = open_engine(registry_url)
     with engine.connect() as conn:
         assert conn.execute(text("select count(*) from alembic_version")).scalar() == 1
+        assert schema_revision(conn) == head_revision()
     engine.dispose()
 
 
