@@ -197,11 +197,12 @@ def test_concurrent_promotions_are_serialised(
         except BaseException as e:  # collected and re-raised below
             errors.append(e)
 
-    threads = [threading.Thread(target=go, args=(v,)) for v in ("v1", "better")]
+    threads = [threading.Thread(target=go, args=(v,), daemon=True) for v in ("v1", "better")]
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "concurrent promotions deadlocked"
     assert errors == []
     with Registry(registry_url) as reg:
         first, second = reg.stage_events("production")
