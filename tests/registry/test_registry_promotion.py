@@ -14,6 +14,7 @@ from bastion.cli import main
 from bastion.evaluation.gate import GateError
 from bastion.registry.db import RegistryError
 from bastion.registry.record import run_record
+from bastion.registry.risks import RiskError
 from bastion.registry.stages import current_runs, load_stages, promote, rollback
 from bastion.registry.store import Registry
 
@@ -208,3 +209,61 @@ def test_concurrent_promotions_are_serialised(
         first, second = reg.stage_events("production")
     assert first.action == "promote" and first.previous_run_id is None
     assert second.previous_run_id == first.run_id
+
+
+def _register(path: Path, evidence: list[dict[str, object]]) -> Path:
+    risk = {
+        "id": "EVA-1",
+        "threat": "evasion",
+        "asset": "digits",
+        "likelihood": "high",
+        "impact": "high",
+        "owner": "ml",
+        "evidence": evidence,
+    }
+    future = {**risk, "id": "PI-1", "threat": "prompt-injection", "evidence": []}
+    path.write_text(yaml.safe_dump({"risks": [risk, future]}))
+    return path
+
+
+def test_a_stage_register_blocks_candidates_at_risk(
+    project: Project, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    register = _register(
+        tmp_path / "risks.yaml", [{"metric": "models.baseline.clean_accuracy", "min": 0.8}]
+    )
+    lenient = tmp_path / "lenient.yaml"  # the gate alone would let the weak run through
+    lenient.write_text(yaml.safe_dump({"rules": [{"metric": "data.n_eval", "min": 1}]}))
+    stages_file = tmp_path / "stages.yaml"
+    stages_file.write_text(
+        yaml.safe_dump(
+            {"stages": {"production": {"policy": "lenient.yaml", "risks": "risks.yaml"}}}
+        )
+    )
+    stages = load_stages(stages_file)
+    assert stages["production"].risks == register
+    db = tmp_path / "r.db"
+    with Registry(db) as reg:
+        ids = {v: reg.record(run_record(d)) for v, d in project.runs.items()}
+        ok = promote(reg, ids["v1"], "production", stages=stages)
+        assert ok.promoted and [r.status for r in ok.risks] == ["mitigated", "no evidence"]
+        weak = promote(reg, ids["weak"], "production", stages=stages)
+        assert weak.gate.passed and not weak.promoted
+        assert [r.risk.id for r in weak.risks_at_risk] == ["EVA-1"]
+        event = reg.stage_events()[-1]
+        assert event.action == "refused" and event.reason == "refused: risk EVA-1 (evasion) at risk"
+        assert event.gate is not None and event.gate[-2]["rule"] == "risk EVA-1 (evasion)"
+        # a register that does not fit the run: an error, nothing recorded
+        bad = _register(
+            tmp_path / "bad.yaml", [{"metric": "models.hardened.clean_accuracy", "min": 0}]
+        )
+        with pytest.raises(RiskError, match=r"risks\[0\] \(EVA-1\)\.evidence\[0\]"):
+            promote(reg, ids["better"], "production", stages=stages, risks=bad)
+        assert len(reg.stage_events()) == 2
+    args = ["promote", ids["weak"], "--stages", str(stages_file), "--registry", str(db)]
+    assert main(args) == 1
+    captured = capsys.readouterr()
+    assert (
+        "risk register:" in captured.out and "FAIL models.baseline.clean_accuracy" in captured.out
+    )
+    assert "failed: risk EVA-1 at risk" in captured.err

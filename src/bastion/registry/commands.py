@@ -404,28 +404,39 @@ def promote_command(
     policy: Annotated[
         Path | None, typer.Option("--policy", help="Gate policy (default: the stage's).")
     ] = None,
+    risks: Annotated[
+        Path | None,
+        typer.Option(
+            "--risks",
+            help="Risk register no risk of which may be at risk (default: the stage's, if any).",
+        ),
+    ] = None,
     reason: Annotated[str | None, typer.Option("--reason", help="Why (recorded).")] = None,
     stages: StagesOpt = None,
     registry: RegistryOpt = None,
     out: OutOpt = Path("runs"),
 ) -> None:
     """Promote a run to a stage if the robustness gate passes, with the run now in the stage as
-    baseline for max_drop rules. Exit 0 promoted, 1 refused by the gate (recorded), 2 bad
-    input (nothing recorded)."""
+    baseline for max_drop rules (and, with a risk register, no risk is at risk). Exit 0
+    promoted, 1 refused (recorded), 2 bad input (nothing recorded)."""
     from bastion.evaluation.gate import render_gate_markdown
+    from bastion.registry.risks import render_risks
     from bastion.registry.stages import load_stages, promote
 
     conf = load_stages(stages)
     with _open(registry, out) as reg:
-        res = promote(reg, run, stage, stages=conf, policy=policy, reason=reason)
+        res = promote(reg, run, stage, stages=conf, policy=policy, risks=risks, reason=reason)
     for note in res.notes:
         _err.print(f"note: {note}")
     typer.echo(render_gate_markdown(res.gate))
+    if res.risks:
+        typer.echo(render_risks(res.risks, title="risk register:"))
     if res.promoted:
         _out.print(f"promoted {res.run_id} to {res.stage} (was {res.previous_run_id or 'empty'})")
         return
-    failed = ", ".join(r.label for r in res.gate.failures)
-    _err.print(f"refused: {res.run_id} not promoted to {res.stage}; failed: {failed}")
+    failed = [r.label for r in res.gate.failures]
+    failed += [f"risk {r.risk.id} at risk" for r in res.risks_at_risk]
+    _err.print(f"refused: {res.run_id} not promoted to {res.stage}; failed: {', '.join(failed)}")
     raise typer.Exit(1)
 
 

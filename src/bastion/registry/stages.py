@@ -41,6 +41,7 @@ from bastion.evaluation.gate import (
 from bastion.registry.db import RegistryError
 from bastion.registry.models import ArtifactRow, RunRow, StageEventRow
 from bastion.registry.record import current_user, file_sha256, now_utc
+from bastion.registry.risks import RiskStatus, assess, load_register
 from bastion.registry.store import Registry, StageEvent, stage_stack
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "gate_record",
     "load_stages",
     "promote",
+    "risk_record",
     "rollback",
 ]
 
@@ -64,10 +66,12 @@ DEFAULT_STAGES = ("staging", "production")
 
 @dataclass(frozen=True)
 class StageConfig:
-    """A configured stage and its default promotion policy (``None``: give ``--policy``)."""
+    """A configured stage, its default promotion policy (``None``: give ``--policy``) and the
+    risk register a candidate must not be at risk under (``None``: none)."""
 
     name: str
     policy: Path | None = None
+    risks: Path | None = None
 
 
 def load_stages(path: str | os.PathLike[str] | None = None) -> dict[str, StageConfig]:
@@ -100,12 +104,19 @@ def load_stages(path: str | os.PathLike[str] | None = None) -> dict[str, StageCo
                 f"{p}: stages: expected stage names of 1-100 characters, got {name!r}"
             )
         body = {} if body is None else body
-        if not isinstance(body, Mapping) or not set(body) <= {"policy"}:
-            raise RegistryError(f"{p}: stages.{name}: expected a mapping with an optional 'policy'")
-        policy = body.get("policy")
-        if policy is not None and not isinstance(policy, str):
-            raise RegistryError(f"{p}: stages.{name}.policy: expected a file path, got {policy!r}")
-        out[name] = StageConfig(name, (p.parent / policy) if policy else None)
+        if not isinstance(body, Mapping) or not set(body) <= {"policy", "risks"}:
+            raise RegistryError(
+                f"{p}: stages.{name}: expected a mapping with an optional 'policy' and 'risks'"
+            )
+        paths: dict[str, Path | None] = {}
+        for key in ("policy", "risks"):
+            value = body.get(key)
+            if value is not None and not isinstance(value, str):
+                raise RegistryError(
+                    f"{p}: stages.{name}.{key}: expected a file path, got {value!r}"
+                )
+            paths[key] = (p.parent / value) if value else None
+        out[name] = StageConfig(name, paths["policy"], paths["risks"])
     return out
 
 
@@ -115,6 +126,21 @@ def _stage(stages: Mapping[str, StageConfig], stage: str) -> StageConfig:
             f"stage {stage!r}: not configured (configured: {', '.join(stages)}; see --stages)"
         )
     return stages[stage]
+
+
+def risk_record(statuses: tuple[RiskStatus, ...]) -> list[dict[str, Any]]:
+    """A risk register's verdicts as rows like :func:`gate_record`'s (``at risk`` fails)."""
+    return [
+        {
+            "rule": f"risk {s.risk.id} ({s.risk.threat})",
+            "value": s.status,
+            "threshold": None,
+            "passed": s.status != "at risk",
+            "message": "; ".join(f"{r.evidence.describe()}: {r.message}" for r in s.results)
+            or "no evidence",
+        }
+        for s in statuses
+    ]
 
 
 def gate_record(result: GateResult) -> list[dict[str, Any]]:
@@ -143,6 +169,12 @@ class PromotionResult:
     gate: GateResult
     event: StageEvent
     notes: tuple[str, ...] = ()
+    risks: tuple[RiskStatus, ...] = ()
+
+    @property
+    def risks_at_risk(self) -> list[RiskStatus]:
+        """The risks of the stage's register the candidate is at risk under."""
+        return [r for r in self.risks if r.status == "at risk"]
 
 
 def _events(s: Session, stage: str) -> list[StageEventRow]:
@@ -187,9 +219,12 @@ def promote(
     *,
     stages: Mapping[str, StageConfig] | None = None,
     policy: str | os.PathLike[str] | None = None,
+    risks: str | os.PathLike[str] | None = None,
     reason: str | None = None,
 ) -> PromotionResult:
-    """Promote run ``ref`` to ``stage`` if the gate passes (see the module docstring).
+    """Promote run ``ref`` to ``stage`` if the gate passes (see the module docstring) and, with
+    a risk register (``risks``, else the stage's), no risk is ``at risk`` under the run's
+    scorecard (risks with no evidence do not block).
 
     The whole decision is one locked transaction, so two promotions of the same stage cannot
     interleave. A refused promotion is recorded and returned (``promoted`` false).
@@ -200,6 +235,8 @@ def promote(
             vanished, the run already in the stage (nothing recorded).
         GateError: a policy that cannot be read, a scorecard that cannot be judged, a baseline
             from another data set or threat model (nothing recorded).
+        RiskError: a register that cannot be read or does not fit the scorecard (nothing
+            recorded).
     """
     conf = _stage(stages if stages is not None else load_stages(), stage)
     policy_path = Path(policy) if policy is not None else conf.policy
@@ -209,6 +246,8 @@ def promote(
         )
     pol = load_policy(policy_path)
     policy_digest = file_sha256(policy_path)
+    risks_path = Path(risks) if risks is not None else conf.risks
+    register = load_register(risks_path) if risks_path is not None else None
     with reg.session(lock=True) as s:
         row = reg.resolve_in(s, ref)
         if row.kind != "run" or row.scorecard is None:
@@ -239,15 +278,20 @@ def promote(
         result = evaluate_gate(
             row.scorecard, gate_policy, baseline, name=row.run_id, source=row.run_dir
         )
-        passed = result.passed
+        statuses = (
+            tuple(assess(register, row.scorecard, source=str(risks_path)))
+            if register is not None
+            else ()
+        )
+        at_risk = [r for r in statuses if r.status == "at risk"]
+        passed = result.passed and not at_risk
         if reason is None:
             n = len(result.results)
-            reason = (
-                f"gate passed ({n}/{n} rules)"
-                if passed
-                else "gate failed: "
-                + "; ".join(f"{f.label} ({f.message})" for f in result.failures)
-            )
+            parts = [f"{f.label} ({f.message})" for f in result.failures]
+            parts += [f"risk {r.risk.id} ({r.risk.threat}) at risk" for r in at_risk]
+            reason = f"gate passed ({n}/{n} rules)" if passed else "refused: " + "; ".join(parts)
+            if passed and statuses:
+                reason += f", no risk of {risks_path} at risk"
         event = _event(
             s,
             stage=stage,
@@ -257,9 +301,11 @@ def promote(
             reason=reason,
             policy_source=str(policy_path),
             policy_sha256=policy_digest,
-            gate=gate_record(result),
+            gate=gate_record(result) + risk_record(statuses),
         )
-        return PromotionResult(stage, row.run_id, current, passed, result, event, tuple(notes))
+        return PromotionResult(
+            stage, row.run_id, current, passed, result, event, tuple(notes), statuses
+        )
 
 
 def rollback(
