@@ -2,8 +2,10 @@
 
 The service answers ``POST /v1/predict`` with ``{"inputs": [...]}`` by
 ``{"predictions": [{"verdict", "label", "probabilities", ...}, ...]}``, behind an
-``X-API-Key`` header. :class:`ServedModelTarget` speaks that protocol: each prediction's
-probabilities become log-probabilities (as for every
+``X-API-Key`` header. A reply ``{"scores": [[...]]}`` (probabilities) or ``{"labels": [...]}``,
+the plain protocol of :class:`~bastion.attacks.targets.HTTPTarget`, is read too, so any JSON
+endpoint speaking either can be audited (give its full URL). :class:`ServedModelTarget` speaks
+both: each prediction's probabilities become log-probabilities (as for every
 :class:`~bastion.attacks.targets.BlackBoxTarget`), a prediction with only a label becomes a
 one-hot row, and one the guard withheld (abstain or reject: no label) becomes a row of NaN,
 which :func:`bastion.privacy.extraction.query_victim` counts as unanswered. The API key is
@@ -15,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
 
@@ -33,7 +36,8 @@ class ServedModelTarget(HTTPTarget):
     """A model served by ``bastion serve``.
 
     Args:
-        url: the service's base address (``http://host:port``) or its predict endpoint.
+        url: the service's base address (``http://host:port``, ``/v1/predict`` is appended) or
+            the full URL of an endpoint.
         num_classes: ``C >= 2``.
         api_key: sent as ``X-API-Key`` (kept out of names and messages).
         timeout, batch_size: as :class:`~bastion.attacks.targets.HTTPTarget` (keep
@@ -49,8 +53,8 @@ class ServedModelTarget(HTTPTarget):
         timeout: float = 30.0,
         batch_size: int = 64,
     ):
-        if isinstance(url, str) and not url.rstrip("/").endswith(PREDICT_PATH):
-            url = url.rstrip("/") + PREDICT_PATH
+        if isinstance(url, str) and urllib.parse.urlsplit(url).path in ("", "/"):
+            url = url.rstrip("/") + PREDICT_PATH  # a service's base address
         headers = {"X-API-Key": api_key} if api_key else None
         super().__init__(
             url,
@@ -93,11 +97,17 @@ class ServedModelTarget(HTTPTarget):
 
     def _scores(self, batch: Tensor) -> Tensor:
         reply = self._post({"inputs": batch.tolist()})
+        if isinstance(reply, dict) and "predictions" not in reply:
+            if "scores" in reply:  # the plain protocol of HTTPTarget
+                scores = self._check_shape(self._to_tensor(reply["scores"], "scores"), len(batch))
+                return self._validate_probabilities(scores)
+            if "labels" in reply:
+                return self._one_hot(reply["labels"]).to(torch.float64).clamp_min(1e-300).log()
         preds = reply.get("predictions") if isinstance(reply, dict) else None
         if not isinstance(preds, list) or len(preds) != batch.shape[0]:
             raise AttackInputError(
                 f"{self.target_name}: expected {{'predictions': [...]}} with {batch.shape[0]} "
-                "entries (a bastion service)"
+                "entries (a bastion service), or {'scores': ...} / {'labels': ...}"
             )
         rows = torch.full((batch.shape[0], self.num_classes), float("nan"), dtype=torch.float64)
         for i, p in enumerate(preds):
