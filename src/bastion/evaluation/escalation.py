@@ -14,9 +14,9 @@ the model itself, never on a wrapper or a surrogate).
   the approximation. Not applicable when the probe finds no such layer.
 * ``margin``: for saturated softmax or vanishing cross-entropy gradients: APGD with the DLR
   loss, which is invariant to shifting and scaling the logits (Croce & Hein 2020), and APGD-CE
-  on rescaled logits: divided by a temperature that brings the median logit range to 10, or
-  their logarithm when the outputs are probabilities (Carlini & Wagner 2017 take the logits
-  before the softmax for the same reason).
+  on rescaled logits when they saturate (a median range of 50 or more): divided by a temperature
+  that brings the median range to 10, or their logarithm when the outputs are probabilities
+  (Carlini & Wagner 2017 take the logits before the softmax for the same reason).
 * ``eot``: Expectation over Transformation (Athalye et al. 2018; Athalye, Engstrom, Ilyas & Kwok
   2018): APGD-CE whose gradient averages ``eot_samples`` forward passes of the randomised
   model, and robust accuracy measured over ``eot_draws`` fresh draws of the model: the
@@ -352,7 +352,7 @@ def _remedy_margin(
         run.attack(grad_model, APGD(steps=b.apgd_steps, loss="dlr"), "margin:apgd-dlr")
     t, probs = _temperature(run.model, run.x)
     details.update(temperature=t, probabilities=probs)
-    if probs or t > 1.0:
+    if probs or t >= 5.0:  # a median logit range of 50 or more saturates the softmax
         what = "log" if probs else f"/{t:.3g}"
         attacks.append(f"apgd-ce-{b.apgd_steps} (logits {what})")
         run.attack(
