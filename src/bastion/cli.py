@@ -18,6 +18,7 @@ import yaml
 from rich.console import Console
 
 from bastion.errors import BastionError
+from bastion.poisoning.commands import scan_app
 
 app = typer.Typer(
     add_completion=False,
@@ -27,6 +28,7 @@ app = typer.Typer(
 )
 data_app = typer.Typer(no_args_is_help=True, help="Fetch and inspect data sets.")
 app.add_typer(data_app, name="data")
+app.add_typer(scan_app, name="scan")  # bastion scan data CONFIG / scan model MODEL
 
 _err = Console(stderr=True, soft_wrap=True)  # lines never wrap in a log file
 
@@ -260,6 +262,29 @@ def attack(
         _out.print(f"adversarial examples written to {save}")
 
 
+def _check_black_box_evaluation(cfg: Any, *, where: str) -> None:
+    """A model without gradients (ONNX) can only be evaluated by black-box attacks, and
+    without the gradient-based sanity checks: say so up front, naming what to change."""
+    from bastion.attacks.registry import attack_knowledge
+
+    white = [
+        a.key
+        for a in cfg.evaluation.attacks
+        if "white-box" in attack_knowledge(a.name, a.settings())
+    ]
+    if white:
+        raise BastionError(
+            f"{where}: the model has no gradients (ONNX, run by onnxruntime), so "
+            f"evaluation.attacks {white} cannot run; use score-based or label-only attacks "
+            "(square, hopskipjump) or transfer"
+        )
+    if cfg.evaluation.sanity_checks != "off":
+        raise BastionError(
+            f"{where}: the model has no gradients (ONNX), so the gradient-masking checks cannot "
+            "run; set evaluation.sanity_checks: off (the figures are then black-box only)"
+        )
+
+
 def _check_declared_split(declared: dict[str, Any], cfg: Any, *, where: str) -> None:
     """A reference file's declared split must be the config's (else its training examples
     could be in the test set)."""
@@ -464,12 +489,15 @@ def evaluate(
             if isinstance(md.get("objective"), dict)
             else "unknown"
         )
+        source = net.spec.options.get("source")
+        if net.spec.options.get("gradients") is False:
+            _check_black_box_evaluation(cfg, where=f"--model {p}")
         trained.append(
             TrainedModel(
                 name,
                 net,
                 objective,
-                net.spec.architecture,
+                f"{net.spec.architecture}: {source}" if source else net.spec.architecture,
                 md.get("training"),
                 temperature=float(md.get("temperature") or 1.0),
             )

@@ -290,6 +290,11 @@ class EvaluationConfig(_Strict):
                 raise ValueError(f"every eps must be a finite number >= 0, got {e}")
         return v
 
+    @field_validator("sanity_checks", mode="before")
+    @classmethod
+    def _yaml_off(cls, v: object) -> object:
+        return "off" if v is False else v  # YAML reads a bare `off` as false
+
 
 class CardConfig(_Strict):
     """What the model card says that the evaluation cannot measure."""
@@ -453,7 +458,6 @@ def load_config(
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise ConfigError(f"{p}: not valid YAML: {yaml_error_line(e)}") from None
     return parse_config(doc, source=str(p), evaluate_only=evaluate_only), doc
-
 
 
 OBJECTIVE_NAMES = OBJECTIVES

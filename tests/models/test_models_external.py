@@ -92,6 +92,15 @@ def test_onnx_is_black_box_only(byo: Path, capsys: pytest.CaptureFixture[str]) -
     assert main(["attack", str(ref), "--attack", "apgd", "-n", "5"]) == 2
     err = capsys.readouterr().err
     assert "no gradients" in err and len(err.strip().splitlines()) == 2  # threads line + error
+    # evaluate: white-box attacks and gradient checks refused up front, black-box ones run
+    assert main(["evaluate", str(byo / "evaluate.yaml"), "-m", str(ref), "--subset", "5"]) == 2
+    assert "['fgsm', 'apgd'] cannot run" in capsys.readouterr().err
+    sc = byo / "onnx.json"
+    argv = ["evaluate", str(byo / "evaluate-onnx.yaml"), "-m", str(ref), "--out", str(sc)]
+    assert main([*argv, "--subset", "20", "-q"]) == 0
+    (entry,) = json.loads(sc.read_text())["models"].values()
+    assert entry["architecture"] == "external: onnx model.onnx"
+    assert set(entry["attacks"]) == {"square", "hopskipjump"}
 
 
 def _ref(byo: Path, tmp_path: Path, name: str, **changes: object) -> Path:
