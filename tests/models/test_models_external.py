@@ -68,7 +68,9 @@ def test_attack_evaluate_and_certify_take_a_reference(
     sc = tmp_path / "sc.json"
     argv = ["evaluate", str(byo / "evaluate.yaml"), "-m", ref, "--out", str(sc), "-q"]
     assert main([*argv, "--subset", "40"]) == 0
-    assert "records no data split" not in capsys.readouterr().err  # the declared split matches
+    err = capsys.readouterr().err
+    assert "records no data split" not in err  # the declared split matches
+    assert "not recorded in the registry" not in err  # the reference file's digest is
     doc = json.loads(sc.read_text())
     (entry,) = doc["models"].values()
     assert entry["objective"] == "external"

@@ -309,7 +309,10 @@ def model_record(weights: str | os.PathLike[str], *, command: str | None = None)
 
 
 def _weights_file(p: Path) -> Path:
-    return p if p.suffix == ".safetensors" else p.with_name(p.name + ".safetensors")
+    # a model from outside the zoo is named by its reference file, whose digest is recorded
+    if p.suffix in (".safetensors", ".yaml", ".yml"):
+        return p
+    return p.with_name(p.name + ".safetensors")
 
 
 def evaluation_record(
