@@ -893,6 +893,13 @@ def audit_privacy(
             "interrupted; finished shadows are kept, run the same command again to resume"
         ) from None
     mia = doc["mia"]
+    first = next(iter(mia["attacks"].values()))
+    _out.print(
+        f"{first['members']} members, {first['non_members']} non-members, {mia['shadows']} "
+        f"shadows (lowest measurable FPR {first['min_fpr']:.2%})",
+        highlight=False,
+        markup=False,
+    )
     for name, rep in mia["attacks"].items():
         _out.print(
             f"{name:<16} AUC {rep['auc']:.3f}  TPR@0.1%FPR {rep['tpr_at_0.1pct_fpr']:.2%}  "

@@ -54,6 +54,7 @@ def test_audit_privacy_writes_json_the_gate_reads_and_resumes(
     captured = capsys.readouterr()
     assert "shadow 1 trained" in captured.err
     assert "lira-online" in captured.out and "inversion:" in captured.out
+    assert "120 members, 120 non-members, 2 shadows (lowest measurable FPR 0.83%)" in captured.out
     doc = json.loads((run_dir / "privacy.json").read_text())
     assert doc["mia"]["population"] == 240 and doc["mia"]["split_verified"] is True
     assert set(doc["mia"]["attacks"]) == {"lira-online", "lira-offline", "threshold-loss"}
