@@ -286,7 +286,8 @@ def knockoff_nets(
         curve.append(point)
         if progress is not None:
             progress(dict(point))
-    assert student is not None
+    if student is None:  # unreachable: budgets and rounds are checked non-empty above
+        raise ConfigError("extraction: no student was trained")
     return ExtractionResult(
         method="knockoff-labels" if labels_only else "knockoff",
         curve=curve,
@@ -382,7 +383,8 @@ def jacobian_augmentation(
         answered = torch.cat([answered, a_new])
         queries += new.shape[0]
         unanswered += int((~a_new).sum())
-    assert student is not None
+    if student is None:  # unreachable: budgets and rounds are checked non-empty above
+        raise ConfigError("extraction: no student was trained")
     return ExtractionResult(
         method="jacobian",
         curve=curve,
