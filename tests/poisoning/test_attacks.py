@@ -59,7 +59,9 @@ def test_badnets_all_to_all_shifts_each_label_by_one(digits):
     p = badnets(x, y, rate=0.2, num_classes=10, mode="all-to-all", seed=0)
     idx = p.indices
     assert torch.equal(p.y[idx], (y[idx] + 1) % 10)
-    assert torch.equal(backdoor_labels(y, mode="all-to-all", target=0, num_classes=10), (y + 1) % 10)
+    assert torch.equal(
+        backdoor_labels(y, mode="all-to-all", target=0, num_classes=10), (y + 1) % 10
+    )
 
 
 def test_blended_trigger_mixes_a_seeded_pattern(digits):
@@ -99,7 +101,13 @@ def test_trigger_larger_than_the_image_names_the_field():
     with pytest.raises(ConfigError, match=r"poisoning\.trigger\.size"):
         patch_trigger((1, 8, 8), size=8, margin=1)
     with pytest.raises(ConfigError, match=r"poisoning\.target"):
-        badnets(torch.zeros(4, 1, 8, 8), torch.zeros(4, dtype=torch.int64), rate=0.5, num_classes=3, target=5)
+        badnets(
+            torch.zeros(4, 1, 8, 8),
+            torch.zeros(4, dtype=torch.int64),
+            rate=0.5,
+            num_classes=3,
+            target=5,
+        )
 
 
 def test_rate_asking_for_more_than_can_be_poisoned_is_an_error():

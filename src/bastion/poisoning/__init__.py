@@ -24,10 +24,22 @@ from bastion.poisoning.attacks import (
     patch_trigger,
     trigger_poison,
 )
-from bastion.poisoning.config import PoisoningConfig
-from bastion.poisoning.features import penultimate_features
-from bastion.poisoning.neural_cleanse import CleanseResult, CleanseSettings, neural_cleanse
-from bastion.poisoning.quarantine import Quarantine, build_quarantine, write_quarantine
+from bastion.poisoning.config import (
+    PoisoningConfig,
+)
+from bastion.poisoning.features import (
+    penultimate_features,
+)
+from bastion.poisoning.neural_cleanse import (
+    CleanseResult,
+    CleanseSettings,
+    neural_cleanse,
+)
+from bastion.poisoning.quarantine import (
+    Quarantine,
+    build_quarantine,
+    write_quarantine,
+)
 from bastion.poisoning.scans import (
     ScanResult,
     activation_clustering,
@@ -35,7 +47,9 @@ from bastion.poisoning.scans import (
     spectral_signatures,
     spectre,
 )
-from bastion.poisoning.strip import StripDetector
+from bastion.poisoning.strip import (
+    StripDetector,
+)
 
 __all__ = [
     "CleanseResult",
