@@ -174,3 +174,59 @@ def test_leave_one_out_uses_every_model_as_a_target() -> None:
     mask = torch.rand(5, 40, generator=g) < 0.5
     scores, members = lira_leave_one_out(conf, mask)
     assert scores.shape == (200,) and torch.equal(members, mask.reshape(-1))
+
+
+def test_shifted_views_translate_without_wrapping() -> None:
+    from bastion.privacy.membership import shifted
+
+    x = torch.arange(9, dtype=torch.float32).reshape(1, 1, 3, 3) + 1
+    down = shifted(x, 1, 0)
+    assert down[0, 0].tolist() == [[0, 0, 0], [1, 2, 3], [4, 5, 6]]
+    left = shifted(x, 0, -1)
+    assert left[0, 0].tolist() == [[2, 3, 0], [5, 6, 0], [8, 9, 0]]
+    assert torch.equal(shifted(x, 0, 0), x)
+    with pytest.raises(ConfigError, match=r"lira\.shifts"):
+        shifted(torch.zeros(2, 5), 1, 0)
+
+
+def test_more_views_make_lira_stronger() -> None:
+    g = torch.Generator().manual_seed(5)
+    m, n, k = 16, 3000, 4
+    in_mask = torch.rand(m, n, generator=g) < 0.5
+    member = torch.rand(n, generator=g) < 0.5
+    base = torch.randn(n, 1, generator=g, dtype=torch.float64) * 2
+
+    def draw(mask: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        noise = torch.randn(*shape, generator=g, dtype=torch.float64)
+        return base + noise + 0.4 * mask.unsqueeze(-1).to(torch.float64)
+
+    shadows = draw(in_mask, (m, n, k))
+    target = draw(member, (n, k))
+    one = lira_scores(target[:, 0], shadows[..., 0], in_mask)
+    many = lira_scores(target, shadows, in_mask)
+    auc_one = membership_report(one.numpy(), member.numpy())["auc"]
+    auc_many = membership_report(many.numpy(), member.numpy())["auc"]
+    assert auc_many > auc_one + 0.05
+    offline = lira_scores(target, shadows, in_mask, online=False)
+    assert membership_report(offline.numpy(), member.numpy())["auc"] > auc_one
+    with pytest.raises(ConfigError, match=r"target \(N, K\)"):
+        lira_scores(target[:, :2], shadows, in_mask)
+
+
+def test_shadows_scored_on_shifted_views(
+    recipe: ShadowRecipe, digits: Dataset, tmp_path: Path
+) -> None:
+    from bastion.privacy.membership import view_confidences
+
+    x, y = _population(digits, 120)
+    small = dataclasses.replace(recipe, settings=dataclasses.replace(recipe.settings, epochs=2))
+    plain = train_shadows(small, x, y, shadows=2, directory=tmp_path)
+    views = train_shadows(
+        small, x, y, shadows=2, directory=tmp_path, shifts=[(0, 0), (1, 0), (0, -1)]
+    )
+    assert views.reused == 2 and views.confidences.shape == (2, 120, 3)
+    torch.testing.assert_close(views.confidences[..., 0], plain.confidences, rtol=0, atol=0)
+    net = build_seeded(small.spec, 0)
+    v = view_confidences(net, x, y, [(0, 0), (1, 0)])
+    torch.testing.assert_close(v[:, 0], logit_confidence(net, x, y), rtol=0, atol=0)
+    assert not torch.equal(v[:, 0], v[:, 1])

@@ -68,8 +68,10 @@ __all__ = [
     "logit_confidence",
     "run_lira",
     "shadow_half",
+    "shifted",
     "threshold_scores",
     "train_shadows",
+    "view_confidences",
 ]
 
 SHADOW_FORMAT = "bastion-shadow/1"
@@ -92,6 +94,37 @@ def logit_confidence(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int 
     zy = z.gather(1, y.view(-1, 1)).squeeze(1)
     others = z.scatter(1, y.view(-1, 1), float("-inf"))
     return zy - torch.logsumexp(others, dim=1)
+
+
+def shifted(x: Tensor, dy: int, dx: int, *, fill: float = 0.0) -> Tensor:
+    """Images ``(N, C, H, W)`` moved ``dy`` rows down and ``dx`` columns right, the vacated
+    pixels set to ``fill`` (a translation, not a roll: nothing wraps around)."""
+    if x.dim() != 4:
+        raise ConfigError(
+            f"lira.shifts: shifted views need images (N, C, H, W), got {tuple(x.shape)}"
+        )
+    out = torch.full_like(x, fill)
+    h, w = x.shape[-2], x.shape[-1]
+    ys, yd = (slice(0, h - dy), slice(dy, h)) if dy >= 0 else (slice(-dy, h), slice(0, h + dy))
+    xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
+    out[..., yd, xd] = x[..., ys, xs]
+    return out
+
+
+def view_confidences(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    shifts: Sequence[tuple[int, int]],
+    *,
+    fill: float = 0.0,
+) -> Tensor:
+    """``phi`` on several shifted views of each example, ``(N, K)`` float64 for ``K`` shifts
+    ``(dy, dx)`` (``(0, 0)`` is the example itself): the "multiple queries" of Carlini et al.
+    2022 (section VI-A), which query a model on augmentations it was trained with."""
+    return torch.stack(
+        [logit_confidence(model, shifted(x, dy, dx, fill=fill), y) for dy, dx in shifts], dim=1
+    )
 
 
 def example_losses(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 512) -> Tensor:
@@ -268,7 +301,8 @@ class ShadowSet:
 
     Attributes:
         in_mask: ``(M, N)`` bool, ``in_mask[m, i]``: shadow ``m`` trained on example ``i``.
-        confidences: ``(M, N)`` float64, each shadow's logit-scaled confidence ``phi``.
+        confidences: ``(M, N)`` float64, each shadow's logit-scaled confidence ``phi``
+            (``(M, N, K)`` with ``K`` shifted views).
         trained, reused: how many shadows this call trained and found already on disk.
         seconds: wall time of this call.
     """
@@ -293,6 +327,7 @@ def train_shadows(
     y_val: Tensor | None = None,
     progress: ShadowProgress | None = None,
     threads_per_worker: int = 1,
+    shifts: Sequence[tuple[int, int]] | None = None,
 ) -> ShadowSet:
     """Train (or reuse) ``shadows`` models on seeded random halves of the population ``x``
     ``(N, ...)``, ``y`` ``(N,)`` and score every example with each.
@@ -310,6 +345,8 @@ def train_shadows(
             "seconds"}``; an exception raised from it stops the run (finished shadows stay on
             disk for the next call).
         threads_per_worker: torch threads in each pool worker (0: leave torch's default).
+        shifts: score each example on these shifted views too (:func:`view_confidences`);
+            ``confidences`` is then ``(M, N, K)``.
 
     Returns:
         a :class:`ShadowSet`; the same arguments give the same set (training is seeded).
@@ -368,7 +405,10 @@ def train_shadows(
     for i in range(shadows):
         model = _read_shadow(_shadow_path(folder, i), recipe, population, seed)
         masks.append(shadow_half(x.shape[0], seed, i)[0])
-        confs.append(logit_confidence(model, x, y))
+        if shifts:
+            confs.append(view_confidences(model, x, y, shifts))
+        else:
+            confs.append(logit_confidence(model, x, y))
     return ShadowSet(
         in_mask=torch.stack(masks),
         confidences=torch.stack(confs),
@@ -411,12 +451,34 @@ def lira_scores(
     """LiRA membership scores ``(N,)`` float64, higher = member (Carlini et al. 2022, Alg. 1).
 
     Args:
-        target_conf: ``(N,)`` the target model's ``phi`` on each example.
-        shadow_conf: ``(M, N)`` the shadows' ``phi``; in_mask: ``(M, N)`` bool (IN shadows).
+        target_conf: ``(N,)`` the target model's ``phi`` on each example, or ``(N, K)`` on
+            ``K`` views of it (:func:`view_confidences`).
+        shadow_conf: ``(M, N)`` the shadows' ``phi`` (``(M, N, K)`` with views); in_mask:
+            ``(M, N)`` bool (IN shadows).
         online: the likelihood ratio of the IN and OUT Gaussians; else the offline one-sided
             test against the OUT Gaussian only.
         fixed_variance: one global variance per Gaussian (default: when ``M < 64``).
+
+    With views, each view gets its own Gaussians and the per-view scores are summed (the
+    views treated as independent, as in the paper's multiple-query attack).
     """
+    if target_conf.dim() == 2 and shadow_conf.dim() == 3:
+        if shadow_conf.shape[:2] != in_mask.shape or shadow_conf.shape[1:] != target_conf.shape:
+            raise ConfigError(
+                f"lira: expected target (N, K), shadows (M, N, K) and mask (M, N), got "
+                f"{tuple(target_conf.shape)}, {tuple(shadow_conf.shape)}, {tuple(in_mask.shape)}"
+            )
+        parts = [
+            lira_scores(
+                target_conf[:, k],
+                shadow_conf[..., k],
+                in_mask,
+                online=online,
+                fixed_variance=fixed_variance,
+            )
+            for k in range(target_conf.shape[1])
+        ]
+        return torch.stack(parts).sum(0)
     if shadow_conf.shape != in_mask.shape or shadow_conf.shape[1:] != target_conf.shape:
         raise ConfigError(
             f"lira: expected target (N,), shadows (M, N) and mask (M, N), got "
@@ -494,10 +556,12 @@ def run_lira(
     x_val: Tensor | None = None,
     y_val: Tensor | None = None,
     attacks: Sequence[str] = ("lira-online", "lira-offline", "threshold-loss"),
+    shifts: Sequence[tuple[int, int]] | None = None,
 ) -> LiraResult:
     """Audit ``target`` on a population ``x`` ``(N, ...)``, ``y`` ``(N,)`` whose true membership
     in the target's training set is ``is_member`` ``(N,)`` bool: train (or reuse) the shadows,
-    then run each of ``attacks`` and report it (:func:`membership_report`). Headline figures in
+    then run each of ``attacks`` and report it (:func:`membership_report`); ``shifts``: LiRA
+    queries these shifted views of each example too. Headline figures in
     :meth:`LiraResult.to_dict` are the strongest attack's."""
     known = {"lira-online", "lira-offline", "threshold-loss", "threshold-confidence"}
     for a in attacks:
@@ -515,8 +579,9 @@ def run_lira(
         x_val=x_val,
         y_val=y_val,
         progress=progress,
+        shifts=shifts,
     )
-    phi = logit_confidence(target, x, y)
+    phi = view_confidences(target, x, y, shifts) if shifts else logit_confidence(target, x, y)
     out: dict[str, dict[str, Any]] = {}
     for a in attacks:
         if a.startswith("lira"):
