@@ -259,16 +259,18 @@ def render(r: dict[str, Any]) -> str:
         "",
         "## Attack, scan and retraining",
         "",
-        "| poison rate | poisons | undefended clean | undefended ASR | scan recall | clean quarantined | scan F1 | retrained clean | retrained ASR |",
+        "| poison rate | poisons | undefended clean | undefended ASR | scan recall "
+        "| clean quarantined | scan F1 | retrained clean | retrained ASR |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for key, row in r["rates"].items():
         d = row["detection"]["activation-clustering"]
+        und, ret = row["undefended"], row["retrained"]
         lines.append(
-            f"| {float(key):.0%} | {row['n_poisoned']} | {row['undefended']['clean_accuracy']:.2%} | "
-            f"{row['undefended']['attack_success_rate']:.2%} | {d['recall']:.2%} | "
-            f"{d['clean_flagged_rate']:.2%} | {d['f1']:.3f} | {row['retrained']['clean_accuracy']:.2%} | "
-            f"{row['retrained']['attack_success_rate']:.2%} |"
+            f"| {float(key):.0%} | {row['n_poisoned']} | {und['clean_accuracy']:.2%} | "
+            f"{und['attack_success_rate']:.2%} | {d['recall']:.2%} | "
+            f"{d['clean_flagged_rate']:.2%} | {d['f1']:.3f} | {ret['clean_accuracy']:.2%} | "
+            f"{ret['attack_success_rate']:.2%} |"
         )
     lines += [
         "",
@@ -313,7 +315,8 @@ def render(r: dict[str, Any]) -> str:
         "## STRIP on the undefended model (threshold at 1% of clean validation images; first "
         "2,000 clean and triggered test images)",
         "",
-        "| poison rate | false positives (clean test) | detection (triggered test) | clean entropy | triggered entropy |",
+        "| poison rate | false positives (clean test) | detection (triggered test) "
+        "| clean entropy | triggered entropy |",
         "|---|---|---|---|---|",
     ]
     for key, row in r["rates"].items():

@@ -136,8 +136,10 @@ def scan_model_command(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the trigger search.")] = 0,
     threads: Annotated[str | None, typer.Option("--threads", help="torch CPU threads.")] = None,
 ) -> None:
-    """Neural Cleanse on a saved model: reverse-engineer a trigger per class, flag the model
-    when the smallest trigger's MAD anomaly index exceeds 2 (exit status 1)."""
+    """Neural Cleanse on a saved model; exit status 1 when a backdoor is suspected.
+
+    Reverse-engineers a trigger per class and flags the model when the smallest trigger's MAD
+    anomaly index exceeds 2."""
     from bastion.errors import BastionError
     from bastion.models import load_model, read_sidecar
     from bastion.poisoning.neural_cleanse import CleanseSettings, neural_cleanse, save_trigger_png
