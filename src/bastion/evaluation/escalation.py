@@ -631,7 +631,7 @@ def worst_case_cell(entry: Mapping[str, Any]) -> str:
     if isinstance(first, int | float) and first > entry["worst_case_accuracy"]:
         text += f" (first pass {first:.1%})"
     if entry.get("worst_case_basis") == "white-box only":
-        text += " [white-box only]"
+        text += " (white-box only)"
     return text
 
 
