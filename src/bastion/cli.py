@@ -812,12 +812,20 @@ def audit_masking(
     for c in res["sanity_checks"]:
         mark = "ok  " if c["passed"] else "FIRE"
         _out.print(f"{mark} {c['code']}: {c['message']}", highlight=False, markup=False)
-    doc = {"models": {model.stem: res}, "warnings": res["sanity_warnings"]}
-    for line in summary_lines(doc):
+    # no first-pass attacks here: only the escalation's figure means anything
+    entry = {k: v for k, v in res.items() if k != "worst_case_basis"}
+    for line in summary_lines({"models": {model.stem: entry}, "warnings": res["sanity_warnings"]}):
         _out.print(line, highlight=False, markup=False)
+    found = (
+        f"the escalation leaves {res['worst_case_accuracy']:.1%} accuracy"
+        if res["escalation"].get("status") in ("complete", "incomplete")
+        else "no escalation ran"
+        if res["escalation"].get("fired")
+        else "no check fired, nothing to escalate"
+    )
     _out.print(
         f"{threat.norm} eps {threat.eps:g}, {len(test)} test examples of {ds.name}: clean "
-        f"{res['clean_accuracy']:.1%}, {res['headline']}",
+        f"{res['clean_accuracy']:.1%}; {found}",
         highlight=False,
         markup=False,
     )
