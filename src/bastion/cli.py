@@ -45,6 +45,21 @@ DataDir = Annotated[
     typer.Option("--data-dir", help="Directory holding the data set files (else BASTION_DATA)."),
 ]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]
+SavedModel = Annotated[
+    Path,
+    typer.Argument(
+        help="Model saved by bastion (.safetensors or stem), or a reference file (.yaml) for "
+        "a model from outside the zoo."
+    ),
+]
+ModelData = Annotated[
+    str | None,
+    typer.Option("--data", help="Data set name (default: the one the model was trained on)."),
+]
+ModelNorm = Annotated[
+    str | None,
+    typer.Option("--norm", help="linf, l2 or l1 (default: the model's threat model)."),
+]
 SplitSeed = Annotated[
     int | None,
     typer.Option(
@@ -165,13 +180,8 @@ def train(
 
 @app.command()
 def attack(
-    model: Annotated[
-        Path, typer.Argument(help="Model file saved by bastion (.safetensors or stem).")
-    ],
-    data: Annotated[
-        str | None,
-        typer.Option("--data", help="Data set name (default: the one the model was trained on)."),
-    ] = None,
+    model: SavedModel,
+    data: ModelData = None,
     attack_name: Annotated[
         str,
         typer.Option(
@@ -180,10 +190,7 @@ def attack(
             "with -p surrogate=MODEL, patch, ...).",
         ),
     ] = "pgd",
-    norm: Annotated[
-        str | None,
-        typer.Option("--norm", help="linf, l2 or l1 (default: the model's threat model)."),
-    ] = None,
+    norm: ModelNorm = None,
     eps: Annotated[
         float | None,
         typer.Option(
@@ -613,13 +620,8 @@ def gate(
 
 @app.command()
 def certify(
-    model: Annotated[
-        Path, typer.Argument(help="Model file saved by bastion (.safetensors or stem).")
-    ],
-    data: Annotated[
-        str | None,
-        typer.Option("--data", help="Data set name (default: the one the model was trained on)."),
-    ] = None,
+    model: SavedModel,
+    data: ModelData = None,
     sigma: Annotated[float, typer.Option("--sigma", help="Gaussian noise level (l2).")] = 0.25,
     n0: Annotated[int, typer.Option("--n0", help="Samples to select the class.")] = 100,
     n: Annotated[int, typer.Option("--n", help="Samples to bound its probability.")] = 10000,
@@ -754,17 +756,9 @@ app.add_typer(audit_app, name="audit")
 
 @audit_app.command("masking")
 def audit_masking(
-    model: Annotated[
-        Path, typer.Argument(help="Model file saved by bastion (.safetensors or stem).")
-    ],
-    data: Annotated[
-        str | None,
-        typer.Option("--data", help="Data set name (default: the one the model was trained on)."),
-    ] = None,
-    norm: Annotated[
-        str | None,
-        typer.Option("--norm", help="linf, l2 or l1 (default: the model's threat model)."),
-    ] = None,
+    model: SavedModel,
+    data: ModelData = None,
+    norm: ModelNorm = None,
     eps: Annotated[
         float | None,
         typer.Option("--eps", help="Perturbation budget (default: the model's threat model)."),
