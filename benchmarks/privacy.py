@@ -274,6 +274,85 @@ def dp_defence(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def prada(args: argparse.Namespace) -> dict[str, Any]:
+    """Would the service's PRADA monitor (``bastion.serve.extraction``, Juuti et al. 2019)
+    catch each extraction? The queries each method sends to an MNIST victim are recorded
+    (a :class:`ScoreTarget` around the victim) and replayed, in order, through the monitor
+    with the service's default settings, in batches of 64 under one API key."""
+    from bastion.attacks.targets import ScoreTarget
+    from bastion.serve.extraction import ExtractionMonitor
+
+    ds = load_dataset("mnist", data_dir=args.data_dir, seed=0)
+    spec = ModelSpec("small-cnn", tuple(ds.input_shape), 10, tuple(ds.mean), tuple(ds.std), {})
+    victim = build_seeded(spec, 0)
+    settings = TrainSettings(
+        epochs=args.victim_epochs,
+        batch_size=128,
+        lr=1e-3,
+        optimizer="adam",
+        schedule="constant",
+        weight_decay=0.0,
+        val_examples=500,
+    )
+    n = args.victim_train
+    Trainer(settings, ThreatModel("linf", 0.1), seed=0).fit(
+        victim, ds.train.x[:n], ds.train.y[:n], ds.val.x, ds.val.y
+    )
+    half = ds.test.x.shape[0] // 2
+    pool = ds.test.x[:half]
+    ex, ey = ds.test.x[half : half + 10], ds.test.y[half : half + 10]
+    sspec = student_spec("small-cnn", pool, 10)
+    st = StudentSettings(epochs=args.student_epochs, min_steps=300, batch_size=64, lr=1e-3)
+    budget = args.prada_budget
+    out: dict[str, Any] = {"budget": budget, "monitor": "ExtractionMonitor() defaults"}
+    for method in ("knockoff", "jacobian"):
+        seen: list[torch.Tensor] = []
+
+        def record(batch: torch.Tensor, seen: list[torch.Tensor] = seen) -> torch.Tensor:
+            seen.append(batch.clone())
+            with torch.no_grad():
+                return victim(batch)
+
+        target = ScoreTarget(record, 10, kind="logits", inputs="torch", name="victim")
+        if method == "knockoff":
+            knockoff_nets(target, pool, ex, ey, sspec, budgets=[budget], settings=st, seed=0)
+            queries = torch.cat(seen)[:budget]  # the held-out rows come after
+        else:
+            jacobian_augmentation(
+                target,
+                pool[:100],
+                ex,
+                ey,
+                sspec,
+                rounds=1 + int(np.ceil(np.log2(budget / 100))),
+                step=0.1,
+                max_queries=budget,
+                settings=st,
+                seed=0,
+            )
+            queries = torch.cat(seen)[ex.shape[0] :]  # the held-out rows come first
+        with torch.no_grad():
+            labels = victim(queries).argmax(1)
+        monitor = ExtractionMonitor()
+        flagged_at, w = None, None
+        for i in range(0, queries.shape[0], 64):
+            chunk = queries[i : i + 64]
+            status = monitor.observe(
+                "key", chunk.reshape(chunk.shape[0], -1).numpy(), labels[i : i + 64].tolist()
+            )
+            w = status.w
+            if status.flagged and flagged_at is None:
+                flagged_at = min(i + 64, queries.shape[0])
+        out[method] = {
+            "queries": int(queries.shape[0]),
+            "flagged_after": flagged_at,
+            "final_w": w,
+            "threshold": monitor.threshold,
+        }
+        print(f"  prada {method}: {out[method]}", file=sys.stderr)
+    return out
+
+
 def extraction(args: argparse.Namespace) -> dict[str, Any]:
     ds = load_dataset("mnist", data_dir=args.data_dir, seed=0)
     n = args.victim_train
@@ -521,6 +600,24 @@ def markdown(doc: dict[str, Any]) -> str:
                 f"{t['noise_success_rate']:.1%}); victim accuracy "
                 f"{t['victim_clean_accuracy']:.1%} -> {t['victim_accuracy_transfer']:.1%}.",
             ]
+    if "prada" in doc:
+        pr = doc["prada"]
+        lines += [
+            "",
+            "## Would the service's PRADA monitor notice?",
+            "",
+            f"The queries of each extraction ({pr['budget']} at most) replayed through "
+            "`bastion.serve.extraction.ExtractionMonitor` with its defaults (Shapiro-Wilk "
+            "W < 0.90 after 100 distances flags a key), 64 per request, one key.",
+            "",
+            "| extraction | queries | flagged after | last W |",
+            "|---|---|---|---|",
+        ]
+        for method in ("knockoff", "jacobian"):
+            r = pr[method]
+            when = "never" if r["flagged_after"] is None else f"{r['flagged_after']} queries"
+            w = "n/a" if r["final_w"] is None else f"{r['final_w']:.3f}"
+            lines.append(f"| {method} | {r['queries']} | {when} | {w} |")
     return "\n".join(lines) + "\n"
 
 
@@ -545,8 +642,12 @@ def main() -> None:
     p.add_argument(
         "--dp-epsilon", type=lambda v: [float(e) for e in v.split(",")], default=[1.0, 8.0]
     )
+    p.add_argument("--prada-budget", type=int, default=2000)
     p.add_argument(
-        "--skip", choices=["membership", "extraction", "dp"], action="append", default=[]
+        "--skip",
+        choices=["membership", "extraction", "dp", "prada"],
+        action="append",
+        default=[],
     )
     p.add_argument("--out", type=Path, default=RESULTS / "privacy")
     p.add_argument("--render", type=Path, help="Only re-render the Markdown of a results JSON.")
@@ -574,6 +675,8 @@ def main() -> None:
         doc["dp"] = dp_defence(args)
     if "extraction" not in args.skip:
         doc["extraction"] = extraction(args)
+    if "prada" not in args.skip:
+        doc["prada"] = prada(args)
     for section in args.skip:  # a partial rerun keeps the other sections of the results
         if section in kept:
             doc[section] = kept[section]
