@@ -498,7 +498,7 @@ def markdown(doc: dict[str, Any]) -> str:
     )
     if doc.get("kept"):
         lines.append(
-            f"Sections {', '.join(doc['kept'])} are kept from an earlier full run"
+            f"Sections {', '.join(doc['kept'])} are kept from earlier runs"
             + (
                 f" (`python benchmarks/privacy.py {doc['first_run']}`)."
                 if doc.get("first_run")
