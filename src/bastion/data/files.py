@@ -205,27 +205,13 @@ def load_factory(
     come from the data set's ``classes`` attribute when it has one. All examples are read into
     memory once and split like the bundled sets.
     """
-    import importlib
-    import sys
-
     import torch
+
+    from bastion.imports import import_callable
 
     check_seed(seed)
     check_fractions(val_fraction, test_fraction)
-    if not isinstance(spec, str) or spec.count(":") != 1:
-        raise DataError(f"factory: expected 'package.module:function', got {spec!r}")
-    module_name, attr = spec.split(":")
-    for folder in reversed([str(p) for p in python_path]):
-        if folder not in sys.path:
-            sys.path.insert(0, folder)
-    try:
-        fn = getattr(importlib.import_module(module_name), attr, None)
-    except Exception as e:  # the user's module may raise anything while importing
-        raise DataError(
-            f"factory: cannot import {module_name!r} ({type(e).__name__}: {e})"
-        ) from None
-    if not callable(fn):
-        raise DataError(f"factory: {module_name!r} has no callable {attr!r}")
+    fn = import_callable(spec, field="factory", error=DataError, python_path=python_path)
     try:
         dataset = fn(**(kwargs or {}))
         items = [dataset[i] for i in range(len(dataset))]

@@ -27,9 +27,7 @@ refused: a ``.pkl`` file, and any state dict that ``torch.load(weights_only=True
 
 from __future__ import annotations
 
-import importlib
 import os
-import sys
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -40,6 +38,7 @@ import yaml
 from torch import Tensor, nn
 
 from bastion.errors import ModelFileError, yaml_error_line
+from bastion.imports import import_callable
 from bastion.models.zoo import BastionModel, ModelSpec
 
 __all__ = ["REFERENCE_SUFFIXES", "is_reference", "load_reference", "reference_sidecar"]
@@ -130,25 +129,6 @@ def _resolve(path: Path, value: object, field: str) -> Path:
     return p
 
 
-def _import_factory(path: Path, spec: object, python_path: list[Path]) -> Any:
-    if not isinstance(spec, str) or spec.count(":") != 1:
-        raise ModelFileError(f"{path}: factory: expected 'package.module:function', got {spec!r}")
-    module_name, attr = spec.split(":")
-    for p in reversed(python_path):
-        if str(p) not in sys.path:
-            sys.path.insert(0, str(p))
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as e:  # the user's module may raise anything while importing
-        raise ModelFileError(
-            f"{path}: factory: cannot import {module_name!r} ({type(e).__name__}: {e})"
-        ) from None
-    fn = getattr(module, attr, None)
-    if not callable(fn):
-        raise ModelFileError(f"{path}: factory: {module_name!r} has no callable {attr!r}")
-    return fn
-
-
 def _load_state(path: Path, weights: Path) -> dict[str, Tensor]:
     if weights.suffix == ".safetensors":
         from safetensors.torch import load_file
@@ -192,7 +172,9 @@ def _body(path: Path, doc: Mapping[str, Any], num_classes: int) -> tuple[nn.Modu
         if not isinstance(extra, list):
             raise ModelFileError(f"{path}: python_path: expected a list of folders")
         folders = [path.parent, *(path.parent / str(p) for p in extra)]
-        fn = _import_factory(path, doc["factory"], folders)
+        fn = import_callable(
+            doc["factory"], field=f"{path}: factory", error=ModelFileError, python_path=folders
+        )
         kwargs = doc.get("kwargs") or {}
         if not isinstance(kwargs, dict):
             raise ModelFileError(f"{path}: kwargs: expected a mapping")
