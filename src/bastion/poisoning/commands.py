@@ -123,6 +123,10 @@ def scan_data_command(
 @scan_app.command("model")
 def scan_model_command(
     model: Annotated[Path, typer.Argument(help="Model saved by bastion (.safetensors or stem).")],
+    data: Annotated[
+        str | None,
+        typer.Option("--data", help="Data set name (default: the one the model was trained on)."),
+    ] = None,
     data_dir: Annotated[
         Path | None, typer.Option("--data-dir", help="Directory of the data set files.")
     ] = None,
@@ -150,6 +154,7 @@ def scan_model_command(
     meta = read_sidecar(model)
     source = load_model_split(
         meta,
+        data=data,
         data_dir=data_dir,
         where=str(model),
         warn=lambda m: _err.print(f"[bold yellow]warning:[/] {m}", highlight=False),
@@ -188,7 +193,7 @@ def scan_model_command(
     _out.print(
         f"{verdict}; anomaly index {res.max_anomaly:.2f} (flagged above "
         f"{res.settings['threshold']:g}); smallest trigger L1 {float(res.norms[smallest]):.1f} "
-        f"for class {smallest}, median {float(res.norms.median()):.1f}",
+        f"for class {smallest}, median {float(res.norms.quantile(0.5)):.1f}",
         highlight=False,
     )
     _out.print(f"written {out / 'neural-cleanse.json'} and {png}", highlight=False)

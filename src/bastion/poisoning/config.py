@@ -63,7 +63,7 @@ class ScanConfig(_Strict):
     eps: Annotated[float, Field(gt=0.0, le=0.5)] = 0.1
     dims: Annotated[int, Field(ge=1)] = 10
     max_relative_size: Annotated[float, Field(gt=0.0, le=0.5)] = 0.35
-    min_silhouette: Annotated[float, Field(ge=-1.0, le=1.0)] = 0.2
+    min_silhouette: Annotated[float, Field(ge=-1.0, le=1.0)] = 0.25
     duplicates: bool = True
     near_tol: Annotated[float, Field(ge=0.0)] = 0.02
     label_issues: bool = False

@@ -234,7 +234,7 @@ def activation_clustering(
     dims: int = 10,
     reduction: str = "both",
     max_relative_size: float = 0.35,
-    min_silhouette: float = 0.2,
+    min_silhouette: float = 0.25,
     seed: int = 0,
     silhouette_sample: int = 1000,
 ) -> ScanResult:
