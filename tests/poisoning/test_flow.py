@@ -100,3 +100,31 @@ def test_mnist_backdoor_example_runs_poison_scan_quarantine_train_verify(tmp_pat
     assert report["strip"]["detection_rate"] >= 0.5
     for name in ("poisoning.json", "quarantine.json", "trigger-undefended.png"):
         assert (tmp_path / name).is_file()
+
+
+def test_scan_data_command_finds_flipped_labels_by_confident_learning(tmp_path):
+    config = {
+        "name": "digits-flip",
+        "seed": 0,
+        "data": {"name": "digits"},
+        "models": [{"name": "baseline", "objective": {"name": "standard"}}],
+        "poisoning": {
+            "attack": {"name": "label-flip", "rate": 0.05},
+            "scan": {
+                "model": {"architecture": "mlp", "epochs": 10, "batch_size": 64},
+                "methods": [],
+                "duplicates": False,
+                "label_issues": True,
+                "folds": 2,
+            },
+        },
+    }
+    path = tmp_path / "flip.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "q.json"
+    assert main(["scan", "data", str(path), "--out", str(out), "-q", "--threads", "1"]) == 0
+    doc = json.loads(out.read_text())
+    m = doc["detection"]["label-issue"]
+    assert m["recall"] >= 0.7 and m["precision"] >= 0.5, m
+    entries = [e for e in doc["entries"] if "label-issue" in e["reasons"]]
+    assert entries and all("suggested" in e["details"]["label-issue"] for e in entries)
