@@ -797,10 +797,17 @@ def run_pipeline(
         trained: list[TrainedModel] = []
         training_warnings: list[dict[str, str]] = []
         with reporter.session():
+            poisoning = None  # the poisoning section's scan and quarantine (bastion.poisoning)
+            pcfg = cfg.poisoning_config()
+            if pcfg is not None and data is not None:
+                from bastion.poisoning.flow import prepare_run_training
+
+                poisoning = prepare_run_training(pcfg, data, tmp, seed=cfg.seed, log=reporter.log)
             for entry in cfg.models:
                 assert data is not None
                 reporter.log(f"training {entry.name} ({entry.objective.name})")
-                model, result = train_entry(cfg, entry, data, reporter=reporter)
+                train_data = data if poisoning is None else poisoning.data
+                model, result = train_entry(cfg, entry, train_data, reporter=reporter)
                 timings[f"train_{entry.name}_seconds"] = result.seconds
                 meta = model_metadata(cfg, entry, data, result, config_path=config_path)
                 save_model(model, tmp / "models" / entry.name, meta)
@@ -853,7 +860,15 @@ def run_pipeline(
             command=command,
             n_eval=n_eval,
             warnings=training_warnings + collect_warnings(cfg, results),
-            channels={**channels, **results_guard},
+            channels={
+                **channels,
+                **results_guard,
+                **(
+                    {"poisoning": poisoning.verify([(t.name, t.model) for t in trained])}
+                    if poisoning is not None
+                    else {}
+                ),
+            },
             runtime=thread_choice.to_dict(),
         )
         write_json(scorecard, tmp / "scorecard.json")

@@ -43,6 +43,7 @@ CHANNEL_EXAMPLES = {"fraud-tabular.yaml", "text-sms-spam.yaml", "text-movie-revi
 
 def test_every_example_is_covered() -> None:
     covered = {"digits.yaml", "mnist-linf.yaml", *CHANNEL_EXAMPLES, *RECIPE_EXAMPLES}
+    covered.add("mnist-backdoor.yaml")  # run by tests/poisoning/test_flow.py (slow)
     assert set(ALL_EXAMPLES) <= covered, "add a test for each new example"
 
 
@@ -52,6 +53,8 @@ def test_example_parses(name: str) -> None:
     assert cfg.name == raw["name"]
     if name in CHANNEL_EXAMPLES:
         assert cfg.tabular is not None or cfg.text is not None
+    elif name == "mnist-backdoor.yaml":  # one model, trained on what the scan keeps
+        assert cfg.poisoning_config() is not None and len(cfg.models) == 1
     else:
         assert len(cfg.models) >= 2
 

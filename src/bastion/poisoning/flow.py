@@ -28,13 +28,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from bastion.data import Dataset
 from bastion.errors import ConfigError
 from bastion.models import BastionModel
 from bastion.poisoning.attacks import (
     PoisonedSet,
+    Trigger,
     attack_success_rate,
     badnets,
     blended,
@@ -365,3 +366,114 @@ def backdoor_drill(
         report["strip"] = strip.evaluate(test.x[: v.examples], triggered)
     _write_json(report, out / "poisoning.json")
     return report
+
+
+@dataclass(eq=False)
+class RunPoisoning:
+    """What the ``poisoning:`` hook of ``bastion run`` hands back: the data set to train on
+    (``data``: the scanned training split, quarantined examples removed when configured), the
+    scorecard section, and the drill's trigger (None without a backdoor drill)."""
+
+    data: Dataset
+    section: dict[str, Any]
+    test: tuple[Tensor, Tensor]
+    trigger: Trigger | None = None
+    settings: dict[str, Any] | None = None
+
+    def verify(self, models: list[tuple[str, nn.Module]]) -> dict[str, Any]:
+        """The section with, per trained model, the drill's attack success rate on the
+        triggered test images (only with a backdoor drill)."""
+        out = dict(self.section)
+        if self.trigger is not None and self.settings is not None:
+            x, y = self.test
+            out["models"] = {
+                name: {
+                    "attack_success_rate": round(
+                        attack_success_rate(
+                            model,
+                            x,
+                            y,
+                            self.trigger,
+                            mode=self.settings["mode"],
+                            target=self.settings["target"],
+                            num_classes=self.data.num_classes,
+                        ),
+                        4,
+                    )
+                }
+                for name, model in models
+            }
+        return out
+
+
+def prepare_run_training(
+    cfg: PoisoningConfig,
+    data: Dataset,
+    run_dir: str | os.PathLike[str],
+    *,
+    seed: int = 0,
+    log: LogFn = _quiet,
+) -> RunPoisoning:
+    """The ``poisoning:`` hook of ``bastion run``: poison the training split (a drill, when
+    ``cfg.attack`` is set), scan it, write ``quarantine.json`` into ``run_dir`` and return the
+    data set to *train* on (the kept examples when ``cfg.quarantine``, else the scanned set) and
+    the section for the scorecard. Validation and test splits are untouched; the caller keeps
+    the original data set for provenance and evaluation (sidecars record its split digest)."""
+    from dataclasses import replace
+
+    from bastion.data import Split
+
+    x, y, record = prepare_training_set(cfg, data, seed=seed)
+    scan = scan_data(
+        x,
+        y,
+        data.val.x,
+        data.val.y,
+        scan=cfg.scan,
+        num_classes=data.num_classes,
+        mean=data.mean,
+        std=data.std,
+        truth=None if record is None else record.poisoned,
+        seed=seed,
+        log=log,
+    )
+    write_quarantine(
+        scan.quarantine,
+        Path(run_dir) / "quarantine.json",
+        extra={"poisoning": None if record is None else record.record()},
+    )
+    kept = scan.quarantine.kept if cfg.quarantine else torch.arange(len(y))
+    train = Split(x[kept].contiguous(), y[kept].contiguous())
+    section: dict[str, Any] = {
+        "quarantine_file": "quarantine.json",
+        "n_scanned": len(y),
+        "n_quarantined": len(scan.quarantine.entries),
+        "n_trained_on": len(kept),
+        "quarantine_applied": cfg.quarantine,
+        "suspect_classes": {n: r.suspect_classes for n, r in scan.scans.items()},
+        "detection": scan.metrics,
+        "attack": None
+        if record is None
+        else {k: v for k, v in record.record().items() if k != "indices"},
+        "seconds": round(scan.seconds, 2),
+    }
+    if record is not None and record.trigger is not None:
+        section["scan_model_attack_success_rate"] = round(
+            attack_success_rate(
+                scan.model,
+                data.test.x,
+                data.test.y,
+                record.trigger,
+                mode=record.settings["mode"],
+                target=record.settings["target"],
+                num_classes=data.num_classes,
+            ),
+            4,
+        )
+    return RunPoisoning(
+        replace(data, train=train),
+        section,
+        (data.test.x, data.test.y),
+        None if record is None else record.trigger,
+        None if record is None else dict(record.settings),
+    )
