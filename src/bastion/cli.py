@@ -148,10 +148,7 @@ def train(
         from bastion.runtime import available_cores
 
         threads = str(max(1, available_cores() // dp.world))  # the processes share the cores
-    if main_process:
-        _use_threads(threads, cfg.threads)
-    else:
-        _quiet_threads(threads, cfg.threads)
+    _use_threads(threads, cfg.threads, quiet=not main_process)
     if dp is not None and main_process:
         _err.print(f"data-parallel training on {dp.world} processes", highlight=False)
     data = load_run_data(cfg, config_path=config, data_dir=data_dir)
@@ -292,38 +289,19 @@ def _check_black_box_evaluation(cfg: Any, *, where: str) -> None:
         )
 
 
-def _check_declared_split(declared: dict[str, Any], cfg: Any, *, where: str) -> None:
-    """A reference file's declared split must be the config's (else its training examples
-    could be in the test set)."""
-    mine = {
-        "name": cfg.data.name,
-        "seed": cfg.seed,
-        "val_fraction": cfg.data.val_fraction,
-        "test_fraction": cfg.data.test_fraction,
-    }
-    for key, value in mine.items():
-        if key in declared and declared[key] != value:
-            raise BastionError(
-                f"{where}: the model's reference file declares data {key} {declared[key]!r}, "
-                f"the config has {value!r}: the split differs from the one it was trained on"
-            )
-
-
-def _use_threads(threads: str | None, config_value: object = "auto") -> dict[str, object]:
+def _use_threads(
+    threads: str | None, config_value: object = "auto", *, quiet: bool = False
+) -> dict[str, object]:
     """Set torch's thread count from ``--threads`` (else the config's), print the choice on
-    stderr and return it for the scorecard."""
+    stderr (unless ``quiet``: a torchrun process other than rank 0) and return it for the
+    scorecard."""
     from bastion.runtime import apply_threads, parse_threads
 
     setting = parse_threads(threads if threads is not None else config_value, where="--threads")
     choice = apply_threads(setting)
-    _err.print(choice.describe(), highlight=False)
+    if not quiet:
+        _err.print(choice.describe(), highlight=False)
     return choice.to_dict()
-
-
-def _quiet_threads(threads: str | None, config_value: object) -> None:
-    from bastion.runtime import apply_threads, parse_threads
-
-    apply_threads(parse_threads(threads if threads is not None else config_value))
 
 
 def _model_and_split(
@@ -454,7 +432,7 @@ def evaluate(
         with_subset,
     )
     from bastion.progress import ProgressReporter
-    from bastion.provenance import check_model_split
+    from bastion.provenance import check_declared_split, check_model_split
 
     cfg, _ = load_config(config, evaluate_only=True)
     cfg = with_subset(cfg, subset)
@@ -482,7 +460,14 @@ def evaluate(
             )
         declared = (meta.get("metadata") or {}).get("declared_split")
         if isinstance(declared, dict):
-            _check_declared_split(declared, cfg, where=f"--model {p}")
+            check_declared_split(
+                declared,
+                name=cfg.data.name,
+                seed=cfg.seed,
+                val_fraction=cfg.data.val_fraction,
+                test_fraction=cfg.data.test_fraction,
+                where=f"--model {p}",
+            )
         elif not check_model_split(meta, data, where=f"--model {p}"):
             _err.print(
                 f"[bold yellow]warning:[/] --model {p}: its sidecar records no data split; "

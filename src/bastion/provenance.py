@@ -21,7 +21,13 @@ from typing import Any
 from bastion.data import Dataset, load_dataset
 from bastion.errors import BastionError
 
-__all__ = ["SplitSource", "check_model_split", "load_model_split", "split_record"]
+__all__ = [
+    "SplitSource",
+    "check_declared_split",
+    "check_model_split",
+    "load_model_split",
+    "split_record",
+]
 
 
 def split_record(
@@ -170,3 +176,28 @@ def check_model_split(sidecar: Mapping[str, Any], data: Dataset, *, where: str) 
             f"test_fraction {rec.get('test_fraction')}); use the same seed and fractions"
         )
     return True
+
+
+def check_declared_split(
+    declared: Mapping[str, Any],
+    *,
+    name: str,
+    seed: int,
+    val_fraction: float,
+    test_fraction: float,
+    where: str,
+) -> None:
+    """Raise unless the split a model reference file declares (``data:``) is the one given
+    (else its training examples could be in the test set); fields it leaves out match."""
+    given = {
+        "name": name,
+        "seed": seed,
+        "val_fraction": val_fraction,
+        "test_fraction": test_fraction,
+    }
+    for key, value in given.items():
+        if key in declared and declared[key] != value:
+            raise BastionError(
+                f"{where}: the model's reference file declares data {key} {declared[key]!r}, "
+                f"the config has {value!r}: the split differs from the one it was trained on"
+            )

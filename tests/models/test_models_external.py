@@ -76,6 +76,13 @@ def test_attack_evaluate_and_certify_take_a_reference(
     assert entry["objective"] == "external"
     assert {"fgsm", "apgd", "square"} <= set(entry["attacks"])
 
+    other = yaml.safe_load((byo / "evaluate.yaml").read_text())
+    other["seed"] = 3
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(other))
+    bad = ["evaluate", str(tmp_path / "other.yaml"), "-m", ref, "--out", str(sc), "-q"]
+    assert main(bad) == 2
+    assert "declares data seed 0, the config has 3" in capsys.readouterr().err
+
     assert main(["certify", ref, "-n", "5", "--n", "100", "--n0", "20"]) == 0
     assert "certified accuracy" in capsys.readouterr().out
 
