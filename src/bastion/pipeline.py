@@ -437,7 +437,10 @@ def run_channels(
     if cfg.text is not None:
         from bastion.text.experiment import run_text_experiment
 
-        folder = resolve_data_dir(cfg, config_path, data_dir)
+        if cfg.text.file is not None:  # a csv or jsonl file, relative to the config file
+            folder = _relative_to_config(cfg.text.file.path, config_path)
+        else:
+            folder = resolve_data_dir(cfg, config_path, data_dir)
         if folder is None:
             raise BastionError(
                 f"text: give the folder of the {cfg.text.dataset} files with --data-dir or "

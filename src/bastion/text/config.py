@@ -158,15 +158,42 @@ class TextAttackConfig(_Strict):
         return self
 
 
+class TextFileConfig(_Strict):
+    """A team's own text file (``dataset: csv`` or ``jsonl``; rules in :mod:`bastion.text.files`).
+
+    ``path`` is absolute or relative to the config file. ``labels`` declares the class names in
+    class-index order; a row with another label is an error. Without it the classes are the
+    distinct labels found, sorted. ``delimiter`` applies to CSV only.
+    """
+
+    path: str = Field(min_length=1)
+    text_column: str = Field(default="text", min_length=1)
+    label_column: str = Field(default="label", min_length=1)
+    labels: list[str] | None = Field(default=None, min_length=2)
+    delimiter: str = Field(default=",", min_length=1, max_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> TextFileConfig:
+        if self.labels is not None and len(set(self.labels)) != len(self.labels):
+            raise ValueError("labels: expected distinct names")
+        if self.text_column == self.label_column:
+            raise ValueError("text_column and label_column: expected two different columns")
+        return self
+
+
 class TextConfig(_Strict):
     """A complete text run: data, model, training, hardening, guard and attacks.
+
+    ``dataset`` is a registered set (``movie_review``, ``sms_spam``; files from ``--data-dir``)
+    or ``csv`` / ``jsonl``, read from the ``file`` section (:class:`TextFileConfig`).
 
     ``n_attack`` test examples (the first of the seeded test order) are attacked; with
     ``attack_classes`` only examples of those classes are (e.g. ``["spam"]`` for a spam filter,
     where only spam has a reason to evade).
     """
 
-    dataset: Literal["movie_review", "sms_spam"]
+    dataset: Literal["movie_review", "sms_spam", "csv", "jsonl"]
+    file: TextFileConfig | None = None
     val_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
     test_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
     vocab: TextVocabConfig = TextVocabConfig()
@@ -189,6 +216,10 @@ class TextConfig(_Strict):
             raise ValueError("model.filter_sizes: expected positive widths")
         if len(set(self.attacks)) != len(self.attacks):
             raise ValueError("attacks: expected each attack at most once")
+        if self.dataset in ("csv", "jsonl") and self.file is None:
+            raise ValueError(f"file: expected a file section (path, columns) for {self.dataset}")
+        if self.dataset not in ("csv", "jsonl") and self.file is not None:
+            raise ValueError(f"file: only for dataset csv or jsonl, not {self.dataset}")
         return self
 
 

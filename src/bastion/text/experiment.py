@@ -34,6 +34,7 @@ from bastion.text.char_attacks import DeepWordBug, HomoglyphAttack, InvisibleCha
 from bastion.text.classifier import TextClassifier
 from bastion.text.config import TextConfig
 from bastion.text.evaluation import attack_metrics, clean_accuracy, reduction
+from bastion.text.files import load_text_file
 from bastion.text.io import save_text_model
 from bastion.text.loaders import TextDataset, TextSplit, load_text_dataset
 from bastion.text.models import TextModel, TextModelSpec, build_text_model
@@ -146,7 +147,7 @@ def run_text_experiment(
     Args:
         config: the validated ``text:`` section.
         data_dir: folder holding the data set files (``SMSSpamCollection`` or
-            ``rt-polarity.pos`` / ``rt-polarity.neg``).
+            ``rt-polarity.pos`` / ``rt-polarity.neg``); for ``csv`` / ``jsonl`` the file itself.
         out_dir: run folder; models go to ``out_dir/models/text-standard.*`` and
             ``text-hardened.*`` (safetensors + JSON sidecar with vocabulary).
         seed: seed of split, initialisation, batch order and attacks.
@@ -164,13 +165,27 @@ def run_text_experiment(
     """
     check_seed(seed)
     started = time.perf_counter()
-    data = load_text_dataset(
-        config.dataset,
-        data_dir,
-        val_fraction=config.val_fraction,
-        test_fraction=config.test_fraction,
-        seed=seed,
-    )
+    if config.file is not None:
+        f = config.file
+        data = load_text_file(
+            data_dir,
+            format="csv" if config.dataset == "csv" else "jsonl",
+            text_column=f.text_column,
+            label_column=f.label_column,
+            labels=f.labels,
+            delimiter=f.delimiter,
+            val_fraction=config.val_fraction,
+            test_fraction=config.test_fraction,
+            seed=seed,
+        )
+    else:
+        data = load_text_dataset(
+            config.dataset,
+            data_dir,
+            val_fraction=config.val_fraction,
+            test_fraction=config.test_fraction,
+            seed=seed,
+        )
     v = config.vocab
     vocab = Vocabulary.build(
         data.train.texts,
