@@ -40,6 +40,7 @@ from bastion.guard.decision import Decision, GuardLike
 from bastion.monitor import DriftMonitor
 from bastion.serve.audit import AuditError, AuditLog, AuditRecord
 from bastion.serve.batching import MicroBatcher
+from bastion.serve.budget import BudgetMonitor, CoverageReference, answer_bits
 from bastion.serve.errors import RequestError
 from bastion.serve.extraction import ExtractionMonitor
 from bastion.serve.inputs import parse_body, parse_text_body
@@ -145,6 +146,7 @@ class _Service:
     started: float
     clock: Callable[[], float]
     bodies: BodyBudget
+    budget: BudgetMonitor | None = None
     drift: DriftMonitor | None = None
     drift_state: Path | None = None
     drift_pool: ThreadPoolExecutor | None = None
@@ -229,7 +231,7 @@ class _Service:
 
     def rate_limit(self, key: KeyRecord, cost: int) -> None:
         s = self.settings
-        if s.throttle_flagged and self.monitor.is_flagged(key.key_id):
+        if s.throttle_flagged and self.is_flagged(key.key_id):
             rate, burst = s.flagged_rate, s.flagged_burst
         else:
             rate = key.rate if key.rate is not None else s.rate  # type: ignore[assignment]
@@ -345,24 +347,44 @@ class _Service:
             )
         return {"request_id": request_id, "model": self.model_name, "predictions": preds}
 
+    def is_flagged(self, key_id: str) -> bool:
+        """Whether either extraction monitor has flagged the key."""
+        budget = self.budget
+        return self.monitor.is_flagged(key_id) or (budget is not None and budget.is_flagged(key_id))
+
+    def answer_bits(self, key: KeyRecord) -> float:
+        """Bits one answer to ``key`` can carry (the budget monitor's charge per query)."""
+        return answer_bits(max(2, len(self.guard.classes)))
+
     def check_extraction(
         self, key: KeyRecord, x: np.ndarray, decisions: list[Decision]
     ) -> list[Decision]:
-        """PRADA per key on the answered inputs; a flagged key's answers become ``flag``."""
+        """PRADA and the information budget per key on the answered inputs; once either
+        monitor has flagged a key, its answers become ``flag`` with that monitor's reason."""
         s = self.settings
-        if not s.extraction_check:
-            return decisions
         answered = [i for i, d in enumerate(decisions) if d.answered and d.label is not None]
-        if not answered:
+        if not answered or (not s.extraction_check and self.budget is None):
             return decisions
         flat = x[answered].reshape(len(answered), -1)
-        labels = [int(decisions[i].label) for i in answered]  # type: ignore[arg-type]
-        status = self.monitor.observe(key.key_id, flat, labels)
-        if status.newly_flagged:
-            self.metrics.extraction_flags.inc()
-        if not status.flagged:
+        reasons: list[str] = []
+        scores: dict[str, float] = {}
+        if s.extraction_check:
+            labels = [int(decisions[i].label) for i in answered]  # type: ignore[arg-type]
+            status = self.monitor.observe(key.key_id, flat, labels)
+            if status.newly_flagged:
+                self.metrics.extraction_flags.inc()
+            if status.flagged:
+                reasons.append(status.reason(self.monitor.threshold))
+                scores["prada_w"] = float(status.w or 0.0)
+        if self.budget is not None:
+            spent = self.budget.observe(key.key_id, flat, self.answer_bits(key))
+            if spent.newly_flagged:
+                self.metrics.extraction_budget_flags.inc()
+            if spent.flagged:
+                reasons.append(spent.reason(self.budget.threshold))
+                scores["budget_bits"] = spent.score
+        if not reasons:
             return decisions
-        reason = status.reason(self.monitor.threshold)
         out = list(decisions)
         for i in answered:
             d = out[i]
@@ -371,8 +393,8 @@ class _Service:
                 label=d.label,
                 confidence=d.confidence,
                 probabilities=d.probabilities,
-                reasons=(*d.reasons, reason),
-                scores={**d.scores, "prada_w": float(status.w or 0.0)},
+                reasons=(*d.reasons, *reasons),
+                scores={**d.scores, **scores},
             )
         return out
 
@@ -473,10 +495,19 @@ def create_app(
         window=settings.extraction_window,
         every=settings.extraction_every,
     )
-    metrics = ServiceMetrics(
-        uptime=lambda: time.monotonic() - started,
-        flagged_keys=lambda: float(len(monitor.flagged_keys())),
-    )
+    budget = None
+    if settings.extraction_budget_bits is not None:
+        reference = settings.extraction_reference
+        budget = BudgetMonitor(
+            threshold=settings.extraction_budget_bits,
+            reference=CoverageReference.load(reference) if reference is not None else None,
+        )
+
+    def flagged_keys() -> float:
+        flagged = set(monitor.flagged_keys())
+        return float(len(flagged | set(budget.flagged_keys() if budget is not None else ())))
+
+    metrics = ServiceMetrics(uptime=lambda: time.monotonic() - started, flagged_keys=flagged_keys)
     batcher = MicroBatcher(
         guard,
         max_rows=settings.micro_batch,
@@ -493,6 +524,7 @@ def create_app(
         metrics=metrics,
         limiter=RateLimiter(),
         monitor=monitor,
+        budget=budget,
         batcher=batcher,
         started=started,
         clock=clock,

@@ -20,6 +20,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 from scipy import stats  # type: ignore[import-untyped]
@@ -77,7 +78,32 @@ class ExtractionStatus:
         return f"extraction: PRADA Shapiro-Wilk W {self.w:.3f} < {threshold:.3f}"
 
 
-class ExtractionMonitor:
+class _Flaggable(Protocol):
+    flagged: bool
+
+
+S = TypeVar("S", bound=_Flaggable)
+
+
+class KeyFlags(Generic[S]):
+    """Per-key monitor states (each with a ``flagged`` attribute) behind one lock; the
+    base of both extraction monitors."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._keys: dict[str, S] = {}
+
+    def flagged_keys(self) -> list[str]:
+        """Ids of the keys flagged so far."""
+        with self._lock:
+            return [k for k, s in self._keys.items() if s.flagged]
+
+    def is_flagged(self, key: str) -> bool:
+        s = self._keys.get(key)
+        return bool(s and s.flagged)
+
+
+class ExtractionMonitor(KeyFlags[_KeyState]):
     """PRADA state for every key; :meth:`observe` is thread-safe (one lock per key)."""
 
     def __init__(
@@ -92,17 +118,7 @@ class ExtractionMonitor:
         self.threshold = threshold
         self.window = window
         self.every = every
-        self._lock = threading.Lock()
-        self._keys: dict[str, _KeyState] = {}
-
-    def flagged_keys(self) -> list[str]:
-        """Ids of the keys flagged so far."""
-        with self._lock:
-            return [k for k, s in self._keys.items() if s.flagged]
-
-    def is_flagged(self, key: str) -> bool:
-        s = self._keys.get(key)
-        return bool(s and s.flagged)
+        super().__init__()
 
     def observe(self, key: str, x: np.ndarray, labels: list[int]) -> ExtractionStatus:
         """Add the queries ``x`` ``(N, D)`` float32 with predicted ``labels`` (N) of ``key``."""

@@ -154,6 +154,10 @@ class ServiceMetrics:
         self.extraction_flags = Counter(
             "bastion_extraction_flags_total", "API keys flagged by the PRADA extraction test."
         )
+        self.extraction_budget_flags = Counter(
+            "bastion_extraction_budget_flags_total",
+            "API keys flagged by the information-budget extraction monitor.",
+        )
         self.timeouts = Counter("bastion_timeouts_total", "Requests that ran past the timeout.")
         self.client_disconnects = Counter(
             "bastion_client_disconnects_total",
@@ -169,6 +173,7 @@ class ServiceMetrics:
             self.audit_writes,
             self.audit_errors,
             self.extraction_flags,
+            self.extraction_budget_flags,
             self.timeouts,
             self.client_disconnects,
             Gauge("bastion_uptime_seconds", "Seconds since the service started.", uptime),

@@ -58,6 +58,9 @@ def build_app_for_run(run_dir: str | os.PathLike[str], *, settings: ServeSetting
 
         torch.set_num_threads(settings.torch_threads)
     guard, name = load_service_guard(run, model=settings.model)
+    reference = run / "guard" / EXTRACTION_REFERENCE
+    if settings.extraction_reference is None and reference.is_file():
+        settings = settings.with_(extraction_reference=str(reference))
     audit = AuditLog(settings.audit_url or run / "audit.db", synchronous=settings.audit_synchronous)
     keys = KeyStore(settings.keys_db or run / "keys.db")
     drift, state_path = drift_monitor_for_run(run)
@@ -73,6 +76,8 @@ def build_app_for_run(run_dir: str | os.PathLike[str], *, settings: ServeSetting
 
 
 MONITOR_STATE = "monitor-state.json"
+# the coverage reference of the information-budget extraction monitor
+EXTRACTION_REFERENCE = "extraction-reference.safetensors"
 
 
 def drift_monitor_for_run(run: Path) -> tuple[DriftMonitor | None, Path | None]:

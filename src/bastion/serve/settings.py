@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
@@ -52,6 +53,14 @@ class ServeSettings:
         extraction_threshold: Shapiro-Wilk W below which a key is flagged.
         extraction_window: most distances (and stored queries per class) kept per key.
         extraction_every: run the test after every this many new distances.
+        extraction_budget_bits: flag a key once its coverage-weighted information budget
+            (:mod:`bastion.serve.budget`) exceeds this many bits; calibrate it on a replay of
+            normal traffic with :func:`bastion.serve.budget.calibrate_threshold` (``None``:
+            this monitor is off).
+        extraction_reference: safetensors file of the :class:`~bastion.serve.budget.
+            CoverageReference` the budget discounts repeats by (``None``: ``bastion serve``
+            uses ``<run_dir>/guard/extraction-reference.safetensors`` if present, else no
+            coverage discount).
         throttle_flagged: give a flagged key the rate ``flagged_rate`` / ``flagged_burst``.
         flagged_rate: tokens per second of a flagged key.
         flagged_burst: bucket size of a flagged key.
@@ -83,6 +92,8 @@ class ServeSettings:
     extraction_threshold: float = 0.90
     extraction_window: int = 2000
     extraction_every: int = 10
+    extraction_budget_bits: float | None = None
+    extraction_reference: str | None = None
     throttle_flagged: bool = True
     flagged_rate: float = 1.0
     flagged_burst: int = 10
@@ -119,6 +130,16 @@ class ServeSettings:
             raise ConfigError(
                 "serve.extraction_threshold: expected W in (0, 1), got "
                 f"{self.extraction_threshold!r}"
+            )
+        budget = self.extraction_budget_bits
+        if budget is not None and (
+            isinstance(budget, bool)
+            or not isinstance(budget, (int, float))
+            or not (budget > 0 and math.isfinite(budget))
+        ):
+            raise ConfigError(
+                "serve.extraction_budget_bits: expected a positive number of bits or null, "
+                f"got {budget!r}"
             )
         if self.max_body_bytes_in_flight < self.max_body_bytes:
             raise ConfigError(
