@@ -77,8 +77,12 @@ Threads = Annotated[
     ),
 ]
 Device = Annotated[
-    str,
-    typer.Option("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps."),
+    str | None,
+    typer.Option(
+        "--device",
+        help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps (default: the config's "
+        "'device', else auto).",
+    ),
 ]
 Subset = Annotated[
     int | None,
@@ -96,6 +100,7 @@ def run(
     quiet: Quiet = False,
     subset: Subset = None,
     threads: Threads = None,
+    device: Device = None,
 ) -> None:
     """Train a baseline and hardened model(s), evaluate them, write scorecard and report."""
     from bastion.pipeline import run_pipeline
@@ -110,6 +115,7 @@ def run(
             show_progress=not quiet,
             command="bastion " + " ".join(sys.argv[1:]),
             threads=threads,
+            device=device,
         )
     except KeyboardInterrupt:
         raise Interrupted("interrupted; nothing written (the partial run was removed)") from None
@@ -128,6 +134,7 @@ def train(
     data_dir: DataDir = None,
     quiet: Quiet = False,
     threads: Threads = None,
+    device: Device = None,
 ) -> None:
     """Train one model entry of a config and save it."""
     from bastion.config import load_config
@@ -140,9 +147,16 @@ def train(
     if model is not None and model not in names:
         raise BastionError(f"--model: expected one of {', '.join(names)}, got {model!r}")
     entry = cfg.models[names.index(model)] if model is not None else cfg.models[-1]
+    import os
+
+    import torch
+
     from bastion.training.distributed import DataParallel
 
-    dp = DataParallel.from_env()  # under torchrun: this process's rank
+    dev = _resolve_device(device, cfg.device)
+    if dev.type == "cuda" and dev.index is None and "LOCAL_RANK" in os.environ:
+        dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))  # one GPU per torchrun process
+    dp = DataParallel.from_env(device=dev)  # under torchrun: this process's rank
     main_process = dp is None or dp.is_main
     if dp is not None and threads is None and cfg.threads == "auto":
         from bastion.runtime import available_cores
@@ -155,7 +169,9 @@ def train(
     reporter = ProgressReporter(_err, enabled=not quiet and main_process)
     try:
         with reporter.session():
-            net, result = train_entry(cfg, entry, data, reporter=reporter, data_parallel=dp)
+            net, result = train_entry(
+                cfg, entry, data, reporter=reporter, data_parallel=dp, device=dev
+            )
     except KeyboardInterrupt:
         raise Interrupted("interrupted; nothing written") from None
     finally:
@@ -304,6 +320,16 @@ def _use_threads(
     return choice.to_dict()
 
 
+def _resolve_device(device: str | None, config_value: str = "auto") -> Any:
+    """The ``torch.device`` of ``--device`` when given, else of the config's ``device``; an
+    error names whichever of the two was at fault."""
+    from bastion.runtime import resolve_device
+
+    if device is not None:
+        return resolve_device(device, where="--device")
+    return resolve_device(config_value, where="device")
+
+
 def _model_and_split(
     model: Path, data: str | None, split_seed: int | None, data_dir: Path | None
 ) -> tuple[Any, dict[str, Any], Any]:
@@ -411,6 +437,7 @@ def evaluate(
     ray_workers: Annotated[
         int | None, typer.Option("--ray-workers", help="CPUs of a local Ray instance.")
     ] = None,
+    device: Device = None,
 ) -> None:
     """Evaluate saved models under a config's threat model and write a scorecard.
 
@@ -437,6 +464,13 @@ def evaluate(
     cfg, _ = load_config(config, evaluate_only=True)
     cfg = with_subset(cfg, subset)
     runtime = _use_threads(threads, cfg.threads)
+    from bastion.runtime import place_on_device
+
+    dev = _resolve_device(device, cfg.device)
+    if (ray or ray_address is not None) and dev.type != "cpu":
+        if device is not None:
+            raise BastionError(f"--device: {device!r} with --ray; Ray workers run on the CPU")
+        dev = _resolve_device("cpu")
     data = load_run_data(cfg, config_path=config, data_dir=data_dir)
     eval_state = (
         None
@@ -484,6 +518,8 @@ def evaluate(
         source = net.spec.options.get("source")
         if net.spec.options.get("gradients") is False:
             _check_black_box_evaluation(cfg, where=f"--model {p}")
+        else:  # an ONNX graph runs in onnxruntime on the CPU
+            place_on_device(net, dev)
         trained.append(
             TrainedModel(
                 name,
@@ -494,6 +530,7 @@ def evaluate(
                 temperature=float(md.get("temperature") or 1.0),
             )
         )
+    runtime["device"] = str(dev)
     reporter = ProgressReporter(_err, enabled=not quiet)
     t0 = time.perf_counter()
     runner = None
@@ -1112,6 +1149,7 @@ def serve(
         list[str] | None,
         typer.Option("--set", "-s", help="A service setting KEY=VALUE (repeat), e.g. rate=50."),
     ] = None,
+    device: Device = None,
 ) -> None:
     """Serve a run's model behind its guard over HTTP (POST /v1/predict, /v1/health,
     /metrics, /docs). Needs the service extra."""
@@ -1131,8 +1169,11 @@ def serve(
         section.update(raw)
     section.update(_parse_sets(sets, "--set"))
     settings = ServeSettings.from_mapping(section)
+    from bastion.runtime import resolve_device
+
+    resolve_device(device)  # an absent device fails here, before anything is loaded
     _err.print(f"serving {run_dir} on http://{host}:{port} (docs at /docs)")
-    run_server(run_dir, host=host, port=port, settings=settings)
+    run_server(run_dir, host=host, port=port, settings=settings, device=device)
 
 
 @app.command()

@@ -308,6 +308,7 @@ class RunConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     seed: int = 0
     threads: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"  # see bastion.runtime
+    device: str = "auto"  # auto, cpu, cuda, cuda:N or mps; --device wins (bastion.runtime)
     data: DataConfig = Field(default_factory=DataConfig)
     threat: ThreatConfig = Field(default_factory=ThreatConfig)
     model: ArchitectureConfig = Field(default_factory=ArchitectureConfig)
@@ -319,6 +320,17 @@ class RunConfig(_Strict):
     text: TextConfig | None = None
     guard: dict[str, Any] | None = None
     poisoning: dict[str, Any] | None = None  # see bastion.poisoning.config
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, v: str) -> str:
+        """The name's form only; whether the device exists is checked when a command runs."""
+        from bastion.runtime import check_device_name
+
+        try:
+            return check_device_name(v, where="device")
+        except ConfigError:
+            raise ValueError("expected auto, cpu, cuda, cuda:N or mps") from None
 
     @model_validator(mode="after")
     def _check(self, info: ValidationInfo) -> RunConfig:

@@ -41,7 +41,7 @@ from bastion.evaluation.state import EvaluationState, weights_hash
 from bastion.models import BastionModel, ModelSpec, build_model, save_model
 from bastion.progress import ProgressReporter
 from bastion.provenance import split_record
-from bastion.runtime import apply_threads, parse_threads
+from bastion.runtime import apply_threads, parse_threads, place_on_device, resolve_device
 from bastion.training.distributed import DataParallel
 from bastion.training.trainer import Trainer, TrainResult
 
@@ -125,13 +125,16 @@ def train_entry(
     checkpoint_dir: str | os.PathLike[str] | None = None,
     resume_from: str | os.PathLike[str] | None = None,
     data_parallel: DataParallel | None = None,
+    device: torch.device | None = None,
 ) -> tuple[BastionModel, TrainResult]:
     """Build and train the model a config entry describes (seeded from the config).
 
     ``checkpoint_dir``: write training checkpoints there; ``resume_from``: continue an
     interrupted run from its checkpoint directory (same config), ending with the weights an
     uninterrupted run would have; ``data_parallel``: this process's place in a ``torchrun``
-    job (see :mod:`bastion.training.distributed`). The result carries ``warnings``
+    job (see :mod:`bastion.training.distributed`); ``device``: where the forward and backward
+    passes run (:func:`bastion.runtime.place_on_device`; the model stays there, taking CPU
+    tensors; default the CPU). The result carries ``warnings``
     (catastrophic overfitting) and, with ``training.calibrate``, the fitted ``temperature``.
     """
     settings = cfg.train_settings(entry)
@@ -139,6 +142,8 @@ def train_entry(
     with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
         torch.manual_seed(cfg.seed)
         model = build_model(spec)
+    if device is not None:
+        place_on_device(model, device)
     if entry.dp is not None:  # DP-SGD through Opacus replaces the trainer (bastion.privacy.dp)
         from bastion.privacy.dp import dp_settings_from, fit_dp
 
@@ -592,15 +597,17 @@ def relative_paths(doc: Any, root: Path) -> Any:
 
 
 def runtime_record(threads: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The scorecard's ``runtime`` section: device, torch threads (and how they were chosen),
+    """The scorecard's ``runtime`` section: the device the models ran on (``threads["device"]``
+    when the caller put it there, else ``cpu``), torch threads (and how they were chosen),
     cores available."""
     from bastion.runtime import available_cores
 
+    choice = {k: v for k, v in (threads or {}).items() if k != "device"}
     return {
-        "device": "cpu",
+        "device": str((threads or {}).get("device", "cpu")),
         "cores": available_cores(),
         "threads": torch.get_num_threads(),
-        **({"thread_choice": dict(threads)} if threads else {}),
+        **({"thread_choice": choice} if choice else {}),
     }
 
 
@@ -765,8 +772,13 @@ def run_pipeline(
     command: str = "bastion run",
     subset: int | None = None,
     threads: int | str | None = None,
+    device: str | None = None,
 ) -> Path:
     """Run the whole pipeline for a config; return the completed run directory.
+
+    ``device`` (``--device``; else the config's ``device``; ``auto`` picks CUDA, then MPS, then
+    the CPU) is where the models train and are evaluated; it is recorded in the scorecard's
+    ``runtime`` section. A device that is not present is a ConfigError before anything runs.
 
     The run is written to a hidden temporary directory beside the final one and renamed once
     complete: a run that fails or is interrupted leaves no partial run directory behind.
@@ -779,6 +791,10 @@ def run_pipeline(
     cfg, raw = load_config(config_path)
     cfg = with_subset(cfg, subset)
     console = console or Console(stderr=True)
+    dev = resolve_device(
+        device if device is not None else cfg.device,
+        where="--device" if device is not None else "device",
+    )
     thread_choice = apply_threads(
         parse_threads(threads if threads is not None else cfg.threads, where="threads")
     )
@@ -810,7 +826,7 @@ def run_pipeline(
                 assert data is not None
                 reporter.log(f"training {entry.name} ({entry.objective.name})")
                 train_data = data if poisoning is None else poisoning.data
-                model, result = train_entry(cfg, entry, train_data, reporter=reporter)
+                model, result = train_entry(cfg, entry, train_data, reporter=reporter, device=dev)
                 timings[f"train_{entry.name}_seconds"] = result.seconds
                 meta = model_metadata(cfg, entry, data, result, config_path=config_path)
                 save_model(model, tmp / "models" / entry.name, meta)
@@ -872,7 +888,7 @@ def run_pipeline(
                     else {}
                 ),
             },
-            runtime=thread_choice.to_dict(),
+            runtime={**thread_choice.to_dict(), "device": str(dev)},
         )
         write_json(scorecard, tmp / "scorecard.json")
         write_report(scorecard, tmp / "report.html")

@@ -34,7 +34,9 @@ __all__ = [
     "ThreadsSetting",
     "apply_threads",
     "available_cores",
+    "check_device_name",
     "choose_threads",
+    "place_on_device",
     "resolve_device",
 ]
 
@@ -156,10 +158,58 @@ def apply_threads(setting: ThreadsSetting = "auto") -> ThreadChoice:
     return choice
 
 
-def resolve_device(value: str | None = "auto") -> torch.device:
+def check_device_name(value: str, *, where: str = "device") -> str:
+    """``value`` lower-cased if it names a device kind bastion runs on (``auto``, ``cpu``,
+    ``cuda``, ``cuda:N``, ``mps``), whether or not that device exists here; else ConfigError."""
+    text = value.strip().lower()
+    kind, colon, index = text.partition(":")
+    if text in ("auto", "cpu", "cuda", "mps") or (kind == "cuda" and colon and index.isdigit()):
+        return text
+    raise ConfigError(f"{where}: expected auto, cpu, cuda, cuda:N or mps, got {value!r}")
+
+
+def place_on_device(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """Move ``module``'s parameters to ``device`` and make it take and return CPU tensors.
+
+    bastion keeps data sets, attack generators and results on the CPU; the heavy work is the
+    model's forward and backward passes. For a device other than the CPU this moves the
+    parameters and buffers there and registers hooks that copy every tensor argument of
+    ``forward`` to ``device`` and the output (a tensor, or a tuple/list of tensors) back to
+    the CPU. Both copies are differentiable, so gradients with respect to CPU inputs (every
+    white-box attack) flow through. The state dict keeps its keys (checkpoints and saved
+    models do not change); :func:`bastion.models.save_model` and checkpoints store CPU copies.
+    Placing a module twice re-targets it (the hooks are registered once). On the CPU this does
+    nothing and returns ``module``. Costs: one host-device copy of each batch each way.
+    """
+    if device.type == "cpu":
+        return module
+    module.to(device)
+    previous = getattr(module, "_bastion_device", None)
+    object.__setattr__(module, "_bastion_device", device)
+    if previous is not None:
+        return module
+
+    def inputs(mod: torch.nn.Module, args: tuple[object, ...]) -> tuple[object, ...]:
+        target = mod.__dict__["_bastion_device"]
+        return tuple(a.to(target) if isinstance(a, torch.Tensor) else a for a in args)
+
+    def outputs(mod: torch.nn.Module, args: tuple[object, ...], out: object) -> object:
+        if isinstance(out, torch.Tensor):
+            return out.cpu()
+        if isinstance(out, tuple | list):
+            return type(out)(o.cpu() if isinstance(o, torch.Tensor) else o for o in out)
+        return out
+
+    module.register_forward_pre_hook(inputs)
+    module.register_forward_hook(outputs)
+    return module
+
+
+def resolve_device(value: str | None = "auto", *, where: str = "--device") -> torch.device:
     """``"auto"`` (or ``None``): the best device present (CUDA, then Apple's MPS, then the
-    CPU); else ``cpu``, ``cuda``, ``cuda:N`` or ``mps``, which must exist here."""
-    text = (value or "auto").strip().lower()
+    CPU); else ``cpu``, ``cuda``, ``cuda:N`` or ``mps``, which must exist here (else a
+    ConfigError naming ``where``: ``--device`` or the config's ``device``)."""
+    text = check_device_name(value or "auto", where=where)
     if text == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -167,24 +217,17 @@ def resolve_device(value: str | None = "auto") -> torch.device:
         if mps is not None and mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    try:
-        device = torch.device(text)
-    except RuntimeError:
-        raise ConfigError(
-            f"--device: expected auto, cpu, cuda, cuda:N or mps, got {value!r}"
-        ) from None
+    device = torch.device(text)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(f"--device: {value!r}, but no CUDA device is available here")
+            raise ConfigError(f"{where}: {value!r}, but no CUDA device is available here")
         index = device.index or 0
         if index >= torch.cuda.device_count():
             raise ConfigError(
-                f"--device: {value!r}, but only {torch.cuda.device_count()} CUDA device(s) exist"
+                f"{where}: {value!r}, but only {torch.cuda.device_count()} CUDA device(s) exist"
             )
     elif device.type == "mps":
         mps = getattr(torch.backends, "mps", None)
         if mps is None or not mps.is_available():
-            raise ConfigError(f"--device: {value!r}, but MPS is not available here")
-    elif device.type != "cpu":
-        raise ConfigError(f"--device: expected auto, cpu, cuda, cuda:N or mps, got {value!r}")
+            raise ConfigError(f"{where}: {value!r}, but MPS is not available here")
     return device

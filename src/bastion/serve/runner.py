@@ -47,9 +47,34 @@ def load_service_guard(
     return ModelGuard.from_file(stem), stem.name.removesuffix(".yaml").removesuffix(".yml")
 
 
-def build_app_for_run(run_dir: str | os.PathLike[str], *, settings: ServeSettings) -> object:
+def place_service_guard(guard: GuardLike, device: str | None) -> str:
+    """Put the served model on ``device`` (``--device``; ``None``: auto, the best present) and
+    return the device it runs on. Only a run's model behind :class:`ModelGuard` moves off the
+    CPU; a fitted guard (which splits its model into layers) and a text model stay on the CPU,
+    and asking for another device for them explicitly is a ConfigError. A device that is not
+    present is a ConfigError naming ``--device``."""
+    from bastion.runtime import place_on_device, resolve_device
+
+    dev = resolve_device(device)
+    if dev.type == "cpu":
+        return "cpu"
+    if isinstance(guard, ModelGuard):
+        place_on_device(guard.model, dev)
+        return str(dev)
+    if device is not None:
+        raise ConfigError(
+            f"--device: {device!r}, but a fitted guard or a text model is served on the CPU "
+            "only; expected cpu or auto"
+        )
+    return "cpu"
+
+
+def build_app_for_run(
+    run_dir: str | os.PathLike[str], *, settings: ServeSettings, device: str | None = "cpu"
+) -> object:
     """``create_app`` for a run directory, with its default key store and audit log
-    (``<run_dir>/keys.db``, ``<run_dir>/audit.db`` unless the settings name others)."""
+    (``<run_dir>/keys.db``, ``<run_dir>/audit.db`` unless the settings name others); the model
+    runs on ``device`` (see :func:`place_service_guard`)."""
     from bastion.serve.app import create_app
 
     run = Path(run_dir)
@@ -58,6 +83,7 @@ def build_app_for_run(run_dir: str | os.PathLike[str], *, settings: ServeSetting
 
         torch.set_num_threads(settings.torch_threads)
     guard, name = load_service_guard(run, model=settings.model)
+    place_service_guard(guard, device)
     reference = run / "guard" / EXTRACTION_REFERENCE
     if settings.extraction_reference is None and reference.is_file():
         settings = settings.with_(extraction_reference=str(reference))
@@ -98,13 +124,15 @@ def serve(
     port: int = 8000,
     settings: ServeSettings | None = None,
     log_level: str = "warning",
+    device: str | None = "cpu",
 ) -> None:
     """Serve ``run_dir``'s guard over HTTP with uvicorn until interrupted (one process; the
-    guard's micro-batcher makes one worker use the cores torch is given)."""
+    guard's micro-batcher makes one worker use the cores torch is given); the model runs on
+    ``device`` (see :func:`place_service_guard`)."""
     import uvicorn
 
     s = settings or ServeSettings()
-    app = build_app_for_run(run_dir, settings=s)
+    app = build_app_for_run(run_dir, settings=s, device=device)
     uvicorn.run(app, **uvicorn_options(s, host=host, port=port, log_level=log_level))  # type: ignore[arg-type]
 
 
