@@ -12,6 +12,7 @@ import yaml
 from registry_fixtures import TINY, Project
 
 from bastion.config import load_config
+from bastion.registry.canary import CanaryRule
 from bastion.registry.record import run_record
 from bastion.registry.risks import assess, parse_register
 from bastion.registry.stages import current_runs, load_stages, promote, rollback
@@ -30,13 +31,29 @@ def _yaml_blocks() -> dict[str, Any]:
     for text in _blocks("yaml"):
         doc = yaml.safe_load(text)
         kind = next(k for k in ("stages", "rules", "risks", "name") if k in doc)
+        if kind == "stages" and any("demote_when" in (v or {}) for v in doc["stages"].values()):
+            kind = "canary"
         assert kind not in out, f"two {kind} blocks: give each a test"
         out[kind] = doc
     return out
 
 
 def test_every_yaml_block_is_known() -> None:
-    assert set(_yaml_blocks()) == {"stages", "rules", "risks", "name"}
+    assert set(_yaml_blocks()) == {"stages", "rules", "risks", "name", "canary"}
+
+
+def canary_rules(folder: Path) -> tuple[CanaryRule, ...]:
+    """The canary stage's rules of the docs' canary block, loaded as ``--stages`` loads them
+    (``tests/registry/test_registry_canary.py`` serves a canary under them)."""
+    (folder / "canary-stages.yaml").write_text(yaml.safe_dump(_yaml_blocks()["canary"]))
+    return load_stages(folder / "canary-stages.yaml")["canary"].demote_when
+
+
+def test_the_canary_block_loads(tmp_path: Path) -> None:
+    rules = canary_rules(tmp_path)
+    assert [r.metric for r in rules] == ["abstention_rate", "p99_latency_s"]
+    # the first rule fires before the second can: fewer samples needed
+    assert rules[0].min_samples < rules[1].min_samples
 
 
 def test_the_config_block_is_the_one_the_tests_run(tmp_path: Path) -> None:

@@ -199,7 +199,8 @@ def runs_show(
     if events:
         lines += ["", "stage events:"]
         lines += [
-            f"  {e.at[:19]} {e.stage} {e.action} -> {e.run_id} (was {e.previous_run_id or '-'}) "
+            f"  {e.at[:19]} {e.stage} {e.action} -> {e.run_id or '(empty)'} "
+            f"(was {e.previous_run_id or '-'}) "
             f"by {e.user}: {e.reason or ''}"
             for e in events
         ]
@@ -258,7 +259,8 @@ def runs_lineage(
         lines.append(f"ancestor {i}   {run.run_id} ({run.kind} {run.name}, {run.created_at[:19]})")
     for e in lin.stage_events:
         lines.append(
-            f"stage        {e.at[:19]} {e.stage} {e.action} -> {e.run_id} by {e.user}: "
+            f"stage        {e.at[:19]} {e.stage} {e.action} -> {e.run_id or '(empty)'} by "
+            f"{e.user}: "
             f"{e.reason or ''}"
         )
     typer.echo("\n".join(lines))
@@ -554,15 +556,18 @@ def serve_stage_command(
     ] = None,
     registry: RegistryOpt = None,
     out: OutOpt = Path("runs"),
+    stages: StagesOpt = None,
 ) -> None:
     """Serve the run a stage holds over HTTP (like `bastion serve`), switching to the new run
     within --poll seconds of a promotion or rollback; optionally a canary stage answering a
-    share of the inputs and a shadow stage judged on all of them. Needs the service extra."""
+    share of the inputs (demoted when a rule of its `demote_when` in the stages file fires)
+    and a shadow stage judged on all of them. Needs the service extra."""
     import uvicorn
     import yaml
 
     from bastion.errors import BastionError
     from bastion.registry.serving import build_stage_app
+    from bastion.registry.stages import load_stages
     from bastion.serve import ServeSettings
     from bastion.serve.runner import uvicorn_options
 
@@ -573,6 +578,8 @@ def serve_stage_command(
             raise BastionError(f"--set: expected KEY=VALUE, got {item!r}")
         section[key] = yaml.safe_load(raw)
     settings = ServeSettings.from_mapping(section)
+    configured = load_stages(stages)
+    rules = configured[canary].demote_when if canary is not None and canary in configured else ()
     reg = _open(registry, out)
     app, guard = build_stage_app(
         reg,
@@ -583,12 +590,14 @@ def serve_stage_command(
         canary_fraction=canary_fraction if canary else 0.0,
         shadow=shadow,
         on_event=lambda message: _err.print(message, markup=False),
+        rules=rules,
     )
     primary = guard.current()
     assert primary is not None
     _err.print(
         f"serving stage {stage} (run {primary.run_id}) on http://{host}:{port}; checking "
         f"{reg.url} every {poll:g} s"
+        + "".join(f"; demote the canary when {r.describe()}" for r in rules)
     )
     guard.start(poll)
     try:

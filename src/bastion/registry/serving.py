@@ -15,6 +15,18 @@ and ``last_error`` says why): clients of a stage see one interface.
 - shadow: the shadow stage's run also decides every input; its answers are never returned, and
   agreement with what was returned is counted (:attr:`StageGuard.stats`) and, with
   ``shadow_log``, appended as one JSON line per batch.
+
+The primary's run decides every input of a batch (also those the canary answers), so each
+canary answer is compared with production's. Per-variant counts, latencies and agreement are
+kept in :attr:`StageGuard.metrics` (:class:`~bastion.registry.variants.VariantMetrics`, shown on
+``/metrics``). With rollback ``rules`` (:mod:`bastion.registry.canary`), every canary batch is
+judged; when a rule fires, the canary stops taking inputs from the next batch on (the batch
+being decided still gets its answers: no request fails), and a background thread records the
+demotion in the registry (:func:`bastion.registry.stages.demote`) and one line in the audit
+log. A canary batch that raises is answered by the primary's decisions for those inputs.
+
+The drift monitor (:class:`StageDrift`) follows the primary: when the primary's run changes,
+it continues from that run's saved state against that run's reference.
 """
 
 from __future__ import annotations
@@ -33,11 +45,21 @@ import torch
 from torch import Tensor
 
 from bastion.guard.decision import Decision, GuardLike
+from bastion.monitor import DriftMonitor, MonitorState, ReferenceStats
+from bastion.registry.canary import Breach, CanaryRule, RuleWatch
 from bastion.registry.db import RegistryError
-from bastion.registry.stages import check_run_files, current_runs
+from bastion.registry.stages import check_run_files, current_runs, demote
 from bastion.registry.store import Registry
+from bastion.registry.variants import VariantMetrics
 
-__all__ = ["LoadedRun", "StageGuard", "StageStats", "build_stage_app", "default_state_dir"]
+__all__ = [
+    "LoadedRun",
+    "StageDrift",
+    "StageGuard",
+    "StageStats",
+    "build_stage_app",
+    "default_state_dir",
+]
 
 log = logging.getLogger("bastion.registry.serving")
 
@@ -63,6 +85,8 @@ class StageStats:
     shadow_disagreed: int = 0
     reloads: int = 0
     refused_reloads: int = 0
+    canary_errors: int = 0
+    demotions: list[str] = field(default_factory=list)
     served_runs: list[str] = field(default_factory=list)
 
 
@@ -86,6 +110,8 @@ class StageGuard:
         shadow_log: str | os.PathLike[str] | None = None,
         seed: int = 0,
         on_event: Callable[[str], None] | None = None,
+        rules: Sequence[CanaryRule] = (),
+        audit: Any = None,
     ) -> None:
         if not 0.0 <= canary_fraction <= 1.0:
             raise RegistryError(
@@ -93,6 +119,11 @@ class StageGuard:
             )
         if canary_fraction > 0 and canary is None:
             raise RegistryError("canary_fraction: needs a canary stage")
+        if rules and canary is None:
+            raise RegistryError("demote_when: rollback rules need a canary stage")
+        self.rules = tuple(rules)
+        self.audit = audit  # a bastion.serve.AuditLog, or None
+        self.drift: StageDrift | None = None
         self.registry = registry
         self.stage, self.canary_stage, self.shadow_stage = stage, canary, shadow
         self.canary_fraction = canary_fraction
@@ -105,6 +136,10 @@ class StageGuard:
         self._thread: threading.Thread | None = None
         self.stats = StageStats()
         self.last_error: str | None = None
+        self._demoted: set[str] = set()
+        self._watch = RuleWatch(self.rules)
+        self._recorders: list[threading.Thread] = []
+        self.metrics = VariantMetrics(runs=self._served, routing=self.canary_routing)
         held = current_runs(registry)
         self._runs: dict[str, LoadedRun | None] = {}
         for role, name in self._roles():
@@ -169,6 +204,13 @@ class StageGuard:
         for role, stage in self._roles():
             now = self.current(role)
             run_id = held.get(stage)
+            if run_id is None and role != "primary" and now is not None:
+                with self._lock:  # the stage was emptied (a demotion): stop using it
+                    self._runs[role] = None
+                    self._demoted.discard(now.run_id)
+                self._say(f"stage {stage!r} holds no run now; {role} off")
+                changed = True
+                continue
             if run_id is None or (now is not None and now.run_id == run_id):
                 continue
             try:
@@ -186,6 +228,10 @@ class StageGuard:
                 self.stats.reloads += 1
                 if role == "primary":
                     self.stats.served_runs.append(run_id)
+                if role == "canary":  # a new candidate is judged on its own inputs only
+                    self._watch = RuleWatch(self.rules)
+            if role == "primary" and self.drift is not None:
+                self.drift.follow(Path(loaded.run_dir))
             log.info("stage %r now served from run %s", stage, run_id)
             self._say(f"stage {stage!r} now served from run {run_id} ({loaded.run_dir})")
             changed = True
@@ -213,10 +259,26 @@ class StageGuard:
         self._thread.start()
 
     def close(self) -> None:
-        """Stop polling."""
+        """Stop polling, and wait (up to 10 s each) for demotions being recorded."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        for t in list(self._recorders):
+            t.join(timeout=10)
+
+    def _served(self) -> dict[str, str]:
+        with self._lock:
+            return {role: r.run_id for role, r in self._runs.items() if r is not None}
+
+    def canary_routing(self) -> bool:
+        """Whether the canary takes inputs now (a canary run, a share > 0, not demoted)."""
+        with self._lock:
+            canary = self._runs.get("canary")
+            return (
+                canary is not None
+                and self.canary_fraction > 0
+                and canary.run_id not in self._demoted
+            )
 
     # ------------------------------------------------------------------ deciding
 
@@ -229,42 +291,156 @@ class StageGuard:
         return tuple(layers) if layers is not None else (type(primary.guard).__name__,)
 
     def decide(self, x: Tensor) -> Sequence[Decision]:
-        """Decide a batch: canary inputs by the canary's run, the rest by the primary's; the
-        shadow's run judges all of them on the side."""
+        """Decide a batch ``(N, *input_shape)``: the primary's run decides every input, the
+        canary's run answers its share instead (and is compared with the primary on it); the
+        shadow's run judges all of them on the side. Returns ``N`` decisions in order."""
+        routing = self.canary_routing()
         with self._lock:
             primary, canary, shadow = (self._runs.get(r) for r in ("primary", "canary", "shadow"))
             to_canary = (
                 torch.rand(x.shape[0], generator=self._gen) < self.canary_fraction
-                if canary is not None and self.canary_fraction > 0
+                if routing
                 else torch.zeros(x.shape[0], dtype=torch.bool)
             )
+            watch = self._watch
         assert primary is not None
-        out: list[Decision | None] = [None] * x.shape[0]
-        for guard, mask in (
-            (primary.guard, ~to_canary),
-            (canary.guard if canary else None, to_canary),
-        ):
-            idx = torch.nonzero(mask).flatten()
-            if guard is None or idx.numel() == 0:
-                continue
-            for i, d in zip(idx.tolist(), guard.decide(x[idx]), strict=True):
-                out[i] = d
-        answered = [d for d in out if d is not None]
-        assert len(answered) == x.shape[0]
-        n_canary = int(to_canary.sum())
+        t0 = time.perf_counter()
+        base = list(primary.guard.decide(x))
+        primary_s = time.perf_counter() - t0
+        assert len(base) == x.shape[0]
+        out: list[Decision] = list(base)
+        idx = torch.nonzero(to_canary).flatten().tolist()
+        if canary is not None and idx:
+            self._canary(canary, x, idx, base, out, watch)
+        n_canary = len(idx) if canary is not None else 0
+        kept = [d for i, d in enumerate(base) if not to_canary[i]] if n_canary else base
+        self.metrics.observe("primary", kept, primary_s)
         with self._lock:
             self.stats.canary += n_canary
             self.stats.primary += x.shape[0] - n_canary
         if shadow is not None:
-            self._shadow(shadow, x, answered, primary.run_id)
-        return answered
+            self._shadow(shadow, x, out, primary.run_id)
+        return out
+
+    def _canary(
+        self,
+        canary: LoadedRun,
+        x: Tensor,
+        idx: list[int],
+        base: list[Decision],
+        out: list[Decision],
+        watch: RuleWatch,
+    ) -> None:
+        """Answer inputs ``idx`` with the canary (into ``out``), count them and judge the
+        rules; a canary that raises leaves the primary's answers in place."""
+        reference = [base[i].label for i in idx]
+        t0 = time.perf_counter()
+        try:
+            decided: list[Decision] | None = list(canary.guard.decide(x[idx]))
+            assert decided is not None and len(decided) == len(idx)
+        except Exception as e:  # a broken candidate must not fail a request
+            decided = None
+            self.last_error = f"canary run {canary.run_id}: {e}"
+            log.warning("canary failed, primary answered: %s", e)
+        seconds = time.perf_counter() - t0
+        if decided is None:
+            self.metrics.errors.inc(len(idx), variant="canary")
+            self.metrics.timing("canary", seconds)
+            with self._lock:
+                self.stats.canary_errors += len(idx)
+        else:
+            for i, d in zip(idx, decided, strict=True):
+                out[i] = d
+            self.metrics.observe("canary", decided, seconds, reference=reference)
+        breach = watch.add(
+            time.monotonic(),
+            decided,
+            n=len(idx),
+            reference_labels=reference,
+            latency_s=seconds,
+        )
+        if breach is not None:
+            self._demote(canary, breach)
+
+    def _demote(self, canary: LoadedRun, breach: Breach) -> None:
+        """Stop routing to ``canary`` now; record why in the registry and the audit log in
+        a background thread (off the request path)."""
+        with self._lock:
+            if canary.run_id in self._demoted:
+                return
+            self._demoted.add(canary.run_id)
+            self.stats.demotions.append(canary.run_id)
+        self.metrics.demotions.inc()
+        reason = breach.reason(canary.run_id, canary.stage)
+        log.warning("%s", reason)
+        self._say(reason)
+        t = threading.Thread(
+            target=self._record_demotion,
+            args=(canary, breach, reason),
+            name="bastion-canary-demotion",
+            daemon=True,
+        )
+        self._recorders.append(t)
+        t.start()
+
+    def _record_demotion(self, canary: LoadedRun, breach: Breach, reason: str) -> None:
+        details = [
+            {
+                "rule": breach.rule.describe(),
+                "index": breach.index,
+                "value": breach.value,
+                "threshold": breach.rule.max,
+                "samples": breach.samples,
+                "passed": False,
+                "message": reason,
+            }
+        ]
+        event = None
+        for attempt in range(5):
+            try:
+                event = demote(
+                    self.registry, canary.stage, canary.run_id, reason=reason, details=details
+                )
+                break
+            except Exception as e:  # a registry outage: retry, the routing is already off
+                self.last_error = f"recording the demotion of {canary.run_id}: {e}"
+                log.warning("%s", self.last_error)
+                if self._stop.wait(0.5 * 2**attempt):
+                    break
+        if self.audit is not None:
+            from bastion.serve.audit import AuditRecord
+
+            record = AuditRecord(
+                request_id=f"demotion-{event.id if event is not None else canary.run_id}",
+                index=0,
+                time=time.time(),
+                key_id="bastion",
+                key_name="canary-rule",
+                input_sha256="",
+                verdict="demote",
+                label=None,
+                confidence=None,
+                reasons=(reason,),
+                scores={"value": breach.value, "max": breach.rule.max, "samples": breach.samples},
+                model=canary.stage,
+            )
+            try:
+                self.audit.write([record])
+            except Exception as e:
+                self.last_error = f"audit log: the demotion of {canary.run_id} not written: {e}"
+                log.warning("%s", self.last_error)
 
     def _shadow(self, shadow: LoadedRun, x: Tensor, answered: list[Decision], run_id: str) -> None:
+        t0 = time.perf_counter()
         try:
-            side = shadow.guard.decide(x)
+            side = list(shadow.guard.decide(x))
         except Exception as e:  # the shadow must never break the answers
             self.last_error = f"shadow run {shadow.run_id}: {e}"
+            self.metrics.errors.inc(len(answered), variant="shadow")
             return
+        self.metrics.observe(
+            "shadow", side, time.perf_counter() - t0, reference=[a.label for a in answered]
+        )
         disagree = sum(a.label != b.label for a, b in zip(answered, side, strict=True))
         with self._lock:
             self.stats.shadow_compared += len(answered)
@@ -280,6 +456,80 @@ class StageGuard:
             self.shadow_log.parent.mkdir(parents=True, exist_ok=True)
             with self.shadow_log.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
+
+
+class StageDrift(DriftMonitor):
+    """The drift monitor of a served stage: tests the inputs the service answers against the
+    reference statistics of the primary's run (``RUN_DIR/guard/drift-reference.json``, saved by
+    ``bastion run`` with a guard), and saves its state to ``RUN_DIR/monitor-state.json`` after
+    each window, as ``bastion serve RUN_DIR`` does, so ``bastion monitor RUN_DIR`` shows it.
+
+    :meth:`follow` switches it to another run (the stage's new primary): the partial window is
+    dropped, and the monitor continues from that run's saved state, or a fresh one; a run
+    without a reference pauses it (nothing is observed) until a run with one is served. A
+    window that was filling when the run changed is not tested.
+    """
+
+    def __init__(self, run_dir: Path, reference: ReferenceStats, **kwargs: Any) -> None:
+        super().__init__(reference, **kwargs)
+        self.run_dir = run_dir
+        self.active = True
+        self.generation = 0
+        self._window_generation = 0
+
+    @staticmethod
+    def reference_path(run_dir: Path) -> Path:
+        """Where a run keeps its drift reference."""
+        return run_dir / "guard" / "drift-reference.json"
+
+    @classmethod
+    def for_run(cls, run_dir: Path) -> StageDrift | None:
+        """The monitor for ``run_dir``'s reference (``None`` if it has none)."""
+        from bastion.serve.runner import MONITOR_STATE
+
+        ref = cls.reference_path(run_dir)
+        if not ref.is_file():
+            return None
+        state_path = run_dir / MONITOR_STATE
+        state = MonitorState.load(state_path) if state_path.is_file() else None
+        return cls(run_dir, ReferenceStats.load(ref), state=state)
+
+    def follow(self, run_dir: Path) -> None:
+        """Monitor against ``run_dir``'s reference from now on (see the class docstring)."""
+        from bastion.serve.runner import MONITOR_STATE
+
+        ref = self.reference_path(run_dir)
+        reference = ReferenceStats.load(ref) if ref.is_file() else None
+        state_path = run_dir / MONITOR_STATE
+        state = MonitorState.load(state_path) if state_path.is_file() else MonitorState()
+        with self._buffer_lock, self._state_lock:
+            self._xs, self._ps, self._count = [], [], 0
+            self.generation += 1
+            self.run_dir = run_dir
+            self.active = reference is not None
+            if reference is not None:
+                self.reference = reference
+                self.state = state
+        log.info("drift monitor now follows %s (%s)", run_dir, "on" if self.active else "paused")
+
+    def observe(self, x: Tensor, probs: Tensor) -> None:
+        """As :meth:`DriftMonitor.observe`, while the served run has a reference."""
+        if not self.active:
+            return
+        self._window_generation = self.generation
+        super().observe(x, probs)
+
+    def close_window(self, views: Tensor, probs: Tensor) -> dict[str, Any]:
+        """Test a window and save the state beside the run (skipped if the run changed while
+        the window filled)."""
+        from bastion.serve.runner import MONITOR_STATE
+
+        if self._window_generation != self.generation:
+            return {}
+        result = super().close_window(views, probs)
+        with self._state_lock:
+            self.state.save(self.run_dir / MONITOR_STATE)
+        return result
 
 
 def default_state_dir(registry: Registry, stage: str) -> Path:
@@ -301,17 +551,23 @@ def build_stage_app(
     canary_fraction: float = 0.0,
     shadow: str | None = None,
     on_event: Callable[[str], None] | None = None,
+    rules: Sequence[CanaryRule] = (),
+    drift: bool = True,
 ) -> tuple[Any, StageGuard]:
     """The service app for a stage (needs the ``service`` extra), and its :class:`StageGuard`
     (not yet polling: call ``guard.start(poll_s)``). API keys and the audit log live in
     ``state_dir`` (default :func:`default_state_dir`) unless the settings name others, so they
-    outlive the runs the stage holds."""
+    outlive the runs the stage holds. ``rules``: the canary's rollback rules (the canary
+    stage's ``demote_when``). With ``drift`` and a primary run that has a drift reference, a
+    :class:`StageDrift` monitor follows the primary (its window and alert counts on
+    ``/metrics``). The per-variant metrics are added to ``/metrics``."""
     from bastion.serve import AuditLog, KeyStore, ServeSettings
     from bastion.serve.app import create_app
 
     s = settings if settings is not None else ServeSettings()
     state = Path(state_dir) if state_dir is not None else default_state_dir(registry, stage)
     state.mkdir(parents=True, exist_ok=True)
+    audit = AuditLog(s.audit_url or state / "audit.db", synchronous=s.audit_synchronous)
     guard = StageGuard(
         registry,
         stage,
@@ -321,8 +577,14 @@ def build_stage_app(
         shadow=shadow,
         shadow_log=state / "shadow.jsonl" if shadow is not None else None,
         on_event=on_event,
+        rules=rules,
+        audit=audit,
     )
-    audit = AuditLog(s.audit_url or state / "audit.db", synchronous=s.audit_synchronous)
+    primary = guard.current()
+    assert primary is not None
+    monitor = StageDrift.for_run(Path(primary.run_dir)) if drift else None
+    guard.drift = monitor
     keys = KeyStore(s.keys_db or state / "keys.db")
-    app = create_app(guard, settings=s, audit=audit, keys=keys, model_name=stage)
+    app = create_app(guard, settings=s, audit=audit, keys=keys, model_name=stage, drift=monitor)
+    app.state.service.metrics.add(guard.metrics)
     return app, guard

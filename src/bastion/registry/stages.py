@@ -38,6 +38,7 @@ from bastion.evaluation.gate import (
     evaluate_gate,
     load_policy,
 )
+from bastion.registry.canary import CanaryRule, parse_rules
 from bastion.registry.db import RegistryError
 from bastion.registry.models import ArtifactRow, RunRow, StageEventRow
 from bastion.registry.record import current_user, file_sha256, now_utc
@@ -51,6 +52,7 @@ __all__ = [
     "StageConfig",
     "check_run_files",
     "current_runs",
+    "demote",
     "gate_record",
     "load_stages",
     "promote",
@@ -66,12 +68,14 @@ DEFAULT_STAGES = ("staging", "production")
 
 @dataclass(frozen=True)
 class StageConfig:
-    """A configured stage, its default promotion policy (``None``: give ``--policy``) and the
-    risk register a candidate must not be at risk under (``None``: none)."""
+    """A configured stage, its default promotion policy (``None``: give ``--policy``), the
+    risk register a candidate must not be at risk under (``None``: none), and the rules that
+    demote its run while it serves as a canary (:mod:`bastion.registry.canary`)."""
 
     name: str
     policy: Path | None = None
     risks: Path | None = None
+    demote_when: tuple[CanaryRule, ...] = ()
 
 
 def load_stages(path: str | os.PathLike[str] | None = None) -> dict[str, StageConfig]:
@@ -104,9 +108,10 @@ def load_stages(path: str | os.PathLike[str] | None = None) -> dict[str, StageCo
                 f"{p}: stages: expected stage names of 1-100 characters, got {name!r}"
             )
         body = {} if body is None else body
-        if not isinstance(body, Mapping) or not set(body) <= {"policy", "risks"}:
+        if not isinstance(body, Mapping) or not set(body) <= {"policy", "risks", "demote_when"}:
             raise RegistryError(
-                f"{p}: stages.{name}: expected a mapping with an optional 'policy' and 'risks'"
+                f"{p}: stages.{name}: expected a mapping with an optional 'policy', 'risks' and "
+                "'demote_when'"
             )
         paths: dict[str, Path | None] = {}
         for key in ("policy", "risks"):
@@ -116,7 +121,8 @@ def load_stages(path: str | os.PathLike[str] | None = None) -> dict[str, StageCo
                     f"{p}: stages.{name}.{key}: expected a file path, got {value!r}"
                 )
             paths[key] = (p.parent / value) if value else None
-        out[name] = StageConfig(name, paths["policy"], paths["risks"])
+        rules = parse_rules(body.get("demote_when"), f"{p}: stages.{name}.demote_when")
+        out[name] = StageConfig(name, paths["policy"], paths["risks"], rules)
     return out
 
 
@@ -335,6 +341,29 @@ def rollback(
             run_id=stack[-2],
             previous_run_id=stack[-1],
             reason=reason or f"rollback from {stack[-1]}",
+        )
+
+
+def demote(
+    reg: Registry, stage: str, run_id: str, *, reason: str, details: list[Any] | None = None
+) -> StageEvent | None:
+    """Empty ``stage`` if it still holds ``run_id`` (a canary whose rollback rule fired); the
+    event (action ``demote``, ``previous_run_id`` the demoted run, ``gate`` the rule's figures)
+    is returned. Returns ``None`` and records nothing when the stage no longer holds that run
+    (another service replica demoted it first, or someone promoted another run): demoting is
+    idempotent across replicas. The stage need not be configured (the service demotes)."""
+    with reg.session(lock=True) as s:
+        stack = stage_stack(_events(s, stage))
+        if not stack or stack[-1] != run_id:
+            return None
+        return _event(
+            s,
+            stage=stage,
+            action="demote",
+            run_id=None,
+            previous_run_id=run_id,
+            reason=reason,
+            gate=details,
         )
 
 

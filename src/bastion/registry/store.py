@@ -424,14 +424,17 @@ class Registry:
 
 def stage_stack(events: list[StageEvent] | list[StageEventRow]) -> list[str]:
     """The runs a stage has held, oldest first, by replaying its events: a promotion pushes its
-    run, a rollback pops the current one (refused promotions change nothing). The last entry is
-    the run in the stage now."""
+    run, a rollback pops the current one, a demotion (a canary's rollback rule fired) empties
+    the stage (refused promotions change nothing). The last entry is the run in the stage
+    now."""
     stack: list[str] = []
     for e in events:
         if e.action == "promote" and e.run_id is not None:
             stack.append(e.run_id)
         elif e.action == "rollback" and stack:
             stack.pop()
+        elif e.action == "demote":
+            stack.clear()
     return stack
 
 

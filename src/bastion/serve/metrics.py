@@ -7,6 +7,7 @@ import bisect
 import math
 import threading
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -14,8 +15,24 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 Labels = tuple[tuple[str, str], ...]
 
 
+class Collector(Protocol):
+    """Anything :class:`ServiceMetrics` can expose: it renders its own text lines."""
+
+    def render(self) -> list[str]: ...
+
+
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def label_text(labels: Labels, extra: tuple[str, str] | None = None) -> str:
+    """``{k="v",...}`` (escaped; empty for no labels)."""
+    return _labels(labels, extra)
+
+
+def number_text(v: float) -> str:
+    """A sample value as Prometheus writes it (``+Inf``, ``NaN``, integers without ``.0``)."""
+    return "NaN" if math.isnan(v) else _num(v)
 
 
 def _labels(labels: Labels, extra: tuple[str, str] | None = None) -> str:
@@ -163,7 +180,7 @@ class ServiceMetrics:
             "bastion_client_disconnects_total",
             "Requests whose client disconnected before the body was read (status 499).",
         )
-        self._all: list[Counter | Histogram | Gauge] = [
+        self._all: list[Collector] = [
             self.requests,
             self.decisions,
             self.latency,
@@ -185,6 +202,11 @@ class ServiceMetrics:
     def add_gauge(self, name: str, help: str, read: Callable[[], float]) -> None:
         """Expose one more gauge (e.g. the drift monitor's window and alert counts)."""
         self._all.append(Gauge(name, help, read))
+
+    def add(self, collector: Collector) -> None:
+        """Expose more metrics: anything whose ``render()`` gives Prometheus text lines (e.g.
+        the per-variant metrics of a served stage, :mod:`bastion.registry.variants`)."""
+        self._all.append(collector)
 
     def render(self) -> str:
         lines: list[str] = []
