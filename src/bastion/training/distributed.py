@@ -14,7 +14,10 @@ its rank in the environment ``torchrun`` sets (``RANK``, ``WORLD_SIZE``, ``LOCAL
   weighted by its share of the batch, so the step is the one a single process would take on
   the whole batch (up to float rounding); the parameters therefore stay identical everywhere;
 - validation, early stopping and temperature scaling run identically on every process;
-  checkpoints and the saved model are written by rank 0 only.
+  checkpoints and the saved model are written by rank 0 only;
+- at the end of each epoch the processes exchange their loss sums: the history's
+  ``train_loss`` is the mean over every example of the epoch (as one process reports it) and
+  ``train_loss_rank<r>`` the mean over process ``r``'s share (the report overlays them).
 
 A checkpoint holds no per-process state, so a run resumes with any number of processes.
 """
@@ -81,6 +84,15 @@ class DataParallel:
                 p.grad = torch.zeros_like(p)
             p.grad.mul_(weight)
             dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+
+    def gather(self, values: tuple[float, ...]) -> list[tuple[float, ...]]:
+        """Every process's ``values`` (the same length everywhere), indexed by rank; a
+        collective call, so every process must make it at the same point."""
+        device = torch.device("cuda") if dist.get_backend() == "nccl" else torch.device("cpu")
+        mine = torch.tensor(values, dtype=torch.float64, device=device)
+        out = [torch.empty_like(mine) for _ in range(self.world)]
+        dist.all_gather(out, mine)
+        return [tuple(float(v) for v in t.cpu()) for t in out]
 
     def check_batch(self, batch_size: int) -> None:
         if batch_size < self.world:

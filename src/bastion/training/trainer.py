@@ -392,8 +392,16 @@ class Trainer:
         teacher: nn.Module | None,
         start: float,
     ) -> None:
-        if self.data_parallel is not None and not self.data_parallel.is_main:
-            return  # rank 0 writes the (identical) state for everyone
+        totals: dict[str, float] = {}
+        if self.data_parallel is not None:  # the epoch's sums so far, over every process
+            sums = self.data_parallel.gather((run.loss_sum, float(run.correct), float(run.seen)))
+            if not self.data_parallel.is_main:
+                return  # rank 0 writes the (identical) state for everyone
+            totals = {
+                "loss_sum": sum(r[0] for r in sums),
+                "correct": int(sum(r[1] for r in sums)),
+                "seen": int(sum(r[2] for r in sums)),
+            }
         state = {
             "seed": self.seed,
             "settings": repr(self.settings),
@@ -404,6 +412,7 @@ class Trainer:
             "run": {
                 **{f.name: getattr(run, f.name) for f in dataclasses.fields(run)},
                 "elapsed": run.elapsed + time.perf_counter() - start,
+                **totals,
             },
         }
         save_checkpoint(directory, state)
@@ -435,6 +444,8 @@ class Trainer:
             opt.load_state_dict(saved["optimizer"])
             gen.set_state(saved["generator"])
             run = _Progress(**saved["run"])
+            if self.data_parallel is not None and not self.data_parallel.is_main:
+                run.loss_sum, run.correct, run.seen = 0.0, 0, 0  # rank 0 carries the totals
         n = x_train.shape[0]
         batches = max(1, (n + s.batch_size - 1) // s.batch_size)
         total_steps = s.epochs * batches
@@ -549,16 +560,23 @@ class Trainer:
         val_clean, val_robust = self.validate(
             model, xv, yv, torch.Generator().manual_seed(val_gen_seed)
         )
+        sums = [(run.loss_sum, float(run.correct), float(run.seen))]
+        if self.data_parallel is not None:  # every process's share, in rank order
+            sums = [(r[0], r[1], r[2]) for r in self.data_parallel.gather(sums[0])]
+        seen = sum(r[2] for r in sums)
         record: dict[str, float] = {
             "epoch": epoch,
             "lr": 0.0,
             "train_eps": 0.0,
             "attack_steps": 0.0,
-            "train_loss": run.loss_sum / max(run.seen, 1),
-            "train_accuracy": run.correct / max(run.seen, 1),
+            "train_loss": sum(r[0] for r in sums) / max(seen, 1),
+            "train_accuracy": sum(r[1] for r in sums) / max(seen, 1),
             "val_clean_accuracy": val_clean,
             "val_robust_accuracy": val_robust,
         }
+        if self.data_parallel is not None:
+            for rank, (loss_sum, _, n) in enumerate(sums):
+                record[f"train_loss_rank{rank}"] = loss_sum / max(n, 1)
         if s.objective.name in SINGLE_STEP:  # recorded for single-step runs, checked if asked
             fgsm = self.fgsm_accuracy(model, xv, yv)
             record["val_fgsm_accuracy"] = fgsm
