@@ -290,6 +290,45 @@ def runs_add(
         _out.print(f"recorded as run {run_id} in {reg.url}")
 
 
+@runs_app.command("export")
+def runs_export(
+    run: Annotated[
+        str, typer.Argument(help="Run id, unique id prefix, run directory or its name.")
+    ],
+    mlflow: Annotated[
+        str,
+        typer.Option(
+            "--mlflow",
+            help="MLflow tracking URI (sqlite:///mlflow.db, http://host:5000); needs the mlflow "
+            "extra.",
+        ),
+    ],
+    experiment: Annotated[
+        str | None,
+        typer.Option("--experiment", help="MLflow experiment (default: the config's name)."),
+    ] = None,
+    registry: RegistryOpt = None,
+    out: OutOpt = Path("runs"),
+) -> None:
+    """Export a run to MLflow: tags, config as params, scorecard metrics, report, scorecard and
+    model files as artifacts (once per experiment)."""
+    from bastion.registry.db import display_url
+    from bastion.registry.mlflow_export import export_run
+
+    with _open(registry, out) as reg:
+        res = export_run(reg, run, mlflow, experiment=experiment)
+    where = f"experiment {res.experiment!r} ({res.experiment_id}) at {display_url(mlflow)}"
+    if not res.created:
+        _out.print(
+            f"run {res.run_id} was already exported as MLflow run {res.mlflow_run_id} in {where}"
+        )
+        return
+    _out.print(
+        f"exported run {res.run_id} as MLflow run {res.mlflow_run_id} in {where}: "
+        f"{res.params} params, {res.metrics} metrics, {len(res.artifacts)} artifacts"
+    )
+
+
 @runs_app.command("history")
 def runs_history(
     stage: Annotated[

@@ -19,7 +19,15 @@ from typing import Any, Literal
 
 from bastion.registry.store import RunInfo
 
-__all__ = ["DiffRow", "RunDiff", "diff_runs", "flatten", "metric_direction", "render_diff"]
+__all__ = [
+    "DiffRow",
+    "RunDiff",
+    "diff_runs",
+    "flatten",
+    "metric_direction",
+    "render_diff",
+    "scorecard_metrics",
+]
 
 Direction = Literal["higher", "lower"] | None
 
@@ -152,7 +160,10 @@ def _code(r: RunInfo) -> dict[str, Any]:
     }
 
 
-def _metrics(r: RunInfo) -> dict[str, Any]:
+def scorecard_metrics(r: RunInfo) -> dict[str, Any]:
+    """The metrics of a run's scorecard by dotted path (what `runs diff` compares and `runs
+    export` logs): every leaf under `models`, `guard`, `tabular`, `text`, without per-epoch
+    histories, reliability bins and other lists of diagnostics."""
     sc = r.scorecard or {}
     doc = {k: sc[k] for k in ("models", "guard", "tabular", "text") if k in sc}
     return flatten(doc, skip=frozenset(_SKIP))
@@ -163,7 +174,7 @@ def diff_runs(a: RunInfo, b: RunInfo) -> RunDiff:
     rows = _rows("config", flatten(a.config or {}), flatten(b.config or {}), False)
     rows += _rows("data", flatten(a.data), flatten(b.data), False)
     rows += _rows("code", _code(a), _code(b), False)
-    rows += _rows("metrics", _metrics(a), _metrics(b), True)
+    rows += _rows("metrics", scorecard_metrics(a), scorecard_metrics(b), True)
     return RunDiff(a, b, rows)
 
 
