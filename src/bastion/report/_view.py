@@ -81,6 +81,11 @@ class ModelView:
     shifts: Mapping[str, Any] | None = None
     latency: Mapping[str, Any] | None = None
     sanity_checks: tuple[Mapping[str, Any], ...] = ()
+    #: the scorecard's ``escalation`` record, ``first_pass_worst_case_accuracy`` and
+    #: ``headline`` (absent in scorecards written before escalation existed)
+    escalation: Mapping[str, Any] | None = None
+    first_pass_worst_case_accuracy: float | None = None
+    headline: str | None = None
 
     def attack_accuracy(self, attack: str, eps_key: str | None) -> float | None:
         """Accuracy under ``attack`` at the budget whose key is ``eps_key`` (``None`` if absent)."""
@@ -300,6 +305,13 @@ def _parse_model(name: str, value: object) -> ModelView:
         sanity_checks=tuple(
             c for c in raw.get("sanity_checks") or [] if isinstance(c, Mapping) and "code" in c
         ),
+        escalation=(
+            _mapping(raw["escalation"], f"{where}.escalation") if raw.get("escalation") else None
+        ),
+        first_pass_worst_case_accuracy=_number(
+            raw.get("first_pass_worst_case_accuracy"), f"{where}.first_pass_worst_case_accuracy"
+        ),
+        headline=_text(raw.get("headline")),
     )
 
 

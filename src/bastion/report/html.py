@@ -18,6 +18,7 @@ from typing import Any
 
 from bastion.report import _format as fmt
 from bastion.report._view import ModelView, ScorecardView, WarningEntry, parse_scorecard
+from bastion.report.escalation_section import render_escalation_section
 from bastion.report.plots import (
     accuracy_vs_eps_png,
     models_with_calibration,
@@ -840,6 +841,7 @@ def render_view(view: ScorecardView) -> str:
             _latency(view),
             _training(view),
             _sanity(view),
+            render_escalation_section(view),
             _warnings(view),
             _provenance(view),
             f"<footer>{_e(footer)}</footer>",

@@ -11,6 +11,7 @@ from typing import Any
 
 from bastion.report import _format as fmt
 from bastion.report._view import ScorecardView, parse_scorecard
+from bastion.report.escalation_section import escalation_markdown
 
 __all__ = ["render_markdown"]
 
@@ -62,6 +63,7 @@ def render_view_markdown(view: ScorecardView) -> str:
             lines.append("| " + " | ".join(row) + " |")
     else:
         lines.append("No models evaluated.")
+    lines += escalation_markdown(view, _md)
     lines += ["", "## Warnings", ""]
     if not view.warnings:
         lines.append("No warnings.")
