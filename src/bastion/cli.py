@@ -1079,11 +1079,14 @@ def keys_create(
         float | None, typer.Option("--rate", help="Requests per second for this key.")
     ] = None,
     burst: Annotated[int | None, typer.Option("--burst", help="Burst size for this key.")] = None,
+    tier: Annotated[
+        str, typer.Option("--tier", help="Output tier (serve.output_policies) of this key.")
+    ] = "default",
 ) -> None:
     """Create an API key and print it once (only a salted hash is stored)."""
     from bastion.serve import create_key
 
-    key = create_key(_keys_db(run_dir, db), name, rate=rate, burst=burst)
+    key = create_key(_keys_db(run_dir, db), name, rate=rate, burst=burst, tier=tier)
     _err.print(f"key for {name} (shown once; send it as the X-API-Key header):")
     typer.echo(key)
 
@@ -1100,7 +1103,9 @@ def keys_list(
     try:
         for r in store.list():
             state = "revoked" if r.revoked else "active"
-            typer.echo(f"{r.name}\t{r.key_id}\t{state}\trate={r.rate}\tburst={r.burst}")
+            typer.echo(
+                f"{r.name}\t{r.key_id}\t{state}\trate={r.rate}\tburst={r.burst}\ttier={r.tier}"
+            )
     finally:
         store.close()
 

@@ -40,12 +40,13 @@ from bastion.guard.decision import Decision, GuardLike
 from bastion.monitor import DriftMonitor
 from bastion.serve.audit import AuditError, AuditLog, AuditRecord
 from bastion.serve.batching import MicroBatcher
-from bastion.serve.budget import BudgetMonitor, CoverageReference, answer_bits
+from bastion.serve.budget import BudgetMonitor, CoverageReference
 from bastion.serve.errors import RequestError
 from bastion.serve.extraction import ExtractionMonitor
 from bastion.serve.inputs import parse_body, parse_text_body
 from bastion.serve.keys import LOCKOUT_S, PREFIX, KeyRecord, KeyStore
 from bastion.serve.metrics import ServiceMetrics
+from bastion.serve.output_policy import OutputPolicy, parse_policies
 from bastion.serve.ratelimit import RateLimiter
 from bastion.serve.schemas import (
     ErrorResponse,
@@ -147,6 +148,8 @@ class _Service:
     clock: Callable[[], float]
     bodies: BodyBudget
     budget: BudgetMonitor | None = None
+    policies: dict[str, OutputPolicy] = field(default_factory=dict)
+    default_policy: OutputPolicy = field(default_factory=lambda: OutputPolicy("full"))
     drift: DriftMonitor | None = None
     drift_state: Path | None = None
     drift_pool: ThreadPoolExecutor | None = None
@@ -329,9 +332,11 @@ class _Service:
                 ) from None
             self.metrics.audit_writes.inc(len(records))
         classes = self.guard.classes
+        policy = self.policy(key)
         preds = []
         for d in decisions:
             self.metrics.decisions.inc(verdict=d.verdict)
+            shown = policy.apply(d.confidence, d.probabilities)
             preds.append(
                 {
                     "verdict": d.verdict,
@@ -339,22 +344,30 @@ class _Service:
                     "class_name": classes[d.label]
                     if d.label is not None and 0 <= d.label < len(classes)
                     else None,
-                    "confidence": d.confidence,
-                    "probabilities": list(d.probabilities) if d.probabilities is not None else None,
+                    **shown,
                     "reasons": list(d.reasons),
                     "scores": {k: _finite(float(v)) for k, v in d.scores.items()},
                 }
             )
-        return {"request_id": request_id, "model": self.model_name, "predictions": preds}
+        return {
+            "request_id": request_id,
+            "model": self.model_name,
+            "output": policy.name,
+            "predictions": preds,
+        }
 
     def is_flagged(self, key_id: str) -> bool:
         """Whether either extraction monitor has flagged the key."""
         budget = self.budget
         return self.monitor.is_flagged(key_id) or (budget is not None and budget.is_flagged(key_id))
 
+    def policy(self, key: KeyRecord) -> OutputPolicy:
+        """The output policy of ``key``'s tier (``serve.default_output`` for other tiers)."""
+        return self.policies.get(key.tier, self.default_policy)
+
     def answer_bits(self, key: KeyRecord) -> float:
         """Bits one answer to ``key`` can carry (the budget monitor's charge per query)."""
-        return answer_bits(max(2, len(self.guard.classes)))
+        return self.policy(key).bits(max(2, len(self.guard.classes)))
 
     def check_extraction(
         self, key: KeyRecord, x: np.ndarray, decisions: list[Decision]
@@ -495,6 +508,11 @@ def create_app(
         window=settings.extraction_window,
         every=settings.extraction_every,
     )
+    policies = parse_policies(settings.output_policies)
+    for tier, policy in policies.items():
+        policy.check_classes(len(guard.classes), field=f"serve.output_policies.{tier}")
+    default_policy = OutputPolicy.parse(settings.default_output, field="serve.default_output")
+    default_policy.check_classes(len(guard.classes), field="serve.default_output")
     budget = None
     if settings.extraction_budget_bits is not None:
         reference = settings.extraction_reference
@@ -525,6 +543,8 @@ def create_app(
         limiter=RateLimiter(),
         monitor=monitor,
         budget=budget,
+        policies=policies,
+        default_policy=default_policy,
         batcher=batcher,
         started=started,
         clock=clock,

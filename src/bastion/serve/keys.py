@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bastion.errors import ConfigError
+from bastion.serve.output_policy import check_tier
 
 PREFIX = "bst_"
 # scrypt cost: n=2**14, r=8 (16 MiB, about 50 ms once per key and process)
@@ -47,15 +48,16 @@ CREATE TABLE IF NOT EXISTS api_keys (
     rate REAL,
     burst INTEGER,
     created REAL NOT NULL,
-    revoked INTEGER NOT NULL DEFAULT 0
+    revoked INTEGER NOT NULL DEFAULT 0,
+    tier TEXT NOT NULL DEFAULT 'default'
 )
 """
 
 
 @dataclass(frozen=True)
 class KeyRecord:
-    """A stored key without its secret: id, owner name, and its rate limit (``None``: the
-    service default)."""
+    """A stored key without its secret: id, owner name, its rate limit (``None``: the
+    service default) and its tier (which output policy it gets, ``serve.output_policies``)."""
 
     key_id: str
     name: str
@@ -63,6 +65,7 @@ class KeyRecord:
     burst: int | None
     created: float
     revoked: bool
+    tier: str = "default"
 
 
 def _hash(secret: str, salt: bytes) -> bytes:
@@ -85,6 +88,11 @@ class KeyStore:
         self._conn = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30.0)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute(_SCHEMA)
+        columns = {r[1] for r in self._conn.execute("PRAGMA table_info(api_keys)")}
+        if "tier" not in columns:  # a store created before key tiers existed
+            self._conn.execute(
+                "ALTER TABLE api_keys ADD COLUMN tier TEXT NOT NULL DEFAULT 'default'"
+            )
         self._conn.commit()
         self._data_version = int(self._conn.execute("PRAGMA data_version").fetchone()[0])
         self._pepper = secrets.token_bytes(32)
@@ -99,9 +107,16 @@ class KeyStore:
             self._conn.close()
 
     def create(
-        self, name: str, *, rate: float | None = None, burst: int | None = None
+        self,
+        name: str,
+        *,
+        rate: float | None = None,
+        burst: int | None = None,
+        tier: str = "default",
     ) -> tuple[KeyRecord, str]:
-        """Create a key for ``name``; returns its record and the plain key (shown only now)."""
+        """Create a key for ``name`` in ``tier``; returns its record and the plain key (shown
+        only now)."""
+        check_tier(tier)
         if not name or not name.strip() or len(name) > 200:
             raise ConfigError("keys: name must be 1..200 visible characters")
         if rate is not None and not rate > 0:
@@ -116,23 +131,24 @@ class KeyStore:
         with self._lock:
             try:
                 self._conn.execute(
-                    "INSERT INTO api_keys (key_id, name, salt, hash, rate, burst, created) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (key_id, name, salt, digest, rate, burst, created),
+                    "INSERT INTO api_keys (key_id, name, salt, hash, rate, burst, created, tier) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (key_id, name, salt, digest, rate, burst, created, tier),
                 )
                 self._conn.commit()
             except sqlite3.IntegrityError as e:
                 raise ConfigError(f"keys: a key named {name!r} already exists") from e
-        record = KeyRecord(key_id, name, rate, burst, created, False)
+        record = KeyRecord(key_id, name, rate, burst, created, False, tier)
         return record, f"{PREFIX}{key_id}_{secret}"
 
     def list(self) -> list[KeyRecord]:
         """Every key (secrets are never stored, so never shown)."""
         with self._lock:
             rows = self._conn.execute(
-                "SELECT key_id, name, rate, burst, created, revoked FROM api_keys ORDER BY created"
+                "SELECT key_id, name, rate, burst, created, revoked, tier FROM api_keys "
+                "ORDER BY created"
             ).fetchall()
-        return [KeyRecord(r[0], r[1], r[2], r[3], r[4], bool(r[5])) for r in rows]
+        return [KeyRecord(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6]) for r in rows]
 
     def revoke(self, name: str) -> bool:
         """Revoke the key of ``name``; ``False`` when there is none."""
@@ -225,7 +241,7 @@ class KeyStore:
             return None
         with self._lock:
             row = self._conn.execute(
-                "SELECT salt, hash, name, rate, burst, created, revoked FROM api_keys "
+                "SELECT salt, hash, name, rate, burst, created, revoked, tier FROM api_keys "
                 "WHERE key_id = ?",
                 (key_id,),
             ).fetchone()
@@ -234,19 +250,24 @@ class KeyStore:
         if not hmac.compare_digest(_hash(secret, row[0]), row[1]):
             self._fail(source)
             return None
-        record = KeyRecord(key_id, row[2], row[3], row[4], row[5], False)
+        record = KeyRecord(key_id, row[2], row[3], row[4], row[5], False, row[7])
         with self._lock:
             self._verified[tag] = (record, time.monotonic())
         return record
 
 
 def create_key(
-    db: str | os.PathLike[str], name: str, *, rate: float | None = None, burst: int | None = None
+    db: str | os.PathLike[str],
+    name: str,
+    *,
+    rate: float | None = None,
+    burst: int | None = None,
+    tier: str = "default",
 ) -> str:
     """Create a key for ``name`` in the store at ``db`` and return the plain key (for
     ``bastion keys create NAME``: print it once; only its salted hash is stored)."""
     store = KeyStore(db)
     try:
-        return store.create(name, rate=rate, burst=burst)[1]
+        return store.create(name, rate=rate, burst=burst, tier=tier)[1]
     finally:
         store.close()

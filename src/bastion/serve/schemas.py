@@ -35,14 +35,27 @@ class PredictRequest(BaseModel):
     )
 
 
+class TopClass(BaseModel):
+    """One of the most probable classes (``top-K`` output policies)."""
+
+    label: int
+    probability: float
+
+
 class Prediction(BaseModel):
-    """The guard's decision for one input."""
+    """The guard's decision for one input; ``confidence``, ``probabilities`` and ``top_k``
+    are shaped by the key's output policy (the response's ``output``)."""
 
     verdict: str = Field(description="accept, flag, abstain or reject.")
     label: int | None = Field(description="Predicted class index (null unless answered).")
     class_name: str | None = Field(description="Name of the predicted class.")
     confidence: float | None
-    probabilities: list[float] | None
+    probabilities: list[float] | None = Field(
+        description="Every class's probability (policies full and round-D; else null)."
+    )
+    top_k: list[TopClass] | None = Field(
+        None, description="The K most probable classes, most probable first (top-K only)."
+    )
     reasons: list[str] = Field(description="One reason per layer that fired.")
     scores: dict[str, float | None] = Field(description="Every detector's raw score.")
 
@@ -50,6 +63,10 @@ class Prediction(BaseModel):
 class PredictResponse(BaseModel):
     request_id: str = Field(description="Also the X-Request-ID header; keys the audit log.")
     model: str
+    output: str = Field(
+        description="The output policy applied to this key's answers: full, round-D, top-K, "
+        "top-K:D or labels."
+    )
     predictions: list[Prediction]
 
 

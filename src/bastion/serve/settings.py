@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 from bastion.errors import ConfigError
+from bastion.serve.output_policy import OutputPolicy, parse_policies
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,6 +62,10 @@ class ServeSettings:
             CoverageReference` the budget discounts repeats by (``None``: ``bastion serve``
             uses ``<run_dir>/guard/extraction-reference.safetensors`` if present, else no
             coverage discount).
+        output_policies: output hardening per API key tier (``bastion keys create NAME
+            --tier TIER``): tier name -> ``full``, ``round-D``, ``top-K``, ``top-K:D`` or
+            ``labels`` (:mod:`bastion.serve.output_policy`).
+        default_output: the policy of keys whose tier is not in ``output_policies``.
         throttle_flagged: give a flagged key the rate ``flagged_rate`` / ``flagged_burst``.
         flagged_rate: tokens per second of a flagged key.
         flagged_burst: bucket size of a flagged key.
@@ -94,6 +99,8 @@ class ServeSettings:
     extraction_every: int = 10
     extraction_budget_bits: float | None = None
     extraction_reference: str | None = None
+    output_policies: dict[str, str] = field(default_factory=dict)
+    default_output: str = "full"
     throttle_flagged: bool = True
     flagged_rate: float = 1.0
     flagged_burst: int = 10
@@ -131,6 +138,8 @@ class ServeSettings:
                 "serve.extraction_threshold: expected W in (0, 1), got "
                 f"{self.extraction_threshold!r}"
             )
+        parse_policies(self.output_policies)
+        OutputPolicy.parse(self.default_output, field="serve.default_output")
         budget = self.extraction_budget_bits
         if budget is not None and (
             isinstance(budget, bool)
