@@ -14,6 +14,7 @@ from bastion.attacks import (
     PGD,
     Attack,
     AttackConformanceError,
+    Opening,
     build_attack,
     check_attack,
     predict,
@@ -84,6 +85,7 @@ class _NoOp(Attack):
         *,
         targets: Tensor | None,
         generator: torch.Generator | None,
+        opening: Opening,
     ) -> tuple[Tensor, Tensor]:
         return x.clone(), torch.zeros(x.shape[0], dtype=torch.int64)
 
@@ -102,8 +104,11 @@ class _GlobalRandom(Attack):
         *,
         targets: Tensor | None,
         generator: torch.Generator | None,
+        opening: Opening,
     ) -> tuple[Tensor, Tensor]:
-        x_adv, q = FGSM()._run(model, x, y, threat, targets=targets, generator=generator)
+        x_adv, q = FGSM()._run(
+            model, x, y, threat, targets=targets, generator=generator, opening=opening
+        )
         return x_adv + 0.05 * torch.randn_like(x), q
 
 
@@ -119,8 +124,11 @@ class _InPlace(Attack):
         *,
         targets: Tensor | None,
         generator: torch.Generator | None,
+        opening: Opening,
     ) -> tuple[Tensor, Tensor]:
-        x_adv, q = FGSM()._run(model, x, y, threat, targets=targets, generator=generator)
+        x_adv, q = FGSM()._run(
+            model, x, y, threat, targets=targets, generator=generator, opening=opening
+        )
         x.copy_(x_adv)  # x is detached in __call__ but shares storage with the caller's tensor
         return x_adv, q
 
@@ -137,6 +145,7 @@ class _LeavesGrads(Attack):
         *,
         targets: Tensor | None,
         generator: torch.Generator | None,
+        opening: Opening,
     ) -> tuple[Tensor, Tensor]:
         xa = x.clone().requires_grad_(True)
         loss = nn.functional.cross_entropy(model(xa), y)
@@ -157,9 +166,12 @@ class _SwitchesMode(Attack):
         *,
         targets: Tensor | None,
         generator: torch.Generator | None,
+        opening: Opening,
     ) -> tuple[Tensor, Tensor]:
         model.train()
-        return FGSM()._run(model, x, y, threat, targets=targets, generator=generator)
+        return FGSM()._run(
+            model, x, y, threat, targets=targets, generator=generator, opening=opening
+        )
 
 
 class _IgnoresTargets(Attack):
@@ -176,10 +188,11 @@ class _IgnoresTargets(Attack):
         *,
         targets: Tensor | None,
         generator: torch.Generator | None,
+        opening: Opening,
     ) -> tuple[Tensor, Tensor]:
         if targets is not None:
             return x.clone(), torch.zeros(x.shape[0], dtype=torch.int64)
-        return FGSM()._run(model, x, y, threat, targets=None, generator=generator)
+        return FGSM()._run(model, x, y, threat, targets=None, generator=generator, opening=opening)
 
 
 @pytest.mark.parametrize(

@@ -91,3 +91,50 @@ def test_invalid_values_are_config_errors_naming_where_and_field(
 ) -> None:
     with pytest.raises(ConfigError, match=pattern):
         build_attack(name, params, where="--attack")
+
+
+def test_register_declares_name_knowledge_and_kind_and_unregister_removes() -> None:
+    from bastion.attacks import Attack, attack_knowledge, register, unregister
+
+    @register("test-only-noop", knowledge="score-based", kind="minimum-norm")
+    class NoOp(FGSM):
+        pass
+
+    try:
+        assert ATTACKS["test-only-noop"] is NoOp
+        assert (NoOp.name, NoOp.knowledge, NoOp.kind) == (
+            "test-only-noop",
+            "score-based",
+            "minimum-norm",
+        )
+        assert attack_knowledge("test-only-noop") == ["score-based"]
+        assert attack_knowledge(
+            "cascade", {"attacks": [{"name": "test-only-noop"}, {"name": "transfer"}]}
+        ) == ["score-based", "transfer"]
+        assert isinstance(build_attack("test-only-noop"), NoOp)
+        with pytest.raises(ValueError, match=r"the name is taken by .*NoOp"):
+            register("test-only-noop", knowledge="white-box")(type("Other", (FGSM,), {}))
+    finally:
+        unregister("test-only-noop")
+    assert "test-only-noop" not in ATTACKS
+    assert ATTACKS["fgsm"] is FGSM and FGSM.kind == "fixed-budget"  # the parent is unchanged
+    with pytest.raises(KeyError, match="no attack registered as 'test-only-noop'"):
+        unregister("test-only-noop")
+    with pytest.raises(ValueError, match=r"knowledge: expected one of white-box"):
+        register("x", knowledge="grey-box")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"kind: expected one of fixed-budget, minimum-norm"):
+        register("x", knowledge="white-box", kind="adaptive")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"None needs a class that overrides knowledge_in"):
+        register("x", knowledge=None)(type("Plain", (FGSM,), {}))
+    with pytest.raises(ValueError, match=r"expected an Attack subclass"):
+        register("x", knowledge="white-box")(int)  # type: ignore[type-var]
+    assert "x" not in ATTACKS and issubclass(NoOp, Attack)
+
+
+def test_cascade_knowledge_comes_from_its_sub_attacks() -> None:
+    from bastion.attacks import attack_knowledge
+
+    assert attack_knowledge("cascade", {"preset": "standard"}) == ["white-box", "score-based"]
+    assert attack_knowledge("cascade", {"preset": "black-box"}) == ["score-based"]
+    assert attack_knowledge("hopskipjump") == ["label-only"]
+    assert attack_knowledge("no-such-attack") == []

@@ -26,7 +26,8 @@ def test_worst_case_is_the_union_of_breaks(robust: Trained) -> None:
     acc = float((~res.success).float().mean())
     assert acc <= float((~fgsm.success).float().mean())
     assert acc <= float((~apgd.success).float().mean()) + 0.02
-    breakdown = casc.last_breakdown
+    breakdown = res.broken_by()
+    assert list(breakdown) == ["0:fgsm", "1:apgd"]
     assert sum(breakdown.values()) == int(res.success.sum()) - int(
         (robust.model(robust.x).argmax(1) != robust.y).sum()
     )
@@ -36,21 +37,25 @@ def test_later_attacks_only_see_survivors(plain: Trained) -> None:
     seen: list[int] = []
 
     class Spy(PGD):
-        def _run(self, model, x, y, threat, *, targets, generator):  # type: ignore[no-untyped-def]
+        def _run(self, model, x, y, threat, *, targets, generator, opening):  # type: ignore[no-untyped-def]
             seen.append(x.shape[0])
-            return super()._run(model, x, y, threat, targets=targets, generator=generator)
+            assert opening.robust.all()  # only survivors reach a later attack
+            return super()._run(
+                model, x, y, threat, targets=targets, generator=generator, opening=opening
+            )
 
     from bastion.attacks import registry
 
-    registry.ATTACKS["spy"] = Spy
+    registry.register("spy", knowledge="white-box")(Spy)
     try:
         casc = Cascade(attacks=[{"name": "pgd", "steps": 20}, {"name": "spy", "steps": 5}])
         res = casc(
             plain.model, plain.x, plain.y, plain.threat, generator=torch.Generator().manual_seed(0)
         )
     finally:
-        del registry.ATTACKS["spy"]
-    robust_after_first = int((~res.success).sum()) + casc.last_breakdown["1:spy"]
+        registry.unregister("spy")
+    assert "spy" not in registry.ATTACKS
+    robust_after_first = int((~res.success).sum()) + res.broken_by()["1:spy"]
     assert seen == ([robust_after_first] if robust_after_first else [])
 
 
@@ -60,8 +65,11 @@ def test_sub_attacks_are_fresh_each_call(plain: Trained) -> None:
     a2 = casc.sub_attacks()[0][1]
     assert a1 is not a2 and repr(a1) == repr(a2)
     before = repr(casc)
-    casc(plain.model, plain.x[:10], plain.y[:10], plain.threat)
+    first = casc(plain.model, plain.x[:10], plain.y[:10], plain.threat)
     assert repr(casc) == before
+    assert not hasattr(casc, "last_breakdown")  # the breakdown is in each call's result only
+    second = casc(plain.model, plain.x[10:12], plain.y[10:12], plain.threat)
+    assert sum(first.broken_by().values()) <= 10 and sum(second.broken_by().values()) <= 2
 
 
 def test_presets_exist_and_standard_matches_autoattack() -> None:
@@ -111,7 +119,11 @@ def test_bf16_cascade_reaches_gradient_attacks_and_never_claims_a_false_success(
         fooled = robust.model(half.x_adv).argmax(1) != robust.y  # float32 truth
     assert torch.equal(half.success, fooled)
     assert abs(int(half.success.sum()) - int(full.success.sum())) <= 4
-    assert list(casc.last_seconds) == list(casc.last_breakdown)
-    assert all(t >= 0.0 for t in casc.last_seconds.values())
+    assert (
+        list(half.seconds_by())
+        == list(half.broken_by())
+        == ["0:apgd", "1:apgd-t", "2:fab-t", "3:square"]
+    )
+    assert all(t >= 0.0 for t in half.seconds_by().values())
     with pytest.raises(ConfigError, match=r"cascade\.precision"):
         Cascade(preset="quick", precision="fp16")

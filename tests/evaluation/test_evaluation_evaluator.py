@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from bastion.attacks import FGSM, PGD, Attack, gradient_attack
+from bastion.attacks.base import Opening
 from bastion.data import Dataset
 from bastion.errors import ConfigError
 from bastion.evaluation import NamedAttack, eps_key, evaluate_model, robust_mask
@@ -58,6 +59,7 @@ class OnlyLabel(Attack):
         *,
         targets: Tensor | None,
         generator: torch.Generator | None,
+        opening: Opening,
     ) -> tuple[Tensor, Tensor]:
         x_adv, queries = gradient_attack(
             model,

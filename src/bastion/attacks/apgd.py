@@ -31,9 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bastion.attacks.base import Attack, ranked_other_classes
+from bastion.attacks.base import Attack, Opening, ranked_other_classes
 from bastion.attacks.engine import Precision, autocast_for, check_precision
 from bastion.attacks.fast_grad import input_gradients_only
+from bastion.attacks.registry import register
 from bastion.errors import AttackInputError, ConfigError
 from bastion.threat import ThreatModel
 
@@ -244,6 +245,7 @@ def _check_common(name: str, steps: int, restarts: int, rho: float, eot_samples:
         raise ConfigError(f"{name}.eot_samples: expected an integer >= 1, got {eot_samples}")
 
 
+@register("apgd", knowledge="white-box")
 class APGD(Attack):
     """Auto-PGD with the cross-entropy or DLR loss (Croce & Hein 2020).
 
@@ -260,8 +262,6 @@ class APGD(Attack):
 
     A targeted call (``targets=...``) climbs ``-CE(target)`` or the targeted DLR.
     """
-
-    name = "apgd"
 
     def __init__(
         self,
@@ -289,11 +289,11 @@ class APGD(Attack):
         *,
         targets: Tensor | None,
         generator: torch.Generator | None,
+        opening: Opening,
     ) -> tuple[Tensor, Tensor]:
         n = x.shape[0]
         queries = torch.zeros(n, dtype=torch.int64, device=x.device)
-        with torch.no_grad():
-            logits = model(x)
+        logits = opening.logits
         queries += 1
         _check_classes(logits.shape[1], self.loss, targeted=targets is not None)
         fooled = (logits.argmax(1) != y) if targets is None else (logits.argmax(1) == targets)
@@ -372,6 +372,7 @@ def _targeted_apgd(
     return x_out, queries
 
 
+@register("apgd-t", knowledge="white-box")
 class APGDTargeted(Attack):
     """APGD-T: untargeted robustness measured by targeted APGD runs (Croce & Hein 2020).
 
@@ -381,8 +382,6 @@ class APGDTargeted(Attack):
     version uses 9 targets and 100 steps, one restart each. ``precision`` as for
     :class:`APGD`.
     """
-
-    name = "apgd-t"
 
     def __init__(
         self,
@@ -422,6 +421,7 @@ class APGDTargeted(Attack):
         *,
         targets: Tensor | None,
         generator: torch.Generator | None,
+        opening: Opening,
     ) -> tuple[Tensor, Tensor]:
         if targets is not None:
             raise AttackInputError(
@@ -429,8 +429,7 @@ class APGDTargeted(Attack):
             )
         n = x.shape[0]
         queries = torch.ones(n, dtype=torch.int64, device=x.device)
-        with torch.no_grad():
-            logits = model(x)
+        logits = opening.logits
         c = logits.shape[1]
         _check_classes(c, self.loss, targeted=True)
         ranking = ranked_other_classes(logits, y, c - 1)  # (N, c - 1), best first

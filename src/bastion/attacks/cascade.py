@@ -28,7 +28,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from bastion.attacks.base import Attack, predict
+from bastion.attacks.base import Attack, AttackShare, Crafted, Knowledge, Opening
+from bastion.attacks.engine import check_precision
+from bastion.attacks.registry import ATTACKS, attack_params, build_attack, register
 from bastion.errors import ConfigError
 from bastion.threat import ThreatModel
 
@@ -55,6 +57,7 @@ def preset_specs(name: str, *, where: str = "cascade.preset") -> list[dict[str, 
     return [dict(s) for s in PRESETS[name]]
 
 
+@register("cascade", knowledge=None)
 class Cascade(Attack):
     """Run attacks in order on the still-robust examples; keep the worst case per example.
 
@@ -64,12 +67,11 @@ class Cascade(Attack):
         precision: ``"bf16"`` or ``"fp32"`` for every gradient sub-attack that does not set its
             own (see the module docstring); None leaves each at its default (float32).
 
-    After a call, :attr:`last_breakdown` holds, per sub-attack label, how many examples it broke
-    (those earlier attacks had not), :attr:`last_seconds` the wall-clock seconds each took, and
-    :attr:`skipped` the preset attacks that are not registered in this installation.
+    A call's :attr:`AttackResult.breakdown` holds, per sub-attack label (``"0:apgd"``), how
+    many examples it broke (those earlier attacks had not) and the wall-clock seconds it took;
+    the cascade keeps no state between calls. :attr:`skipped` lists the preset attacks that are
+    not registered in this installation. Its knowledge is that of its sub-attacks.
     """
-
-    name = "cascade"
 
     def __init__(
         self,
@@ -78,9 +80,6 @@ class Cascade(Attack):
         attacks: Sequence[Mapping[str, Any]] | None = None,
         precision: str | None = None,
     ):
-        from bastion.attacks.engine import check_precision
-        from bastion.attacks.registry import ATTACKS, attack_params, build_attack
-
         if (preset is None) == (attacks is None):
             raise ConfigError("cascade: give exactly one of 'preset' or 'attacks'")
         specs = preset_specs(preset) if preset is not None else [dict(a) for a in attacks or []]
@@ -105,16 +104,21 @@ class Cascade(Attack):
                 where=f"cascade.attacks[{i}]",
             )
         self.attacks = specs
-        self._breakdown: dict[str, int] = {}
-        self._seconds: dict[str, float] = {}
 
-    @property
-    def last_breakdown(self) -> dict[str, int]:
-        return dict(self._breakdown)
-
-    @property
-    def last_seconds(self) -> dict[str, float]:
-        return dict(self._seconds)
+    @classmethod
+    def knowledge_in(cls, settings: dict[str, Any]) -> set[Knowledge]:
+        """The knowledge of the preset's or the listed sub-attacks (a bad spec adds none)."""
+        specs: Sequence[Mapping[str, Any]] = []
+        if isinstance(settings.get("preset"), str) and settings["preset"] in PRESETS:
+            specs = PRESETS[settings["preset"]]
+        elif isinstance(settings.get("attacks"), list):
+            specs = [a for a in settings["attacks"] if isinstance(a, Mapping)]
+        found: set[Knowledge] = set()
+        for spec in specs:
+            sub = ATTACKS.get(str(spec.get("name")))
+            if sub is not None:
+                found |= sub.knowledge_in(dict(spec))
+        return found
 
     def params(self) -> dict[str, Any]:
         return {
@@ -126,8 +130,6 @@ class Cascade(Attack):
 
     def sub_attacks(self) -> list[tuple[str, Attack]]:
         """Fresh ``(label, attack)`` pairs, in order."""
-        from bastion.attacks.registry import build_attack
-
         out = []
         for i, s in enumerate(self.attacks):
             label = f"{i}:{s['name']}"
@@ -152,17 +154,17 @@ class Cascade(Attack):
         *,
         targets: Tensor | None,
         generator: torch.Generator | None,
-    ) -> tuple[Tensor, Tensor]:
+        opening: Opening,
+    ) -> Crafted:
         n = x.shape[0]
         queries = torch.ones(n, dtype=torch.int64, device=x.device)
-        pred = predict(model, x)
-        done = pred == targets if targets is not None else pred != y
+        done = ~opening.robust
         x_out = x.clone()
-        self._breakdown, self._seconds = {}, {}
+        shares: list[AttackShare] = []
         for label, atk in self.sub_attacks():
             idx = (~done).nonzero().squeeze(1)
             if idx.numel() == 0:
-                self._breakdown[label], self._seconds[label] = 0, 0.0
+                shares.append(AttackShare(label, 0, 0.0))
                 continue
             t0 = time.perf_counter()
             res = atk(
@@ -176,6 +178,7 @@ class Cascade(Attack):
             queries[idx] += res.queries
             x_out[idx] = res.x_adv
             done[idx[res.success]] = True
-            self._breakdown[label] = int(res.success.sum())
-            self._seconds[label] = round(time.perf_counter() - t0, 3)
-        return x_out, queries
+            shares.append(
+                AttackShare(label, int(res.success.sum()), round(time.perf_counter() - t0, 3))
+            )
+        return Crafted(x_out, queries, tuple(shares))

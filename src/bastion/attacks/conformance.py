@@ -7,7 +7,7 @@ so a new attack cannot silently break the contract. Each check raises
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -129,4 +129,60 @@ def check_attack(
     if empty.x_adv.shape[0] != 0:
         _fail(attack, "an empty batch must give an empty result")
     passed.append("empty-batch")
+    return passed
+
+
+def check_minimum_norm(
+    make_attack: Callable[[], Attack],
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    threat: ThreatModel,
+    eps_grid: Sequence[float],
+    *,
+    seed: int = 0,
+) -> list[str]:
+    """The checks of a minimum-norm attack's one run (:meth:`Attack.search`); return the names
+    of the checks that passed.
+
+    ``threat.eps`` is where the search may stop; ``eps_grid`` the budgets it must answer.
+    Checks: output shapes and bounds, inputs untouched (``search-feasible``); every finite
+    norm belongs to a point that fools the model and equals its distance from the input, and
+    every infinite one to a point that does not (``norms-honest``); at every eps of the grid,
+    each example with a norm within eps counts as broken, so accuracy is at most the fraction
+    with a larger norm (``answers-grid``).
+    """
+    passed: list[str] = []
+    attack = make_attack()
+    if attack.kind != "minimum-norm":
+        _fail(attack, f"is {attack.kind}, not minimum-norm")
+    x_copy, y_copy = x.clone(), y.clone()
+    found = attack.search(
+        model, x, y, threat, generator=torch.Generator(device=x.device).manual_seed(seed)
+    )
+    n = x.shape[0]
+    if found.x_adv.shape != x.shape or found.norms.shape != (n,) or found.queries.shape != (n,):
+        _fail(attack, "search returned x_adv, norms or queries of the wrong shape")
+    lo, hi = threat.bounds
+    if float(found.x_adv.min()) < lo - 1e-6 or float(found.x_adv.max()) > hi + 1e-6:
+        _fail(attack, "search returned points outside the input bounds")
+    if not (torch.equal(x, x_copy) and torch.equal(y, y_copy)):
+        _fail(attack, "search modified its inputs in place")
+    passed.append("search-feasible")
+
+    fooled = predict(model, found.x_adv) != y
+    finite = torch.isfinite(found.norms)
+    if not torch.equal(fooled, finite):
+        _fail(attack, "a finite norm must mean a point that fools the model, and only then")
+    dist = threat.distance(found.x_adv, x)
+    if not torch.allclose(dist[finite], found.norms[finite].to(dist.dtype), atol=1e-5):
+        _fail(attack, "norms disagree with the distance of the returned points")
+    passed.append("norms-honest")
+
+    for eps in eps_grid:
+        robust = found.robust_at(model, threat.with_eps(eps))
+        within = found.norms <= eps
+        if bool((robust & within).any()):
+            _fail(attack, f"at eps {eps}: an example with a norm within eps counted as robust")
+    passed.append("answers-grid")
     return passed

@@ -29,8 +29,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bastion.attacks._checks import flag, int_at_least, non_negative, positive
-from bastion.attacks.base import Attack
+from bastion.attacks.base import Attack, Opening
 from bastion.attacks.fast_grad import input_gradients_only
+from bastion.attacks.registry import register
 from bastion.threat import ThreatModel
 
 _BETA1, _BETA2, _ADAM_EPS = 0.9, 0.999, 1e-8
@@ -47,6 +48,7 @@ def _margins(logits: Tensor, label: Tensor, targeted: bool) -> Tensor:
     return other - z_l if targeted else z_l - other
 
 
+@register("cw-l2", knowledge="white-box", kind="minimum-norm")
 class CarliniWagnerL2(Attack):
     """Carlini-Wagner L2 with binary search over the constant ``c`` (Carlini & Wagner 2017).
 
@@ -66,8 +68,6 @@ class CarliniWagnerL2(Attack):
     Returns ``(N, ...)`` points inside ``threat.bounds``: the smallest-norm success, or the
     clean input where none was found.
     """
-
-    name = "cw-l2"
 
     def __init__(
         self,
@@ -95,14 +95,13 @@ class CarliniWagnerL2(Attack):
         *,
         targets: Tensor | None,
         generator: torch.Generator | None,
+        opening: Opening,
     ) -> tuple[Tensor, Tensor]:
         n = x.shape[0]
         targeted = targets is not None
         label = targets if targets is not None else y
         queries = torch.ones(n, dtype=torch.int64, device=x.device)
-        with torch.no_grad():
-            clean = model(x)
-        done = clean.argmax(1) == label if targeted else clean.argmax(1) != label
+        done = ~opening.robust
 
         lo, hi = threat.bounds
         best = x.clone()

@@ -36,7 +36,8 @@ from bastion.attacks._boundary import (
     project_hyperplane_box,
 )
 from bastion.attacks._checks import int_at_least, non_negative
-from bastion.attacks.base import Attack, ranked_other_classes
+from bastion.attacks.base import Attack, Opening, ranked_other_classes
+from bastion.attacks.registry import register
 from bastion.errors import AttackInputError
 from bastion.threat import ThreatModel
 
@@ -48,6 +49,7 @@ def strongest_other(logits: Tensor, cls: Tensor) -> Tensor:
     return logits.scatter(1, cls[:, None], float("-inf")).argmax(dim=1)
 
 
+@register("deepfool", knowledge="white-box", kind="minimum-norm")
 class DeepFool(Attack):
     """DeepFool in the threat's norm (l2, linf, or l1), batched (Moosavi-Dezfooli et al. 2016).
 
@@ -63,8 +65,6 @@ class DeepFool(Attack):
     iterate for examples never fooled; examples already misclassified are returned unchanged.
     """
 
-    name = "deepfool"
-
     def __init__(self, *, steps: int = 50, overshoot: float = 0.02, num_classes: int = 10):
         self.steps = int_at_least("deepfool", "steps", steps, 1)
         self.overshoot = non_negative("deepfool", "overshoot", overshoot)
@@ -79,16 +79,15 @@ class DeepFool(Attack):
         *,
         targets: Tensor | None,
         generator: torch.Generator | None,
+        opening: Opening,
     ) -> tuple[Tensor, Tensor]:
         n = x.shape[0]
         queries = torch.ones(n, dtype=torch.int64, device=x.device)
-        with torch.no_grad():
-            clean = model(x)
+        clean = opening.logits
         c = clean.shape[1]
         if c < 2:
             raise AttackInputError(f"model: deepfool needs at least 2 classes, got {c}")
-        pred = clean.argmax(1)
-        done = pred == targets if targets is not None else pred != y
+        done = ~opening.robust
         x_out = x.clone()
         idx = (~done).nonzero().squeeze(1)
         if idx.numel() == 0:

@@ -116,6 +116,7 @@ def gradient_attack(
     init_scale: float = 1.0,
     generator: torch.Generator | None = None,
     precision: Precision = "fp32",
+    fooled: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Projected steepest ascent (Madry et al. 2018) with restarts.
 
@@ -130,6 +131,9 @@ def gradient_attack(
         precision: ``"bf16"`` takes gradients under bfloat16 autocast (see
             :func:`input_gradient`); an iterate that fools the model in bfloat16 is kept only if
             it also fools it in float32, so early stopping never freezes a false success.
+        fooled: with ``early_stop``, the ``(N,)`` bool examples the clean inputs already fool
+            (from an attack's :class:`bastion.attacks.base.Opening`); None takes that forward
+            pass here. Either way it counts as one query.
 
     Returns:
         ``(x_adv, queries)``: ``(N, ...)`` and ``(N,)`` int64 forward passes per example.
@@ -139,8 +143,10 @@ def gradient_attack(
     queries = torch.zeros(n, dtype=torch.int64, device=x.device)
     done = torch.zeros(n, dtype=torch.bool, device=x.device)
     if early_stop:
-        with torch.no_grad():
-            done = _fooled(model(x), y, targets)
+        if fooled is None:
+            with torch.no_grad():
+                fooled = _fooled(model(x), y, targets)
+        done = fooled.clone()
         queries += 1
     with input_gradients_only(model):  # once for the whole loop (nested uses are free)
         for _ in range(max(1, restarts)):

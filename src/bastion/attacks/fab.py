@@ -50,9 +50,10 @@ from bastion.attacks._boundary import (
     project_hyperplane_box,
 )
 from bastion.attacks._checks import in_range, int_at_least, positive
-from bastion.attacks.base import Attack, ranked_other_classes
+from bastion.attacks.base import Attack, Opening, ranked_other_classes
 from bastion.attacks.deepfool import strongest_other
 from bastion.attacks.engine import Precision, check_precision
+from bastion.attacks.registry import register
 from bastion.errors import AttackInputError
 from bastion.threat import ThreatModel
 
@@ -186,6 +187,7 @@ class _FABSettings(Attack):
                 xc = torch.where(adv[:, None], (1 - self.beta) * z0 + self.beta * xc, xc)
 
 
+@register("fab", knowledge="white-box", kind="minimum-norm")
 class FAB(_FABSettings):
     """FAB in the threat's norm (Croce & Hein 2020), untargeted or with given targets.
 
@@ -204,8 +206,6 @@ class FAB(_FABSettings):
     ``(N, ...)`` points inside ``threat.bounds``: the smallest-norm success, or the clean input
     where none was found; examples already misclassified are returned unchanged.
     """
-
-    name = "fab"
 
     def __init__(
         self,
@@ -228,16 +228,15 @@ class FAB(_FABSettings):
         *,
         targets: Tensor | None,
         generator: torch.Generator | None,
+        opening: Opening,
     ) -> tuple[Tensor, Tensor]:
         n = x.shape[0]
         queries = torch.ones(n, dtype=torch.int64, device=x.device)
-        with torch.no_grad():
-            clean = model(x)
+        clean = opening.logits
         c = clean.shape[1]
         if c < 2:
             raise AttackInputError(f"model: fab needs at least 2 classes, got {c}")
-        pred = clean.argmax(1)
-        done = pred == targets if targets is not None else pred != y
+        done = ~opening.robust
         best = x.clone()
         best_norm = torch.full((n,), float("inf"), dtype=x.dtype, device=x.device)
         best_norm[done] = 0.0
@@ -258,6 +257,7 @@ class FAB(_FABSettings):
         return best, queries
 
 
+@register("fab-t", knowledge="white-box", kind="minimum-norm")
 class FABTargeted(_FABSettings):
     """FAB-T: untargeted robustness measured by targeted FAB runs (Croce & Hein 2020; the
     version in AutoAttack's standard cascade).
@@ -270,8 +270,6 @@ class FABTargeted(_FABSettings):
     broken when misclassified as any class. Chooses its own targets, so a call with
     ``targets`` is an error (use :class:`FAB` with targets instead).
     """
-
-    name = "fab-t"
 
     def __init__(
         self,
@@ -296,6 +294,7 @@ class FABTargeted(_FABSettings):
         *,
         targets: Tensor | None,
         generator: torch.Generator | None,
+        opening: Opening,
     ) -> tuple[Tensor, Tensor]:
         if targets is not None:
             raise AttackInputError(
@@ -303,12 +302,11 @@ class FABTargeted(_FABSettings):
             )
         n = x.shape[0]
         queries = torch.ones(n, dtype=torch.int64, device=x.device)
-        with torch.no_grad():
-            clean = model(x)
+        clean = opening.logits
         c = clean.shape[1]
         if c < 2:
             raise AttackInputError(f"model: fab-t needs at least 2 classes, got {c}")
-        done = clean.argmax(1) != y
+        done = ~opening.robust
         best = x.clone()
         best_norm = torch.full((n,), float("inf"), dtype=x.dtype, device=x.device)
         best_norm[done] = 0.0

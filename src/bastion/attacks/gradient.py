@@ -10,8 +10,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from bastion.attacks.base import Attack
+from bastion.attacks.base import Attack, Opening
 from bastion.attacks.engine import LOSSES, check_precision, gradient_attack
+from bastion.attacks.registry import register
 from bastion.errors import ConfigError
 from bastion.threat import ThreatModel
 
@@ -22,6 +23,7 @@ def _check_loss(loss: str, attack: str) -> str:
     return loss
 
 
+@register("fgsm", knowledge="white-box")
 class FGSM(Attack):
     """One signed-gradient (linf) or normalised-gradient (l2) step.
 
@@ -33,8 +35,6 @@ class FGSM(Attack):
         precision: ``"fp32"`` or ``"bf16"`` (gradient under bfloat16 autocast; see
             :func:`bastion.attacks.engine.input_gradient`).
     """
-
-    name = "fgsm"
 
     def __init__(
         self,
@@ -62,6 +62,7 @@ class FGSM(Attack):
         *,
         targets: Tensor | None,
         generator: torch.Generator | None,
+        opening: Opening,
     ) -> tuple[Tensor, Tensor]:
         return gradient_attack(
             model,
@@ -79,6 +80,7 @@ class FGSM(Attack):
         )
 
 
+@register("pgd", knowledge="white-box")
 class PGD(Attack):
     """Projected gradient descent with random start, restarts and per-example early stop.
 
@@ -93,8 +95,6 @@ class PGD(Attack):
         precision: ``"fp32"`` or ``"bf16"``: gradients under bfloat16 autocast, about twice
             as fast on CPUs with AVX-512 BF16; successes are confirmed in float32.
     """
-
-    name = "pgd"
 
     def __init__(
         self,
@@ -132,6 +132,7 @@ class PGD(Attack):
         *,
         targets: Tensor | None,
         generator: torch.Generator | None,
+        opening: Opening,
     ) -> tuple[Tensor, Tensor]:
         return gradient_attack(
             model,
@@ -147,4 +148,5 @@ class PGD(Attack):
             early_stop=self.early_stop,
             generator=generator,
             precision=self.precision,
+            fooled=~opening.robust if self.early_stop else None,
         )

@@ -38,7 +38,8 @@ import numbers
 import torch
 from torch import Tensor, nn
 
-from bastion.attacks.base import Attack
+from bastion.attacks.base import Attack, Opening
+from bastion.attacks.registry import register
 from bastion.errors import AttackInputError, ConfigError
 from bastion.threat import ThreatModel
 
@@ -312,6 +313,7 @@ def _check_int(name: str, value: int, minimum: int) -> int:
     return int(value)
 
 
+@register("hopskipjump", knowledge="label-only", kind="minimum-norm")
 class HopSkipJump(Attack):
     """HopSkipJump (Chen, Jordan & Wainwright 2020): a decision-based attack for l2 and linf,
     untargeted or targeted (see the module docstring for the algorithm).
@@ -332,8 +334,6 @@ class HopSkipJump(Attack):
     the batch (see the module docstring), so an example's result can depend on its batch.
     Threats in another norm than linf or l2 raise :class:`AttackInputError`.
     """
-
-    name = "hopskipjump"
 
     def __init__(
         self,
@@ -370,6 +370,7 @@ class HopSkipJump(Attack):
         *,
         targets: Tensor | None,
         generator: torch.Generator | None,
+        opening: Opening,
     ) -> tuple[Tensor, Tensor]:
         n = x.shape[0]
         if threat.norm not in ("linf", "l2"):
@@ -377,14 +378,9 @@ class HopSkipJump(Attack):
                 f"threat.norm: hopskipjump supports linf and l2, got {threat.norm!r}"
             )
         with torch.no_grad():
-            scores = model(x)
-            if scores.dim() != 2 or scores.shape[0] != n:
-                raise AttackInputError(
-                    f"model: hopskipjump needs scores of shape (N, C), got {tuple(scores.shape)}"
-                )
-            pred = scores.argmax(dim=1)
+            pred = opening.logits.argmax(dim=1)
             queries = torch.ones(n, dtype=torch.int64, device=x.device)
-            fooled = pred == targets if targets is not None else pred != y
+            fooled = ~opening.robust
             x_out = x.clone()
             idx = (~fooled).nonzero().squeeze(1)
             if idx.numel() == 0 or threat.eps == 0 or self.queries <= 1:

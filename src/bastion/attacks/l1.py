@@ -25,8 +25,9 @@ import torch
 from torch import Tensor, nn
 
 from bastion.attacks._checks import flag, in_range, int_at_least, positive
-from bastion.attacks.base import Attack
+from bastion.attacks.base import Attack, Opening
 from bastion.attacks.engine import ce_loss, input_gradient
+from bastion.attacks.registry import register
 from bastion.errors import AttackInputError
 from bastion.threat import ThreatModel
 
@@ -56,6 +57,7 @@ def sparse_l1_direction(
     return (e / norm).view_as(grad)
 
 
+@register("slide", knowledge="white-box")
 class SparseL1Descent(Attack):
     """SLIDE: PGD with sparse steps on the l1 ball intersected with the box (Tramer & Boneh
     2019). Needs an l1 threat.
@@ -72,8 +74,6 @@ class SparseL1Descent(Attack):
     ``queries`` counts one forward pass per step (plus a final check). Returns ``(N, ...)``
     points within the threat: the first fooling iterate, or the last one.
     """
-
-    name = "slide"
 
     def __init__(
         self,
@@ -101,14 +101,13 @@ class SparseL1Descent(Attack):
         *,
         targets: Tensor | None,
         generator: torch.Generator | None,
+        opening: Opening,
     ) -> tuple[Tensor, Tensor]:
         if threat.norm != "l1":
             raise AttackInputError(f"threat.norm: slide is an l1 attack, got norm {threat.norm!r}")
         n = x.shape[0]
         queries = torch.ones(n, dtype=torch.int64, device=x.device)
-        with torch.no_grad():
-            pred = model(x).argmax(1)
-        done = pred == targets if targets is not None else pred != y
+        done = ~opening.robust
         x_out = x.clone()
         step = self.step_size * threat.eps
         if not math.isfinite(step) or step <= 0:

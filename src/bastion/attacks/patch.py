@@ -36,8 +36,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bastion.attacks._checks import choice, in_range, int_at_least, positive
-from bastion.attacks.base import Attack, predict
+from bastion.attacks.base import Attack, Opening, predict
 from bastion.attacks.engine import LOSSES
+from bastion.attacks.registry import register
 from bastion.errors import AttackInputError, ConfigError
 from bastion.threat import ThreatModel
 
@@ -475,6 +476,7 @@ def patch_covering_eps(threat: ThreatModel, patch_shape: Sequence[int]) -> float
     return r * k
 
 
+@register("patch", knowledge="white-box")
 class PatchAttack(Attack):
     """The :class:`Attack` adapter of :class:`AdversarialPatch`: fit one patch on the batch it is
     given (one per target class for a targeted call, each on the examples asking for it), then
@@ -492,8 +494,6 @@ class PatchAttack(Attack):
     Like :class:`~bastion.attacks.universal.UniversalAttack`, one patch serves the whole batch,
     so it is weaker than a per-example attack with the same support.
     """
-
-    name = "patch"
 
     def __init__(
         self,
@@ -549,6 +549,7 @@ class PatchAttack(Attack):
         *,
         targets: Tensor | None,
         generator: torch.Generator | None,
+        opening: Opening,
     ) -> tuple[Tensor, Tensor]:
         _check_images(x)
         h, w = patch_side(self.size, x.shape[2], x.shape[3])

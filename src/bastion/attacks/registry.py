@@ -1,87 +1,99 @@
-"""Attacks by name, as the YAML config and the command line refer to them."""
+"""Attacks by name, as the YAML config and the command line refer to them.
+
+An attack enters the registry where it is defined, with the :func:`register` decorator, which
+also declares what the attacker knows (``white-box``, ``score-based``, ``label-only``,
+``transfer``) and the attack's kind (``fixed-budget`` or ``minimum-norm``)::
+
+    @register("my-attack", knowledge="white-box")
+    class MyAttack(Attack):
+        def _run(self, model, x, y, threat, *, targets, generator, opening): ...
+
+This module imports only the attack contract (:mod:`bastion.attacks.base`), never an attack, so
+attack modules can import it without a cycle. The built-in attacks are registered when the
+package :mod:`bastion.attacks` is imported, which Python does before this module is loaded.
+"""
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
-from bastion.attacks.apgd import APGD, APGDTargeted
-from bastion.attacks.base import Attack
-from bastion.attacks.cascade import Cascade, preset_specs
-from bastion.attacks.cw import CarliniWagnerL2
-from bastion.attacks.deepfool import DeepFool
-from bastion.attacks.fab import FAB, FABTargeted
-from bastion.attacks.gradient import FGSM, PGD
-from bastion.attacks.hopskipjump import HopSkipJump
-from bastion.attacks.l1 import SparseL1Descent
-from bastion.attacks.patch import PatchAttack
-from bastion.attacks.square import Square
-from bastion.attacks.transfer import MIFGSM, TransferAttack
-from bastion.attacks.universal import UniversalAttack
+from bastion.attacks.base import ATTACK_KINDS, KNOWLEDGE_ORDER, Attack, AttackKind, Knowledge
 from bastion.errors import ConfigError
 
-ATTACKS: dict[str, type[Attack]] = {
-    # white-box, gradient
-    "fgsm": FGSM,
-    "pgd": PGD,
-    "mi-fgsm": MIFGSM,
-    "apgd": APGD,
-    "apgd-t": APGDTargeted,
-    "slide": SparseL1Descent,
-    # white-box, minimum norm
-    "cw-l2": CarliniWagnerL2,
-    "deepfool": DeepFool,
-    "fab": FAB,
-    "fab-t": FABTargeted,
-    # black-box
-    "square": Square,
-    "hopskipjump": HopSkipJump,
-    "transfer": TransferAttack,
-    # physical-world style
-    "universal": UniversalAttack,
-    "patch": PatchAttack,
-    # worst case over several
-    "cascade": Cascade,
-}
+A = TypeVar("A", bound=type[Attack])
+
+#: Every registered attack class by name, in the order of registration.
+ATTACKS: dict[str, type[Attack]] = {}
 
 
-#: What each registered attack assumes the attacker knows (the threat model's "knowledge").
-KNOWLEDGE: dict[str, str] = {
-    "fgsm": "white-box",
-    "pgd": "white-box",
-    "mi-fgsm": "white-box",
-    "apgd": "white-box",
-    "apgd-t": "white-box",
-    "slide": "white-box",
-    "cw-l2": "white-box",
-    "deepfool": "white-box",
-    "fab": "white-box",
-    "fab-t": "white-box",
-    "universal": "white-box",
-    "patch": "white-box",
-    "square": "score-based",
-    "hopskipjump": "label-only",
-    "transfer": "transfer",
-}
+def register(
+    name: str, *, knowledge: Knowledge | None, kind: AttackKind = "fixed-budget"
+) -> Callable[[A], A]:
+    """Class decorator: enter an :class:`Attack` subclass in the registry under ``name``.
+
+    Args:
+        name: how configs and the command line refer to the attack (also set as ``cls.name``).
+        knowledge: what the attacker knows; None for a composite attack whose knowledge comes
+            from its settings (it must override :meth:`Attack.knowledge_in`, as the cascade
+            does).
+        kind: ``"fixed-budget"`` (one run per eps) or ``"minimum-norm"`` (one run answers every
+            eps through :meth:`Attack.search`).
+
+    Raises ``ValueError`` for a name already taken by another class, an unknown knowledge or
+    kind, or a class that is not an attack.
+    """
+    if knowledge is not None and knowledge not in KNOWLEDGE_ORDER:
+        raise ValueError(
+            f"register({name!r}).knowledge: expected one of {', '.join(KNOWLEDGE_ORDER)} or "
+            f"None, got {knowledge!r}"
+        )
+    if kind not in ATTACK_KINDS:
+        raise ValueError(
+            f"register({name!r}).kind: expected one of {', '.join(ATTACK_KINDS)}, got {kind!r}"
+        )
+
+    def decorate(cls: A) -> A:
+        if not (isinstance(cls, type) and issubclass(cls, Attack)):
+            raise ValueError(f"register({name!r}): expected an Attack subclass, got {cls!r}")
+        taken = ATTACKS.get(name)
+        if taken is not None and taken is not cls:
+            raise ValueError(
+                f"register({name!r}): the name is taken by {taken.__module__}.{taken.__qualname__}"
+            )
+        if knowledge is None and not _overrides_knowledge(cls):
+            raise ValueError(
+                f"register({name!r}).knowledge: None needs a class that overrides knowledge_in"
+            )
+        cls.name = name
+        cls.knowledge = knowledge
+        cls.kind = kind
+        ATTACKS[name] = cls
+        return cls
+
+    return decorate
+
+
+def _overrides_knowledge(cls: type[Attack]) -> bool:
+    return any("knowledge_in" in vars(k) for k in cls.__mro__ if k is not Attack)
+
+
+def unregister(name: str) -> None:
+    """Remove ``name`` from the registry (a plug-in or a test that registered it); unknown
+    names are an error."""
+    if name not in ATTACKS:
+        raise KeyError(f"unregister: no attack registered as {name!r}")
+    del ATTACKS[name]
 
 
 def attack_knowledge(name: str, settings: Mapping[str, Any] | None = None) -> list[str]:
     """The kinds of attacker knowledge an attack specification exercises, in a fixed order
     (``white-box``, ``score-based``, ``label-only``, ``transfer``); a cascade contributes those
     of its preset or sub-attacks; an unknown name contributes nothing."""
-    settings = settings or {}
-    if name == "cascade":
-        specs: Sequence[Mapping[str, Any]] = []
-        if isinstance(settings.get("preset"), str):
-            specs = preset_specs(settings["preset"])
-        elif isinstance(settings.get("attacks"), list):
-            specs = [a for a in settings["attacks"] if isinstance(a, Mapping)]
-        found = {k for spec in specs for k in attack_knowledge(str(spec.get("name")), spec)}
-    else:
-        found = {KNOWLEDGE[name]} if name in KNOWLEDGE else set()
-    order = ["white-box", "score-based", "label-only", "transfer"]
-    return [k for k in order if k in found]
+    cls = ATTACKS.get(name)
+    found = cls.knowledge_in(dict(settings or {})) if cls is not None else set()
+    return [k for k in KNOWLEDGE_ORDER if k in found]
 
 
 def attack_params(name: str) -> list[str]:

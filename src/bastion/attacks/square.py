@@ -43,7 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bastion.attacks.base import Attack
+from bastion.attacks.base import Attack, Opening
+from bastion.attacks.registry import register
 from bastion.errors import AttackInputError, ConfigError
 from bastion.threat import ThreatModel
 
@@ -378,6 +379,7 @@ def _check_settings(queries: int, p_init: float, restarts: int) -> None:
         raise ConfigError(f"square.restarts: expected an integer >= 1, got {restarts!r}")
 
 
+@register("square", knowledge="score-based")
 class Square(Attack):
     """Square Attack (Andriushchenko et al. 2020), score-based, linf and l2, untargeted or
     targeted (see the module docstring for the algorithm).
@@ -400,8 +402,6 @@ class Square(Attack):
     Threats in another norm than linf or l2 raise :class:`AttackInputError`.
     """
 
-    name = "square"
-
     def __init__(self, *, queries: int = 5000, p_init: float = 0.8, restarts: int = 1):
         _check_settings(queries, p_init, restarts)
         self.queries = int(queries)
@@ -417,19 +417,20 @@ class Square(Attack):
         *,
         targets: Tensor | None,
         generator: torch.Generator | None,
+        opening: Opening,
     ) -> tuple[Tensor, Tensor]:
         n = x.shape[0]
         if threat.norm not in ("linf", "l2"):
             raise AttackInputError(f"threat.norm: square supports linf and l2, got {threat.norm!r}")
         with torch.no_grad():
-            scores = model(x)
+            scores = opening.logits
             if scores.dim() != 2 or scores.shape[0] != n or scores.shape[1] < 2:
                 raise AttackInputError(
                     "model: square needs scores of shape (N, C) with C >= 2, got "
                     f"{tuple(scores.shape)}"
                 )
             queries = torch.ones(n, dtype=torch.int64, device=x.device)
-            fooled = _fooled(scores, y, targets)
+            fooled = ~opening.robust
             x_out = x.clone()
             m_out = torch.full((n,), float("inf"), device=x.device)
             share, extra = divmod(self.queries - 1, self.restarts)

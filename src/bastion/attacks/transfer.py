@@ -24,9 +24,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bastion.attacks._checks import in_range, int_at_least, non_negative
-from bastion.attacks.base import Attack
+from bastion.attacks.base import Attack, Opening
 from bastion.attacks.engine import ce_loss
 from bastion.attacks.fast_grad import input_gradients_only
+from bastion.attacks.registry import build_attack, register
 from bastion.errors import AttackInputError, ConfigError, ModelFileError
 from bastion.threat import ThreatModel
 
@@ -51,6 +52,7 @@ def diverse_inputs(
     return torch.where(use.view(-1, 1, 1, 1), padded, x)
 
 
+@register("mi-fgsm", knowledge="white-box")
 class MIFGSM(Attack):
     """Momentum iterative FGSM with optional input diversity (MI-FGSM, DI-MI-FGSM).
 
@@ -65,8 +67,6 @@ class MIFGSM(Attack):
     the surrogate, not the first one that fools it). A targeted call descends the cross-entropy
     of the target. ``queries`` counts ``steps`` forward passes per example.
     """
-
-    name = "mi-fgsm"
 
     def __init__(
         self,
@@ -94,6 +94,7 @@ class MIFGSM(Attack):
         *,
         targets: Tensor | None,
         generator: torch.Generator | None,
+        opening: Opening,
     ) -> tuple[Tensor, Tensor]:
         if self.diversity_prob > 0 and x.dim() != 4:
             raise AttackInputError(
@@ -121,6 +122,7 @@ class MIFGSM(Attack):
         return xa, queries
 
 
+@register("transfer", knowledge="transfer")
 class TransferAttack(Attack):
     """Craft on a surrogate model, evaluate on the target (a black-box transfer attack).
 
@@ -136,8 +138,6 @@ class TransferAttack(Attack):
     The target model is touched only by the base class's final check, so ``queries`` is 1 per
     example. The surrogate's own forward passes are not counted against the target.
     """
-
-    name = "transfer"
 
     def __init__(
         self,
@@ -187,8 +187,6 @@ class TransferAttack(Attack):
             return MIFGSM()
         if isinstance(self.attack, Attack):
             return self.attack
-        from bastion.attacks.registry import build_attack  # deferred: the registry imports us
-
         spec = dict(self.attack)
         if "name" not in spec:
             raise ConfigError("transfer.attack.name: expected an attack name")
@@ -208,6 +206,7 @@ class TransferAttack(Attack):
         *,
         targets: Tensor | None,
         generator: torch.Generator | None,
+        opening: Opening,
     ) -> tuple[Tensor, Tensor]:
         crafted = self._build()(self.surrogate, x, y, threat, targets=targets, generator=generator)
         return crafted.x_adv, torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)

@@ -31,8 +31,9 @@ import torch
 from torch import Tensor, nn
 
 from bastion.attacks._checks import choice, int_at_least, positive
-from bastion.attacks.base import Attack, predict, validate_batch
+from bastion.attacks.base import Attack, Opening, predict, validate_batch
 from bastion.attacks.engine import LOSSES, LossFn, input_gradient
+from bastion.attacks.registry import register
 from bastion.errors import AttackInputError, ConfigError
 from bastion.threat import ThreatModel
 
@@ -262,6 +263,7 @@ class UniversalPerturbation:
         )
 
 
+@register("universal", knowledge="white-box")
 class UniversalAttack(Attack):
     """The :class:`Attack` adapter of :class:`UniversalPerturbation`: fit one ``delta`` on the
     batch it is given, then apply it to that batch.
@@ -275,8 +277,6 @@ class UniversalAttack(Attack):
     class, each on the examples asking for that class. ``queries`` counts the fit's forward
     passes per example (``2 epochs + 1``, ``2 epochs`` per targeted group).
     """
-
-    name = "universal"
 
     def __init__(
         self,
@@ -322,6 +322,7 @@ class UniversalAttack(Attack):
         *,
         targets: Tensor | None,
         generator: torch.Generator | None,
+        opening: Opening,
     ) -> tuple[Tensor, Tensor]:
         fitter = self._fitter()
         queries = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)

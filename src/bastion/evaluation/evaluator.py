@@ -26,8 +26,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from bastion.attacks.base import Attack, predict
-from bastion.attacks.registry import KNOWLEDGE
+from bastion.attacks.base import Attack, MinimumNormResult, predict
+from bastion.attacks.registry import attack_knowledge
 from bastion.errors import ConfigError
 from bastion.evaluation.state import EvaluationState
 from bastion.threat import ThreatModel
@@ -35,21 +35,11 @@ from bastion.threat import ThreatModel
 EvalProgressFn = Callable[[str, int, int], None]
 SanityBudget = Literal["quick", "full", "off"]
 
-#: Attacks that see only the model's outputs (the scorecard's ``worst_case_basis``): every
-#: registered attack whose knowledge is not white-box.
-BLACK_BOX_ATTACKS = frozenset(name for name, kind in KNOWLEDGE.items() if kind != "white-box")
-
 
 def is_black_box(attack: Attack) -> bool:
-    """Whether ``attack`` is, or (a cascade) contains, a black-box attack."""
-    if attack.name in BLACK_BOX_ATTACKS:
-        return True
-    specs = getattr(attack, "attacks", None)
-    return (
-        attack.name == "cascade"
-        and isinstance(specs, list)
-        and any(isinstance(s, dict) and s.get("name") in BLACK_BOX_ATTACKS for s in specs)
-    )
+    """Whether ``attack`` is, or (a cascade) contains, a black-box attack: one whose registered
+    knowledge is not white-box (the scorecard's ``worst_case_basis``)."""
+    return any(k != "white-box" for k in attack_knowledge(attack.name, attack.params()))
 
 
 def eps_key(eps: float) -> str:
@@ -103,6 +93,48 @@ def _batch_seed(seed: int, index: int) -> int:
     return int.from_bytes(h[:6], "big")
 
 
+def _chunks(candidates: Tensor, batch_size: int) -> list[Tensor]:
+    """The indices of ``candidates`` ``(N,)`` bool, cut into batches of ``batch_size``."""
+    idx = candidates.nonzero().squeeze(1)
+    return [idx[start : start + batch_size] for start in range(0, idx.numel(), batch_size)]
+
+
+#: A minimum-norm attack's one run: per batch, its example indices and what the search found.
+SearchBatches = list[tuple[Tensor, MinimumNormResult]]
+
+
+def minimum_norm_search(
+    model: nn.Module,
+    attack: Attack,
+    x: Tensor,
+    y: Tensor,
+    threat: ThreatModel,
+    *,
+    candidates: Tensor,
+    seed: int,
+    batch_size: int = 500,
+) -> SearchBatches:
+    """Run a minimum-norm attack once on ``candidates`` (:meth:`Attack.search`), in the
+    batches and with the per-batch seeds of :func:`robust_mask`; ``threat.eps`` is where the
+    search may stop (the smallest eps of the grid). Runs in this process."""
+    found: SearchBatches = []
+    for i, b in enumerate(_chunks(candidates, batch_size)):
+        gen = torch.Generator(device=x.device).manual_seed(_batch_seed(seed, i))
+        found.append((b, attack.search(model, x[b], y[b], threat, generator=gen)))
+    return found
+
+
+def robust_from_search(
+    model: nn.Module, found: SearchBatches, candidates: Tensor, threat: ThreatModel
+) -> Tensor:
+    """``(N,)`` bool: the candidates a minimum-norm search did not break within
+    ``threat.eps`` (:meth:`MinimumNormResult.robust_at`: one forward pass per batch)."""
+    robust = candidates.clone()
+    for b, res in found:
+        robust[b] = res.robust_at(model, threat).to(robust.device)
+    return robust
+
+
 def robust_mask(
     model: nn.Module,
     attack: Attack,
@@ -121,8 +153,7 @@ def robust_mask(
     derived from ``seed`` and its index, so per-example results are the same whether
     ``runner`` runs the batches here (the default) or spreads them over workers."""
     robust = candidates.clone()
-    idx = candidates.nonzero().squeeze(1)
-    chunks = [idx[start : start + batch_size] for start in range(0, idx.numel(), batch_size)]
+    chunks = _chunks(candidates, batch_size)
     batches = [(x[b], y[b], _batch_seed(seed, i)) for i, b in enumerate(chunks)]
     results = (runner or run_batches_here)(model, attack, threat, batches)
     for b, r in zip(chunks, results, strict=True):
@@ -159,6 +190,12 @@ def evaluate_model(
     ``attack_seconds`` (``{label: {eps_key: seconds}}``, the
     wall-clock time of each attack run in this call; resumed pairs have none). All accuracies
     are fractions in [0, 1] of all ``N`` examples.
+
+    A minimum-norm attack (``attack.kind == "minimum-norm"``: FAB, DeepFool, Carlini-Wagner,
+    HopSkipJump) runs once per model (:func:`minimum_norm_search`, seeded as the pair at the
+    grid's smallest eps, which is also where its search may stop) and answers every eps of the
+    grid from the points it found (:func:`robust_from_search`); its ``attack_seconds`` at the
+    first eps include the search. It runs in this process even with a ``runner``.
 
     With a ``state``, each finished (attack, eps) pair is recorded under ``model_id`` and a
     pair already recorded is not run again (a resumed evaluation gives the same figures: each
@@ -201,6 +238,7 @@ def evaluate_model(
     worst_at_eps = correct.clone()
     total = len(grid) * len(attacks)
     done = 0
+    searched: dict[str, SearchBatches] = {}  # minimum-norm attacks: one run answers every eps
     for eps in grid:
         t = threat.with_eps(eps)
         worst_mask = correct.clone()
@@ -213,17 +251,32 @@ def evaluate_model(
                 mask = recorded
             else:
                 t0 = time.perf_counter()
-                mask = robust_mask(
-                    model,
-                    na.attack,
-                    x,
-                    y,
-                    t,
-                    candidates=correct,
-                    seed=_seed_for(seed, na.label, eps),
-                    batch_size=batch_size,
-                    runner=runner,
-                )
+                if na.attack.kind == "minimum-norm":
+                    if na.label not in searched:  # once, stopping at the grid's smallest eps
+                        stop = threat.with_eps(min(e for e in grid if e > 0))
+                        searched[na.label] = minimum_norm_search(
+                            model,
+                            na.attack,
+                            x,
+                            y,
+                            stop,
+                            candidates=correct,
+                            seed=_seed_for(seed, na.label, stop.eps),
+                            batch_size=batch_size,
+                        )
+                    mask = robust_from_search(model, searched[na.label], correct, t)
+                else:
+                    mask = robust_mask(
+                        model,
+                        na.attack,
+                        x,
+                        y,
+                        t,
+                        candidates=correct,
+                        seed=_seed_for(seed, na.label, eps),
+                        batch_size=batch_size,
+                        runner=runner,
+                    )
                 seconds[na.label][eps_key(eps)] = round(time.perf_counter() - t0, 3)
                 if state is not None:
                     state.put(key, mask)

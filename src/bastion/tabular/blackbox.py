@@ -32,7 +32,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from bastion.attacks.base import Attack
+from bastion.attacks.base import Attack, Opening
 from bastion.errors import ConfigError
 from bastion.tabular._tracking import BestPoints, margin, only_admissible, succeeded
 from bastion.tabular.threat import TabularThreat, require_tabular
@@ -91,6 +91,7 @@ class ConstrainedRandomSearch(Attack):
         *,
         targets: Tensor | None,
         generator: torch.Generator | None,
+        opening: Opening,
     ) -> tuple[Tensor, Tensor]:
         tt = require_tabular(threat, "random-search")
         cs = tt.constraints
@@ -103,8 +104,7 @@ class ConstrainedRandomSearch(Attack):
         queries = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
         best = BestPoints(x, y, targets)
         idx_all = torch.arange(x.shape[0], device=x.device)
-        with torch.no_grad():
-            scores = model(x)
+        scores = opening.logits
         queries += 1
         best.update(idx_all, x, scores)
         cur_margin = margin(scores, y, targets)
@@ -178,6 +178,7 @@ class ConstrainedHopSkipJump(Attack):
         *,
         targets: Tensor | None,
         generator: torch.Generator | None,
+        opening: Opening,
     ) -> tuple[Tensor, Tensor]:
         tt = require_tabular(threat, "hopskipjump-constrained")
         # the whole feasible set, for the search: a linf ball of radius 1 with unit costs

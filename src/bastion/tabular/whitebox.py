@@ -21,7 +21,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from bastion.attacks.base import Attack
+from bastion.attacks.base import Attack, Opening
 from bastion.attacks.engine import LOSSES, input_gradient
 from bastion.errors import ConfigError
 from bastion.tabular._tracking import BestPoints, only_admissible
@@ -97,14 +97,14 @@ class ConstrainedPGD(Attack):
         *,
         targets: Tensor | None,
         generator: torch.Generator | None,
+        opening: Opening,
     ) -> tuple[Tensor, Tensor]:
         tt = require_tabular(threat, "cpgd")
         loss = LOSSES[self.loss]
         step = (self.step_size if self.step_size is not None else 2.5 / self.steps) * tt.eps
         queries = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
         best = BestPoints(x, y, targets)
-        with torch.no_grad():
-            best.update(torch.arange(x.shape[0], device=x.device), x, model(x))
+        best.update(torch.arange(x.shape[0], device=x.device), x, opening.logits)
         queries += 1
         for restart in range(self.restarts):
             idx = (~best.done).nonzero().flatten()
@@ -174,12 +174,12 @@ class ConstrainedAPGD(Attack):
         *,
         targets: Tensor | None,
         generator: torch.Generator | None,
+        opening: Opening,
     ) -> tuple[Tensor, Tensor]:
         tt = require_tabular(threat, "capgd")
         queries = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
         best = BestPoints(x, y, targets)
-        with torch.no_grad():
-            best.update(torch.arange(x.shape[0], device=x.device), x, model(x))
+        best.update(torch.arange(x.shape[0], device=x.device), x, opening.logits)
         queries += 1
         for _ in range(self.restarts):
             idx = (~best.done).nonzero().flatten()
