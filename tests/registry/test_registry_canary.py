@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -453,3 +454,53 @@ def _wait_for(path: Path, timeout: float = 20.0) -> None:
     end = time.monotonic() + timeout
     while not path.exists() and time.monotonic() < end:
         time.sleep(0.05)
+
+
+@pytest.mark.slow  # a subprocess importing torch and the service: about 35 s here
+def test_serve_stage_command_demotes_under_the_stages_file(
+    reg: Registry, tmp_path: Path, digits: torch.Tensor
+) -> None:
+    """`bastion serve-stage --stages FILE --canary canary` reads the canary's rules from the
+    stages file (the docs' block) and demotes the planted candidate; every request succeeds."""
+    import subprocess
+    import sys
+
+    canary_rules(tmp_path)  # writes canary-stages.yaml, the block of docs/registry.md
+    db = reg.engine.url.database
+    assert db is not None
+    reg.close()
+    with socket.socket() as sock:  # a free port for the subprocess
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [
+        sys.executable, "-m", "bastion.cli", "serve-stage", "--registry", db, "--canary",
+        "canary", "--canary-fraction", "0.2", "--stages", str(tmp_path / "canary-stages.yaml"),
+        "--state-dir", str(tmp_path / "state"), "--port", str(port), "--poll", "0.3",
+        "--set", "require_auth=false", "--set", "rate=null",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    statuses = []
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, "serve-stage did not start"
+            try:
+                if httpx.get(f"{url}/v1/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        with httpx.Client(base_url=url, timeout=30) as c:
+            for i in range(100):
+                body = {"inputs": digits[i * 2 % 190 :][:8].tolist()}
+                statuses.append(c.post("/v1/predict", json=body).status_code)
+                if "canary_routing 0" in c.get("/metrics").text:
+                    break
+    finally:
+        proc.send_signal(2)  # SIGINT: uvicorn shuts down, the demotion's recorder is joined
+        _, err = proc.communicate(timeout=60)
+    assert set(statuses) == {200}
+    assert "demote the canary when abstention_rate > 0.3 over the last 40 canary inputs" in err
+    assert "canary rule 0 fired: abstention_rate" in err
+    with Registry(db) as again:
+        assert [e.action for e in again.stage_events("canary")] == ["promote", "demote"]
