@@ -50,15 +50,9 @@ import numpy as np
 import yaml
 
 RESULTS = Path(__file__).resolve().parent / "results"
-TINY: dict[str, Any] = {
-    "name": "tiny",
-    "data": {"name": "digits"},
-    "threat": {"norm": "linf", "eps": 0.2},
-    "model": {"architecture": "mlp"},
-    "training": {"epochs": 2, "batch_size": 64, "lr": 0.05, "val_examples": 40, "val_pgd_steps": 2},
-    "models": [{"name": "baseline", "objective": {"name": "standard"}}],
-    "evaluation": {"examples": 40, "attacks": [{"name": "pgd", "steps": 5}]},
-}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "registry"))
+from registry_fixtures import TINY  # noqa: E402  (the registry tests' tiny config, one copy)
+
 RULES = {
     "abstaining canary": {"metric": "abstention_rate", "max": 0.3, "window": 40, "min_samples": 20},
     "slow canary": {"metric": "p99_latency_s", "max": 0.05, "window": 40, "min_samples": 20},
