@@ -47,6 +47,9 @@ class History:
     train_loss: tuple[float, ...]
     val_clean_accuracy: tuple[float, ...]
     val_robust_accuracy: tuple[float, ...]
+    #: per torchrun process (rank order), its training loss per epoch over its own share
+    #: (``train_loss_rank<r>``; NaN for epochs run with fewer processes); empty otherwise
+    rank_loss: tuple[tuple[float, ...], ...] = ()
 
     def __len__(self) -> int:
         return len(self.epoch)
@@ -254,11 +257,25 @@ def _parse_history(value: object, where: str) -> History | None:
             if number is None and key == "epoch":
                 number = float(i + 1)
             column.append(math.nan if number is None else number)
+    ranks = 0
+    while any(f"train_loss_rank{ranks}" in _mapping(r, where) for r in records):
+        ranks += 1
+    rank_loss = tuple(
+        tuple(
+            math.nan if v is None else v
+            for v in (
+                _number(_mapping(r, where).get(f"train_loss_rank{k}"), f"{where}[{i}]")
+                for i, r in enumerate(records)
+            )
+        )
+        for k in range(ranks)
+    )
     return History(
         epoch=tuple(columns["epoch"]),
         train_loss=tuple(columns["train_loss"]),
         val_clean_accuracy=tuple(columns["val_clean_accuracy"]),
         val_robust_accuracy=tuple(columns["val_robust_accuracy"]),
+        rank_loss=rank_loss,
     )
 
 

@@ -627,6 +627,12 @@ def _nan_to_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
+_RANK_NOTE = (
+    " Dotted: a model trained under torchrun, each process's loss over its own share of every"
+    " batch (the solid line is the mean over all examples)."
+)
+
+
 def _training(view: ScorecardView) -> str:
     parts = ['<section id="training"><h2>Training</h2>']
     if not view.models:
@@ -677,7 +683,9 @@ def _training(view: ScorecardView) -> str:
         parts.append(
             f"<figure>{_img(png, 'Training loss and validation accuracy per epoch, per model')}"
             "<figcaption>Left: training loss. Right: validation accuracy, clean (solid) and "
-            "under attack (dashed); a star marks the epoch kept.</figcaption></figure>"
+            "under attack (dashed); a star marks the epoch kept."
+            f"{_RANK_NOTE if any(m.history and m.history.rank_loss for m in view.models) else ''}"
+            "</figcaption></figure>"
         )
     else:
         parts.append('<p class="note">No model has a training history; the curves are skipped.</p>')

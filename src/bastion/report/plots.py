@@ -244,7 +244,7 @@ def training_curves_png(view: ScorecardView) -> bytes:
     ax_loss, ax_acc = figure.subplots(1, 2)
     model_handles: list[Line2D] = []
     model_labels: list[str] = []
-    any_clean = any_robust = any_best = False
+    any_clean = any_robust = any_best = any_rank = False
     for index, model in enumerate(view.models):
         history = model.history
         if history is None:
@@ -260,6 +260,10 @@ def training_curves_png(view: ScorecardView) -> bytes:
                 marker=marker,
                 markersize=3,
             )
+        for rank_loss in history.rank_loss:  # torchrun: each process's loss on its share
+            if any(math.isfinite(v) for v in rank_loss):
+                any_rank = True
+                ax_loss.plot(history.epoch, rank_loss, color=colour, linewidth=1.0, linestyle=":")
         if _finite(history.val_clean_accuracy):
             any_clean = True
             ax_acc.plot(
@@ -313,6 +317,9 @@ def training_curves_png(view: ScorecardView) -> bytes:
     _figure_legend(figure, model_handles, model_labels, "model", "outside right upper")
     style_handles: list[Line2D] = []
     style_labels: list[str] = []
+    if any_rank:
+        style_handles.append(Line2D([], [], color=_TEXT, linewidth=1.0, linestyle=":"))
+        style_labels.append("loss per process")
     if any_clean:
         style_handles.append(Line2D([], [], color=_TEXT, linewidth=1.8))
         style_labels.append("clean")
