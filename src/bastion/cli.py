@@ -606,8 +606,9 @@ def report(
     from bastion.evaluation.scorecard import read_scorecard
     from bastion.report import render_markdown, write_report
     from bastion.report.model_card import render_model_card
+    from bastion.report.privacy_section import attach_privacy_audits
 
-    sc = read_scorecard(scorecard)
+    sc = attach_privacy_audits(read_scorecard(scorecard), scorecard.parent)
     if card:
         typer.echo(render_model_card(sc))
         return

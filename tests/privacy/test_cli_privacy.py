@@ -105,3 +105,61 @@ def test_audit_extraction_on_a_saved_model(
     assert "--key" in capsys.readouterr().err
     assert main(["audit", "extraction", model, "--budgets", "ten"]) == 2
     assert "--budgets" in capsys.readouterr().err
+
+
+def test_report_and_model_card_show_dp_and_the_audits(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bastion.data import load_dataset
+    from bastion.evaluation.scorecard import SCHEMA_VERSION
+    from bastion.models import build_model
+    from bastion.models.zoo import ModelSpec
+    from bastion.privacy.dp import DPSettings, fit_dp
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    model = str(run_dir / "models" / "baseline")
+    argv = ["audit", "extraction", model, "--budgets", "40,120", "--method", "knockoff"]
+    argv += ["--student", "mlp", "--threads", "1", "--out", str(folder / "extraction.json")]
+    assert main(argv) == 0
+    argv = ["audit", "privacy", str(run_dir), "--shadows", "2", "--population", "120"]
+    argv += ["--no-inversion", "--threads", "1", "--out", str(folder / "privacy.json")]
+    assert main(argv) == 0
+    capsys.readouterr()
+    # a model trained with DP-SGD the way `bastion run` trains a model entry with a dp section
+    ds = load_dataset("digits", seed=0)
+    spec = ModelSpec("mlp", tuple(ds.input_shape), 10, tuple(ds.mean), tuple(ds.std), {})
+    trained = fit_dp(
+        build_model(spec),
+        ds.train.x,
+        ds.train.y,
+        ds.val.x,
+        ds.val.y,
+        DPSettings(epochs=1, target_epsilon=None, noise_multiplier=1.0),
+    )
+    scorecard = {
+        "schema_version": SCHEMA_VERSION,
+        "run": {"name": "private"},
+        "models": {"private": {"training": trained.summary()}},
+    }
+    (folder / "scorecard.json").write_text(json.dumps(scorecard))
+    epsilon = trained.history[-1]["epsilon"]
+    assert main(["report", str(folder / "scorecard.json")]) == 0
+    page = (folder / "report.html").read_text()
+    assert '<section id="privacy">' in page
+    assert f"<td>private</td><td>{epsilon:.3g}</td>" in page
+    privacy = json.loads((folder / "privacy.json").read_text())
+    extraction = json.loads((folder / "extraction.json").read_text())["extraction"]
+    online = privacy["mia"]["attacks"]["lira-online"]
+    assert f"<td>lira-online</td><td>{online['tpr_at_0.1pct_fpr']:.2%}</td>" in page
+    assert f"<td>{extraction['fidelity_at_budget']:.2%}</td>" in page
+    capsys.readouterr()
+    assert main(["report", str(folder / "scorecard.json"), "--card"]) == 0
+    card = capsys.readouterr().out
+    section = card[card.index("## Privacy") :]
+    assert f"({epsilon:.3g}, " in section and "-differentially private" in section
+    assert f"TPR {privacy['mia']['tpr_at_0.1pct_fpr']:.2%} at 0.1% FPR" in section
+    assert f"{extraction['fidelity_at_budget']:.2%} of held-out inputs after 120 queries" in section
+    (folder / "extraction.json").write_text('{"kind": "something else"}')
+    assert main(["report", str(folder / "scorecard.json")]) == 2
+    assert "extraction.json: expected a document with kind" in capsys.readouterr().err

@@ -27,6 +27,7 @@ from bastion.report.plots import (
     reliability_png,
     training_curves_png,
 )
+from bastion.report.privacy_section import render_privacy_section
 
 __all__ = ["render_html"]
 
@@ -850,6 +851,7 @@ def render_view(view: ScorecardView) -> str:
             _training(view),
             _sanity(view),
             render_escalation_section(view),
+            render_privacy_section(view),
             _warnings(view),
             _provenance(view),
             f"<footer>{_e(footer)}</footer>",

@@ -1,0 +1,221 @@
+"""The report's and model card's privacy section: differential-privacy guarantees and the
+privacy audits of a run.
+
+* **DP-SGD guarantees**: a model trained with DP-SGD through Opacus (Abadi et al. 2016;
+  :mod:`bastion.privacy.dp`) records the accountant's ``epsilon`` and ``delta`` in every epoch
+  of its training history; the last epoch's pair is the model's ``(epsilon, delta)``.
+* **Audits**: the documents of ``bastion audit privacy`` (membership inference: LiRA, Carlini
+  et al. 2022, and the loss threshold, Yeom et al. 2018; model inversion, Fredrikson et al.
+  2015) and ``bastion audit extraction`` (Knockoff Nets, Orekondy et al. 2019; Jacobian
+  augmentation, Papernot et al. 2017).
+
+:func:`attach_privacy_audits` (called by ``bastion report`` with the scorecard's folder, where
+``bastion audit privacy`` writes ``privacy.json``; an ``extraction.json`` there is read too)
+puts both into the scorecard's ``privacy`` channel: ``{"dp": {model: {"epsilon", "delta"}},
+"audits": [document, ...]}``. :func:`render_privacy_section` gives the HTML section from that
+channel ("" when it is absent or empty; every value is HTML-escaped), :func:`privacy_markdown`
+the model card's lines.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from bastion.errors import ConfigError
+from bastion.report._view import ScorecardView
+
+__all__ = [
+    "AUDIT_FILES",
+    "attach_privacy_audits",
+    "dp_guarantees",
+    "privacy_markdown",
+    "render_privacy_section",
+]
+
+AUDIT_FILES = ("privacy.json", "extraction.json")
+_KINDS = ("privacy-audit", "extraction-audit")
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _num(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    v = float(value)
+    return v if math.isfinite(v) else None
+
+
+def _pct(value: object) -> str:
+    v = _num(value)
+    return "-" if v is None else f"{v:.2%}"
+
+
+def attach_privacy_audits(scorecard: Mapping[str, Any], folder: Path) -> dict[str, Any]:
+    """A copy of ``scorecard`` with the audit documents found in ``folder``
+    (:data:`AUDIT_FILES`) under ``privacy``; a file there that is not JSON or not an audit
+    document is a :class:`ConfigError` naming it."""
+    audits: list[dict[str, Any]] = []
+    for name in AUDIT_FILES:
+        path = folder / name
+        if not path.is_file():
+            continue
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"{path}: not a readable JSON audit document ({e})") from None
+        if not isinstance(doc, dict) or doc.get("kind") not in _KINDS:
+            raise ConfigError(f"{path}: expected a document with kind {' or '.join(_KINDS)}")
+        audits.append(doc)
+    out = dict(scorecard)
+    dp = {m: {"epsilon": e, "delta": d} for m, (e, d) in dp_guarantees(scorecard).items()}
+    if audits or dp:
+        out["privacy"] = {"dp": dp, "audits": audits}
+    return out
+
+
+def dp_guarantees(scorecard: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
+    """``{model: (epsilon, delta)}`` of the models trained with DP-SGD (the last epoch of
+    ``models.<name>.training.history`` carrying both)."""
+    out: dict[str, tuple[float, float]] = {}
+    models = scorecard.get("models")
+    if not isinstance(models, Mapping):
+        return out
+    for name, entry in models.items():
+        training = entry.get("training") if isinstance(entry, Mapping) else None
+        history = training.get("history") if isinstance(training, Mapping) else None
+        if not isinstance(history, Sequence) or isinstance(history, str):
+            continue
+        for record in reversed(history):
+            if not isinstance(record, Mapping):
+                continue
+            eps, delta = _num(record.get("epsilon")), _num(record.get("delta"))
+            if eps is not None and delta is not None:
+                out[str(name)] = (eps, delta)
+                break
+    return out
+
+
+def _audits(channel: Mapping[str, Any], kind: str) -> list[Mapping[str, Any]]:
+    docs = channel.get("audits")
+    if not isinstance(docs, Sequence) or isinstance(docs, str):
+        return []
+    return [d for d in docs if isinstance(d, Mapping) and d.get("kind") == kind]
+
+
+def _dp(channel: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
+    dp = channel.get("dp")
+    out: dict[str, tuple[float, float]] = {}
+    for m, g in dp.items() if isinstance(dp, Mapping) else ():
+        eps = _num(g.get("epsilon")) if isinstance(g, Mapping) else None
+        delta = _num(g.get("delta")) if isinstance(g, Mapping) else None
+        if eps is not None and delta is not None:
+            out[str(m)] = (eps, delta)
+    return out
+
+
+def _mia_rows(doc: Mapping[str, Any]) -> list[tuple[str, str, Mapping[str, Any]]]:
+    mia = doc.get("mia")
+    attacks = mia.get("attacks") if isinstance(mia, Mapping) else None
+    if not isinstance(attacks, Mapping):
+        return []
+    model = Path(str(doc.get("model", "?"))).name
+    return [(model, str(a), r) for a, r in attacks.items() if isinstance(r, Mapping)]
+
+
+def _extraction(doc: Mapping[str, Any]) -> Mapping[str, Any]:
+    ex = doc.get("extraction")
+    return ex if isinstance(ex, Mapping) else {}
+
+
+def render_privacy_section(view: ScorecardView) -> str:
+    """The HTML ``<section id="privacy">`` of the view's ``privacy`` channel (empty string
+    when there is nothing to show)."""
+    channel = view.channels.get("privacy") or {}
+    dp = _dp(channel)
+    mia_docs = _audits(channel, "privacy-audit")
+    ex_docs = _audits(channel, "extraction-audit")
+    if not (dp or mia_docs or ex_docs):
+        return ""
+    parts = ['<section id="privacy"><h2>Privacy and model theft</h2>']
+    if dp:
+        rows = "".join(
+            f"<tr><td>{_e(m)}</td><td>{eps:.3g}</td><td>{delta:.3g}</td></tr>"
+            for m, (eps, delta) in dp.items()
+        )
+        parts.append(
+            "<h3>Differential privacy (DP-SGD, Opacus RDP accountant)</h3><table><thead><tr>"
+            "<th>model</th><th>epsilon</th><th>delta</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table>"
+        )
+    for doc in mia_docs:
+        rows = "".join(
+            f"<tr><td>{_e(m)}</td><td>{_e(a)}</td><td>{_pct(r.get('tpr_at_0.1pct_fpr'))}</td>"
+            f"<td>{_pct(r.get('tpr_at_1pct_fpr'))}</td><td>{_e(r.get('auc', '-'))}</td></tr>"
+            for m, a, r in _mia_rows(doc)
+        )
+        parts.append(
+            "<h3>Membership inference</h3><table><thead><tr><th>model</th><th>attack</th>"
+            "<th>TPR @ 0.1% FPR</th><th>TPR @ 1% FPR</th><th>AUC</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table>"
+        )
+        inv = doc.get("inversion")
+        if isinstance(inv, Mapping):
+            parts.append(
+                f"<p>Model inversion: {_pct(inv.get('identified'))} of classes identified from "
+                f"their reconstructions; cosine to the class mean {_e(inv.get('cosine_own'))}.</p>"
+            )
+    if ex_docs:
+        rows = "".join(
+            f"<tr><td>{_e(d.get('target', '?'))}</td><td>{_e(ex.get('best_method', '-'))}</td>"
+            f"<td>{_e(ex.get('queries', '-'))}</td><td>{_pct(ex.get('fidelity_at_budget'))}</td>"
+            f"<td>{_pct(ex.get('accuracy_at_budget'))}</td>"
+            f"<td>{_pct(ex.get('transfer_success_rate'))}</td></tr>"
+            for d in ex_docs
+            for ex in (_extraction(d),)
+        )
+        parts.append(
+            "<h3>Model extraction</h3><table><thead><tr><th>target</th><th>best attack</th>"
+            "<th>queries</th><th>fidelity</th><th>copy accuracy</th>"
+            "<th>transfer from the copy</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table>"
+        )
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def privacy_markdown(scorecard: Mapping[str, Any]) -> list[str]:
+    """The model card's ``## Privacy`` lines from the scorecard's ``privacy`` channel
+    (none when there is nothing to show)."""
+    raw = scorecard.get("privacy")
+    channel: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+    dp = _dp(channel)
+    mia_docs = _audits(channel, "privacy-audit")
+    ex_docs = _audits(channel, "extraction-audit")
+    if not (dp or mia_docs or ex_docs):
+        return []
+    lines = ["## Privacy", ""]
+    for m, (eps, delta) in dp.items():
+        lines.append(f"- `{m}`: ({eps:.3g}, {delta:.3g})-differentially private (DP-SGD, Opacus)")
+    for doc in mia_docs:
+        found = doc.get("mia")
+        mia: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
+        model = Path(str(doc.get("model", "?"))).name
+        lines.append(
+            f"- Membership inference on `{model}`: TPR {_pct(mia.get('tpr_at_0.1pct_fpr'))} at "
+            f"0.1% FPR, {_pct(mia.get('tpr_at_1pct_fpr'))} at 1% FPR (strongest attack)"
+        )
+    for doc in ex_docs:
+        ex = _extraction(doc)
+        lines.append(
+            f"- Extraction of `{doc.get('target', '?')}`: a copy agreeing on "
+            f"{_pct(ex.get('fidelity_at_budget'))} of held-out inputs after "
+            f"{ex.get('queries', '?')} queries ({ex.get('best_method', '?')})"
+        )
+    return [*lines, ""]
