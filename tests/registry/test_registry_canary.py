@@ -504,3 +504,34 @@ def test_serve_stage_command_demotes_under_the_stages_file(
     assert "canary rule 0 fired: abstention_rate" in err
     with Registry(db) as again:
         assert [e.action for e in again.stage_events("canary")] == ["promote", "demote"]
+
+
+def test_serve_stage_refuses_a_canary_the_stages_file_does_not_configure(
+    reg: Registry, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bastion.cli import main
+
+    canary_rules(tmp_path)
+    stages = str(tmp_path / "canary-stages.yaml")
+    db = str(reg.engine.url.database)
+    args = ["serve-stage", "--registry", db, "--canary", "canry", "--stages", stages]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "--canary: stage 'canry' is not configured in" in err
+    assert "(configured: canary, production)" in err
+    (tmp_path / "bad.yaml").write_text(
+        "stages:\n  canary:\n    demote_when: [{metric: flag_rate, max: 2}]\n"
+    )
+    args = [
+        "serve-stage",
+        "--registry",
+        db,
+        "--canary",
+        "canary",
+        "--stages",
+        str(tmp_path / "bad.yaml"),
+    ]
+    assert main(args) == 2
+    assert "stages.canary.demote_when[0].max: expected a share in [0, 1), got 2.0" in (
+        capsys.readouterr().err
+    )

@@ -9,6 +9,7 @@ command, so ``bastion --help`` stays fast. Bad input raises :class:`bastion.erro
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -25,7 +26,7 @@ _err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 runs_app = typer.Typer(
     no_args_is_help=True,
-    help="The run registry: list, show, diff, lineage, add, history, stale, reevaluate.",
+    help="The run registry: list, show, diff, lineage, add, export, history, stale, reevaluate.",
 )
 
 RegistryOpt = Annotated[
@@ -605,8 +606,9 @@ def serve_stage_command(
     import yaml
 
     from bastion.errors import BastionError
+    from bastion.registry.db import RegistryError
     from bastion.registry.serving import build_stage_app
-    from bastion.registry.stages import load_stages
+    from bastion.registry.stages import ENV_STAGES, load_stages
     from bastion.serve import ServeSettings
     from bastion.serve.runner import uvicorn_options
 
@@ -618,6 +620,12 @@ def serve_stage_command(
         section[key] = yaml.safe_load(raw)
     settings = ServeSettings.from_mapping(section)
     configured = load_stages(stages)
+    from_file = stages or os.environ.get(ENV_STAGES, "").strip()
+    if canary is not None and from_file and canary not in configured:
+        raise RegistryError(
+            f"--canary: stage {canary!r} is not configured in {from_file} (configured: "
+            f"{', '.join(configured)}), so its demote_when rules cannot be read"
+        )
     rules = configured[canary].demote_when if canary is not None and canary in configured else ()
     reg = _open(registry, out)
     app, guard = build_stage_app(
