@@ -262,6 +262,10 @@ def test_a_canary_that_raises_is_answered_by_production_and_demoted(
         ]
         assert [d.label for d in guard.decide(digits[:32])] == want
         assert guard.stats.canary_errors > 0 and not guard.canary_routing()
+        # production answered every input, and is counted so; the canary's inputs are errors
+        assert guard.stats.canary == 0 and guard.stats.primary == 32
+        assert guard.metrics.inputs.value(variant="primary") == 32
+        assert guard.metrics.errors.value(variant="canary") == guard.stats.canary_errors
         assert "candidate broken" in (guard.last_error or "")
     finally:
         guard.close()

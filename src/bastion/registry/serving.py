@@ -310,10 +310,11 @@ class StageGuard:
         assert len(base) == x.shape[0]
         out: list[Decision] = list(base)
         idx = torch.nonzero(to_canary).flatten().tolist()
-        if canary is not None and idx:
-            self._canary(canary, x, idx, base, out, watch)
-        n_canary = len(idx) if canary is not None else 0
-        kept = [d for i, d in enumerate(base) if not to_canary[i]] if n_canary else base
+        answered = (
+            self._canary(canary, x, idx, base, out, watch) if canary is not None and idx else False
+        )
+        n_canary = len(idx) if answered else 0
+        kept = [d for i, d in enumerate(base) if not to_canary[i]] if answered else base
         self.metrics.observe("primary", kept, primary_s)
         with self._lock:
             self.stats.canary += n_canary
@@ -330,14 +331,17 @@ class StageGuard:
         base: list[Decision],
         out: list[Decision],
         watch: RuleWatch,
-    ) -> None:
+    ) -> bool:
         """Answer inputs ``idx`` with the canary (into ``out``), count them and judge the
-        rules; a canary that raises leaves the primary's answers in place."""
+        rules; returns whether the canary answered. A canary that raises (or answers the wrong
+        number of inputs) leaves the primary's answers in place."""
         reference = [base[i].label for i in idx]
         t0 = time.perf_counter()
+        decided: list[Decision] | None
         try:
-            decided: list[Decision] | None = list(canary.guard.decide(x[idx]))
-            assert decided is not None and len(decided) == len(idx)
+            decided = list(canary.guard.decide(x[idx]))
+            if len(decided) != len(idx):
+                raise ValueError(f"{len(decided)} decisions for {len(idx)} inputs")
         except Exception as e:  # a broken candidate must not fail a request
             decided = None
             self.last_error = f"canary run {canary.run_id}: {e}"
@@ -361,6 +365,7 @@ class StageGuard:
         )
         if breach is not None:
             self._demote(canary, breach)
+        return decided is not None
 
     def _demote(self, canary: LoadedRun, breach: Breach) -> None:
         """Stop routing to ``canary`` now; record why in the registry and the audit log in

@@ -5,7 +5,8 @@ Rendered in the Prometheus text format 0.0.4 with the service's own metric class
 totals:
 
 - ``bastion_variant_inputs_total{variant}``: inputs each variant decided (the primary's count
-  is of the inputs it answered; the shadow's of those it judged on the side);
+  is of the inputs it answered, a failed canary batch's included; the shadow's of those it
+  judged on the side);
 - ``bastion_variant_decisions_total{variant,verdict}``: those decisions by verdict (guard flags
   are ``verdict="flag"``, abstentions ``verdict="abstain"``);
 - ``bastion_variant_errors_total{variant}``: inputs whose canary or shadow batch raised (the
