@@ -102,6 +102,16 @@ def test_calibration_flags_at_most_the_given_share_of_normal_keys() -> None:
         assert flagged <= rate * len(scores)
         assert flagged >= rate * len(scores) - 1  # and not needlessly fewer
     assert calibrate_threshold([1.0, 2.0, 3.0], max_flag_rate=0.0) == 3.0
+    # with another monitor's flags: the union stays within the rate
+    elsewhere = np.random.default_rng(1).random(1000) < 0.004
+    t = calibrate_threshold(scores, max_flag_rate=0.01, flagged_elsewhere=elsewhere)
+    union = (scores > t) | elsewhere
+    assert 9 <= int(union.sum()) <= 10 and int((scores > t).sum()) > int(elsewhere.sum()) - 1
+    assert t > calibrate_threshold(scores, max_flag_rate=0.01)  # stricter than alone
+    too_many = np.ones(1000, dtype=bool)
+    assert calibrate_threshold(scores, flagged_elsewhere=too_many) == scores.max()
+    with pytest.raises(ConfigError, match="flagged_elsewhere"):
+        calibrate_threshold(scores, flagged_elsewhere=[True])
     with pytest.raises(ConfigError, match="max_flag_rate"):
         calibrate_threshold(scores, max_flag_rate=1.0)
     with pytest.raises(ConfigError, match="scores"):

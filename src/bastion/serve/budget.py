@@ -231,17 +231,42 @@ class CoverageReference:
         return ref
 
 
-def calibrate_threshold(scores: Sequence[float], *, max_flag_rate: float = 0.01) -> float:
+def calibrate_threshold(
+    scores: Sequence[float],
+    *,
+    max_flag_rate: float = 0.01,
+    flagged_elsewhere: Sequence[bool] | None = None,
+) -> float:
     """The smallest budget that flags (score strictly above it) at most ``max_flag_rate`` of
     the keys whose final ``scores`` come from a replay of normal traffic: the
-    ``ceil((1 - rate) * n)``-th smallest score."""
+    ``ceil((1 - rate) * n)``-th smallest score.
+
+    ``flagged_elsewhere`` (one flag per key): keys another monitor (PRADA) already flags on
+    the same replay. They count against the rate, and the threshold is then chosen among the
+    other keys, so that the *union* of both monitors flags at most ``max_flag_rate`` of the
+    keys (if the other monitor alone flags more, the threshold is the largest score: the
+    budget then adds no false flag on this replay)."""
     if not 0.0 <= max_flag_rate < 1.0:
         raise ConfigError(f"calibrate.max_flag_rate: expected [0, 1), got {max_flag_rate!r}")
-    s = np.sort(np.asarray(scores, dtype=np.float64))
+    s = np.asarray(scores, dtype=np.float64)
     if s.size == 0:
         raise ConfigError("calibrate.scores: expected the scores of at least one normal key")
-    rank = max(1, math.ceil((1.0 - max_flag_rate) * s.size - 1e-9))
-    return float(s[rank - 1])
+    if flagged_elsewhere is None:
+        rank = max(1, math.ceil((1.0 - max_flag_rate) * s.size - 1e-9))
+        return float(np.sort(s)[rank - 1])
+    elsewhere = np.asarray(flagged_elsewhere, dtype=bool)
+    if elsewhere.shape != s.shape:
+        raise ConfigError(
+            f"calibrate.flagged_elsewhere: expected one flag per key ({s.size}), got "
+            f"{elsewhere.size}"
+        )
+    rest = np.sort(s[~elsewhere])
+    allowed = math.floor(max_flag_rate * s.size + 1e-9) - int(elsewhere.sum())
+    if rest.size == 0:
+        return float(s.max())
+    if allowed <= 0:
+        return float(rest[-1])
+    return float(rest[max(0, rest.size - allowed - 1)])
 
 
 @dataclass(frozen=True)
