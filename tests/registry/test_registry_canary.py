@@ -539,3 +539,20 @@ def test_serve_stage_refuses_a_canary_the_stages_file_does_not_configure(
     assert "stages.canary.demote_when[0].max: expected a share in [0, 1), got 2.0" in (
         capsys.readouterr().err
     )
+
+
+def test_demote_on_each_backend(registry_url: str, project: Project, tmp_path: Path) -> None:
+    """SQLite and PostgreSQL: a demotion empties the stage once, recorded with its reason;
+    a stage that no longer holds the run records nothing."""
+    policy = tmp_path / "p.yaml"
+    policy.write_text(yaml.safe_dump({"rules": [{"metric": "data.n_eval", "min": 1}]}))
+    with Registry(registry_url) as r:
+        ids = {v: r.record(run_record(d)) for v, d in project.runs.items()}
+        for v in ("v1", "better"):
+            assert promote(r, ids[v], "canary", stages=STAGES, policy=policy).promoted
+        assert demote(r, "canary", ids["v1"], reason="not the run it holds") is None
+        event = demote(r, "canary", ids["better"], reason="abstains", details=[{"value": 0.9}])
+        assert event is not None and event.action == "demote" and event.gate == [{"value": 0.9}]
+        assert "canary" not in current_runs(r)
+        assert demote(r, "canary", ids["better"], reason="again") is None
+        assert [e.action for e in r.stage_events("canary")] == ["promote", "promote", "demote"]

@@ -94,6 +94,18 @@ class StageGuard:
     """The guard of the run a stage holds, reloaded when the stage changes (see the module
     docstring).
 
+    Args:
+        registry: where the stages are read (and a demotion recorded).
+        stage: the stage whose run answers (the primary).
+        model: which model of each run directory to serve (``None``: the hardened one).
+        canary: a stage answering ``canary_fraction`` of the inputs (a seeded draw per input).
+        shadow: a stage deciding every input on the side; with ``shadow_log``, one JSON line
+            per batch.
+        seed: the seed of the canary draw.
+        on_event: called with one line per switch, refusal or demotion.
+        rules: the canary's rollback rules (:mod:`bastion.registry.canary`); needs ``canary``.
+        audit: an :class:`~bastion.serve.audit.AuditLog` that gets one line per demotion.
+
     Raises:
         RegistryError: a stage holds no run, or its run's files are missing or changed.
     """
