@@ -81,6 +81,26 @@ def test_ray_gives_the_same_per_example_results(
     assert single["worst_case_accuracy"] < single["clean_accuracy"]
 
 
+def test_every_pass_is_timed_per_shard(
+    runner: object, digits_model: tuple[nn.Module, torch.Tensor, torch.Tensor]
+) -> None:
+    from bastion.evaluation.ray_runner import RayBatchRunner
+
+    assert isinstance(runner, RayBatchRunner)
+    model, x, y = digits_model
+    before = len(runner.calls)
+    correct = model(x).argmax(1) == y
+    attack = build_attack("pgd", {"steps": 3})
+    threat = ThreatModel("linf", 0.1)
+    robust_mask(
+        model, attack, x, y, threat, candidates=correct, seed=0, batch_size=50, runner=runner
+    )
+    (call,) = runner.calls[before:]
+    assert sum(call.shard_examples) == int(correct.sum())
+    assert len(call.shard_seconds) == len(call.shard_examples) == -(-int(correct.sum()) // 50)
+    assert all(0 < s <= call.wall_seconds for s in call.shard_seconds)
+
+
 def test_bad_workers_are_refused() -> None:
     from bastion.evaluation.ray_runner import RayBatchRunner
 
