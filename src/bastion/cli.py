@@ -156,6 +156,8 @@ def train(
     dev = _resolve_device(device, cfg.device)
     if dev.type == "cuda" and dev.index is None and "LOCAL_RANK" in os.environ:
         dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))  # one GPU per torchrun process
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)  # NCCL's collectives run on the current GPU
     dp = DataParallel.from_env(device=dev)  # under torchrun: this process's rank
     main_process = dp is None or dp.is_main
     if dp is not None and threads is None and cfg.threads == "auto":
