@@ -186,9 +186,12 @@ def test_the_planted_candidate_abstains_where_production_answers(
 
 
 def test_a_firing_rule_demotes_the_canary(
-    reg: Registry, tmp_path: Path, digits: torch.Tensor
+    reg: Registry, tmp_path: Path, digits: torch.Tensor, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from bastion.cli import main
+
     ids = reg.ids  # type: ignore[attr-defined]
+    db = reg.engine.url.database
     audit = AuditLog(tmp_path / "audit.db")
     said: list[str] = []
     guard = StageGuard(
@@ -220,6 +223,9 @@ def test_a_firing_rule_demotes_the_canary(
         assert events[-1].reason is not None and "abstention_rate" in events[-1].reason
         assert events[-1].gate is not None and events[-1].gate[0]["threshold"] == 0.3
         assert "canary" not in current_runs(reg)
+        assert main(["runs", "history", "--stage", "canary", "--registry", str(db)]) == 0
+        (row,) = [ln for ln in capsys.readouterr().out.splitlines() if " demote " in ln]
+        assert row.split()[3:6] == ["demote", "-", ids["planted"]] and "abstention_rate" in row
         (line,) = [r for r in audit.all() if r.verdict == "demote"]
         assert line.model == "canary" and line.reasons == (events[-1].reason,)
         assert line.scores["max"] == 0.3 and line.scores["value"] > 0.3

@@ -338,8 +338,8 @@ def runs_history(
     registry: RegistryOpt = None,
     out: OutOpt = Path("runs"),
 ) -> None:
-    """Every promotion, refused promotion and rollback, oldest first, with who, when and why,
-    and the run each stage holds now."""
+    """Every promotion, refused promotion, rollback and canary demotion, oldest first, with
+    who, when and why, and the run each stage holds now."""
     from bastion.registry.stages import current_runs
 
     with _open(registry, out) as reg:
