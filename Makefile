@@ -22,7 +22,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet $(TORCH_INDEX_ARGS) '$(TORCH_SPEC)'
-	$(BIN)/pip install --quiet -e '.[dev,service,postgres,onnx,distributed,privacy,mlflow]'
+	$(BIN)/pip install --quiet -e '.[dev,service,postgres,onnx,distributed,privacy,mlflow,transformers]'
 	# The peer library for cross-check tests; its declared deps would pull torchvision.
 	$(BIN)/pip install --quiet --no-deps torchattacks==3.5.1
 	$(BIN)/pip install --quiet scipy

@@ -30,3 +30,9 @@ def mnist_dir(environ: dict[str, str] | None = None) -> Path:
 
 DATASETS = datasets_root()
 MNIST = mnist_dir()
+# The pretrained MiniLM encoder (Hugging Face layout): ``$BASTION_MINILM`` when set, else
+# ``../shared/models/all-MiniLM-L6-v2`` beside the project.
+MINILM = Path(
+    os.environ.get("BASTION_MINILM", "").strip()
+    or ROOT.parent / "shared" / "models" / "all-MiniLM-L6-v2"
+).expanduser()

@@ -11,7 +11,11 @@ Layers, in order, for each text:
    answered but ``flag``-ged, with the counts as scores: those characters have no business in
    ordinary input and are the signature of the invisible-character and homoglyph attacks. A
    text with nothing but white space left after sanitising -> ``reject``;
-3. prediction by the (hardened) text model on the sanitised text;
+3. prediction by the (hardened) text model on the sanitised text. A transformer
+   (:class:`bastion.text.transformer.TransformerTextModel`) reads at most its ``max_length``
+   tokens: a longer text is answered from its first ``max_length`` tokens and ``flag``-ged
+   with the reason ``model: read the first L of N tokens (truncated)`` and the score
+   ``truncated_tokens``;
 4. post-check: a probability below ``min_confidence`` -> ``abstain``.
 
 The service calls :meth:`TextGuard.decide_texts`; ``input_kind == "text"`` tells it to accept
@@ -23,6 +27,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from torch import Tensor
 
@@ -32,6 +37,12 @@ from bastion.text.classifier import TextClassifier
 from bastion.text.io import load_text_model
 from bastion.text.models import TextModel
 from bastion.text.sanitize import Sanitizer
+from bastion.text.transformer import (
+    TransformerTextClassifier,
+    TransformerTextModel,
+    is_transformer_dir,
+    load_transformer_model,
+)
 from bastion.text.vocab import Vocabulary
 
 __all__ = ["TextGuard"]
@@ -41,8 +52,9 @@ class TextGuard:
     """Guard a text classifier (see the module docstring).
 
     Args:
-        model: token ids ``(N, L)`` -> logits ``(N, C)``.
-        vocab: the model's vocabulary.
+        model: token ids ``(N, L)`` -> logits ``(N, C)``: a word model or a transformer.
+        vocab: the word model's vocabulary; for a transformer, the word vocabulary of the
+            spelling repair (``None``: no repair).
         classes: class names, in logit order.
         max_chars: the longest text accepted.
         min_confidence: abstain below this top-class probability (0 disables).
@@ -52,6 +64,7 @@ class TextGuard:
             texts (each also capped by the sanitiser's own per-text budget): the repair work of
             a call is bounded whatever its texts, and no text can use up another's part.
         name: reported by the service.
+        tokenizer: a transformer's tokenizer (required with a transformer, unused otherwise).
     """
 
     input_kind = "text"
@@ -59,8 +72,8 @@ class TextGuard:
 
     def __init__(
         self,
-        model: TextModel,
-        vocab: Vocabulary,
+        model: TextModel | TransformerTextModel,
+        vocab: Vocabulary | None,
         classes: Sequence[str],
         *,
         max_chars: int = 5000,
@@ -68,6 +81,7 @@ class TextGuard:
         repair_spelling: bool = True,
         max_repair_work: int = 100_000,
         name: str = "text",
+        tokenizer: Any = None,
     ) -> None:
         if max_chars < 1:
             raise ConfigError(f"guard.max_chars: expected an integer >= 1, got {max_chars}")
@@ -81,7 +95,15 @@ class TextGuard:
         if self.sanitizer.repair_spelling:
             _ = self.sanitizer.index  # built now, not on the first request
         self.max_repair_work = int(max_repair_work)
-        self.classifier = TextClassifier(model.eval(), vocab, sanitizer=None)
+        self.classifier: TextClassifier | TransformerTextClassifier
+        if isinstance(model, TransformerTextModel):
+            if tokenizer is None:
+                raise ConfigError("tokenizer: a transformer model needs its tokenizer")
+            self.classifier = TransformerTextClassifier(model.eval(), tokenizer)
+        elif vocab is None:
+            raise ConfigError("vocab: a word model needs its vocabulary")
+        else:
+            self.classifier = TextClassifier(model.eval(), vocab, sanitizer=None)
         self.classes = tuple(str(c) for c in classes)
         self.max_chars = int(max_chars)
         self.min_confidence = float(min_confidence)
@@ -90,7 +112,18 @@ class TextGuard:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], **kwargs: object) -> TextGuard:
-        """Load a text model saved by :func:`bastion.text.save_text_model` and guard it."""
+        """Load a text model saved by :func:`bastion.text.save_text_model`, or a transformer
+        directory (:func:`bastion.text.transformer.load_transformer_model`), and guard it."""
+        if is_transformer_dir(path):
+            loaded = load_transformer_model(path)
+            return cls(
+                loaded.model,
+                loaded.vocabulary,
+                loaded.model.classes,
+                tokenizer=loaded.tokenizer,
+                name=Path(path).name,
+                **kwargs,  # type: ignore[arg-type]
+            )
         model, vocab, meta = load_text_model(path)
         classes = getattr(getattr(model, "spec", None), "classes", None) or meta.get("classes")
         if not classes:
@@ -158,6 +191,12 @@ class TextGuard:
             reasons.append(fired)
         if keep:
             probs = self.classifier(cleaned)
+            if isinstance(self.classifier, TransformerTextClassifier):
+                limit = self.classifier.model.max_length
+                for j, n in enumerate(self.classifier.token_counts(cleaned)):
+                    if n > limit:
+                        reasons[j] += (f"model: read the first {limit} of {n} tokens (truncated)",)
+                        scores[j]["truncated_tokens"] = float(n - limit)
             for j, i in enumerate(keep):
                 p = probs[j]
                 conf, label = float(p.max()), int(p.argmax())

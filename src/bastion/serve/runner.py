@@ -21,7 +21,9 @@ def load_service_guard(
     """The guard to serve for a run and its model name.
 
     A fitted guard (``<run_dir>/guard/guard.json``, or ``run_dir`` itself being a saved guard)
-    is loaded with :func:`bastion.guard.io.load_guard`; otherwise the run's model (see
+    is loaded with :func:`bastion.guard.io.load_guard`; a transformer text model (``run_dir``
+    itself, or ``<run_dir>/models/text-hardened/``, holding a Hugging Face ``config.json``) is
+    served behind :class:`~bastion.guard.text_guard.TextGuard`; otherwise the run's model (see
     :func:`~bastion.serve.model_guard.pick_model`) is served behind :class:`ModelGuard`.
     """
     run = Path(run_dir)
@@ -43,6 +45,11 @@ def load_service_guard(
 
         stem = text_model.with_suffix("")
         return TextGuard.from_file(stem), stem.name
+    for folder in (run, run / "models" / (model or "text-hardened")):
+        if (folder / "config.json").is_file():  # a transformer directory (Hugging Face layout)
+            from bastion.guard.text_guard import TextGuard
+
+            return TextGuard.from_file(folder), folder.name
     stem = pick_model(run, model)
     return ModelGuard.from_file(stem), stem.name.removesuffix(".yaml").removesuffix(".yml")
 

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from bastion.errors import AttackInputError
-from bastion.text.classifier import ProbaFn, TextClassifier
+from bastion.text.classifier import ProbaFn, WhiteBoxText
 from bastion.text.words import changed_share, join_words, split_words
 
 Ranking = Literal["delete", "replace", "gradient", "none"]
@@ -214,9 +214,10 @@ class TextAttack(ABC):
         if not eligible or ranking == "none":
             return list(eligible)
         if ranking == "gradient":
-            if not isinstance(classifier, TextClassifier):
+            if not isinstance(classifier, WhiteBoxText):
                 raise AttackInputError(
-                    "ranking='gradient' needs a TextClassifier (white-box); got a plain callable"
+                    "ranking='gradient' needs a white-box classifier (a TextClassifier or "
+                    "TransformerTextClassifier: word_saliency); got a plain callable"
                 )
             saliency = classifier.word_saliency(ex.words, ex.label)
             scores = saliency[list(eligible)]
@@ -237,8 +238,12 @@ class TextAttack(ABC):
         order: Sequence[int],
         propose: Callable[[str], list[str]],
         budget: int,
+        keep: Callable[[list[list[str]]], list[bool]] | None = None,
     ) -> list[str]:
-        """Greedy substitution along ``order`` with at most ``budget`` edited words."""
+        """Greedy substitution along ``order`` with at most ``budget`` edited words.
+
+        ``keep`` (a constraint) gets the candidate word lists of one position and says which
+        may be tried; the others are dropped before the classifier is queried."""
         current = list(ex.words)
         p_cur = ex.p_true
         changed = 0
@@ -246,6 +251,9 @@ class TextAttack(ABC):
             if changed >= budget:
                 break
             candidates = [c for c in propose(current[i]) if c != current[i]]
+            if candidates and keep is not None:
+                allowed = keep([[*current[:i], c, *current[i + 1 :]] for c in candidates])
+                candidates = [c for c, ok in zip(candidates, allowed, strict=True) if ok]
             if not candidates:
                 continue
             trials = [[*current[:i], c, *current[i + 1 :]] for c in candidates]

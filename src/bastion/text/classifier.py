@@ -8,6 +8,7 @@ gradient x embedding importance of each word (the white-box interface).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -16,6 +17,17 @@ from bastion.text.models import TextModel
 from bastion.text.vocab import Vocabulary, tokenize
 
 ProbaFn = Callable[[Sequence[str]], Tensor]
+
+
+@runtime_checkable
+class WhiteBoxText(Protocol):
+    """A text classifier that also gives per-word gradient importance (``(W,)`` for ``W``
+    words): :class:`TextClassifier` and
+    :class:`bastion.text.transformer.TransformerTextClassifier`."""
+
+    def __call__(self, texts: Sequence[str]) -> Tensor: ...
+
+    def word_saliency(self, words: Sequence[str], label: int) -> Tensor: ...
 
 
 class TextClassifier:

@@ -181,6 +181,40 @@ class TextFileConfig(_Strict):
         return self
 
 
+class TextTransformerConfig(_Strict):
+    """A pretrained transformer fine-tuned as the text classifier (instead of ``model``,
+    ``vocab`` and ``training``; see :mod:`bastion.text.transformer_experiment`).
+
+    ``path`` is a local Hugging Face directory (config.json, model.safetensors, tokenizer), read
+    offline; ``~`` is expanded, a relative path is taken from the working directory. Texts are
+    truncated at ``max_length`` tokens. ``max_train`` / ``max_val`` / ``max_test`` cap the
+    training, validation and clean-accuracy test texts (the first of the seeded split order;
+    ``None``: all). A2T uses the
+    ``hardening`` section's ``batch_share``, ``max_share`` and ``weight``; its candidates are
+    the encoder's whole-word embedding neighbours (``neighbours`` per word, cosine >=
+    ``a2t_min_cosine``). ``sentence_min_cosine`` is the word attack's sentence-similarity
+    constraint (mean-pooled embeddings of the pretrained encoder; ``None``: off).
+    """
+
+    path: str = Field(min_length=1)
+    max_length: int = Field(default=64, ge=8, le=512)
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    epochs: int = Field(default=2, ge=1, le=100)
+    batch_size: int = Field(default=32, ge=1)
+    accumulation: int = Field(default=1, ge=1)
+    lr: float = Field(default=5e-5, gt=0.0)
+    weight_decay: float = Field(default=0.01, ge=0.0)
+    warmup_share: float = Field(default=0.1, ge=0.0, lt=1.0)
+    bucketing: bool = True
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    max_train: int | None = Field(default=None, ge=2)
+    max_val: int | None = Field(default=None, ge=1)
+    max_test: int | None = Field(default=None, ge=1)
+    neighbours: int = Field(default=16, ge=1, le=200)
+    a2t_min_cosine: float = Field(default=0.5, ge=-1.0, le=1.0)
+    sentence_min_cosine: float | None = Field(default=0.8, ge=-1.0, le=1.0)
+
+
 class TextConfig(_Strict):
     """A complete text run: data, model, training, hardening, guard and attacks.
 
@@ -205,9 +239,20 @@ class TextConfig(_Strict):
     attacks: list[TextAttackName] = Field(default_factory=lambda: list(ALL_TEXT_ATTACKS))
     attack_classes: list[str] | None = None
     n_attack: int = Field(default=300, ge=1)
+    transformer: TextTransformerConfig | None = None
 
     @model_validator(mode="after")
     def _check(self) -> TextConfig:
+        if self.transformer is not None:
+            given = sorted(self.model_fields_set & {"model", "vocab", "training"})
+            if given:
+                raise ValueError(f"{', '.join(given)}: not used with a transformer (remove it)")
+            h = self.hardening
+            if h.synonym_encoding or h.smoothing.enabled or h.typo_neighbours:
+                raise ValueError(
+                    "hardening: synonym_encoding, smoothing and typo_neighbours are not "
+                    "available for a transformer"
+                )
         if self.val_fraction + self.test_fraction >= 1.0:
             raise ValueError("val_fraction + test_fraction must be below 1")
         if self.model.arch == "word_cnn" and max(self.model.filter_sizes) > self.vocab.max_length:

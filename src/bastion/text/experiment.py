@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +78,10 @@ def candidate_source(config: TextConfig, vocab: Vocabulary, model: TextModel) ->
 
 
 def build_attacks(
-    config: TextConfig, source: CandidateSource
+    config: TextConfig,
+    source: CandidateSource,
+    *,
+    constraint: Callable[[str, list[str]], Sequence[bool]] | None = None,
 ) -> dict[str, TextAttack | AttackChain]:
     """The attacks listed in ``config.attacks``, built fresh.
 
@@ -88,7 +91,9 @@ def build_attacks(
     a = config.attack
 
     def word() -> WordSubstitution:
-        return WordSubstitution(candidates=source, ranking=a.ranking, max_share=a.max_share)
+        return WordSubstitution(
+            candidates=source, ranking=a.ranking, max_share=a.max_share, constraint=constraint
+        )
 
     def typos() -> DeepWordBug:
         return DeepWordBug(max_share=a.char_max_share)
@@ -134,6 +139,51 @@ def _examples(result: TextAttackResult) -> list[dict[str, str]]:
     return out
 
 
+def headline_summary(models_out: dict[str, Any], attacks_out: dict[str, Any]) -> dict[str, Any]:
+    """The scorecard's headline figures: clean accuracy of the standard model and of the
+    hardened one behind the sanitiser, their difference, and per attack its success on both
+    and the relative reduction."""
+    summary: dict[str, Any] = {
+        "clean_accuracy_standard": models_out["standard"]["clean_accuracy"],
+        "clean_accuracy_hardened_guarded": models_out["hardened"]["clean_accuracy_sanitized"],
+    }
+    summary["clean_accuracy_cost"] = (
+        summary["clean_accuracy_standard"] - summary["clean_accuracy_hardened_guarded"]
+    )
+    for attack_name, per_target in attacks_out.items():
+        before = per_target["standard"]["success_rate"]
+        after = per_target["hardened+sanitizer"]["success_rate"]
+        summary[f"{attack_name}_success_standard"] = before
+        summary[f"{attack_name}_success_hardened_guarded"] = after
+        summary[f"{attack_name}_success_reduction"] = reduction(before, after)
+    return summary
+
+
+def load_config_data(config: TextConfig, data_dir: Path, *, seed: int) -> TextDataset:
+    """The data set a text config names, split with ``seed`` (a registered set from the folder
+    ``data_dir``, or the ``csv`` / ``jsonl`` file ``data_dir``)."""
+    if config.file is not None:
+        f = config.file
+        return load_text_file(
+            data_dir,
+            format="csv" if config.dataset == "csv" else "jsonl",
+            text_column=f.text_column,
+            label_column=f.label_column,
+            labels=f.labels,
+            delimiter=f.delimiter,
+            val_fraction=config.val_fraction,
+            test_fraction=config.test_fraction,
+            seed=seed,
+        )
+    return load_text_dataset(
+        config.dataset,
+        data_dir,
+        val_fraction=config.val_fraction,
+        test_fraction=config.test_fraction,
+        seed=seed,
+    )
+
+
 def run_text_experiment(
     config: TextConfig,
     data_dir: Path,
@@ -165,27 +215,11 @@ def run_text_experiment(
     """
     check_seed(seed)
     started = time.perf_counter()
-    if config.file is not None:
-        f = config.file
-        data = load_text_file(
-            data_dir,
-            format="csv" if config.dataset == "csv" else "jsonl",
-            text_column=f.text_column,
-            label_column=f.label_column,
-            labels=f.labels,
-            delimiter=f.delimiter,
-            val_fraction=config.val_fraction,
-            test_fraction=config.test_fraction,
-            seed=seed,
-        )
-    else:
-        data = load_text_dataset(
-            config.dataset,
-            data_dir,
-            val_fraction=config.val_fraction,
-            test_fraction=config.test_fraction,
-            seed=seed,
-        )
+    data = load_config_data(config, data_dir, seed=seed)
+    if config.transformer is not None:
+        from bastion.text.transformer_experiment import run_transformer_experiment
+
+        return run_transformer_experiment(config, data, out_dir, seed=seed, progress=progress)
     v = config.vocab
     vocab = Vocabulary.build(
         data.train.texts,
@@ -368,19 +402,7 @@ def run_text_experiment(
             per_target[target_name] = metrics
         attacks_out[attack_name] = per_target
 
-    summary: dict[str, Any] = {
-        "clean_accuracy_standard": models_out["standard"]["clean_accuracy"],
-        "clean_accuracy_hardened_guarded": models_out["hardened"]["clean_accuracy_sanitized"],
-    }
-    summary["clean_accuracy_cost"] = (
-        summary["clean_accuracy_standard"] - summary["clean_accuracy_hardened_guarded"]
-    )
-    for attack_name, per_target in attacks_out.items():
-        before = per_target["standard"]["success_rate"]
-        after = per_target["hardened+sanitizer"]["success_rate"]
-        summary[f"{attack_name}_success_standard"] = before
-        summary[f"{attack_name}_success_hardened_guarded"] = after
-        summary[f"{attack_name}_success_reduction"] = reduction(before, after)
+    summary = headline_summary(models_out, attacks_out)
     elapsed = time.perf_counter() - started
     _emit(progress, {"stage": "done", "elapsed_s": elapsed})
     return {

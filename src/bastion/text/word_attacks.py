@@ -9,7 +9,7 @@ Stop words are never changed and at most ``max_share`` of the words are.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -25,7 +25,7 @@ from bastion.text.attack_base import (
 )
 from bastion.text.candidates import CandidateSource, SynonymLexicon, stop_words
 from bastion.text.classifier import ProbaFn
-from bastion.text.words import match_case, word_core
+from bastion.text.words import join_words, match_case, word_core
 
 if TYPE_CHECKING:
     from bastion.text.surrogate import SurrogateAttack
@@ -41,6 +41,9 @@ class WordSubstitution(TextAttack):
         max_share: at most this share of words is replaced (at least one word).
         max_candidates: candidates tried per word.
         stop: words never replaced (default: the bundled stop-word list).
+        constraint: optional ``(original text, candidate texts) -> (N,) bool`` that a
+            substitution must pass (e.g. :class:`bastion.text.transformer.SentenceConstraint`,
+            TextFooler's sentence-similarity check); rejected candidates cost no query.
     """
 
     name = "word_substitution"
@@ -53,6 +56,7 @@ class WordSubstitution(TextAttack):
         max_share: float = 0.3,
         max_candidates: int = 30,
         stop: Collection[str] | None = None,
+        constraint: Callable[[str, list[str]], Sequence[bool]] | None = None,
     ):
         if not 0.0 < max_share <= 1.0:
             raise AttackInputError(f"max_share: expected 0 < max_share <= 1, got {max_share!r}")
@@ -65,6 +69,7 @@ class WordSubstitution(TextAttack):
         self.max_share = float(max_share)
         self.max_candidates = max_candidates
         self.stop = frozenset(stop) if stop is not None else stop_words()
+        self.constraint = constraint
 
     def _replaceable(self, word: str) -> bool:
         core = word_core(word)[1]
@@ -81,7 +86,15 @@ class WordSubstitution(TextAttack):
             found = self.candidates(core.lower())[: self.max_candidates]
             return [pre + match_case(core, c) + post for c in found if c.lower() not in self.stop]
 
-        return self.greedy(ex, order, propose, max_edits(self.max_share, len(ex.words)))
+        keep = None
+        if self.constraint is not None:
+            constraint, original = self.constraint, join_words(ex.words, ex.seps)
+
+            def keep(trials: list[list[str]]) -> list[bool]:
+                return list(constraint(original, [join_words(t, ex.seps) for t in trials]))
+
+        budget = max_edits(self.max_share, len(ex.words))
+        return self.greedy(ex, order, propose, budget, keep)
 
 
 class AttackChain:
