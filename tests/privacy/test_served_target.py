@@ -26,12 +26,14 @@ pytest.importorskip("fastapi")
 
 
 @contextmanager
-def _serving(model_stem: Path, tmp_path: Path) -> Iterator[tuple[str, str]]:
+def _serving(
+    model_stem: Path, tmp_path: Path, *, output: str = "full"
+) -> Iterator[tuple[str, str]]:
     from bastion.serve import AuditLog, KeyStore, ModelGuard, ServeSettings
     from bastion.serve.app import create_app
     from bastion.serve.runner import uvicorn_options
 
-    settings = ServeSettings(rate=None, burst=4096, extraction_check=False)
+    settings = ServeSettings(rate=None, burst=4096, extraction_check=False, default_output=output)
     keys = KeyStore(tmp_path / "keys.db")
     _, key = keys.create("auditor")
     app = create_app(
@@ -111,3 +113,24 @@ def test_knockoff_through_the_service_and_the_cli_keeps_the_key_secret(
     doc = json.loads(text)
     assert doc["extraction"]["queries"] == 60
     assert "remote target" in doc["extraction"]["note"]
+
+
+@pytest.mark.parametrize("policy", ["round-1", "top-2:2", "labels"])
+def test_hardened_answers_are_read_as_the_policy_reads_them(
+    saved: Path, digits: Dataset, tmp_path: Path, policy: str
+) -> None:
+    import numpy as np
+    import torch
+
+    from bastion.models import load_model
+    from bastion.serve.output_policy import OutputPolicy
+
+    x = digits.test.x[:30]
+    with torch.no_grad():
+        full = torch.softmax(load_model(saved)(x), 1).double().numpy()
+    with _serving(saved, tmp_path, output=policy) as (url, key):
+        read = ServedModelTarget(url, num_classes=10, api_key=key)(x).exp().numpy()
+    np.testing.assert_allclose(read.sum(1), 1.0, atol=1e-6)
+    assert (read.argmax(1) == full.argmax(1)).all()  # the label always comes through
+    expected = OutputPolicy.parse(policy).soft_labels(full)
+    np.testing.assert_allclose(read, expected, atol=1e-4)

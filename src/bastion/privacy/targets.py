@@ -110,10 +110,14 @@ class ServedModelTarget(HTTPTarget):
                 "entries (a bastion service), or {'scores': ...} / {'labels': ...}"
             )
         rows = torch.full((batch.shape[0], self.num_classes), float("nan"), dtype=torch.float64)
+        hardened = reply.get("output", "full") != "full"
         for i, p in enumerate(preds):
             probs = p.get("probabilities") if isinstance(p, dict) else None
             label = p.get("label") if isinstance(p, dict) else None
-            if probs is not None:
+            top = p.get("top_k") if isinstance(p, dict) else None
+            if hardened and label is not None and (probs is not None or top):
+                rows[i] = self._hardened_row(label, probs, top)
+            elif probs is not None:
                 row = self._to_tensor([probs], "probabilities")
                 rows[i] = self._validate_probabilities(self._check_shape(row, 1))[0]
             elif label is not None:
@@ -121,3 +125,34 @@ class ServedModelTarget(HTTPTarget):
             else:
                 self.withheld += 1
         return rows
+
+    def _hardened_row(self, label: Any, probs: Any, top: Any) -> Tensor:
+        """Log-probabilities read from a hardened answer (a key tier with a ``round-D`` or
+        ``top-K`` output policy): rounded probabilities renormalised; the top ``K`` as given and
+        the rest of the mass spread evenly; the answer's label kept on top (the reading of
+        :meth:`bastion.serve.output_policy.OutputPolicy.soft_labels`)."""
+        c = self.num_classes
+        try:
+            given: dict[int, float] = {}
+            if probs is not None:
+                row = self._check_shape(self._to_tensor([probs], "probabilities"), 1)[0]
+            else:
+                given = {int(t["label"]): float(t["probability"]) for t in top}
+                if any(not 0 <= k < c for k in given):
+                    raise ValueError("a label outside the classes")
+                rest = max(0.0, 1.0 - sum(given.values())) / max(c - len(given), 1)
+                row = torch.full((c,), rest, dtype=torch.float64)
+                for k, v in given.items():
+                    row[k] = v
+            lab = int(label)
+            if not 0 <= lab < c:
+                raise ValueError("a label outside the classes")
+            others = torch.cat([row[:lab], row[lab + 1 :]])
+        except (KeyError, TypeError, ValueError, IndexError):
+            raise AttackInputError(
+                f"{self.target_name}: malformed hardened answer (top_k or probabilities)"
+            ) from None
+        row = row.to(torch.float64).clamp_min(0.0)
+        if others.numel() and float(row[lab]) <= float(others.max()):
+            row[lab] = float(others.max()) + 1e-6
+        return (row / row.sum()).clamp_min(1e-300).log()
