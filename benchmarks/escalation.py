@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -135,14 +136,37 @@ def main() -> None:
             ],
         ),
     ]
+    # the compute floor: passes through the trained network (a pass that needs an input
+    # gradient counts 3, its backward costing about two forwards), which the load cannot change
+    passes = {"n": 0}
+
+    def count(_m: nn.Module, inputs: tuple[Tensor, ...], _out: Tensor) -> None:
+        grad = torch.is_grad_enabled() and inputs[0].requires_grad
+        passes["n"] += inputs[0].shape[0] * (3 if grad else 1)
+
+    for net in (standard, robust):
+        net.register_forward_hook(count)
+    load = os.getloadavg()[0]
     rows = []
+    at_escalation: list[int] = []  # the pass count when the first remedy starts
+
+    def progress(what: str, _done: int, _total: int) -> None:
+        if what.startswith("escalation:") and not at_escalation:
+            at_escalation.append(passes["n"])
+
     for name, model, eps, reference in cases:
+        at_escalation.clear()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)  # the randomised defences draw from torch's RNG
+            passes["n"] = 0
             t0 = time.perf_counter()
-            res = evaluate_model(model, x, y, ThreatModel("linf", eps), attacks, seed=0)
+            res = evaluate_model(
+                model, x, y, ThreatModel("linf", eps), attacks, seed=0, progress=progress
+            )
             total = time.perf_counter() - t0
+            n_total = passes["n"]
             ref = reference() if reference is not None else None
+        n_first = at_escalation[0] if at_escalation else n_total
         esc = res["escalation"]
         esc_s = float(esc.get("seconds", 0.0))
         esc_cpu = float(esc.get("cpu_seconds", 0.0))
@@ -161,6 +185,14 @@ def main() -> None:
                 "seconds_escalation": round(esc_s, 2),
                 "cpu_first_pass_and_checks": round(res["evaluation_cpu_seconds"] - esc_cpu, 2),
                 "cpu_escalation": round(esc_cpu, 2),
+                "cpu_ratio": round(esc_cpu / (res["evaluation_cpu_seconds"] - esc_cpu), 2),
+                "passes_first_pass_and_checks": n_first,
+                "passes_escalation": n_total - n_first,
+                "passes_ratio": round((n_total - n_first) / n_first, 2),
+                "eot_samples": next(
+                    (s["details"]["samples"] for s in esc.get("steps", []) if s["remedy"] == "eot"),
+                    None,
+                ),
                 "headline": res["headline"],
             }
         )
@@ -176,14 +208,17 @@ def main() -> None:
     lines = [
         f"# Escalation on planted gradient masking ({first_pass} first pass)",
         "",
-        "digits test split (359), linf; CPU seconds of the process (the machine is shared); "
-        "`python benchmarks/escalation.py"
+        "digits test split (359), linf; CPU seconds of the process (the machine is shared: "
+        f"load average {load:.1f} on {os.cpu_count()} cores at the start); `python "
+        "benchmarks/escalation.py"
         + (" --white-box" if args.white_box else "")
-        + "`, one thread.",
+        + "`, one thread. Cost ratio: escalation over first pass + checks, in CPU time and in "
+        "passes through the network (the compute floor: a pass with an input gradient counts "
+        "3; the target is at most 1.0, escalation at most doubling the evaluation).",
         "",
         "| case | eps | clean | first pass | escalated | reference | fired | remedies "
-        "| first pass + checks, CPU s | escalation, CPU s |",
-        "|---|---:|---:|---:|---:|---:|---|---|---:|---:|",
+        "| first pass + checks, CPU s | escalation, CPU s | ratio, CPU | ratio, passes |",
+        "|---|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
@@ -192,7 +227,7 @@ def main() -> None:
             + (f" ± {r['spread']:.1%}" if r["spread"] is not None else "")
             + f" | {pct(r['reference'])} | {', '.join(r['fired']) or '-'} | "
             f"{', '.join(r['remedies']) or '-'} | {r['cpu_first_pass_and_checks']:.1f} | "
-            f"{r['cpu_escalation']:.1f} |"
+            f"{r['cpu_escalation']:.1f} | {r['cpu_ratio']:.2f} | {r['passes_ratio']:.2f} |"
         )
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from bastion.attacks import FGSM, PGD
 from bastion.data import Dataset
+from bastion.errors import ConfigError
 from bastion.evaluation import (
     NamedAttack,
     escalate,
@@ -22,7 +23,7 @@ from bastion.evaluation import (
     probe_layers,
     run_sanity_checks,
 )
-from bastion.evaluation.escalation import summary_lines
+from bastion.evaluation.escalation import eot_samples_needed, summary_lines
 from bastion.evaluation.gate import evaluate_gate
 from bastion.evaluation.scorecard import SCHEMA_VERSION, sanitize
 from bastion.threat import ThreatModel
@@ -118,6 +119,26 @@ def test_randomised_defences_escalate_to_eot(
     eot = next(s for s in esc["steps"] if s["remedy"] == "eot")
     assert eot["status"] == "done" and len(eot["details"]["per_draw"]) == 16
     assert esc["spread"] is not None and 0 < esc["spread"] < 0.05
+    # the samples per EOT gradient were measured, not fixed: fewer than the budget's 8 here
+    assert eot["details"]["samples"] < 8 and eot["details"]["sample_choice"]["measured_on"] == 32
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_eot_samples_follow_the_gradient_noise(
+    standard_model: nn.Module, sanity_digits: Dataset, norm: str
+) -> None:
+    x, y = sanity_digits.test.x[:32], sanity_digits.test.y[:32]
+    threat = ThreatModel(norm, 0.1 if norm == "linf" else 1.0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        fixed, _ = eot_samples_needed(standard_model, x, y, threat, max_samples=8)
+        mild, info = eot_samples_needed(Noisy(standard_model, 0.01), x, y, threat, max_samples=8)
+        heavy, _ = eot_samples_needed(Noisy(standard_model, 1.0), x, y, threat, max_samples=8)
+    assert fixed == 1  # a deterministic model needs no averaging
+    assert mild == 1 and set(info["efficiency"]) == {"1", "2", "4"}
+    assert heavy == 8  # still climbing at 4 draws: the whole budget
+    with pytest.raises(ConfigError, match="keep"):
+        eot_samples_needed(standard_model, x, y, threat, max_samples=8, keep=0.0)
 
 
 @pytest.mark.parametrize(("which", "eps"), [("standard", 0.1), ("robust", 0.2)])

@@ -18,20 +18,22 @@ the model itself, never on a wrapper or a surrogate).
   that brings the median range to 10, or their logarithm when the outputs are probabilities
   (Carlini & Wagner 2017 take the logits before the softmax for the same reason).
 * ``eot``: Expectation over Transformation (Athalye et al. 2018; Athalye, Engstrom, Ilyas & Kwok
-  2018): APGD-CE whose gradient averages ``eot_samples`` forward passes of the randomised
-  model, and robust accuracy measured over ``eot_draws`` fresh draws of the model: the
+  2018): APGD-CE whose gradient averages forward passes of the randomised model, as many as
+  its measured gradient noise needs (:func:`eot_samples_needed`, at most ``eot_samples``),
+  and robust accuracy measured over ``eot_draws`` fresh draws of the model: the
   expectation over draws is the figure reported, with its standard deviation (``spread``); an
   example stays robust for later remedies when the majority of the draws classify it right,
   and every remedy judges its points by a majority over half as many draws (a single lucky draw
   of the model's randomness is not a success).
 * ``black-box``: when black-box beats white-box, restarts change the result, or accuracy does
-  not reach zero at an unbounded budget: APGD-DLR with more restarts (APGD-CE for two-class
-  models; the first pass and the checks climbed the cross-entropy already), through the BPDA
-  replacements when some were found, Square with more queries (Andriushchenko et al.
-  2020; linf and l2; half as many on a randomised model, whose noisy scores the random search
-  cannot follow), and a transfer attack (APGD-CE on a smooth surrogate: a softplus network
-  distilled from the model's own labels on the examples and random points of their eps-balls,
-  Papernot et al. 2017).
+  not reach zero at an unbounded budget: APGD-DLR with more restarts, one at a time, stopping
+  after one that broke nothing (APGD-CE for two-class models; the first pass and the checks
+  climbed the cross-entropy already), through the BPDA replacements when some were found,
+  Square with more queries (Andriushchenko et al. 2020; linf and l2; on a randomised model,
+  whose noisy scores the random search cannot follow, a quarter as many, and a second quarter
+  only when the first broke something), and a transfer attack (APGD-CE on a smooth surrogate:
+  a softplus network distilled from the model's own labels on the examples and random points
+  of their eps-balls, Papernot et al. 2017).
 
 The headline is the minimum over the first pass and every remedy's cumulative figure, so it is
 never above the first pass. The escalation is *complete* when every failed check had at least
@@ -98,7 +100,7 @@ class EscalationStep:
         accuracy: robust accuracy over all examples after this remedy (cumulative; for ``eot``
             the expectation over draws), or None when it did not run.
         broke: examples this remedy broke that every earlier attack had left robust.
-        seconds: wall-clock time.
+        seconds: wall-clock time; cpu_seconds: the process's CPU time over the same span.
         details: figures behind it (probe results, temperature, spread, ...).
     """
 
@@ -111,6 +113,7 @@ class EscalationStep:
     seconds: float = 0.0
     reason: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+    cpu_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -121,6 +124,7 @@ class EscalationStep:
             "accuracy": self.accuracy,
             "broke": self.broke,
             "seconds": self.seconds,
+            "cpu_seconds": self.cpu_seconds,
             "reason": self.reason,
             "details": self.details,
         }
@@ -361,13 +365,77 @@ def _remedy_margin(
     return details
 
 
+def eot_samples_needed(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    threat: ThreatModel,
+    *,
+    max_samples: int,
+    keep: float = 0.97,
+) -> tuple[int, dict[str, Any]]:
+    """How many forward passes an EOT gradient of ``model`` needs on ``(x, y)``
+    ``(n, ...)``/``(n,)``: ``(samples, details)``, a power of two below ``max_samples / 2``,
+    or ``max_samples``.
+
+    Draws ``max_samples`` cross-entropy input gradients per example. The second half of the
+    draws, averaged, estimates the expected gradient ``mu``; an average of the first ``k`` draws
+    gives the attack's step direction ``d_k`` (``sign`` for linf, the unit vector otherwise),
+    and its ascent efficiency is ``mu . d_k / max_d mu . d`` (for linf ``mu . sign(g_k) /
+    |mu|_1``; otherwise the cosine). The smallest ``k`` whose median efficiency over the
+    examples is at least ``keep`` times that of the largest measured ``k`` (half the draws) is
+    returned: averaging more draws would buy less than ``1 - keep`` of the ascent; when only
+    half the draws reach that, the curve is still climbing and ``max_samples`` is returned.
+    Athalye et al. 2018 (EOT) average "enough" samples to stabilise the gradient; this
+    measures how many the model's randomness needs instead of fixing the number (APGD's
+    momentum averages over steps as well). With ``max_samples < 4`` nothing is measured."""
+    if not 0 < keep <= 1:
+        raise ConfigError(f"keep: expected a number in (0, 1], got {keep}")
+    if max_samples < 4 or x.shape[0] == 0:
+        return max(max_samples, 1), {"measured_on": 0}
+    draws = []
+    for _ in range(max_samples):
+        xg = x.detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            loss = F.cross_entropy(model(xg).float(), y, reduction="sum")
+            (g,) = torch.autograd.grad(loss, xg)
+        draws.append(g.flatten(1).double())
+    half = max_samples // 2
+    mu = torch.stack(draws[half:]).mean(0)
+    tiny = torch.finfo(mu.dtype).tiny
+
+    def efficiency(k: int) -> float:
+        avg = torch.stack(draws[:k]).mean(0)
+        if threat.norm == "linf":
+            eff = (mu * avg.sign()).sum(1) / mu.abs().sum(1).clamp_min(tiny)
+        else:
+            eff = (mu * avg).sum(1) / (mu.norm(dim=1) * avg.norm(dim=1)).clamp_min(tiny)
+        return float(eff.median())
+
+    ks = [2**i for i in range(half.bit_length()) if 2**i <= half]
+    effs = {k: efficiency(k) for k in ks}
+    best = effs[ks[-1]]
+    # still climbing at half the draws (or no agreed ascent at all): spend the whole budget
+    chosen = next((k for k in ks[:-1] if effs[k] >= keep * best > 0), max_samples)
+    return chosen, {
+        "measured_on": int(x.shape[0]),
+        "efficiency": {str(k): round(v, 4) for k, v in effs.items()},
+        "keep": keep,
+    }
+
+
 def _remedy_eot(
     run: _Run, b: _EscalationBudget, attacks: list[str]
 ) -> tuple[float, float, dict[str, Any]]:
     """EOT attack, then accuracy over fresh draws: ``(mean, std, details)``; ``run.robust``
-    becomes the majority verdict."""
-    attacks.append(f"apgd-ce-{b.eot_steps} (eot {b.eot_samples} samples)")
-    idx, x_adv = run.points(run.model, APGD(steps=b.eot_steps, eot_samples=b.eot_samples), "eot")
+    becomes the majority verdict. The number of samples per gradient is measured on up to 32
+    still-robust examples (:func:`eot_samples_needed`), at most the budget's."""
+    idx = run.robust.nonzero().squeeze(1)[:32]
+    samples, measured = eot_samples_needed(
+        run.model, run.x[idx], run.y[idx], run.threat, max_samples=b.eot_samples
+    )
+    attacks.append(f"apgd-ce-{b.eot_steps} (eot {samples} samples)")
+    idx, x_adv = run.points(run.model, APGD(steps=b.eot_steps, eot_samples=samples), "eot")
     accs = []
     votes = torch.zeros(idx.numel(), device=run.x.device)
     for _ in range(b.eot_draws):
@@ -377,7 +445,8 @@ def _remedy_eot(
     mean = sum(accs) / len(accs)
     std = math.sqrt(sum((a - mean) ** 2 for a in accs) / max(len(accs) - 1, 1))
     run.robust[idx[votes * 2 <= b.eot_draws]] = False
-    return mean, std, {"draws": b.eot_draws, "samples": b.eot_samples, "per_draw": accs}
+    details = {"draws": b.eot_draws, "samples": samples, "sample_choice": measured}
+    return mean, std, {**details, "per_draw": accs}
 
 
 def _remedy_black_box(
@@ -405,28 +474,47 @@ def _remedy_black_box(
             errors[label] = f"{type(e).__name__}: {e}"
         cpu[label] = round(time.process_time() - t0, 3)
 
-    if _classes(run.model, run.x) < 3:  # the first pass and the checks climbed CE already
-        guarded(
-            f"apgd-ce-{b.apgd_steps}x{b.restarts}",
-            lambda: run.attack(
-                grad_model, APGD(steps=b.apgd_steps, restarts=b.restarts), "bb:apgd-ce"
+    def until_stable(key: str, rounds: int, one: Callable[[int], int]) -> None:
+        """Run ``one(round)`` up to ``rounds`` times, stopping after a round that broke
+        nothing (the figure is stable); record the rounds run and what they broke."""
+        broke = []
+        for r in range(rounds):
+            broke.append(one(r))
+            if broke[-1] == 0:
+                break
+        details[key] = {"rounds": len(broke), "broke": broke}
+
+    # one restart at a time, stopping once a restart breaks nothing
+    two_class = _classes(run.model, run.x) < 3  # the first pass and the checks climbed CE
+    loss = "ce" if two_class else "dlr"
+    guarded(
+        f"apgd-{loss}-{b.apgd_steps} (up to {b.restarts} restarts)",
+        lambda: until_stable(
+            f"apgd-{loss}",
+            b.restarts,
+            lambda r: run.attack(
+                grad_model, APGD(steps=b.apgd_steps, loss=loss), f"bb:apgd-{loss}:{r}"
             ),
-        )
-    else:
-        dlr = APGD(steps=b.apgd_steps, restarts=b.restarts, loss="dlr")
-        guarded(
-            f"apgd-dlr-{b.apgd_steps}x{b.restarts}",
-            lambda: run.attack(grad_model, dlr, "bb:apgd-dlr"),
-        )
+        ),
+    )
     if run.threat.norm in ("linf", "l2"):
-        # on a randomised model each query is judged on one noisy draw, so the random search
-        # mostly wanders: half the queries, and the majority vote decides
-        queries = b.square_queries if run.draws == 1 else b.square_queries // 2
-        square = Square(queries=queries)
-        guarded(
-            f"square-{queries}",
-            lambda: details.update(square_broke=run.attack(run.model, square, "bb:square")),
-        )
+        if run.draws == 1:
+            square = Square(queries=b.square_queries)
+            guarded(
+                f"square-{b.square_queries}",
+                lambda: details.update(square_broke=run.attack(run.model, square, "bb:square")),
+            )
+        else:
+            # on a randomised model each query is judged on one noisy draw, so the random
+            # search mostly wanders: at most half the queries, in two runs of a quarter, the
+            # second only when the first broke something (the majority vote decides)
+            quarter = Square(queries=max(b.square_queries // 4, 1))
+            guarded(
+                f"square-{quarter.queries} (up to 2 runs)",
+                lambda: until_stable(
+                    "square", 2, lambda r: run.attack(run.model, quarter, f"bb:square:{r}")
+                ),
+            )
     else:
         details["square"] = f"skipped: square supports linf and l2, not {run.threat.norm}"
 
@@ -517,7 +605,7 @@ def escalate(
             if remedy not in wanted:
                 continue
             answers = tuple(wanted[remedy])
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             if time_limit_s is not None and t0 - start >= time_limit_s:
                 steps.append(
                     EscalationStep(
@@ -589,6 +677,7 @@ def escalate(
                         tuple(attacks),
                         reason=f"{type(e).__name__}: {e}",
                         seconds=round(time.perf_counter() - t0, 3),
+                        cpu_seconds=round(time.process_time() - c0, 3),
                     )
                 )
                 continue
@@ -603,6 +692,7 @@ def escalate(
                     before - int(run.robust.sum()),
                     round(time.perf_counter() - t0, 3),
                     details=details,
+                    cpu_seconds=round(time.process_time() - c0, 3),
                 )
             )
     finally:
