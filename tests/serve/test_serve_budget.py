@@ -157,7 +157,7 @@ def test_service_flags_a_sweeping_key_not_normal_ones(
     tmp_path: Path,
 ) -> None:
     x, y = digits
-    bits = answer_bits(10)
+    bits = answer_bits(10, kind="label")  # the service's default charge per answer
     # calibrate on a replay of 200 simulated normal keys (the offline step of the docs)
     rng = np.random.default_rng(0)
     replay = BudgetMonitor(threshold=1e12, reference=reference)

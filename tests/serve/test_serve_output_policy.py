@@ -120,6 +120,7 @@ def tiers(model_guard: ModelGuard, tmp_path: Path) -> tuple[AsgiClient, dict[str
         output_policies={"free": "labels", "basic": "top-3:2", "pro": "round-2"},
         # no coverage reference: every answer is charged in full; 20 full answers pass it
         extraction_budget_bits=19.5 * full_bits,
+        extraction_budget_charge="capacity",
     )
     audit, keys = AuditLog(tmp_path / "a.db"), KeyStore(tmp_path / "k.db")
     plain = {tier: keys.create(tier, tier=tier)[1] for tier in ("free", "basic", "pro")}
@@ -212,3 +213,37 @@ def test_the_output_block_of_the_serve_docs_runs(model_guard: ModelGuard, tmp_pa
         keys.close()
         audit.close()
     assert outputs == {**settings.output_policies, "unlisted": settings.default_output}
+
+
+def test_the_default_label_charge_treats_every_tier_alike(
+    model_guard: ModelGuard, tmp_path: Path
+) -> None:
+    label_bits = OutputPolicy("labels").bits(10)
+    settings = ServeSettings(
+        rate=None,
+        extraction_check=False,
+        output_policies={"free": "labels"},
+        extraction_budget_bits=19.5 * label_bits,
+    )
+    assert settings.extraction_budget_charge == "label"
+    audit, keys = AuditLog(tmp_path / "a.db"), KeyStore(tmp_path / "k.db")
+    plain = {"free": keys.create("f", tier="free")[1], "default": keys.create("d")[1]}
+    client = AsgiClient(create_app(model_guard, settings=settings, audit=audit, keys=keys))
+    try:
+        x = digits_test_images()[0][:20]
+        verdicts = {
+            tier: {
+                p["verdict"]
+                for p in client.post(
+                    "/v1/predict", json={"inputs": x.tolist()}, headers={"X-API-Key": key}
+                ).json()["predictions"]
+            }
+            for tier, key in plain.items()
+        }
+    finally:
+        client.close()
+        keys.close()
+        audit.close()
+    assert verdicts == {"free": {"flag"}, "default": {"flag"}}
+    with pytest.raises(ConfigError, match=r"serve\.extraction_budget_charge"):
+        ServeSettings(extraction_budget_charge="entropy")  # type: ignore[arg-type]

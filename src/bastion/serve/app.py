@@ -40,7 +40,7 @@ from bastion.guard.decision import Decision, GuardLike
 from bastion.monitor import DriftMonitor
 from bastion.serve.audit import AuditError, AuditLog, AuditRecord
 from bastion.serve.batching import MicroBatcher
-from bastion.serve.budget import BudgetMonitor, CoverageReference
+from bastion.serve.budget import BudgetMonitor, CoverageReference, answer_bits
 from bastion.serve.errors import RequestError
 from bastion.serve.extraction import ExtractionMonitor
 from bastion.serve.inputs import parse_body, parse_text_body
@@ -366,8 +366,12 @@ class _Service:
         return self.policies.get(key.tier, self.default_policy)
 
     def answer_bits(self, key: KeyRecord) -> float:
-        """Bits one answer to ``key`` can carry (the budget monitor's charge per query)."""
-        return self.policy(key).bits(max(2, len(self.guard.classes)))
+        """The budget monitor's charge per answer to ``key``: ``log2 C`` bits, or with
+        ``extraction_budget_charge: capacity`` the bits its output policy can carry."""
+        classes = max(2, len(self.guard.classes))
+        if self.settings.extraction_budget_charge == "label":
+            return answer_bits(classes, kind="label")
+        return self.policy(key).bits(classes)
 
     def check_extraction(
         self, key: KeyRecord, x: np.ndarray, decisions: list[Decision]

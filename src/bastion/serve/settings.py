@@ -62,6 +62,12 @@ class ServeSettings:
             CoverageReference` the budget discounts repeats by (``None``: ``bastion serve``
             uses ``<run_dir>/guard/extraction-reference.safetensors`` if present, else no
             coverage discount).
+        extraction_budget_charge: what the budget charges per answered query: ``label``
+            (``log2 C`` bits whatever the key's output policy) or ``capacity`` (the bits the
+            key's policy can carry, :meth:`~bastion.serve.output_policy.OutputPolicy.bits`).
+            ``label`` is the default because a Knockoff copy trained on labels alone is nearly
+            as faithful as one trained on probabilities (``benchmarks/extraction_monitor.py``):
+            charging by capacity would give a ``labels`` key about 60 times more queries.
         output_policies: output hardening per API key tier (``bastion keys create NAME
             --tier TIER``): tier name -> ``full``, ``round-D``, ``top-K``, ``top-K:D`` or
             ``labels`` (:mod:`bastion.serve.output_policy`).
@@ -99,6 +105,7 @@ class ServeSettings:
     extraction_every: int = 10
     extraction_budget_bits: float | None = None
     extraction_reference: str | None = None
+    extraction_budget_charge: Literal["label", "capacity"] = "label"
     output_policies: dict[str, str] = field(default_factory=dict)
     default_output: str = "full"
     throttle_flagged: bool = True
@@ -139,6 +146,11 @@ class ServeSettings:
                 f"{self.extraction_threshold!r}"
             )
         parse_policies(self.output_policies)
+        if self.extraction_budget_charge not in ("label", "capacity"):
+            raise ConfigError(
+                "serve.extraction_budget_charge: expected label or capacity, got "
+                f"{self.extraction_budget_charge!r}"
+            )
         OutputPolicy.parse(self.default_output, field="serve.default_output")
         budget = self.extraction_budget_bits
         if budget is not None and (
