@@ -9,12 +9,13 @@ epochs, cyclic learning rate, batch 256, small CNN), on the first ``--train`` + 
 ``--test`` images of the MNIST training set in bastion's seeded order (written to an ``.npz``,
 split 500 for validation and ``--test`` for the test; all 60,000 with ``--train 58500``). Two
 entries of one config, the same but for their names, are trained one after the other with
-``bastion train``: ``one-process`` alone with 2 torch threads, ``two-processes`` under torchrun
-with 1 thread per process. Both are then evaluated in one ``bastion evaluate`` (FGSM and PGD-50
-at eps 0.3 on every test image; robust accuracy is the worst case of the two), and ``bastion
-report`` draws their loss curves overlaid, with the two processes' own losses dotted. Results
-go to ``benchmarks/results/scale-torchrun.md`` and ``.json``; the run folder (``--out``) keeps
-the models, the scorecard and ``report.html``.
+``bastion train``: ``one-process`` alone with ``--one-threads`` torch threads (default 1: on a
+busy machine a second thread spin-waits and made epochs 10-25x slower, see bastion.runtime),
+``two-processes`` under torchrun with 1 thread per process. Both are then evaluated in one
+``bastion evaluate`` (FGSM and PGD-50 at eps 0.3 on every test image; robust accuracy is the
+worst case of the two), and ``bastion report`` draws their loss curves overlaid, with the two
+processes' own losses dotted. Results go to ``benchmarks/results/scale-torchrun.md`` and
+``.json``; the run folder (``--out``) keeps the models, the scorecard and ``report.html``.
 
 Timings depend on the machine's other work: the load average is recorded before and after.
 """
@@ -81,6 +82,7 @@ def main() -> None:
     ap.add_argument("--test", type=int, default=1000)
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--out", type=Path, default=Path("/tmp/scale-torchrun"))
+    ap.add_argument("--one-threads", type=int, default=1)
     args = ap.parse_args()
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -96,7 +98,8 @@ def main() -> None:
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
     load_before = os.getloadavg()[0]
     train = ["train", str(cfg), "-q", "--device", "cpu", "-m"]
-    one = [*cli, *train, NAMES[0], "--out", str(out / NAMES[0]), "--threads", "2"]
+    threads = str(args.one_threads)
+    one = [*cli, *train, NAMES[0], "--out", str(out / NAMES[0]), "--threads", threads]
     two = [torchrun, "--nproc-per-node", "2", "--standalone", "-m", "bastion.cli", *train]
     two += [NAMES[1], "--out", str(out / NAMES[1])]
     seconds = {
@@ -106,7 +109,7 @@ def main() -> None:
     load_after_training = os.getloadavg()[0]
     scorecard = out / "scorecard.json"
     models = ["-m", str(out / NAMES[0]), "-m", str(out / NAMES[1])]
-    flags = ["--out", str(scorecard), "-q", "--no-state", "--threads", "2", "--device", "cpu"]
+    flags = ["--out", str(scorecard), "-q", "--no-state", "--threads", threads, "--device", "cpu"]
     _timed([*cli, "evaluate", str(cfg), *models, *flags], env, out / "evaluate.log")
     _timed([*cli, "report", str(scorecard), "--out", str(out / "report.html")], env, out / "r.log")
     sc = json.loads(scorecard.read_text())
@@ -135,6 +138,7 @@ def main() -> None:
         "validation_images": 500,
         "test_images": args.test,
         "epochs": args.epochs,
+        "one_process_threads": args.one_threads,
         "cores": os.cpu_count(),
         "load_average_before": round(load_before, 1),
         "load_average_after_training": round(load_after_training, 1),
@@ -163,9 +167,12 @@ def main() -> None:
         "epochs",
         "",
         f"`python benchmarks/scale_torchrun.py --data-dir DIR --train {args.train} "
-        f"--test {args.test} --epochs {args.epochs}`: {args.train:,} training, 500 validation "
+        f"--test {args.test} --epochs {args.epochs} --one-threads {args.one_threads}`: "
+        f"{args.train:,} training, 500 validation "
         f"and {args.test:,} test images, all from the MNIST training set (seeded order). "
         "Robust accuracy: the worst of FGSM and PGD-50 at linf eps 0.3 (not the full cascade).",
+        "",
+        f"One process with {args.one_threads} torch thread(s); two processes with 1 each.",
         "",
         "| run | clean | robust | epoch kept | training seconds |",
         "|---|---:|---:|---:|---:|",

@@ -1,4 +1,5 @@
-"""Resuming across a changed world size: a checkpoint written mid-epoch by a 2-process torchrun
+"""Sharded adversarial training equals one process when no random numbers are drawn, and
+resuming across a changed world size: a checkpoint written mid-epoch by a 2-process torchrun
 run continues in 1 process, and one written by 1 process continues under torchrun with 2, and
 both end with the weights of an uninterrupted 1-process run (to float rounding).
 
@@ -14,6 +15,7 @@ both cases (the processes' sums are exchanged, and a checkpoint stores the total
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -132,3 +134,22 @@ def test_one_process_checkpoint_resumes_under_torchrun(
     mean = (last["train_loss_rank0"] * SHARES[0] + last["train_loss_rank1"] * SHARES[1]) / N_TRAIN
     assert last["train_loss"] == pytest.approx(mean, rel=1e-9)
     assert last["train_loss_rank0"] != last["train_loss_rank1"]
+
+
+def test_sharded_adversarial_training_equals_one_process(tmp_path: Path) -> None:
+    """PGD-AT without random start draws no random numbers, so two processes crafting the
+    adversarial examples of their halves must train the model one process trains."""
+    doc = copy.deepcopy(CFG)
+    doc["training"] = {**doc["training"], "epochs": 2, "eps_ramp_epochs": 1}
+    doc["models"] = [
+        {"name": "m", "objective": {"name": "pgd-at", "steps": 3, "random_start": False}}
+    ]
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(doc))
+    for processes, name in ((1, "one"), (2, "two")):
+        done = _run(processes, cfg, tmp_path / f"{name}-ckpt", "--out", str(tmp_path / name))
+        assert done.returncode == 0, done.stderr[-2000:]
+    one = load_file(str(tmp_path / "one" / "model.safetensors"))
+    _same(load_file(str(tmp_path / "two" / "model.safetensors")), one)
+    history = json.loads((tmp_path / "two" / "history.json").read_text())
+    assert history[-1]["train_loss"] < history[0]["train_loss"]  # it learnt something
