@@ -201,8 +201,8 @@ def attack(
         str,
         typer.Option(
             "--attack",
-            help="Attack name (see the docs: fgsm, pgd, apgd, apgd-t, square, cascade, transfer "
-            "with -p surrogate=MODEL, patch, ...).",
+            help="Attack name: fgsm, pgd, apgd, apgd-t, square, cascade, transfer with -p "
+            "surrogate=MODEL, patch, ... ('bastion attacks list' shows every attack).",
         ),
     ] = "pgd",
     norm: ModelNorm = None,
@@ -223,8 +223,9 @@ def attack(
         typer.Option(
             "--param",
             "-p",
-            help="Attack setting KEY=VALUE (YAML value); repeat, e.g. -p preset=standard -p "
-            "queries=1000.",
+            help="Attack setting KEY=VALUE, typed by the attack's settings ('bastion attacks "
+            "list NAME' shows them, with types, defaults and bounds); repeat, e.g. -p "
+            "preset=standard -p queries=1000.",
         ),
     ] = None,
     examples: Annotated[
@@ -246,19 +247,20 @@ def attack(
     from safetensors.torch import save_file
 
     from bastion.attacks import build_attack, predict
+    from bastion.attacks.registry import parse_attack_params
     from bastion.runtime import resolve_device
 
-    _use_threads(threads)
-    dev = resolve_device(device)
-    net, meta, ds = _model_and_split(model, data, split_seed, data_dir)
-    net = net.to(dev)
     params: dict[str, Any] = {}
     if steps is not None:
         params["steps"] = steps
     if restarts is not None:
         params["restarts"] = restarts
-    params.update(_parse_params(param, "--param"))
+    params.update(parse_attack_params(attack_name, param or [], where="--param"))
     atk = build_attack(attack_name, params, where="--attack")
+    _use_threads(threads)
+    dev = resolve_device(device)
+    net, meta, ds = _model_and_split(model, data, split_seed, data_dir)
+    net = net.to(dev)
     threat = _threat_for(meta, norm, eps, atk, ds.input_shape)
     test = ds.test.subset(examples)
     x, y = test.x.to(dev), test.y.to(dev)
@@ -385,17 +387,21 @@ def _threat_for(
     return threat
 
 
-def _parse_params(values: list[str] | None, where: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in values or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise BastionError(f"{where}: expected KEY=VALUE, got {item!r}")
-        try:
-            out[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            raise BastionError(f"{where}: {key.strip()}: cannot parse {value!r}") from None
-    return out
+attacks_app = typer.Typer(no_args_is_help=True, help="The registered attacks and their settings.")
+app.add_typer(attacks_app, name="attacks")
+
+
+@attacks_app.command("list")
+def attacks_list(
+    name: Annotated[
+        str | None, typer.Argument(help="One attack's settings only (default: every attack).")
+    ] = None,
+) -> None:
+    """Every registered attack with its kind, the knowledge it assumes and its settings
+    (type, default, bounds, description), as the YAML and -p take them."""
+    from bastion.attacks.reference import settings_text
+
+    _out.print(settings_text(name), end="", markup=False, highlight=False)
 
 
 @app.command()

@@ -24,7 +24,7 @@ from rich.table import Table
 from torch import nn
 
 from bastion.attacks.base import predict
-from bastion.attacks.registry import build_attack
+from bastion.attacks.registry import build_attack, recorded_settings
 from bastion.config import ModelEntry, RunConfig, load_config
 from bastion.data import Dataset, Split, load_dataset
 from bastion.errors import BastionError
@@ -539,7 +539,8 @@ def _evaluated_threat_and_attacks(
     config's unused defaults)."""
     if data is not None or (cfg.tabular is None and cfg.text is None):
         return cfg.threat_model().to_dict(), [
-            {"label": a.key, "name": a.name, **a.settings()} for a in cfg.evaluation.attacks
+            {"label": a.key, "name": a.name, **recorded_settings(a.name, a.settings())}
+            for a in cfg.evaluation.attacks
         ]
     if cfg.tabular is not None:
         tab = cfg.tabular

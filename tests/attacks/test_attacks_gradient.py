@@ -366,13 +366,13 @@ def test_invalid_input_is_rejected_before_the_model_runs(toy: Toy) -> None:
 @pytest.mark.parametrize(
     ("make", "pattern"),
     [
-        (lambda: FGSM(step_size=0), r"fgsm\.step_size: expected a positive multiple of eps, got 0"),
+        (lambda: FGSM(step_size=0), r"fgsm\.step_size: expected a finite number > 0, got 0"),
         (lambda: FGSM(step_size=-1.0), r"fgsm\.step_size"),
         (lambda: FGSM(step_size=float("nan")), r"fgsm\.step_size"),
         (lambda: FGSM(loss="mse"), r"fgsm\.loss: expected one of ce, cw, got 'mse'"),
         (lambda: PGD(steps=0), r"pgd\.steps: expected an integer >= 1, got 0"),
         (lambda: PGD(restarts=0), r"pgd\.restarts: expected an integer >= 1, got 0"),
-        (lambda: PGD(step_size=0.0), r"pgd\.step_size: expected a positive multiple of eps"),
+        (lambda: PGD(step_size=0.0), r"pgd\.step_size: expected a finite number > 0 or null"),
         (lambda: PGD(loss="hinge"), r"pgd\.loss: expected one of ce, cw, got 'hinge'"),
     ],
 )

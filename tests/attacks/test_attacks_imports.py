@@ -134,8 +134,10 @@ def test_no_new_import_cycle_anywhere() -> None:
 def test_the_registry_module_imports_no_attack() -> None:
     assert import_graph()["bastion.attacks.registry"] == {
         "bastion.attacks.base",
+        "bastion.attacks.settings",
         "bastion.errors",
     }
+    assert import_graph()["bastion.attacks.settings"] == {"bastion.errors"}
 
 
 def test_the_registry_is_whole_when_imported_first() -> None:

@@ -26,7 +26,7 @@ def test_registry_names() -> None:
         assert cls.name == name
 
 
-def test_attack_params_lists_constructor_keywords() -> None:
+def test_attack_params_lists_the_settings_model_fields() -> None:
     assert attack_params("fgsm") == ["step_size", "random_start", "loss", "precision"]
     assert attack_params("pgd") == [
         "steps",
@@ -67,23 +67,35 @@ def test_unknown_name_names_field_and_choices() -> None:
 def test_unknown_setting_is_named() -> None:
     with pytest.raises(
         ConfigError,
-        match=r"^attack: unknown setting\(s\) \['epsilon', 'iters'\] "
-        r"for 'pgd'; expected some of \['steps',",
+        match=r"^attack \(pgd\): unknown setting\(s\) \['epsilon', 'iters'\]; "
+        r"expected some of \['steps',",
     ):
         build_attack("pgd", {"iters": 3, "epsilon": 0.1, "steps": 2})
-    with pytest.raises(ConfigError, match=r"unknown setting\(s\) \['steps'\] for 'fgsm'"):
+    with pytest.raises(ConfigError, match=r"\(fgsm\): unknown setting\(s\) \['steps'\]"):
         build_attack("fgsm", {"steps": 2})  # a PGD setting is not an FGSM one
 
 
 @pytest.mark.parametrize(
     ("name", "params", "pattern"),
     [
-        ("pgd", {"steps": 0}, r"^--attack: pgd\.steps: expected an integer >= 1, got 0$"),
-        ("pgd", {"restarts": -1}, r"^--attack: pgd\.restarts: expected an integer >= 1"),
-        ("pgd", {"loss": "mse"}, r"^--attack: pgd\.loss: expected one of ce, cw"),
-        ("fgsm", {"step_size": -0.5}, r"^--attack: fgsm\.step_size: expected a positive"),
-        ("pgd", {"steps": "many"}, r"^--attack: invalid settings for 'pgd': "),
-        ("pgd", {"step_size": "big"}, r"^--attack: invalid settings for 'pgd': "),
+        ("pgd", {"steps": 0}, r"^--attack \(pgd\)\.steps: expected an integer >= 1, got 0$"),
+        ("pgd", {"restarts": -1}, r"^--attack \(pgd\)\.restarts: expected an integer >= 1"),
+        ("pgd", {"loss": "mse"}, r"^--attack \(pgd\)\.loss: expected one of ce, cw, got 'mse'$"),
+        (
+            "fgsm",
+            {"step_size": -0.5},
+            r"^--attack \(fgsm\)\.step_size: expected a finite number > 0",
+        ),
+        (
+            "pgd",
+            {"steps": "many"},
+            r"^--attack \(pgd\)\.steps: expected an integer >= 1, got 'many'$",
+        ),
+        (
+            "pgd",
+            {"step_size": "big"},
+            r"^--attack \(pgd\)\.step_size: expected a finite number > 0 or null",
+        ),
     ],
 )
 def test_invalid_values_are_config_errors_naming_where_and_field(

@@ -91,7 +91,10 @@ def test_reachable_from_registry() -> None:
         ({"preset": "x"}, "cascade.preset"),
         ({"attacks": []}, "at least one"),
         ({"attacks": [{"name": "nope"}]}, "cascade.attacks[0].name"),
-        ({"attacks": [{"name": "pgd", "steps": 0}]}, "pgd.steps"),
+        (
+            {"attacks": [{"name": "pgd", "steps": 0}]},
+            "cascade.attacks[0] (pgd).steps: expected an integer >= 1, got 0",
+        ),
     ],
 )
 def test_bad_settings(kwargs: dict, needle: str) -> None:

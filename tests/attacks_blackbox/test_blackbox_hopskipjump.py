@@ -97,7 +97,7 @@ def test_hopskipjump_rejects_bad_settings_with_clear_messages() -> None:
         HopSkipJump(init_evals=0)
     with pytest.raises(ConfigError, match=r"hopskipjump\.max_evals: expected at least init_evals"):
         HopSkipJump(init_evals=100, max_evals=10)
-    with pytest.raises(ConfigError, match=r"hopskipjump\.gamma: expected a positive number"):
+    with pytest.raises(ConfigError, match=r"hopskipjump\.gamma: expected a finite number > 0"):
         HopSkipJump(gamma=0.0)
     with pytest.raises(ConfigError, match=r"hopskipjump\.init_tries"):
         HopSkipJump(init_tries=-1)

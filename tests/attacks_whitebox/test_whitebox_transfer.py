@@ -96,7 +96,10 @@ def test_transfer_builds_its_attack_from_a_specification(
         ({"attack": 3}, r"^transfer\.attack: expected an attack or a specification"),
         ({"attack": {"steps": 3}}, r"^transfer\.attack\.name: expected an attack name"),
         ({"attack": {"name": "nope"}}, r"^transfer\.attack\.name: expected one of"),
-        ({"attack": {"name": "pgd", "steps": 0}}, r"^transfer\.attack: pgd\.steps"),
+        (
+            {"attack": {"name": "pgd", "steps": 0}},
+            r"^transfer\.attack \(pgd\)\.steps: expected an integer >= 1, got 0$",
+        ),
     ],
 )
 def test_transfer_settings_are_validated(

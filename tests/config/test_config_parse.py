@@ -202,7 +202,7 @@ def _set(path: str, value: Any) -> Any:
         (
             _set("evaluation.attacks.1", {"name": "pgd", "steps": 0}),
             "evaluation.attacks[1]",
-            "pgd.steps: expected an integer >= 1",
+            "evaluation.attacks[1] (pgd).steps: expected an integer >= 1, got 0",
         ),
         (
             _set("evaluation.attacks.1", {"name": "fgsm"}),

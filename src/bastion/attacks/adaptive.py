@@ -17,9 +17,10 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
-from bastion.attacks._checks import int_at_least
+from bastion.attacks.settings import AttackSettings, check_settings
 from bastion.errors import ConfigError
 
 Transform = Callable[[Tensor], Tensor]
@@ -88,6 +89,12 @@ class BPDAWrapper(nn.Module):
         return out
 
 
+class EOTSettings(AttackSettings):
+    """Settings of :class:`EOTModel` beyond its model and transform."""
+
+    samples: int = Field(8, ge=1, description="draws averaged per forward pass")
+
+
 class EOTModel(nn.Module):
     """Logits averaged over random transformations (Athalye et al. 2018, EOT).
 
@@ -112,7 +119,7 @@ class EOTModel(nn.Module):
             )
         self.model = model
         self.transform = transform
-        self.samples = int_at_least("eot", "samples", samples, 1)
+        self.samples = check_settings(EOTSettings, {"samples": samples}, where="eot").samples
 
     def forward(self, x: Tensor) -> Tensor:
         total: Tensor = self.model(self._draw(x))

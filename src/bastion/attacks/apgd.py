@@ -26,19 +26,42 @@ the examples still robust, and all state (step sizes, counters, best points) is 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
 from bastion.attacks.base import Attack, Opening, ranked_other_classes
-from bastion.attacks.engine import Precision, autocast_for, check_precision
+from bastion.attacks.engine import Precision, autocast_for
 from bastion.attacks.fast_grad import input_gradients_only
 from bastion.attacks.registry import register
-from bastion.errors import AttackInputError, ConfigError
+from bastion.attacks.settings import AttackSettings
+from bastion.errors import AttackInputError
 from bastion.threat import ThreatModel
 
-APGD_LOSSES = ("ce", "dlr")
+APGDLoss = Literal["ce", "dlr"]
+APGD_LOSSES: tuple[APGDLoss, ...] = ("ce", "dlr")
+
+
+class APGDSettings(AttackSettings):
+    """Settings of :class:`APGD`."""
+
+    steps: int = Field(100, ge=1, description="iterations per restart")
+    restarts: int = Field(1, ge=1, description="random restarts, each on examples still robust")
+    loss: APGDLoss = Field("ce", description="cross-entropy (ce) or DLR (dlr, >= 3 classes)")
+    rho: float = Field(0.75, gt=0, lt=1, description="share of loss increases to keep the step")
+    eot_samples: int = Field(1, ge=1, description="gradient passes averaged per step (EOT)")
+    precision: Precision = Field("fp32", description="bf16: gradients under bfloat16 autocast")
+
+
+class APGDTargetedSettings(APGDSettings):
+    """Settings of :class:`APGDTargeted` (those of :class:`APGD`, DLR by default, and the
+    number of target classes)."""
+
+    target_classes: int = Field(9, ge=1, description="top-ranked other classes to aim at")
+    loss: APGDLoss = Field("dlr", description="cross-entropy (ce) or targeted DLR (dlr)")
 
 
 def dlr_loss(logits: Tensor, y: Tensor) -> Tensor:
@@ -234,18 +257,7 @@ class _APGDRunner:
             x_out[idx[active]] = x_best[active]
 
 
-def _check_common(name: str, steps: int, restarts: int, rho: float, eot_samples: int) -> None:
-    if int(steps) < 1:
-        raise ConfigError(f"{name}.steps: expected an integer >= 1, got {steps}")
-    if int(restarts) < 1:
-        raise ConfigError(f"{name}.restarts: expected an integer >= 1, got {restarts}")
-    if not 0.0 < rho < 1.0:
-        raise ConfigError(f"{name}.rho: expected a fraction in (0, 1), got {rho}")
-    if int(eot_samples) < 1:
-        raise ConfigError(f"{name}.eot_samples: expected an integer >= 1, got {eot_samples}")
-
-
-@register("apgd", knowledge="white-box")
+@register("apgd", knowledge="white-box", settings=APGDSettings)
 class APGD(Attack):
     """Auto-PGD with the cross-entropy or DLR loss (Croce & Hein 2020).
 
@@ -273,12 +285,10 @@ class APGD(Attack):
         eot_samples: int = 1,
         precision: str = "fp32",
     ):
-        _check_common("apgd", steps, restarts, rho, eot_samples)
-        self.precision = check_precision(precision, "apgd")
-        if loss not in APGD_LOSSES:
-            raise ConfigError(f"apgd.loss: expected one of {', '.join(APGD_LOSSES)}, got {loss!r}")
-        self.steps, self.restarts, self.loss = int(steps), int(restarts), loss
-        self.rho, self.eot_samples = float(rho), int(eot_samples)
+        s = APGDSettings.of(locals(), where=self.name)
+        self.precision = s.precision
+        self.steps, self.restarts, self.loss = s.steps, s.restarts, s.loss
+        self.rho, self.eot_samples = float(s.rho), s.eot_samples
 
     def _run(
         self,
@@ -372,7 +382,7 @@ def _targeted_apgd(
     return x_out, queries
 
 
-@register("apgd-t", knowledge="white-box")
+@register("apgd-t", knowledge="white-box", settings=APGDTargetedSettings)
 class APGDTargeted(Attack):
     """APGD-T: untargeted robustness measured by targeted APGD runs (Croce & Hein 2020).
 
@@ -394,23 +404,11 @@ class APGDTargeted(Attack):
         eot_samples: int = 1,
         precision: str = "fp32",
     ):
-        _check_common("apgd-t", steps, restarts, rho, eot_samples)
-        self.precision = check_precision(precision, "apgd-t")
-        if int(target_classes) < 1:
-            raise ConfigError(
-                f"apgd-t.target_classes: expected an integer >= 1, got {target_classes}"
-            )
-        if loss not in APGD_LOSSES:
-            raise ConfigError(
-                f"apgd-t.loss: expected one of {', '.join(APGD_LOSSES)}, got {loss!r}"
-            )
-        self.steps, self.target_classes, self.restarts, self.loss = (
-            int(steps),
-            int(target_classes),
-            int(restarts),
-            loss,
-        )
-        self.rho, self.eot_samples = float(rho), int(eot_samples)
+        s = APGDTargetedSettings.of(locals(), where=self.name)
+        self.precision = s.precision
+        self.steps, self.target_classes = s.steps, s.target_classes
+        self.restarts, self.loss = s.restarts, s.loss
+        self.rho, self.eot_samples = float(s.rho), s.eot_samples
 
     def _run(
         self,

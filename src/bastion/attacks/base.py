@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Literal, final
 import torch
 from torch import Tensor, nn
 
+from bastion.attacks.settings import AttackSettings
 from bastion.errors import AttackInputError
 from bastion.threat import ThreatModel
 
@@ -229,13 +230,18 @@ class MinimumNormResult:
 class Attack(ABC):
     """Base class of every evasion attack. Subclasses implement :meth:`_run` only.
 
-    ``name``, ``knowledge`` and ``kind`` are set by :func:`bastion.attacks.registry.register`
-    (an unregistered attack is a white-box, fixed-budget one).
+    ``name``, ``knowledge``, ``kind`` and ``settings_model`` are set by
+    :func:`bastion.attacks.registry.register` (an unregistered attack is a white-box,
+    fixed-budget one). A constructor validates its keywords through ``settings_model``
+    (:meth:`AttackSettings.of`) and keeps the validated values as attributes, which
+    :meth:`params` records.
     """
 
     name: ClassVar[str] = "attack"
     knowledge: ClassVar[Knowledge | None] = "white-box"
     kind: ClassVar[AttackKind] = "fixed-budget"
+    #: The settings model (:mod:`bastion.attacks.settings`), set by ``register``.
+    settings_model: ClassVar[type[AttackSettings] | None] = None
 
     def params(self) -> dict[str, Any]:
         """The attack's settings (for scorecards and repr)."""

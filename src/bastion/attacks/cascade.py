@@ -23,14 +23,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal, Self
 
 import torch
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from bastion.attacks.base import Attack, AttackShare, Crafted, Knowledge, Opening
-from bastion.attacks.engine import check_precision
+from bastion.attacks.engine import Precision
 from bastion.attacks.registry import ATTACKS, attack_params, build_attack, register
+from bastion.attacks.settings import AttackSettings
 from bastion.errors import ConfigError
 from bastion.threat import ThreatModel
 
@@ -57,7 +59,36 @@ def preset_specs(name: str, *, where: str = "cascade.preset") -> list[dict[str, 
     return [dict(s) for s in PRESETS[name]]
 
 
-@register("cascade", knowledge=None)
+PresetName = Literal["quick", "standard", "black-box"]
+
+
+class CascadeSettings(AttackSettings):
+    """Settings of :class:`Cascade`: exactly one of ``preset`` and ``attacks``."""
+
+    preset: PresetName | None = Field(None, description="a preset list of attacks")
+    attacks: list[dict[str, Any]] | None = Field(
+        None,
+        description="instead of a preset, the attacks in order",
+        json_schema_extra={
+            "type": "list of attack specs or null",
+            "expected": "a list of {name: ..., settings} or null",
+        },
+    )
+    precision: Precision | None = Field(
+        None, description="precision of every gradient sub-attack that sets none"
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        if (self.preset is None) == (self.attacks is None):
+            given = "both" if self.preset is not None else "neither"
+            raise ValueError(f"preset, attacks: expected exactly one of them, got {given}")
+        if self.attacks is not None and not self.attacks:
+            raise ValueError("attacks: expected at least one attack, got []")
+        return self
+
+
+@register("cascade", knowledge=None, settings=CascadeSettings)
 class Cascade(Attack):
     """Run attacks in order on the still-robust examples; keep the worst case per example.
 
@@ -77,20 +108,18 @@ class Cascade(Attack):
         self,
         *,
         preset: str | None = None,
-        attacks: Sequence[Mapping[str, Any]] | None = None,
+        attacks: list[dict[str, Any]] | None = None,
         precision: str | None = None,
     ):
-        if (preset is None) == (attacks is None):
-            raise ConfigError("cascade: give exactly one of 'preset' or 'attacks'")
-        specs = preset_specs(preset) if preset is not None else [dict(a) for a in attacks or []]
-        if not specs:
-            raise ConfigError("cascade.attacks: expected at least one attack")
-        self.preset = preset
+        checked = CascadeSettings.of(locals(), where=self.name)
+        given = [dict(a) for a in checked.attacks or []]
+        specs = preset_specs(checked.preset) if checked.preset is not None else given
+        self.preset = checked.preset
         self.skipped = [
             s["name"] for s in specs if preset is not None and s.get("name") not in ATTACKS
         ]
         specs = [s for s in specs if s.get("name") not in self.skipped]
-        self.precision = None if precision is None else check_precision(precision, "cascade")
+        self.precision = checked.precision
         if self.precision is not None:
             for s in specs:
                 if s.get("name") in PRECISION_ATTACKS and "precision" in attack_params(s["name"]):

@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
-from bastion.attacks._checks import flag, int_at_least, non_negative, positive
 from bastion.attacks.base import Attack, Opening
 from bastion.attacks.fast_grad import input_gradients_only
 from bastion.attacks.registry import register
+from bastion.attacks.settings import AttackSettings
 from bastion.threat import ThreatModel
 
 _BETA1, _BETA2, _ADAM_EPS = 0.9, 0.999, 1e-8
@@ -48,7 +49,18 @@ def _margins(logits: Tensor, label: Tensor, targeted: bool) -> Tensor:
     return other - z_l if targeted else z_l - other
 
 
-@register("cw-l2", knowledge="white-box", kind="minimum-norm")
+class CarliniWagnerSettings(AttackSettings):
+    """Settings of :class:`CarliniWagnerL2`."""
+
+    steps: int = Field(100, ge=1, description="Adam iterations per binary-search round")
+    binary_search_steps: int = Field(9, ge=1, description="rounds of the search over c")
+    lr: float = Field(0.01, gt=0, description="Adam's step size on the tanh variables")
+    confidence: float = Field(0.0, ge=0, description="kappa: the margin the winning class needs")
+    initial_const: float = Field(1e-3, gt=0, description="the first constant c")
+    abort_early: bool = Field(True, description="stop a round once the loss stops falling")
+
+
+@register("cw-l2", knowledge="white-box", kind="minimum-norm", settings=CarliniWagnerSettings)
 class CarliniWagnerL2(Attack):
     """Carlini-Wagner L2 with binary search over the constant ``c`` (Carlini & Wagner 2017).
 
@@ -79,12 +91,10 @@ class CarliniWagnerL2(Attack):
         initial_const: float = 1e-3,
         abort_early: bool = True,
     ):
-        self.steps = int_at_least("cw", "steps", steps, 1)
-        self.binary_search_steps = int_at_least("cw", "binary_search_steps", binary_search_steps, 1)
-        self.lr = positive("cw", "lr", lr)
-        self.confidence = non_negative("cw", "confidence", confidence)
-        self.initial_const = positive("cw", "initial_const", initial_const)
-        self.abort_early = flag("cw", "abort_early", abort_early)
+        s = CarliniWagnerSettings.of(locals(), where=self.name)
+        self.steps, self.binary_search_steps = s.steps, s.binary_search_steps
+        self.lr, self.confidence = float(s.lr), float(s.confidence)
+        self.initial_const, self.abort_early = float(s.initial_const), s.abort_early
 
     def _run(
         self,

@@ -27,6 +27,7 @@ DeepFool's perturbation fits within the budget.
 from __future__ import annotations
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
 from bastion.attacks._boundary import (
@@ -35,9 +36,9 @@ from bastion.attacks._boundary import (
     pair_gradients,
     project_hyperplane_box,
 )
-from bastion.attacks._checks import int_at_least, non_negative
 from bastion.attacks.base import Attack, Opening, ranked_other_classes
 from bastion.attacks.registry import register
+from bastion.attacks.settings import AttackSettings
 from bastion.errors import AttackInputError
 from bastion.threat import ThreatModel
 
@@ -49,7 +50,15 @@ def strongest_other(logits: Tensor, cls: Tensor) -> Tensor:
     return logits.scatter(1, cls[:, None], float("-inf")).argmax(dim=1)
 
 
-@register("deepfool", knowledge="white-box", kind="minimum-norm")
+class DeepFoolSettings(AttackSettings):
+    """Settings of :class:`DeepFool`."""
+
+    steps: int = Field(50, ge=1, description="the most linearisation steps per example")
+    overshoot: float = Field(0.02, ge=0, description="scale the step by 1 + overshoot")
+    num_classes: int = Field(10, ge=2, description="top-ranked classes that are candidates")
+
+
+@register("deepfool", knowledge="white-box", kind="minimum-norm", settings=DeepFoolSettings)
 class DeepFool(Attack):
     """DeepFool in the threat's norm (l2, linf, or l1), batched (Moosavi-Dezfooli et al. 2016).
 
@@ -66,9 +75,8 @@ class DeepFool(Attack):
     """
 
     def __init__(self, *, steps: int = 50, overshoot: float = 0.02, num_classes: int = 10):
-        self.steps = int_at_least("deepfool", "steps", steps, 1)
-        self.overshoot = non_negative("deepfool", "overshoot", overshoot)
-        self.num_classes = int_at_least("deepfool", "num_classes", num_classes, 2)
+        s = DeepFoolSettings.of(locals(), where=self.name)
+        self.steps, self.overshoot, self.num_classes = s.steps, float(s.overshoot), s.num_classes
 
     def _run(
         self,

@@ -21,23 +21,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bastion.attacks.fast_grad import input_gradients_only
-from bastion.errors import ConfigError
 from bastion.threat import ThreatModel
 
 LossName = Literal["ce", "cw"]
 LossFn = Callable[[Tensor, Tensor], Tensor]
 Precision = Literal["fp32", "bf16"]
 PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16")
-
-
-def check_precision(precision: str, attack: str) -> Precision:
-    """``precision`` as a :data:`Precision`, or a :class:`ConfigError` naming ``attack``."""
-    for p in PRECISIONS:
-        if precision == p:
-            return p
-    raise ConfigError(
-        f"{attack}.precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}"
-    )
 
 
 def autocast_for(x: Tensor, precision: Precision) -> AbstractContextManager[object]:

@@ -40,6 +40,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
 from bastion.attacks._boundary import (
@@ -49,11 +50,11 @@ from bastion.attacks._boundary import (
     pair_gradients,
     project_hyperplane_box,
 )
-from bastion.attacks._checks import in_range, int_at_least, positive
 from bastion.attacks.base import Attack, Opening, ranked_other_classes
 from bastion.attacks.deepfool import strongest_other
-from bastion.attacks.engine import Precision, check_precision
+from bastion.attacks.engine import Precision
 from bastion.attacks.registry import register
+from bastion.attacks.settings import AttackSettings
 from bastion.errors import AttackInputError
 from bastion.threat import ThreatModel
 
@@ -103,6 +104,23 @@ def _reach(target: Tensor) -> tuple[PairFn, SuccessFn]:
     return pairs, success
 
 
+class FABSettings(AttackSettings):
+    """Settings of :class:`FAB`."""
+
+    steps: int = Field(100, ge=1, description="iterations per run")
+    restarts: int = Field(1, ge=1, description="runs; after the first, from random points")
+    alpha_max: float = Field(0.1, ge=0, le=1, description="largest weight of the step from x")
+    eta: float = Field(1.05, gt=0, description="extrapolation past the hyperplane")
+    beta: float = Field(0.9, gt=0, le=1, description="backward step's contraction towards x")
+    precision: Precision = Field("fp32", description="bf16: linearise under bfloat16 autocast")
+
+
+class FABTargetedSettings(FABSettings):
+    """Settings of :class:`FABTargeted` (those of :class:`FAB` and the number of targets)."""
+
+    target_classes: int = Field(9, ge=1, description="top-ranked other classes to aim at")
+
+
 class _FABSettings(Attack):
     """Settings and the single FAB run shared by :class:`FAB` and :class:`FABTargeted`."""
 
@@ -113,24 +131,10 @@ class _FABSettings(Attack):
     beta: float
     precision: Precision
 
-    def _set(
-        self,
-        attack: str,
-        steps: int,
-        restarts: int,
-        alpha_max: float,
-        eta: float,
-        beta: float,
-        precision: str,
-    ) -> None:
-        self.precision = check_precision(precision, attack)
-        self.steps = int_at_least(attack, "steps", steps, 1)
-        self.restarts = int_at_least(attack, "restarts", restarts, 1)
-        self.alpha_max = in_range(
-            attack, "alpha_max", alpha_max, 0.0, 1.0, lo_open=False, hi_open=False
-        )
-        self.eta = positive(attack, "eta", eta)
-        self.beta = in_range(attack, "beta", beta, 0.0, 1.0, lo_open=True, hi_open=False)
+    def _set(self, s: FABSettings) -> None:
+        self.precision = s.precision
+        self.steps, self.restarts = s.steps, s.restarts
+        self.alpha_max, self.eta, self.beta = float(s.alpha_max), float(s.eta), float(s.beta)
 
     def _start(
         self,
@@ -187,7 +191,7 @@ class _FABSettings(Attack):
                 xc = torch.where(adv[:, None], (1 - self.beta) * z0 + self.beta * xc, xc)
 
 
-@register("fab", knowledge="white-box", kind="minimum-norm")
+@register("fab", knowledge="white-box", kind="minimum-norm", settings=FABSettings)
 class FAB(_FABSettings):
     """FAB in the threat's norm (Croce & Hein 2020), untargeted or with given targets.
 
@@ -217,7 +221,7 @@ class FAB(_FABSettings):
         beta: float = 0.9,
         precision: str = "fp32",
     ):
-        self._set("fab", steps, restarts, alpha_max, eta, beta, precision)
+        self._set(FABSettings.of(locals(), where=self.name))
 
     def _run(
         self,
@@ -257,7 +261,7 @@ class FAB(_FABSettings):
         return best, queries
 
 
-@register("fab-t", knowledge="white-box", kind="minimum-norm")
+@register("fab-t", knowledge="white-box", kind="minimum-norm", settings=FABTargetedSettings)
 class FABTargeted(_FABSettings):
     """FAB-T: untargeted robustness measured by targeted FAB runs (Croce & Hein 2020; the
     version in AutoAttack's standard cascade).
@@ -282,8 +286,9 @@ class FABTargeted(_FABSettings):
         beta: float = 0.9,
         precision: str = "fp32",
     ):
-        self._set("fab-t", steps, restarts, alpha_max, eta, beta, precision)
-        self.target_classes = int_at_least("fab-t", "target_classes", target_classes, 1)
+        s = FABTargetedSettings.of(locals(), where=self.name)
+        self._set(s)
+        self.target_classes = s.target_classes
 
     def _run(
         self,

@@ -8,22 +8,40 @@
 from __future__ import annotations
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
 from bastion.attacks.base import Attack, Opening
-from bastion.attacks.engine import LOSSES, check_precision, gradient_attack
+from bastion.attacks.engine import LOSSES, LossName, Precision, gradient_attack
 from bastion.attacks.registry import register
-from bastion.errors import ConfigError
+from bastion.attacks.settings import AttackSettings
 from bastion.threat import ThreatModel
 
 
-def _check_loss(loss: str, attack: str) -> str:
-    if loss not in LOSSES:
-        raise ConfigError(f"{attack}.loss: expected one of {', '.join(LOSSES)}, got {loss!r}")
-    return loss
+class FGSMSettings(AttackSettings):
+    """Settings of :class:`FGSM`."""
+
+    step_size: float = Field(1.0, gt=0, description="step length as a multiple of eps")
+    random_start: bool = Field(False, description="start from a uniform random point of the ball")
+    loss: LossName = Field("ce", description="cross-entropy (ce) or Carlini-Wagner margin (cw)")
+    precision: Precision = Field("fp32", description="bf16: gradients under bfloat16 autocast")
 
 
-@register("fgsm", knowledge="white-box")
+class PGDSettings(AttackSettings):
+    """Settings of :class:`PGD`."""
+
+    steps: int = Field(50, ge=1, description="iterations per restart")
+    step_size: float | None = Field(
+        None, gt=0, description="step length as a multiple of eps; null: 2.5 / steps"
+    )
+    restarts: int = Field(1, ge=1, description="random restarts, each on examples still robust")
+    random_start: bool = Field(True, description="start from a uniform random point of the ball")
+    loss: LossName = Field("ce", description="cross-entropy (ce) or Carlini-Wagner margin (cw)")
+    early_stop: bool = Field(True, description="keep each example's first fooling iterate")
+    precision: Precision = Field("fp32", description="bf16: gradients under bfloat16 autocast")
+
+
+@register("fgsm", knowledge="white-box", settings=FGSMSettings)
 class FGSM(Attack):
     """One signed-gradient (linf) or normalised-gradient (l2) step.
 
@@ -44,14 +62,11 @@ class FGSM(Attack):
         loss: str = "ce",
         precision: str = "fp32",
     ):
-        if not step_size > 0:
-            raise ConfigError(
-                f"fgsm.step_size: expected a positive multiple of eps, got {step_size}"
-            )
-        self.step_size = float(step_size)
-        self.random_start = bool(random_start)
-        self.loss = _check_loss(loss, "fgsm")
-        self.precision = check_precision(precision, "fgsm")
+        s = FGSMSettings.of(locals(), where=self.name)
+        self.step_size = float(s.step_size)
+        self.random_start = s.random_start
+        self.loss = s.loss
+        self.precision = s.precision
 
     def _run(
         self,
@@ -80,7 +95,7 @@ class FGSM(Attack):
         )
 
 
-@register("pgd", knowledge="white-box")
+@register("pgd", knowledge="white-box", settings=PGDSettings)
 class PGD(Attack):
     """Projected gradient descent with random start, restarts and per-example early stop.
 
@@ -107,21 +122,14 @@ class PGD(Attack):
         early_stop: bool = True,
         precision: str = "fp32",
     ):
-        if int(steps) < 1:
-            raise ConfigError(f"pgd.steps: expected an integer >= 1, got {steps}")
-        if int(restarts) < 1:
-            raise ConfigError(f"pgd.restarts: expected an integer >= 1, got {restarts}")
-        if step_size is not None and not step_size > 0:
-            raise ConfigError(
-                f"pgd.step_size: expected a positive multiple of eps, got {step_size}"
-            )
-        self.steps = int(steps)
-        self.step_size = float(step_size) if step_size is not None else 2.5 / int(steps)
-        self.restarts = int(restarts)
-        self.random_start = bool(random_start)
-        self.loss = _check_loss(loss, "pgd")
-        self.early_stop = bool(early_stop)
-        self.precision = check_precision(precision, "pgd")
+        s = PGDSettings.of(locals(), where=self.name)
+        self.steps = s.steps
+        self.step_size = float(s.step_size) if s.step_size is not None else 2.5 / s.steps
+        self.restarts = s.restarts
+        self.random_start = s.random_start
+        self.loss = s.loss
+        self.early_stop = s.early_stop
+        self.precision = s.precision
 
     def _run(
         self,

@@ -33,14 +33,16 @@ has its own budget, distance, and state, and leaves the batch when fooled or out
 from __future__ import annotations
 
 import math
-import numbers
+from typing import Self
 
 import torch
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from bastion.attacks.base import Attack, Opening
 from bastion.attacks.registry import register
-from bastion.errors import AttackInputError, ConfigError
+from bastion.attacks.settings import AttackSettings
+from bastion.errors import AttackInputError
 from bastion.threat import ThreatModel
 
 _BLEND_TOL = 1e-3  # precision of the blend search of the start
@@ -307,13 +309,25 @@ class _Run:
         return x_best, d_best
 
 
-def _check_int(name: str, value: int, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | numbers.Integral) or value < minimum:
-        raise ConfigError(f"hopskipjump.{name}: expected an integer >= {minimum}, got {value!r}")
-    return int(value)
+class HopSkipJumpSettings(AttackSettings):
+    """Settings of :class:`HopSkipJump`; ``max_evals`` must be at least ``init_evals``."""
+
+    queries: int = Field(5000, ge=1, description="the most forward passes per example")
+    init_evals: int = Field(100, ge=1, description="probes of the first gradient estimate")
+    max_evals: int = Field(10000, ge=1, description="the most probes of one gradient estimate")
+    gamma: float = Field(1.0, gt=0, description="sets the binary-search precision theta")
+    init_tries: int = Field(100, ge=0, description="random draws looking for a starting point")
+
+    @model_validator(mode="after")
+    def _evals(self) -> Self:
+        if self.max_evals < self.init_evals:
+            raise ValueError(
+                f"max_evals: expected at least init_evals ({self.init_evals}), got {self.max_evals}"
+            )
+        return self
 
 
-@register("hopskipjump", knowledge="label-only", kind="minimum-norm")
+@register("hopskipjump", knowledge="label-only", kind="minimum-norm", settings=HopSkipJumpSettings)
 class HopSkipJump(Attack):
     """HopSkipJump (Chen, Jordan & Wainwright 2020): a decision-based attack for l2 and linf,
     untargeted or targeted (see the module docstring for the algorithm).
@@ -344,22 +358,10 @@ class HopSkipJump(Attack):
         gamma: float = 1.0,
         init_tries: int = 100,
     ):
-        self.queries = _check_int("queries", queries, 1)
-        self.init_evals = _check_int("init_evals", init_evals, 1)
-        self.max_evals = _check_int("max_evals", max_evals, 1)
-        if self.max_evals < self.init_evals:
-            raise ConfigError(
-                f"hopskipjump.max_evals: expected at least init_evals ({init_evals}), "
-                f"got {max_evals}"
-            )
-        if (
-            isinstance(gamma, bool)
-            or not isinstance(gamma, int | float)
-            or not (math.isfinite(gamma) and gamma > 0)
-        ):
-            raise ConfigError(f"hopskipjump.gamma: expected a positive number, got {gamma!r}")
-        self.gamma = float(gamma)
-        self.init_tries = _check_int("init_tries", init_tries, 0)
+        s = HopSkipJumpSettings.of(locals(), where=self.name)
+        self.queries, self.init_evals, self.max_evals = s.queries, s.init_evals, s.max_evals
+        self.gamma = float(s.gamma)
+        self.init_tries = s.init_tries
 
     def _run(
         self,

@@ -22,12 +22,13 @@ from __future__ import annotations
 import math
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
-from bastion.attacks._checks import flag, in_range, int_at_least, positive
 from bastion.attacks.base import Attack, Opening
 from bastion.attacks.engine import ce_loss, input_gradient
 from bastion.attacks.registry import register
+from bastion.attacks.settings import AttackSettings
 from bastion.errors import AttackInputError
 from bastion.threat import ThreatModel
 
@@ -57,7 +58,19 @@ def sparse_l1_direction(
     return (e / norm).view_as(grad)
 
 
-@register("slide", knowledge="white-box")
+class SLIDESettings(AttackSettings):
+    """Settings of :class:`SparseL1Descent`."""
+
+    steps: int = Field(50, ge=1, description="iterations per restart")
+    step_size: float = Field(0.25, gt=0, description="step length as a multiple of eps")
+    percentile: float = Field(
+        99.0, ge=0, lt=100, description="coordinates whose gradient is above it move"
+    )
+    restarts: int = Field(1, ge=1, description="runs, each on examples still robust")
+    random_start: bool = Field(False, description="start from a random point of the l1 ball")
+
+
+@register("slide", knowledge="white-box", settings=SLIDESettings)
 class SparseL1Descent(Attack):
     """SLIDE: PGD with sparse steps on the l1 ball intersected with the box (Tramer & Boneh
     2019). Needs an l1 threat.
@@ -84,13 +97,10 @@ class SparseL1Descent(Attack):
         restarts: int = 1,
         random_start: bool = False,
     ):
-        self.steps = int_at_least("slide", "steps", steps, 1)
-        self.step_size = positive("slide", "step_size", step_size)
-        self.percentile = in_range(
-            "slide", "percentile", percentile, 0.0, 100.0, lo_open=False, hi_open=True
-        )
-        self.restarts = int_at_least("slide", "restarts", restarts, 1)
-        self.random_start = flag("slide", "random_start", random_start)
+        s = SLIDESettings.of(locals(), where=self.name)
+        self.steps, self.step_size = s.steps, float(s.step_size)
+        self.percentile = float(s.percentile)
+        self.restarts, self.random_start = s.restarts, s.random_start
 
     def _run(
         self,

@@ -29,21 +29,24 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from numbers import Integral, Real
+from numbers import Integral
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, field_validator
 from torch import Tensor, nn
 
-from bastion.attacks._checks import choice, in_range, int_at_least, positive
 from bastion.attacks.base import Attack, Opening, predict
 from bastion.attacks.engine import LOSSES
 from bastion.attacks.registry import register
+from bastion.attacks.settings import AttackSettings
 from bastion.errors import AttackInputError, ConfigError
 from bastion.threat import ThreatModel
 
-PATCH_LOSSES = ("ce", "cw")
-PATCH_INITS = ("random", "gray")
+PatchLoss = Literal["ce", "cw"]
+PatchInit = Literal["random", "gray"]
+PatchLocation = Literal["random", "center"]
 Location = str | tuple[int, int] | Tensor | None
 
 
@@ -288,31 +291,62 @@ def patch_success_rate(
     return _rate(_hits(pred, y, eligible, target), eligible)
 
 
-def _check_scale_range(value: object) -> tuple[float, float]:
-    if (
-        not isinstance(value, Sequence)
-        or isinstance(value, str)
-        or len(value) != 2
-        or not all(isinstance(v, Real) and not isinstance(v, bool) for v in value)
-    ):
-        raise ConfigError(f"patch.scale_range: expected [low, high], two numbers, got {value!r}")
-    lo, hi = float(value[0]), float(value[1])
-    if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo <= hi):
-        raise ConfigError(
-            f"patch.scale_range: expected [low, high] with 0 < low <= high, got {list(value)}"
-        )
-    return lo, hi
+class PatchSettings(AttackSettings):
+    """Settings of :class:`AdversarialPatch` (Brown et al. 2017)."""
+
+    size: int | float = Field(
+        0.25,
+        description="patch side: a fraction of the image side, or pixels",
+        json_schema_extra={
+            "type": "number or integer",
+            "bounds": "(0, 1] or >= 1",
+            "expected": "a fraction of the image side in (0, 1] or a side in pixels "
+            "(an integer >= 1)",
+        },
+    )
+    epochs: int = Field(20, ge=1, description="passes over the fit set")
+    step_size: float = Field(0.05, gt=0, description="signed-gradient step, share of the range")
+    batch_size: int = Field(64, ge=1, description="examples per gradient")
+    loss: PatchLoss = Field("ce", description="cross-entropy (ce) or Carlini-Wagner margin (cw)")
+    scale_range: tuple[float, float] = Field(
+        (1.0, 1.0),
+        description="[low, high] of the random scale of each placement",
+        json_schema_extra={
+            "type": "[number, number]",
+            "bounds": "0 < low <= high",
+            "expected": "[low, high], two numbers with 0 < low <= high",
+        },
+    )
+    max_rotation: float = Field(0.0, ge=0, le=180, description="largest random rotation, degrees")
+    init: PatchInit = Field("random", description="starting patch: uniform (random) or mid-range")
+
+    @field_validator("scale_range", mode="before")
+    @classmethod
+    def _pair(cls, v: object) -> object:
+        return tuple(v) if isinstance(v, list) else v  # YAML writes a pair as a list
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, v: int | float) -> int | float:
+        if (v < 1) if isinstance(v, int) else not 0 < v <= 1:
+            raise ValueError(
+                "expected a fraction of the image side in (0, 1] or a side in pixels "
+                f"(an integer >= 1), got {v!r}"
+            )
+        return v
+
+    @field_validator("scale_range")
+    @classmethod
+    def _range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < v[0] <= v[1]:
+            raise ValueError(f"expected [low, high] with 0 < low <= high, got {list(v)}")
+        return float(v[0]), float(v[1])
 
 
-def _check_size(value: object) -> float | int:
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise ConfigError(
-            f"patch.size: expected a fraction of the image side in (0, 1] or a side in pixels "
-            f"(an integer >= 1), got {value!r}"
-        )
-    if isinstance(value, Integral):
-        return int_at_least("patch", "size", value, 1)
-    return in_range("patch", "size", value, 0.0, 1.0, lo_open=True, hi_open=False)
+class PatchAttackSettings(PatchSettings):
+    """Settings of :class:`PatchAttack`: those of the fit and where the patch goes."""
+
+    location: PatchLocation = Field("random", description="where the patch goes at test time")
 
 
 class AdversarialPatch:
@@ -351,16 +385,10 @@ class AdversarialPatch:
         max_rotation: float = 0.0,
         init: str = "random",
     ):
-        self.size = _check_size(size)
-        self.epochs = int_at_least("patch", "epochs", epochs, 1)
-        self.step_size = positive("patch", "step_size", step_size)
-        self.batch_size = int_at_least("patch", "batch_size", batch_size, 1)
-        self.loss = choice("patch", "loss", loss, PATCH_LOSSES)
-        self.scale_range = _check_scale_range(scale_range)
-        self.max_rotation = in_range(
-            "patch", "max_rotation", max_rotation, 0.0, 180.0, lo_open=False, hi_open=False
-        )
-        self.init = choice("patch", "init", init, PATCH_INITS)
+        s = PatchSettings.of(locals(), where=self.name)
+        self.size, self.epochs, self.step_size = s.size, s.epochs, float(s.step_size)
+        self.batch_size, self.loss, self.scale_range = s.batch_size, s.loss, s.scale_range
+        self.max_rotation, self.init = float(s.max_rotation), s.init
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
@@ -476,7 +504,7 @@ def patch_covering_eps(threat: ThreatModel, patch_shape: Sequence[int]) -> float
     return r * k
 
 
-@register("patch", knowledge="white-box")
+@register("patch", knowledge="white-box", settings=PatchAttackSettings)
 class PatchAttack(Attack):
     """The :class:`Attack` adapter of :class:`AdversarialPatch`: fit one patch on the batch it is
     given (one per target class for a targeted call, each on the examples asking for it), then
@@ -508,16 +536,8 @@ class PatchAttack(Attack):
         init: str = "random",
         location: str = "random",
     ):
-        fitter = AdversarialPatch(
-            size=size,
-            epochs=epochs,
-            step_size=step_size,
-            batch_size=batch_size,
-            loss=loss,
-            scale_range=scale_range,
-            max_rotation=max_rotation,
-            init=init,
-        )
+        s = PatchAttackSettings.of(locals(), where=self.name)
+        fitter = AdversarialPatch(**s.model_dump(exclude={"location"}))
         self.size = fitter.size
         self.epochs = fitter.epochs
         self.step_size = fitter.step_size
@@ -526,7 +546,7 @@ class PatchAttack(Attack):
         self.scale_range = fitter.scale_range
         self.max_rotation = fitter.max_rotation
         self.init = fitter.init
-        self.location = choice("patch", "location", location, ("random", "center"))
+        self.location = s.location
 
     def _fitter(self) -> AdversarialPatch:
         return AdversarialPatch(

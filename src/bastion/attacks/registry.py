@@ -2,10 +2,18 @@
 
 An attack enters the registry where it is defined, with the :func:`register` decorator, which
 also declares what the attacker knows (``white-box``, ``score-based``, ``label-only``,
-``transfer``) and the attack's kind (``fixed-budget`` or ``minimum-norm``)::
+``transfer``), the attack's kind (``fixed-budget`` or ``minimum-norm``) and its settings model
+(:mod:`bastion.attacks.settings`), from which YAML validation, ``bastion attack -p`` parsing,
+the ``bastion attacks`` listing, the scorecard's params and the config reference derive::
 
-    @register("my-attack", knowledge="white-box")
+    class MySettings(AttackSettings):
+        steps: int = Field(10, ge=1, description="iterations")
+
+    @register("my-attack", knowledge="white-box", settings=MySettings)
     class MyAttack(Attack):
+        def __init__(self, *, steps: int = 10):
+            self.steps = MySettings.of(locals(), where=self.name).steps
+
         def _run(self, model, x, y, threat, *, targets, generator, opening): ...
 
 This module imports only the attack contract (:mod:`bastion.attacks.base`), never an attack, so
@@ -15,11 +23,11 @@ package :mod:`bastion.attacks` is imported, which Python does before this module
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from bastion.attacks.base import ATTACK_KINDS, KNOWLEDGE_ORDER, Attack, AttackKind, Knowledge
+from bastion.attacks.settings import AttackSettings, check_settings, parse_setting
 from bastion.errors import ConfigError
 
 A = TypeVar("A", bound=type[Attack])
@@ -29,7 +37,11 @@ ATTACKS: dict[str, type[Attack]] = {}
 
 
 def register(
-    name: str, *, knowledge: Knowledge | None, kind: AttackKind = "fixed-budget"
+    name: str,
+    *,
+    knowledge: Knowledge | None,
+    kind: AttackKind = "fixed-budget",
+    settings: type[AttackSettings] | None = None,
 ) -> Callable[[A], A]:
     """Class decorator: enter an :class:`Attack` subclass in the registry under ``name``.
 
@@ -40,9 +52,12 @@ def register(
             does).
         kind: ``"fixed-budget"`` (one run per eps) or ``"minimum-norm"`` (one run answers every
             eps through :meth:`Attack.search`).
+        settings: the attack's settings model (an :class:`AttackSettings` subclass whose
+            fields are the constructor's keywords); None keeps the class's ``settings_model``
+            (a subclass inherits its parent's).
 
     Raises ``ValueError`` for a name already taken by another class, an unknown knowledge or
-    kind, or a class that is not an attack.
+    kind, a class that is not an attack, or one without a settings model.
     """
     if knowledge is not None and knowledge not in KNOWLEDGE_ORDER:
         raise ValueError(
@@ -66,9 +81,15 @@ def register(
             raise ValueError(
                 f"register({name!r}).knowledge: None needs a class that overrides knowledge_in"
             )
+        model = settings if settings is not None else cls.settings_model
+        if not (isinstance(model, type) and issubclass(model, AttackSettings)):
+            raise ValueError(
+                f"register({name!r}).settings: expected an AttackSettings model, got {model!r}"
+            )
         cls.name = name
         cls.knowledge = knowledge
         cls.kind = kind
+        cls.settings_model = model
         ATTACKS[name] = cls
         return cls
 
@@ -97,9 +118,47 @@ def attack_knowledge(name: str, settings: Mapping[str, Any] | None = None) -> li
 
 
 def attack_params(name: str) -> list[str]:
-    """The keyword settings an attack accepts."""
-    sig = inspect.signature(ATTACKS[name].__init__)
-    return [p for p in sig.parameters if p != "self"]
+    """The settings an attack accepts (its settings model's fields, in order)."""
+    return list(settings_model(name).model_fields)
+
+
+def settings_model(name: str) -> type[AttackSettings]:
+    """The settings model of the registered attack ``name``."""
+    model = ATTACKS[name].settings_model
+    assert model is not None  # register() refuses an attack without one
+    return model
+
+
+def parse_attack_params(name: str, items: list[str], *, where: str) -> dict[str, Any]:
+    """``KEY=VALUE`` strings (``bastion attack -p``) as settings of the attack ``name``, each
+    value coerced by its field's type (:func:`bastion.attacks.settings.parse_setting`); an
+    unknown attack or setting, or a malformed item, is a :class:`ConfigError` naming
+    ``where``. Validation is left to :func:`build_attack`."""
+    if name not in ATTACKS:
+        raise ConfigError(
+            f"{where}: unknown attack {name!r}; expected one of {', '.join(sorted(ATTACKS))}"
+        )
+    model = settings_model(name)
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{where}: expected KEY=VALUE, got {item!r}")
+        out[key.strip()] = parse_setting(model, key.strip(), raw, where=f"{where} ({name})")
+    return out
+
+
+def recorded_settings(
+    name: str, params: Mapping[str, Any] | None = None, *, where: str = "attack"
+) -> dict[str, Any]:
+    """An attack specification's settings validated by its settings model, defaults filled in:
+    what the scorecard records (errors as :func:`build_attack`)."""
+    if name not in ATTACKS:
+        raise ConfigError(
+            f"{where}.name: expected one of {', '.join(sorted(ATTACKS))}, got {name!r}"
+        )
+    model = settings_model(name)
+    return check_settings(model, dict(params or {}), where=f"{where} ({name})").recorded()
 
 
 def build_attack(
@@ -110,16 +169,9 @@ def build_attack(
         raise ConfigError(
             f"{where}.name: expected one of {', '.join(sorted(ATTACKS))}, got {name!r}"
         )
-    params = dict(params or {})
-    allowed = attack_params(name)
-    unknown = sorted(set(params) - set(allowed))
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown setting(s) {unknown} for {name!r}; expected some of {allowed}"
-        )
+    cls = ATTACKS[name]
+    checked = check_settings(settings_model(name), dict(params or {}), where=f"{where} ({name})")
     try:
-        return ATTACKS[name](**params)
+        return cls(**dict(checked))
     except ConfigError as e:
-        raise ConfigError(f"{where}: {e}") from e
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{where}: invalid settings for {name!r}: {e}") from e
+        raise ConfigError(f"{where} ({name}): {e}") from e

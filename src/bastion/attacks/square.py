@@ -37,15 +37,16 @@ candidate fools the model. All randomness comes from the ``generator`` passed to
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
 from bastion.attacks.base import Attack, Opening
 from bastion.attacks.registry import register
-from bastion.errors import AttackInputError, ConfigError
+from bastion.attacks.settings import AttackSettings
+from bastion.errors import AttackInputError
 from bastion.threat import ThreatModel
 
 #: Iterations of the paper's 10,000-iteration schedule after which ``p`` halves.
@@ -366,20 +367,15 @@ class _Run:
         return xa + delta
 
 
-def _check_settings(queries: int, p_init: float, restarts: int) -> None:
-    if isinstance(queries, bool) or not isinstance(queries, int | numbers.Integral) or queries < 1:
-        raise ConfigError(f"square.queries: expected an integer >= 1, got {queries!r}")
-    if isinstance(p_init, bool) or not isinstance(p_init, int | float) or not 0.0 < p_init < 1.0:
-        raise ConfigError(f"square.p_init: expected a number in (0, 1), got {p_init!r}")
-    if (
-        isinstance(restarts, bool)
-        or not isinstance(restarts, int | numbers.Integral)
-        or restarts < 1
-    ):
-        raise ConfigError(f"square.restarts: expected an integer >= 1, got {restarts!r}")
+class SquareSettings(AttackSettings):
+    """Settings of :class:`Square`."""
+
+    queries: int = Field(5000, ge=1, description="the most forward passes per example")
+    p_init: float = Field(0.8, gt=0, lt=1, description="share of the image the first windows cover")
+    restarts: int = Field(1, ge=1, description="runs sharing the queries, on examples still robust")
 
 
-@register("square", knowledge="score-based")
+@register("square", knowledge="score-based", settings=SquareSettings)
 class Square(Attack):
     """Square Attack (Andriushchenko et al. 2020), score-based, linf and l2, untargeted or
     targeted (see the module docstring for the algorithm).
@@ -403,10 +399,10 @@ class Square(Attack):
     """
 
     def __init__(self, *, queries: int = 5000, p_init: float = 0.8, restarts: int = 1):
-        _check_settings(queries, p_init, restarts)
-        self.queries = int(queries)
-        self.p_init = float(p_init)
-        self.restarts = int(restarts)
+        s = SquareSettings.of(locals(), where=self.name)
+        self.queries = s.queries
+        self.p_init = float(s.p_init)
+        self.restarts = s.restarts
 
     def _run(
         self,

@@ -16,18 +16,19 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
-from bastion.attacks._checks import in_range, int_at_least, non_negative
 from bastion.attacks.base import Attack, Opening
 from bastion.attacks.engine import ce_loss
 from bastion.attacks.fast_grad import input_gradients_only
 from bastion.attacks.registry import build_attack, register
+from bastion.attacks.settings import AttackSettings
 from bastion.errors import AttackInputError, ConfigError, ModelFileError
 from bastion.threat import ThreatModel
 
@@ -52,7 +53,38 @@ def diverse_inputs(
     return torch.where(use.view(-1, 1, 1, 1), padded, x)
 
 
-@register("mi-fgsm", knowledge="white-box")
+class MIFGSMSettings(AttackSettings):
+    """Settings of :class:`MIFGSM`."""
+
+    steps: int = Field(10, ge=1, description="iterations T, each moving eps / T")
+    decay: float = Field(1.0, ge=0, description="the momentum factor mu")
+    diversity_prob: float = Field(
+        0.0, ge=0, le=1, description="probability of a random resize-and-pad per input (DI)"
+    )
+    diversity_scale: float = Field(0.9, gt=0, le=1, description="smallest resize factor (DI)")
+
+
+class TransferSettings(AttackSettings):
+    """Settings of :class:`TransferAttack`."""
+
+    surrogate: nn.Module | str | Path = Field(
+        description="the model the examples are crafted on",
+        json_schema_extra={
+            "type": "model or path",
+            "expected": "a torch nn.Module or the path of a model saved by bastion",
+        },
+    )
+    attack: Attack | dict[str, Any] | None = Field(
+        None,
+        description="the attack run on the surrogate; null: mi-fgsm",
+        json_schema_extra={
+            "type": "attack spec or null",
+            "expected": "an attack or a specification {name: ...} or null",
+        },
+    )
+
+
+@register("mi-fgsm", knowledge="white-box", settings=MIFGSMSettings)
 class MIFGSM(Attack):
     """Momentum iterative FGSM with optional input diversity (MI-FGSM, DI-MI-FGSM).
 
@@ -76,14 +108,10 @@ class MIFGSM(Attack):
         diversity_prob: float = 0.0,
         diversity_scale: float = 0.9,
     ):
-        self.steps = int_at_least("mi-fgsm", "steps", steps, 1)
-        self.decay = non_negative("mi-fgsm", "decay", decay)
-        self.diversity_prob = in_range(
-            "mi-fgsm", "diversity_prob", diversity_prob, 0.0, 1.0, lo_open=False, hi_open=False
-        )
-        self.diversity_scale = in_range(
-            "mi-fgsm", "diversity_scale", diversity_scale, 0.0, 1.0, lo_open=True, hi_open=False
-        )
+        s = MIFGSMSettings.of(locals(), where=self.name)
+        self.steps, self.decay = s.steps, float(s.decay)
+        self.diversity_prob = float(s.diversity_prob)
+        self.diversity_scale = float(s.diversity_scale)
 
     def _run(
         self,
@@ -122,7 +150,7 @@ class MIFGSM(Attack):
         return xa, queries
 
 
-@register("transfer", knowledge="transfer")
+@register("transfer", knowledge="transfer", settings=TransferSettings)
 class TransferAttack(Attack):
     """Craft on a surrogate model, evaluate on the target (a black-box transfer attack).
 
@@ -142,35 +170,27 @@ class TransferAttack(Attack):
     def __init__(
         self,
         *,
-        surrogate: nn.Module | str | os.PathLike[str],
-        attack: Attack | Mapping[str, Any] | None = None,
+        surrogate: nn.Module | str | Path,
+        attack: Attack | dict[str, Any] | None = None,
     ):
+        s = TransferSettings.of(locals(), where=self.name)
         self.surrogate_path: str | None = None
-        if isinstance(surrogate, str | os.PathLike):
+        if isinstance(s.surrogate, nn.Module):
+            self.surrogate = s.surrogate
+        else:
             from bastion.models.io import load_model
 
-            self.surrogate_path = os.fspath(surrogate)
+            self.surrogate_path = os.fspath(s.surrogate)
             try:
-                surrogate = load_model(surrogate)
+                self.surrogate = load_model(s.surrogate)
             except ModelFileError as e:
                 raise ConfigError(f"transfer.surrogate: {e}") from None
-        if not isinstance(surrogate, nn.Module):
-            raise ConfigError(
-                "transfer.surrogate: expected a torch nn.Module or the path of a model saved by "
-                f"bastion, got {type(surrogate).__name__}"
-            )
-        if attack is not None and not isinstance(attack, Attack | Mapping):
-            raise ConfigError(
-                f"transfer.attack: expected an attack or a specification {{'name': ...}}, "
-                f"got {type(attack).__name__}"
-            )
-        if isinstance(attack, TransferAttack):
+        if isinstance(s.attack, TransferAttack):
             raise ConfigError(
                 "transfer.attack: a transfer attack cannot run another transfer attack"
             )
-        self.surrogate = surrogate
         self.attack: Attack | dict[str, Any] | None = (
-            dict(attack) if isinstance(attack, Mapping) else attack
+            dict(s.attack) if isinstance(s.attack, dict) else s.attack
         )
         if isinstance(self.attack, dict):
             self._build()  # fail early on a bad specification

@@ -23,22 +23,24 @@ weaker than a per-example attack by design, since one ``delta`` must serve every
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from numbers import Real
+from typing import Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
-from bastion.attacks._checks import choice, int_at_least, positive
 from bastion.attacks.base import Attack, Opening, predict, validate_batch
 from bastion.attacks.engine import LOSSES, LossFn, input_gradient
 from bastion.attacks.registry import register
-from bastion.errors import AttackInputError, ConfigError
+from bastion.attacks.settings import AttackSettings
+from bastion.errors import AttackInputError
 from bastion.threat import ThreatModel
 
-UNIVERSAL_LOSSES = ("ce", "cw")
-UNIVERSAL_METHODS = ("sgd", "adam")
+UniversalLoss = Literal["ce", "cw"]
+UniversalMethod = Literal["sgd", "adam"]
+UNIVERSAL_LOSSES: tuple[UniversalLoss, ...] = ("ce", "cw")
+UNIVERSAL_METHODS: tuple[UniversalMethod, ...] = ("sgd", "adam")
 _ADAM_BETAS = (0.9, 0.999)
 _ADAM_EPS = 1e-8
 
@@ -141,12 +143,17 @@ def _capped(loss: LossFn, cap: float | None, targeted: bool) -> LossFn:
     return objective
 
 
-def _finite_or_none(attack: str, field: str, value: object) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(float(value)):
-        raise ConfigError(f"{attack}.{field}: expected a finite number or null, got {value!r}")
-    return float(value)
+class UniversalSettings(AttackSettings):
+    """Settings of :class:`UniversalPerturbation` and :class:`UniversalAttack`."""
+
+    epochs: int = Field(5, ge=1, description="passes over the fit set")
+    step_size: float = Field(0.1, gt=0, description="step length as a multiple of eps")
+    batch_size: int = Field(32, ge=1, description="examples per stochastic gradient")
+    loss: UniversalLoss = Field("ce", description="cross-entropy (ce) or CW margin (cw)")
+    method: UniversalMethod = Field("sgd", description="steepest ascent (sgd) or Adam on delta")
+    loss_cap: float | None = Field(
+        None, description="clip each example's objective here; null: no clipping"
+    )
 
 
 class UniversalPerturbation:
@@ -181,12 +188,10 @@ class UniversalPerturbation:
         method: str = "sgd",
         loss_cap: float | None = None,
     ):
-        self.epochs = int_at_least("universal", "epochs", epochs, 1)
-        self.step_size = positive("universal", "step_size", step_size)
-        self.batch_size = int_at_least("universal", "batch_size", batch_size, 1)
-        self.loss = choice("universal", "loss", loss, UNIVERSAL_LOSSES)
-        self.method = choice("universal", "method", method, UNIVERSAL_METHODS)
-        self.loss_cap = _finite_or_none("universal", "loss_cap", loss_cap)
+        s = UniversalSettings.of(locals(), where=self.name)
+        self.epochs, self.step_size, self.batch_size = s.epochs, float(s.step_size), s.batch_size
+        self.loss, self.method = s.loss, s.method
+        self.loss_cap = float(s.loss_cap) if s.loss_cap is not None else None
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
@@ -263,7 +268,7 @@ class UniversalPerturbation:
         )
 
 
-@register("universal", knowledge="white-box")
+@register("universal", knowledge="white-box", settings=UniversalSettings)
 class UniversalAttack(Attack):
     """The :class:`Attack` adapter of :class:`UniversalPerturbation`: fit one ``delta`` on the
     batch it is given, then apply it to that batch.
