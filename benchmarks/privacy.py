@@ -39,7 +39,7 @@ import torch
 
 from bastion.data import load_dataset
 from bastion.evaluation.scorecard import package_versions
-from bastion.models.zoo import ModelSpec
+from bastion.models.zoo import BastionModel, ModelSpec
 from bastion.privacy.extraction import (
     StudentSettings,
     jacobian_augmentation,
@@ -274,6 +274,26 @@ def dp_defence(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def train_mnist_victim(ds: Any, n: int, epochs: int) -> BastionModel:
+    """The extraction victim of these benchmarks: the small CNN trained by bastion's trainer
+    (Adam, lr 1e-3, batch 128, seeded) on MNIST train[:n] for ``epochs``."""
+    spec = ModelSpec("small-cnn", tuple(ds.input_shape), 10, tuple(ds.mean), tuple(ds.std), {})
+    victim = build_seeded(spec, 0)
+    settings = TrainSettings(
+        epochs=epochs,
+        batch_size=128,
+        lr=1e-3,
+        optimizer="adam",
+        schedule="constant",
+        weight_decay=0.0,
+        val_examples=500,
+    )
+    Trainer(settings, ThreatModel("linf", 0.1), seed=0).fit(
+        victim, ds.train.x[:n], ds.train.y[:n], ds.val.x, ds.val.y
+    )
+    return victim
+
+
 def prada(args: argparse.Namespace) -> dict[str, Any]:
     """Would the service's PRADA monitor (``bastion.serve.extraction``, Juuti et al. 2019)
     catch each extraction? The queries each method sends to an MNIST victim are recorded
@@ -283,21 +303,7 @@ def prada(args: argparse.Namespace) -> dict[str, Any]:
     from bastion.serve.extraction import ExtractionMonitor
 
     ds = load_dataset("mnist", data_dir=args.data_dir, seed=0)
-    spec = ModelSpec("small-cnn", tuple(ds.input_shape), 10, tuple(ds.mean), tuple(ds.std), {})
-    victim = build_seeded(spec, 0)
-    settings = TrainSettings(
-        epochs=args.victim_epochs,
-        batch_size=128,
-        lr=1e-3,
-        optimizer="adam",
-        schedule="constant",
-        weight_decay=0.0,
-        val_examples=500,
-    )
-    n = args.victim_train
-    Trainer(settings, ThreatModel("linf", 0.1), seed=0).fit(
-        victim, ds.train.x[:n], ds.train.y[:n], ds.val.x, ds.val.y
-    )
+    victim = train_mnist_victim(ds, args.victim_train, args.victim_epochs)
     half = ds.test.x.shape[0] // 2
     pool = ds.test.x[:half]
     ex, ey = ds.test.x[half : half + 10], ds.test.y[half : half + 10]
@@ -356,20 +362,9 @@ def prada(args: argparse.Namespace) -> dict[str, Any]:
 def extraction(args: argparse.Namespace) -> dict[str, Any]:
     ds = load_dataset("mnist", data_dir=args.data_dir, seed=0)
     n = args.victim_train
-    vx, vy = ds.train.x[:n], ds.train.y[:n]
-    spec = ModelSpec("small-cnn", tuple(ds.input_shape), 10, tuple(ds.mean), tuple(ds.std), {})
-    victim = build_seeded(spec, 0)
-    settings = TrainSettings(
-        epochs=args.victim_epochs,
-        batch_size=128,
-        lr=1e-3,
-        optimizer="adam",
-        schedule="constant",
-        weight_decay=0.0,
-        val_examples=500,
-    )
     t0 = time.perf_counter()
-    Trainer(settings, ThreatModel("linf", 0.1), seed=0).fit(victim, vx, vy, ds.val.x, ds.val.y)
+    victim = train_mnist_victim(ds, n, args.victim_epochs)
+    spec = victim.spec
     half = ds.test.x.shape[0] // 2
     pool = ds.test.x[:half]
     ex, ey = (
