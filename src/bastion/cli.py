@@ -954,6 +954,38 @@ def audit_privacy(
     _out.print(f"audit written to {path}")
 
 
+@audit_app.command("reference")
+def audit_reference(
+    run_dir: Annotated[
+        Path, typer.Argument(help="Run directory (or a model file in its models/ folder).")
+    ],
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Whose training split (default as privacy).")
+    ] = None,
+    cells_per_class: Annotated[
+        int, typer.Option("--cells-per-class", help="k-means cells per class.")
+    ] = 10,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Default RUN_DIR/guard/extraction-reference.safetensors."),
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Fit the coverage reference of the service's information-budget extraction monitor on the
+    model's training split (`bastion serve` then finds it; set serve.extraction_budget_bits)."""
+    from bastion.privacy.audit import extraction_reference
+
+    path, reference = extraction_reference(
+        run_dir,
+        model=model,
+        cells_per_class=cells_per_class,
+        data_dir=data_dir,
+        out=out,
+        warn=lambda m: _err.print(f"[bold yellow]warning:[/] {m}", highlight=False),
+    )
+    _out.print(f"{reference.cells} cells written to {path}", highlight=False, markup=False)
+
+
 @audit_app.command("extraction")
 def audit_extraction(
     target: Annotated[

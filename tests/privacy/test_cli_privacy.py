@@ -163,3 +163,31 @@ def test_report_and_model_card_show_dp_and_the_audits(
     (folder / "extraction.json").write_text('{"kind": "something else"}')
     assert main(["report", str(folder / "scorecard.json")]) == 2
     assert "extraction.json: expected a document with kind" in capsys.readouterr().err
+
+
+def test_audit_reference_is_fitted_on_the_training_split_and_served(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bastion.data import load_dataset
+    from bastion.serve import ServeSettings
+    from bastion.serve.budget import CoverageReference
+    from bastion.serve.runner import build_app_for_run
+
+    assert main(["audit", "reference", str(run_dir), "--cells-per-class", "4"]) == 0
+    path = run_dir / "guard" / "extraction-reference.safetensors"
+    assert f"40 cells written to {path}" in capsys.readouterr().out
+    reference = CoverageReference.load(path)
+    ds = load_dataset("digits", seed=0)  # the split config.yaml's seed recorded
+    cells = reference.assign(ds.train.x.reshape(len(ds.train.x), -1).numpy())
+    assert float((reference.cell_class[cells] == ds.train.y.numpy()).mean()) > 0.9
+    app = build_app_for_run(run_dir, settings=ServeSettings(extraction_budget_bits=500.0))
+    service = app.state.service  # type: ignore[attr-defined]
+    try:
+        assert service.budget is not None and service.budget.reference is not None
+        assert service.budget.reference.cells == 40
+    finally:
+        service.batcher.close()
+        service.keys.close()
+        service.audit.close()
+    assert main(["audit", "reference", str(run_dir), "--cells-per-class", "0"]) == 2
+    assert "coverage.cells_per_class" in capsys.readouterr().err

@@ -22,7 +22,7 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -46,6 +46,9 @@ from bastion.privacy.inversion import (
 )
 from bastion.privacy.membership import ShadowProgress, ShadowRecipe, run_lira
 from bastion.threat import ThreatModel
+
+if TYPE_CHECKING:
+    from bastion.serve.budget import CoverageReference
 
 __all__ = [
     "EXTRACTION_METHODS",
@@ -312,3 +315,32 @@ def extraction_audit(
         "extraction": extraction,
         "models": {target_name: {"extraction": extraction}},
     }
+
+
+def extraction_reference(
+    run_dir: Path,
+    *,
+    model: str | None = None,
+    cells_per_class: int = 10,
+    data_dir: str | os.PathLike[str] | None = None,
+    out: Path | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> tuple[Path, CoverageReference]:
+    """Fit the coverage reference of the service's information-budget extraction monitor
+    (:class:`bastion.serve.budget.CoverageReference`) on the training split a run's model
+    recorded (verified against its digest) and save it where ``bastion serve`` finds it,
+    ``RUN_DIR/guard/extraction-reference.safetensors`` (or ``out``)."""
+    from bastion.models import read_sidecar
+    from bastion.provenance import load_model_split
+    from bastion.serve.budget import CoverageReference
+    from bastion.serve.runner import EXTRACTION_REFERENCE
+
+    root, stem = resolve_run_model(run_dir, model)
+    source = load_model_split(read_sidecar(stem), data_dir=data_dir, where=str(stem), warn=warn)
+    train = source.data.train
+    reference = CoverageReference.fit(
+        train.x.numpy(), train.y.numpy(), cells_per_class=cells_per_class
+    )
+    path = out or root / "guard" / EXTRACTION_REFERENCE
+    reference.save(path)
+    return path, reference
