@@ -214,3 +214,15 @@ def test_budget_settings_name_the_field() -> None:
         with pytest.raises(ConfigError, match=r"serve\.extraction_budget_bits"):
             ServeSettings(extraction_budget_bits=bad)  # type: ignore[arg-type]
     assert ServeSettings(extraction_budget_bits=500).extraction_budget_bits == 500
+
+
+def test_a_reference_of_other_inputs_is_refused_when_the_app_is_built(
+    make_served: MakeServed, tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(0)
+    other = CoverageReference.fit(rng.random((40, 10)), np.arange(40) % 2, cells_per_class=2)
+    path = tmp_path / "other.safetensors"
+    other.save(path)
+    expected = r"serve\.extraction_reference: .* 10 features, the served model takes 64"
+    with pytest.raises(ConfigError, match=expected):
+        make_served(extraction_budget_bits=100.0, extraction_reference=str(path))

@@ -36,6 +36,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.requests import ClientDisconnect
 
+from bastion.errors import ConfigError
 from bastion.guard.decision import Decision, GuardLike
 from bastion.monitor import DriftMonitor
 from bastion.serve.audit import AuditError, AuditLog, AuditRecord
@@ -519,11 +520,17 @@ def create_app(
     default_policy.check_classes(len(guard.classes), field="serve.default_output")
     budget = None
     if settings.extraction_budget_bits is not None:
-        reference = settings.extraction_reference
-        budget = BudgetMonitor(
-            threshold=settings.extraction_budget_bits,
-            reference=CoverageReference.load(reference) if reference is not None else None,
-        )
+        path = settings.extraction_reference
+        reference = CoverageReference.load(path) if path is not None else None
+        features = math.prod(guard.input_shape)
+        array_model = getattr(guard, "input_kind", "array") != "text"
+        if reference is not None and array_model and reference.features != features:
+            raise ConfigError(
+                f"serve.extraction_reference: {path} has cells of {reference.features} "
+                f"features, the served model takes {features}; fit it on this model's data "
+                "(bastion audit reference RUN_DIR)"
+            )
+        budget = BudgetMonitor(threshold=settings.extraction_budget_bits, reference=reference)
 
     def flagged_keys() -> float:
         flagged = set(monitor.flagged_keys())
