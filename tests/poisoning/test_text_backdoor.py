@@ -87,14 +87,14 @@ def test_token_scan_flags_the_trigger_and_not_natural_class_words(sms):
     model = build_text_model(spec, generator=torch.Generator().manual_seed(0))
     train_text_model(model, ids, p.labels, TextTrainSettings(epochs=4, batch_size=50, lr=2e-3))
     res = trigger_token_scan(model, ids, p.labels, vocab)
-    assert res.flagged_tokens == ["cf"]
+    assert res.flagged_names == ["cf"]
     in_window = torch.tensor([vocab.id_of("cf") in row.tolist() for row in ids])
     assert bool(res.flagged[p.poisoned & in_window].all())
     assert int((res.flagged & ~p.poisoned).sum()) == 0
     # natural spam-only words were candidates and kept their label without the trigger
-    spam_words = [t for t in res.tokens if t["label"] == 1]
+    spam_words = [t for t in res.candidates if t["label"] == 1]
     assert spam_words and not any(t["flagged"] for t in spam_words)
-    assert res.summary()["flagged_tokens"] == ["cf"]
+    assert res.summary()["flagged"] == ["cf"]
     with pytest.raises(ConfigError, match=r"^scan\.min_purity: expected a number in \(0, 1\]"):
         trigger_token_scan(model, ids, p.labels, vocab, min_purity=0.0)
 

@@ -238,6 +238,51 @@ def _choose(
     return candidates[torch.from_numpy(order.astype(np.int64))].sort().values
 
 
+def draw_poisons(
+    eligible: Tensor, count: int, rng: np.random.Generator, *, what: str = "examples"
+) -> Tensor:
+    """int64 indices, ascending, of ``count`` positions drawn without replacement from the True
+    entries of ``eligible`` (bool ``(N,)``) with ``rng``; :class:`ConfigError` naming
+    ``poisoning.rate`` when fewer are eligible."""
+    candidates = torch.nonzero(eligible).flatten()
+    if count > len(candidates):
+        raise ConfigError(
+            f"poisoning.rate: asks for {count} poisoned {what} but only {len(candidates)} have a "
+            "label other than the target"
+        )
+    return _choose(candidates, count, rng)
+
+
+def check_class(value: object, num_classes: int, field: str) -> int:
+    """``value`` if it is a class index in ``0..num_classes-1``; :class:`ConfigError` naming
+    ``field`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{field}: expected a class index in 0..{num_classes - 1}, got {value!r}")
+    return _check_class(value, num_classes, field)
+
+
+def success_figures(before: Tensor, after: Tensor, labels: Tensor, target: int) -> dict[str, float]:
+    """Attack-success figures from predictions ``before`` and ``after`` the trigger (int64
+    ``(N,)``) on inputs of true ``labels`` (``(N,)``, none equal to ``target``):
+
+    * ``attack_success_rate``: among the inputs predicted correctly without the trigger, the
+      share predicted ``target`` with it (the trigger's own effect);
+    * ``triggered_as_target``: share predicted ``target`` with the trigger;
+    * ``clean_miss_rate``: share predicted ``target`` without it.
+
+    All 0.0 for empty inputs.
+    """
+    if len(labels) == 0:
+        return {"attack_success_rate": 0.0, "triggered_as_target": 0.0, "clean_miss_rate": 0.0}
+    correct = before == labels
+    success = float((after[correct] == target).double().mean()) if bool(correct.any()) else 0.0
+    return {
+        "attack_success_rate": round(success, 4),
+        "triggered_as_target": round(float((after == target).double().mean()), 4),
+        "clean_miss_rate": round(float((before == target).double().mean()), 4),
+    }
+
+
 def backdoor_labels(y: Tensor, *, mode: Mode, target: int, num_classes: int) -> Tensor:
     """The labels a backdoor maps ``y`` (``(N,)``) to: ``target`` (all-to-one) or
     ``(y + 1) mod num_classes`` (all-to-all)."""

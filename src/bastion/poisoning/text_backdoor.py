@@ -33,7 +33,8 @@ import torch
 from torch import Tensor
 
 from bastion.errors import ConfigError, DataError
-from bastion.poisoning.attacks import check_rate
+from bastion.poisoning.attacks import check_class, check_rate, draw_poisons, success_figures
+from bastion.poisoning.candidate_scan import CandidateScanResult, flip_test
 from bastion.text.models import TextModel
 from bastion.text.vocab import PAD_ID, UNK_ID, Vocabulary, tokenize
 
@@ -129,26 +130,14 @@ def trigger_word_poison(
         )
     rate = check_rate(rate)
     trigger = check_trigger(trigger)
-    for name, value in (("target", target), ("source", source)):
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < num_classes:
-            raise ConfigError(
-                f"poisoning.{name}: expected a class index in 0..{num_classes - 1}, got {value!r}"
-            )
-    if source is not None and source == target:
-        raise ConfigError(f"poisoning.source: must differ from target ({target})")
+    target = check_class(target, num_classes, "poisoning.target")
+    if source is not None:
+        source = check_class(source, num_classes, "poisoning.source")
+        if source == target:
+            raise ConfigError(f"poisoning.source: must differ from target ({target})")
     rng = np.random.default_rng(seed)
     eligible = labels != target if source is None else labels == source
-    candidates = torch.nonzero(eligible).flatten()
-    count = round(rate * len(texts))
-    if count > len(candidates):
-        raise ConfigError(
-            f"poisoning.rate: asks for {count} poisoned texts but only {len(candidates)} have a "
-            "label other than the target"
-        )
-    order = rng.permutation(len(candidates))[:count]
-    chosen = candidates[torch.from_numpy(order.astype(np.int64))].sort().values
+    chosen = draw_poisons(eligible, round(rate * len(texts)), rng, what="texts")
     out = list(texts)
     for i in chosen.tolist():
         out[i] = insert_trigger(out[i], trigger, rng)
@@ -196,18 +185,10 @@ def text_attack_success(
     All three are 0.0 when there are no such texts.
     """
     keep = [t for t, y in zip(texts, labels.tolist(), strict=True) if y != target]
-    if not keep:
-        return {"attack_success_rate": 0.0, "triggered_as_target": 0.0, "clean_miss_rate": 0.0}
     kept_y = labels[labels != target]
     before = predict(model, vocab.encode(keep))
     after = predict(model, vocab.encode(apply_trigger_word(keep, trigger, seed=seed)))
-    correct = before == kept_y
-    success = (after[correct] == target).double().mean() if bool(correct.any()) else 0.0
-    return {
-        "attack_success_rate": round(float(success), 4),
-        "triggered_as_target": round(float((after == target).double().mean()), 4),
-        "clean_miss_rate": round(float((before == target).double().mean()), 4),
-    }
+    return success_figures(before, after, kept_y, target)
 
 
 def delete_token(ids: Tensor, token_id: int) -> Tensor:
@@ -221,40 +202,6 @@ def delete_token(ids: Tensor, token_id: int) -> Tensor:
     return out
 
 
-@dataclass(frozen=True, eq=False)
-class TokenScanResult:
-    """What :func:`trigger_token_scan` found.
-
-    Attributes:
-        scores: float64 ``(N,)``: for each text, the largest drop in the probability of its
-            label when one candidate token is deleted (0 for texts with no candidate token).
-        flagged: bool ``(N,)``: texts of a flagged token's label that hold the token.
-        tokens: per candidate token, its counts per label, purity, the share of its texts that
-            flip and whether it was flagged (most suspect first).
-        settings: the scan's settings.
-    """
-
-    scores: Tensor
-    flagged: Tensor
-    tokens: list[dict[str, Any]]
-    settings: dict[str, Any]
-
-    @property
-    def flagged_tokens(self) -> list[str]:
-        """The tokens judged to be triggers."""
-        return [t["token"] for t in self.tokens if t["flagged"]]
-
-    def summary(self) -> dict[str, Any]:
-        """JSON-serialisable: method, settings, flagged count and tokens, top candidates."""
-        return {
-            "method": "trigger-token",
-            "settings": dict(self.settings),
-            "n_flagged": int(self.flagged.sum()),
-            "flagged_tokens": self.flagged_tokens,
-            "candidates": self.tokens[:20],
-        }
-
-
 def trigger_token_scan(
     model: TextModel,
     ids: Tensor,
@@ -265,7 +212,7 @@ def trigger_token_scan(
     min_purity: float = 0.95,
     min_flip_share: float = 0.5,
     max_candidates: int = 500,
-) -> TokenScanResult:
+) -> CandidateScanResult:
     """Backdoor-keyword scan of a training set (Chen and Dai 2021, adapted).
 
     Candidates: tokens (neither special nor punctuation-only) that occur in at least
@@ -312,11 +259,7 @@ def trigger_token_scan(
         for tok in cand.tolist():
             c = int(best.indices[tok])
             rows = torch.nonzero(present[:, tok] & (labels == c)).flatten()
-            before = torch.softmax(model(ids[rows]).double(), dim=1)[:, c]
-            after_logits = model(delete_token(ids[rows], tok)).double()
-            after = torch.softmax(after_logits, dim=1)[:, c]
-            flips = after_logits.argmax(dim=1) != c
-            drop = before - after
+            drop, flips = flip_test(model, ids[rows], delete_token(ids[rows], tok), c)
             scores[rows] = torch.maximum(scores[rows], drop)
             share = float(flips.double().mean())
             is_trigger = share >= min_flip_share
@@ -341,4 +284,4 @@ def trigger_token_scan(
         "min_flip_share": min_flip_share,
         "max_candidates": max_candidates,
     }
-    return TokenScanResult(scores, flagged, tokens, settings)
+    return CandidateScanResult("trigger-token", "token", scores, flagged, tokens, settings)

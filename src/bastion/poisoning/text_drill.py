@@ -138,8 +138,8 @@ def text_backdoor_drill(
     scans["trigger-token"] = {
         **detection_metrics(token.flagged, p.poisoned),
         "seconds": round(time.perf_counter() - t, 2),
-        "flagged_tokens": token.flagged_tokens,
-        "top_candidates": token.tokens[:5],
+        "flagged_tokens": token.flagged_names,
+        "top_candidates": token.candidates[:5],
     }
     feats = penultimate_features(victim, ids)
     t = time.perf_counter()
