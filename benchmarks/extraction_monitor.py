@@ -165,6 +165,11 @@ def main() -> None:
     p.add_argument("--jacobian-budget", type=int, default=3200)
     p.add_argument("--checkpoints", default="100,250,500,1000,2000,5000")
     p.add_argument("--skip-policies", action="store_true")
+    p.add_argument(
+        "--no-reference",
+        action="store_true",
+        help="Ablation: the budget without coverage cells (a plain per-key answer budget).",
+    )
     p.add_argument("--charge", choices=["label", "capacity"], default="label")
     p.add_argument(
         "--joint",
@@ -195,6 +200,7 @@ def main() -> None:
         ds.train.x[:n].numpy(), ds.train.y[:n].numpy(), cells_per_class=args.cells_per_class
     )
     ref_seconds = time.perf_counter() - t0
+    used = None if args.no_reference else reference  # the budget monitors' cells
     # the service's default charge is log2 C per answer; "capacity" charges what a full
     # probability vector can carry. With every key on one policy, the flag points are the same
     bits = (
@@ -222,7 +228,7 @@ def main() -> None:
         alpha=volume["alpha"],
         seed=1,
     )
-    unlimited = BudgetMonitor(threshold=1e300, reference=reference)
+    unlimited = BudgetMonitor(threshold=1e300, reference=used)
     prada_calib = ExtractionMonitor() if args.joint else None
     calibration = [
         replay(
@@ -251,7 +257,7 @@ def main() -> None:
         alpha=volume["alpha"],
         seed=2,
     )
-    budget = BudgetMonitor(threshold=threshold, reference=reference)
+    budget = BudgetMonitor(threshold=threshold, reference=used)
     prada = ExtractionMonitor()
     t0 = time.perf_counter()
     normal = [
@@ -330,7 +336,7 @@ def main() -> None:
             flat,
             probs.argmax(1),
             batch=64,
-            budget=BudgetMonitor(threshold=threshold, reference=reference),
+            budget=BudgetMonitor(threshold=threshold, reference=used),
             prada=ExtractionMonitor(),
             bits=bits,
             key=name,
@@ -383,6 +389,7 @@ def main() -> None:
             "cells_per_class": args.cells_per_class,
             "dims": int(reference.projection.shape[1]),
             "fit_seconds": round(ref_seconds, 1),
+            "used": not args.no_reference,
         },
         "bits_per_answer": bits,
         "charge": args.charge,
@@ -414,10 +421,15 @@ def markdown(doc: dict[str, Any]) -> str:
         f"{doc['seconds']:.0f} s. `{doc['command']}`.",
         "",
         f"Victim: {v['architecture']} on {v['train_examples']} MNIST training images, "
-        f"{v['epochs']} epochs, {v['accuracy']:.1%} accurate on MNIST test[5000:]. Coverage "
-        f"reference: {doc['reference']['cells']} cells ({doc['reference']['cells_per_class']} "
-        f"k-means clusters per class of the victim's training images, "
-        f"{doc['reference']['dims']}-d random projection). Each answer is charged "
+        f"{v['epochs']} epochs, {v['accuracy']:.1%} accurate on MNIST test[5000:]. "
+        + (
+            f"Coverage reference: {doc['reference']['cells']} cells "
+            f"({doc['reference']['cells_per_class']} k-means clusters per class of the victim's "
+            f"training images, {doc['reference']['dims']}-d random projection). "
+            if doc["reference"].get("used", True)
+            else "**Ablation: no coverage reference** (the budget counts answers, no discount). "
+        )
+        + "Each answer is charged "
         f"{doc['bits_per_answer']:.1f} bits (`extraction_budget_charge: "
         f"{doc.get('charge', 'capacity')}`; every key here gets full probabilities, so the "
         f"flag points are the same under either charge: the threshold is "
