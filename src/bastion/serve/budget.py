@@ -14,17 +14,19 @@ copied on. This monitor charges each key for that:
   (Johnson-Lindenstrauss: distances are kept up to a small factor). Fitted once, saved as
   safetensors.
 * Each answered query of a key in cell ``c`` adds ``bits / (1 + n_c)`` to the key's score,
-  where ``n_c`` counts the key's earlier answered queries in ``c`` and ``bits`` is the most the
-  answer can carry (:func:`answer_bits`: ``log2 C`` for a label, more for probabilities). The
-  discount is harmonic, so ``n`` queries in one cell cost about ``bits * ln n``: a client who
-  sends many inputs of the same kind pays little, one who sweeps the distribution pays about
-  ``bits * K * ln(n / K)``.
+  where ``n_c`` counts the key's earlier answered queries in ``c`` and ``bits`` is what one
+  answer is charged: the service charges ``log2 C`` (a label's bits) whatever the key's output
+  policy, or with ``serve.extraction_budget_charge: capacity`` the most the answer can carry
+  (:func:`answer_bits`). The discount is harmonic, so ``n`` queries in one cell cost about
+  ``bits * ln n``: a client who sends many inputs of the same kind pays little, one who sweeps
+  the distribution pays about ``bits * K * ln(n / K)``.
 * A key is flagged once its score exceeds ``threshold`` bits; :func:`calibrate_threshold`
   picks the threshold so that at most a given share of keys in a replay of normal traffic
   would be flagged (the service's ``serve.extraction_budget_bits``).
 
-Without a reference every query is its own cell (no discount): the score is then a plain
-per-key budget of answer bits. The memory per key is ``K`` counters.
+Without a reference there is no discount: the score is then a plain per-key budget of answer
+bits. The memory per key is ``K`` counters. Measured against Knockoff Nets and Jacobian
+augmentation on MNIST, with false flags on simulated normal traffic: ``docs/privacy.md``.
 """
 
 from __future__ import annotations
