@@ -433,7 +433,9 @@ def markdown(doc: dict[str, Any]) -> str:
         f"{doc['bits_per_answer']:.1f} bits (`extraction_budget_charge: "
         f"{doc.get('charge', 'capacity')}`; every key here gets full probabilities, so the "
         f"flag points are the same under either charge: the threshold is "
-        f"{doc['threshold_bits'] / doc['bits_per_answer']:.0f} coverage-weighted answers, "
+        f"{doc['threshold_bits'] / doc['bits_per_answer']:.0f} "
+        + ("coverage-weighted " if doc["reference"].get("used", True) else "")
+        + "answers, "
         f"{doc['threshold_bits'] / doc['bits_per_answer'] * math.log2(10):.0f} bits under the "
         "default `label` charge).",
         "",
