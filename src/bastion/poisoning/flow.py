@@ -41,7 +41,7 @@ from bastion.poisoning.attacks import (
     blended,
     label_flip,
 )
-from bastion.poisoning.config import PoisoningConfig, ScanConfig
+from bastion.poisoning.config import PoisoningConfig, ScanConfig, VerifyConfig
 from bastion.poisoning.features import penultimate_features
 from bastion.poisoning.hygiene import (
     cross_val_probs,
@@ -379,30 +379,37 @@ class RunPoisoning:
     test: tuple[Tensor, Tensor]
     trigger: Trigger | None = None
     settings: dict[str, Any] | None = None
+    checks: VerifyConfig | None = None
+    run_dir: Path | None = None
+    seed: int = 0
+    log: LogFn = _quiet
 
     def verify(self, models: list[tuple[str, nn.Module]]) -> dict[str, Any]:
-        """The section with, per trained model, the drill's attack success rate on the
-        triggered test images (only with a backdoor drill)."""
+        """The section with, per trained model, what :func:`.verify.verify_model` measures
+        (the drill's attack success rate; Neural Cleanse and STRIP when ``checks`` asks for
+        them), and the gate's figures (:func:`.verify.gate_figures`)."""
+        from bastion.poisoning.verify import gate_figures, verify_model
+
         out = dict(self.section)
-        if self.trigger is not None and self.settings is not None:
-            x, y = self.test
+        checks = self.checks or VerifyConfig(neural_cleanse=False, strip=False)
+        if self.trigger is not None or checks.neural_cleanse or checks.strip:
             out["models"] = {
-                name: {
-                    "attack_success_rate": round(
-                        attack_success_rate(
-                            model,
-                            x,
-                            y,
-                            self.trigger,
-                            mode=self.settings["mode"],
-                            target=self.settings["target"],
-                            num_classes=self.data.num_classes,
-                        ),
-                        4,
-                    )
-                }
+                name: verify_model(
+                    model,
+                    name,
+                    verify=checks,
+                    val=(self.data.val.x, self.data.val.y),
+                    test=self.test,
+                    num_classes=self.data.num_classes,
+                    trigger=self.trigger,
+                    settings=self.settings,
+                    out_dir=self.run_dir or Path("."),
+                    seed=self.seed,
+                    log=self.log,
+                )
                 for name, model in models
             }
+        out.update(gate_figures(out))
         return out
 
 
@@ -422,6 +429,7 @@ def prepare_run_training(
     from dataclasses import replace
 
     from bastion.data import Split
+    from bastion.poisoning.verify import quarantine_table, score_histograms
 
     x, y, record = prepare_training_set(cfg, data, seed=seed)
     scan = scan_data(
@@ -456,6 +464,8 @@ def prepare_run_training(
         if record is None
         else {k: v for k, v in record.record().items() if k != "indices"},
         "seconds": round(scan.seconds, 2),
+        "score_histograms": score_histograms(scan.scans),
+        "quarantine_table": quarantine_table(scan.quarantine),
     }
     if record is not None and record.trigger is not None:
         section["scan_model_attack_success_rate"] = round(
@@ -476,4 +486,8 @@ def prepare_run_training(
         (data.test.x, data.test.y),
         None if record is None else record.trigger,
         None if record is None else dict(record.settings),
+        cfg.verify,
+        Path(run_dir),
+        seed,
+        log,
     )

@@ -13,6 +13,15 @@ MISSING = "\u2014"  # em dash
 _NORM_LABELS = {"linf": "L\u221e", "l2": "L2", "l1": "L1", "l0": "L0"}
 
 
+def finite(value: object) -> float | None:
+    """``value`` as a float when it is a finite number (not a bool), else None: for reading
+    numbers out of a scorecard channel that may be malformed."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    v = float(value)
+    return v if math.isfinite(v) else None
+
+
 def percent(fraction: float | None) -> str:
     """A fraction in [0, 1] as a percentage with one decimal: ``0.9712 -> "97.1%"``."""
     if fraction is None or not math.isfinite(fraction):

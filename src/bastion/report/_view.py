@@ -409,7 +409,7 @@ def parse_scorecard(scorecard: Mapping[str, Any]) -> ScorecardView:
         warnings=_parse_warnings(scorecard.get("warnings")),
         channels={
             name: _mapping(scorecard[name], name)
-            for name in ("tabular", "text", "guard", "privacy")
+            for name in ("tabular", "text", "guard", "privacy", "poisoning")
             if scorecard.get(name)
         },
     )

@@ -27,6 +27,7 @@ from bastion.report.plots import (
     reliability_png,
     training_curves_png,
 )
+from bastion.report.poisoning_section import render_poisoning_section
 from bastion.report.privacy_section import render_privacy_section
 
 __all__ = ["render_html"]
@@ -847,6 +848,7 @@ def render_view(view: ScorecardView) -> str:
             _guard(view),
             _tabular(view),
             _text(view),
+            render_poisoning_section(view),
             _latency(view),
             _training(view),
             _sanity(view),

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from bastion.report.poisoning_section import poisoning_markdown
 from bastion.report.privacy_section import privacy_markdown
 
 __all__ = ["render_model_card"]
@@ -232,6 +233,7 @@ def render_model_card(scorecard: Mapping[str, Any]) -> str:
         lines += _model_section(str(name), r or {}, eps_key)
     lines += _tabular_section(scorecard.get("tabular"))
     lines += _text_section(scorecard.get("text"))
+    lines += poisoning_markdown(scorecard)
     lines += privacy_markdown(scorecard)
     lines += ["## Limits", ""]
     n_eval = (scorecard.get("evaluation") or {}).get("examples")
