@@ -219,59 +219,51 @@ def main() -> None:
         "cap": args.max_normal,
         "alpha": args.alpha,
     }
-    calib = normal_traffic(
-        y_normal,
-        keys=args.normal_keys,
-        median=volume["median"],
-        sigma=volume["sigma"],
-        cap=int(volume["cap"]),
-        alpha=volume["alpha"],
-        seed=1,
-    )
-    unlimited = BudgetMonitor(threshold=1e300, reference=used)
-    prada_calib = ExtractionMonitor() if args.joint else None
-    calibration = [
-        replay(
-            eval_flat[s],
-            eval_labels[s],
-            batch=16,
-            budget=unlimited,
-            prada=prada_calib,
-            bits=bits,
-            key=f"c{i}",
+
+    def traffic(seed: int) -> list[np.ndarray]:
+        return normal_traffic(
+            y_normal,
+            keys=args.normal_keys,
+            median=volume["median"],
+            sigma=volume["sigma"],
+            cap=int(volume["cap"]),
+            alpha=volume["alpha"],
+            seed=seed,
         )
-        for i, s in enumerate(calib)
-    ]
+
+    def replay_keys(
+        streams: list[np.ndarray], budget: BudgetMonitor, prada: ExtractionMonitor | None, tag: str
+    ) -> list[dict[str, Any]]:
+        return [
+            replay(
+                eval_flat[s],
+                eval_labels[s],
+                batch=16,
+                budget=budget,
+                prada=prada,
+                bits=bits,
+                key=f"{tag}{i}",
+            )
+            for i, s in enumerate(streams)
+        ]
+
+    calib = traffic(1)
+    calibration = replay_keys(
+        calib,
+        BudgetMonitor(threshold=1e300, reference=used),
+        ExtractionMonitor() if args.joint else None,
+        "c",
+    )
     scores = [r["score"] for r in calibration]
     # --joint: PRADA's flags on the same replay count against the 1%, so the union of the two
     # monitors (what the service runs) stays within it
     elsewhere = [r["prada_at"] is not None for r in calibration] if args.joint else None
     threshold = calibrate_threshold(scores, max_flag_rate=0.01, flagged_elsewhere=elsewhere)
     print(f"  budget threshold {threshold:.0f} bits", file=sys.stderr)
-    test_streams = normal_traffic(
-        y_normal,
-        keys=args.normal_keys,
-        median=volume["median"],
-        sigma=volume["sigma"],
-        cap=int(volume["cap"]),
-        alpha=volume["alpha"],
-        seed=2,
-    )
-    budget = BudgetMonitor(threshold=threshold, reference=used)
-    prada = ExtractionMonitor()
     t0 = time.perf_counter()
-    normal = [
-        replay(
-            eval_flat[s],
-            eval_labels[s],
-            batch=16,
-            budget=budget,
-            prada=prada,
-            bits=bits,
-            key=f"n{i}",
-        )
-        for i, s in enumerate(test_streams)
-    ]
+    normal = replay_keys(
+        traffic(2), BudgetMonitor(threshold=threshold, reference=used), ExtractionMonitor(), "n"
+    )
     vols = np.array([r["queries"] for r in normal])
     normal_out = {
         "keys": len(normal),
