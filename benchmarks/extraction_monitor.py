@@ -61,7 +61,6 @@ from bastion.serve.budget import (
 )
 from bastion.serve.extraction import ExtractionMonitor
 from bastion.serve.output_policy import OutputPolicy
-from privacy import train_mnist_victim  # benchmarks/privacy.py, beside this script
 
 RESULTS = Path(__file__).resolve().parent / "results"
 POLICIES = ("full", "round-1", "top-3", "top-1", "labels")
@@ -71,6 +70,8 @@ def _load_or_train_victim(args: argparse.Namespace, ds: Any) -> torch.nn.Module:
     stem = args.work / f"victim-{args.victim_train}-{args.victim_epochs}"
     if stem.with_suffix(".safetensors").is_file():
         return load_model(stem).eval()
+    from privacy import train_mnist_victim  # benchmarks/privacy.py, beside this script
+
     victim = train_mnist_victim(ds, args.victim_train, args.victim_epochs)
     save_model(victim.eval(), stem, {"benchmark": "extraction_monitor"})
     return victim.eval()
