@@ -14,8 +14,9 @@ busy machine a second thread spin-waits and made epochs 10-25x slower, see basti
 ``two-processes`` under torchrun with 1 thread per process. Both are then evaluated in one
 ``bastion evaluate`` (FGSM and PGD-50 at eps 0.3 on every test image; robust accuracy is the
 worst case of the two), and ``bastion report`` draws their loss curves overlaid, with the two
-processes' own losses dotted. Results go to ``benchmarks/results/scale-torchrun.md`` and
-``.json``; the run folder (``--out``) keeps the models, the scorecard and ``report.html``.
+processes' own losses dotted. Results go to ``benchmarks/results/<--name>.md`` and ``.json``
+(default ``scale-torchrun``); the run folder (``--out``) keeps the models, the scorecard and
+``report.html``.
 
 Timings depend on the machine's other work: the load average is recorded before and after.
 """
@@ -83,6 +84,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--out", type=Path, default=Path("/tmp/scale-torchrun"))
     ap.add_argument("--one-threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0, help="the config's seed (init, order, attacks)")
+    ap.add_argument("--name", default="scale-torchrun", help="results file name")
+    ap.add_argument("--lr", type=float, default=None, help="peak learning rate (recipe: 0.1)")
     args = ap.parse_args()
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -92,7 +96,10 @@ def main() -> None:
     npz = out / "mnist-subset.npz"
     np.savez(npz, x=images, y=mnist.train.y[:n].numpy())
     cfg = out / "config.yaml"
-    cfg.write_text(yaml.safe_dump(_config(npz, n, args.test, args.epochs), sort_keys=False))
+    config_doc = {**_config(npz, n, args.test, args.epochs), "seed": args.seed}
+    if args.lr is not None:
+        config_doc["training"]["lr"] = args.lr
+    cfg.write_text(yaml.safe_dump(config_doc, sort_keys=False))
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     cli = [sys.executable, "-m", "bastion.cli"]
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
@@ -139,6 +146,8 @@ def main() -> None:
         "test_images": args.test,
         "epochs": args.epochs,
         "one_process_threads": args.one_threads,
+        "seed": args.seed,
+        "lr": config_doc["training"]["lr"],
         "cores": os.cpu_count(),
         "load_average_before": round(load_before, 1),
         "load_average_after_training": round(load_after_training, 1),
@@ -149,7 +158,7 @@ def main() -> None:
         "time_ratio_two_over_one": round(two["train_seconds"] / one["train_seconds"], 2),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "scale-torchrun.json").write_text(json.dumps(doc, indent=2) + "\n")
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(doc, indent=2) + "\n")
     rows = [
         f"| {name} | {f['clean_accuracy']:.2%} | {f['robust_accuracy']:.2%} | "
         f"{f['best_epoch']} | {f['train_seconds']} |"
@@ -167,7 +176,8 @@ def main() -> None:
         "epochs",
         "",
         f"`python benchmarks/scale_torchrun.py --data-dir DIR --train {args.train} "
-        f"--test {args.test} --epochs {args.epochs} --one-threads {args.one_threads}`: "
+        f"--test {args.test} --epochs {args.epochs} --one-threads {args.one_threads} "
+        f"--seed {args.seed}{'' if args.lr is None else f' --lr {args.lr}'}`: "
         f"{args.train:,} training, 500 validation "
         f"and {args.test:,} test images, all from the MNIST training set (seeded order). "
         "Robust accuracy: the worst of FGSM and PGD-50 at linf eps 0.3 (not the full cascade).",
@@ -193,7 +203,7 @@ def main() -> None:
         "|---:|---:|---:|---:|---:|",
         *loss_rows,
     ]
-    (RESULTS / "scale-torchrun.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
