@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -36,8 +37,11 @@ from torch import nn
 from bastion.data import load_dataset
 from bastion.poisoning import (
     StripDetector,
+    Trigger,
     attack_success_rate,
     badnets,
+    blended,
+    clean_label,
     detection_metrics,
     neural_cleanse,
     penultimate_features,
@@ -49,6 +53,13 @@ from bastion.poisoning.flow import scan_data
 from bastion.poisoning.neural_cleanse import CleanseSettings, save_trigger_png
 from bastion.poisoning.training import train_classifier
 from bastion.training.trainer import accuracy
+
+MODES = {"clean-label": "target 0, labels untouched, rate = share of class 0 poisoned"}
+TRIGGERS = {
+    "badnets": "3x3 white patch, bottom-right, margin 1",
+    "blended": "seeded uniform noise blended with alpha {alpha}",
+    "clean-label": "PGD linf {eps} on the clean model, then the 3x3 white patch",
+}
 
 
 def art_detection(
@@ -109,6 +120,15 @@ def main() -> None:
     ap.add_argument("--strip-examples", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-art", action="store_true")
+    ap.add_argument("--attack", choices=["badnets", "blended", "clean-label"], default="badnets")
+    ap.add_argument("--alpha", type=float, default=0.2, help="blended: weight of the pattern")
+    ap.add_argument("--eps", type=float, default=0.3, help="clean-label: PGD linf radius")
+    ap.add_argument(
+        "--adaptive-alpha",
+        type=float,
+        default=0.1,
+        help="blended: the fainter test-time blend of an attacker who knows STRIP (0: skip)",
+    )
     ap.add_argument("--out", default="benchmarks/results/poisoning.md")
     args = ap.parse_args()
     t0 = time.perf_counter()
@@ -135,11 +155,14 @@ def main() -> None:
             "test_examples": len(test),
             "epochs": args.epochs,
             "architecture": "small-cnn",
-            "trigger": "3x3 white patch, bottom-right, margin 1",
-            "mode": "all-to-one, target 0",
+            "attack": args.attack,
+            "trigger": TRIGGERS[args.attack].format(alpha=args.alpha, eps=args.eps),
+            "mode": MODES.get(args.attack, "all-to-one, target 0"),
             "seed": args.seed,
             "cleanse": cleanse.__dict__,
             "cleanse_examples": len(x_nc),
+            "strip_examples": args.strip_examples,
+            "argv": sys.argv[1:],
             "threads": torch.get_num_threads(),
         },
         "rates": {},
@@ -165,7 +188,15 @@ def main() -> None:
     for rate in args.rates:
         key = f"{rate:g}"
         log(f"rate {key}: poisoning")
-        p = badnets(x, y, rate=rate, num_classes=10, size=3, target=0, seed=args.seed)
+        if args.attack == "blended":
+            p = blended(x, y, rate=rate, num_classes=10, alpha=args.alpha, target=0, seed=args.seed)
+        elif args.attack == "clean-label":
+            p = clean_label(
+                x, y, clean_model, rate=rate, num_classes=10, target=0, eps=args.eps,
+                seed=args.seed,
+            )  # fmt: skip
+        else:
+            p = badnets(x, y, rate=rate, num_classes=10, size=3, target=0, seed=args.seed)
         assert p.trigger is not None
         share = float(p.poisoned.sum()) / float((p.y == 0).sum())
         scan_cfg = ScanConfig(
@@ -239,6 +270,19 @@ def main() -> None:
         others = test.x[test.y != 0][: args.strip_examples]
         row["strip"] = strip.evaluate(test.x[: args.strip_examples], p.trigger.apply(others))
         log(f"rate {key}: STRIP {row['strip']}")
+        if args.attack == "blended" and args.adaptive_alpha:
+            # an attacker who knows STRIP blends the trigger more faintly at test time: the
+            # overlays dilute it below what dominates the prediction (high entropy)
+            faint = Trigger(
+                torch.full_like(p.trigger.mask, args.adaptive_alpha), p.trigger.pattern, "blend"
+            )
+            adaptive = strip.evaluate(test.x[: args.strip_examples], faint.apply(others))
+            adaptive["alpha"] = args.adaptive_alpha
+            adaptive["attack_success_rate"] = round(
+                attack_success_rate(victim, test.x, test.y, faint, num_classes=10), 4
+            )
+            row["strip_adaptive"] = adaptive
+            log(f"rate {key}: STRIP against alpha {args.adaptive_alpha}: {adaptive}")
         results["rates"][key] = row
     results["seconds"] = round(time.perf_counter() - t0, 1)
     Path(args.out).with_suffix(".json").write_text(json.dumps(results, indent=1))
@@ -246,13 +290,27 @@ def main() -> None:
     log(f"written {args.out}")
 
 
+def command(r: dict[str, Any]) -> str:
+    """The benchmark's arguments as run (older results: rebuilt from the setup)."""
+    s = r["setup"]
+    if "argv" in s:
+        argv = list(s["argv"])
+        if "--data-dir" in argv:  # a machine's own path says nothing about the result
+            i = argv.index("--data-dir")
+            del argv[i : i + 2]
+        return " ".join(argv)
+    return (
+        f"--train-examples {s['train_examples']} --rates {' '.join(r['rates'])} "
+        f"--epochs {s['epochs']}"
+    )
+
+
 def render(r: dict[str, Any]) -> str:
     s = r["setup"]
     lines = [
-        "# Backdoor benchmark (MNIST, small CNN)",
+        f"# Backdoor benchmark (MNIST, small CNN, {s.get('attack', 'badnets')})",
         "",
-        f"`python benchmarks/poisoning.py --train-examples {s['train_examples']} --rates "
-        f"{' '.join(r['rates'])} --epochs {s['epochs']}`; {s['train_examples']} training images "
+        f"`python benchmarks/poisoning.py {command(r)}`; {s['train_examples']} training images "
         f"(the first of the seeded split), all {s['test_examples']} test images, {s['epochs']} "
         f"epochs, seed {s['seed']}, {s['threads']} torch threads on a shared 2-core machine; "
         f"total {r['seconds']:.0f} s. Trigger: {s['trigger']}; {s['mode']}.",
@@ -313,7 +371,7 @@ def render(r: dict[str, Any]) -> str:
     lines += [
         "",
         "## STRIP on the undefended model (threshold at 1% of clean validation images; first "
-        "2,000 clean and triggered test images)",
+        f"{s.get('strip_examples', 2000):,} clean and triggered test images)",
         "",
         "| poison rate | false positives (clean test) | detection (triggered test) "
         "| clean entropy | triggered entropy |",
@@ -325,6 +383,23 @@ def render(r: dict[str, Any]) -> str:
             f"| {float(key):.0%} | {st['false_positive_rate']:.2%} | {st['detection_rate']:.2%} | "
             f"{st['clean_entropy_mean']:.3f} | {st['triggered_entropy_mean']:.3f} |"
         )
+    adaptive = [
+        (k, row["strip_adaptive"]) for k, row in r["rates"].items() if "strip_adaptive" in row
+    ]
+    if adaptive:
+        lines += [
+            "",
+            "## STRIP against an adaptive trigger (the same pattern blended more faintly at test "
+            "time; same threshold, so the clean false-positive rate is the one above)",
+            "",
+            "| poison rate | test-time alpha | attack success | detection | triggered entropy |",
+            "|---|---|---|---|---|",
+        ]
+        for key, st in adaptive:
+            lines.append(
+                f"| {float(key):.0%} | {st['alpha']} | {st['attack_success_rate']:.2%} | "
+                f"{st['detection_rate']:.2%} | {st['triggered_entropy_mean']:.3f} |"
+            )
     return "\n".join(lines) + "\n"
 
 
