@@ -137,6 +137,8 @@ def main() -> None:
     x, y = ds.train.x[:n], ds.train.y[:n]
     test, val = ds.test, ds.val
     out_dir = Path(args.out).parent
+    # BadNets keeps the names docs/poisoning.md shows; other attacks get their own
+    png_prefix = "" if args.attack == "badnets" else f"{args.attack}-"
     out_dir.mkdir(parents=True, exist_ok=True)
     common = {
         "architecture": "small-cnn",
@@ -177,7 +179,8 @@ def main() -> None:
     log(f"clean model: accuracy {clean_acc:.4f}; neural cleanse")
     nc_clean = neural_cleanse(clean_model, x_nc, num_classes=10, settings=cleanse, seed=args.seed)
     save_trigger_png(
-        nc_clean.triggers[int(nc_clean.norms.argmin())], out_dir / "poisoning-trigger-clean.png"
+        nc_clean.triggers[int(nc_clean.norms.argmin())],
+        out_dir / f"poisoning-trigger-{png_prefix}clean.png",
     )
     results["clean_model"] = {
         "clean_accuracy": round(clean_acc, 4),
@@ -261,7 +264,8 @@ def main() -> None:
         log(f"rate {key}: neural cleanse on the undefended model")
         nc = neural_cleanse(victim, x_nc, num_classes=10, settings=cleanse, seed=args.seed)
         png = save_trigger_png(
-            nc.triggers[int(nc.norms.argmin())], out_dir / f"poisoning-trigger-{key}.png"
+            nc.triggers[int(nc.norms.argmin())],
+            out_dir / f"poisoning-trigger-{png_prefix}{key}.png",
         )
         row["neural_cleanse"] = {**nc.summary(), "trigger_png": png.name}
         log(f"rate {key}: NC flagged={nc.flagged} target={nc.target} index={nc.max_anomaly:.2f}")
