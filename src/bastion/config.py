@@ -31,7 +31,7 @@ from bastion.tabular.experiment import TabularConfig
 from bastion.text.config import TextConfig
 from bastion.threat import ThreatModel
 from bastion.training.config_models import AugMixConfig, AWPConfig, MixedConfig
-from bastion.training.objectives import OBJECTIVES, ObjectiveSettings
+from bastion.training.objectives import OBJECTIVES, ObjectiveFields, ObjectiveSettings
 from bastion.training.trainer import TrainSettings, check_against_threat
 
 
@@ -77,28 +77,11 @@ class ArchitectureConfig(_Strict):
         return v
 
 
-class ObjectiveConfig(_Strict):
-    name: Literal[
-        "standard",
-        "pgd-at",
-        "fast-fgsm",
-        "n-fgsm",
-        "trades",
-        "mart",
-        "gaussian",
-        "distill",
-        "augmix",
-        "mixed",
-    ] = "standard"
-    steps: int = Field(default=10, ge=1)
-    step_size: float | None = Field(default=None, gt=0)
-    random_start: bool = True
-    beta: float = Field(default=6.0, ge=0)
-    noise: float = Field(default=2.0, ge=0)
-    grad_align: float = Field(default=0.0, ge=0)
-    sigma: float = Field(default=0.25, gt=0)
-    temperature: float = Field(default=20.0, gt=0)
-    teacher_epochs: int | None = Field(default=None, ge=1)
+class ObjectiveConfig(ObjectiveFields):
+    """``models[].objective``: the settings declared once in :class:`ObjectiveFields` (types,
+    bounds, descriptions, the rules across fields) and the ``augmix`` and ``mixed``
+    sub-sections."""
+
     augmix: AugMixConfig = Field(default_factory=AugMixConfig)
     mixed: list[MixedConfig] = Field(default_factory=list)
 

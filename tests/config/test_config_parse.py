@@ -169,8 +169,8 @@ def _set(path: str, value: Any) -> Any:
         ),
         (
             _set("models.1.objective.step_size", 1.5),
-            "attack.step_size",
-            "expected a multiple of eps <= 1",
+            "models.1.objective",
+            "step_size: 1.5 x eps is larger than eps for multi-step pgd-at",
         ),
         (
             _set("models.1.training", {"eps_ramp_epochs": 31}),

@@ -186,7 +186,10 @@ def test_recipe_settings_reach_the_trainer_from_yaml() -> None:
         ({"objective": {"name": "distill", "temperature": -2}}, "objective.temperature"),
         ({"objective": {"name": "pgd-at"}, "training": {"awp": {"gamma": 0}}}, "awp.gamma"),
         ({"objective": {"name": "pgd-at"}, "training": {"eps_ramp_epochs": 8}}, "eps_ramp_epochs"),
-        ({"objective": {"name": "pgd-at", "steps": 10, "step_size": 1.5}}, "attack.step_size"),
+        (
+            {"objective": {"name": "pgd-at", "steps": 10, "step_size": 1.5}},
+            "objective: step_size: 1.5 x eps",
+        ),
         (
             {"objective": {"name": "mixed", "mixed": [{"kind": "linf", "weight": 0}]}},
             "objective.mixed",

@@ -204,8 +204,8 @@ def test_mixed_l2_batch_respects_its_own_budget() -> None:
 @pytest.mark.parametrize(
     ("build", "field"),
     [
-        (lambda: ObjectiveSettings("pgd-at", steps=5, step_size=1.2), "attack.step_size"),
-        (lambda: ObjectiveSettings("fast-fgsm", step_size=2.5), "attack.step_size"),
+        (lambda: ObjectiveSettings("pgd-at", steps=5, step_size=1.2), "objective.step_size"),
+        (lambda: ObjectiveSettings("fast-fgsm", step_size=2.5), "objective.step_size"),
         (lambda: ObjectiveSettings("distill", temperature=-1.0), "objective.temperature"),
         (lambda: ObjectiveSettings("gaussian", sigma=0.0), "objective.sigma"),
         (lambda: ObjectiveSettings("n-fgsm", noise=-1.0), "objective.noise"),
@@ -253,7 +253,7 @@ def test_mixed_l2_batch_respects_its_own_budget() -> None:
                 objective=ObjectiveSettings("pgd-at", steps=1, step_size=1.5),
                 step_phases=((1, 1), (2, 3)),
             ),
-            "attack.step_size",
+            "objective.step_size",
         ),
         (lambda: TrainSettings(patience=-1), "training.patience"),
         (lambda: TrainSettings(overfit_drop=0.0), "training.overfit_drop"),

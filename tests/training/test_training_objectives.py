@@ -192,12 +192,17 @@ def test_effective_step_size_defaults() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "field", "expected"),
     [
-        ({"name": "pgd"}, "objective", "standard, pgd-at, fast-fgsm, n-fgsm, trades, mart"),
-        ({"name": "pgd-at", "steps": 0}, "attack.steps", ">= 1"),
-        ({"name": "pgd-at", "step_size": 0.0}, "attack.step_size", "positive"),
-        ({"name": "fast-fgsm", "step_size": -1.0}, "attack.step_size", "positive"),
-        ({"name": "pgd-at", "steps": 10, "step_size": 1.5}, "attack.step_size", "<= 1"),
-        ({"name": "trades", "beta": -0.5}, "attack.beta", ">= 0"),
+        ({"name": "pgd"}, "objective.name", "standard, pgd-at, fast-fgsm, n-fgsm, trades, mart"),
+        ({"name": "pgd-at", "steps": 0}, "objective.steps", "expected an integer >= 1, got 0"),
+        (
+            {"name": "pgd-at", "step_size": 0.0},
+            "objective.step_size",
+            "expected a finite number > 0",
+        ),
+        ({"name": "fast-fgsm", "step_size": -1.0}, "objective.step_size", "> 0 or null, got -1.0"),
+        ({"name": "pgd-at", "steps": 10, "step_size": 1.5}, "objective.step_size", "<= 1"),
+        ({"name": "trades", "beta": -0.5}, "objective.beta", "expected a finite number >= 0"),
+        ({"name": "pgd-at", "steps": 2.0}, "objective.steps", "expected an integer >= 1, got 2.0"),
     ],
 )
 def test_objective_settings_validation(

@@ -92,7 +92,7 @@ class BPDAWrapper(nn.Module):
 class EOTSettings(AttackSettings):
     """Settings of :class:`EOTModel` beyond its model and transform."""
 
-    samples: int = Field(8, ge=1, description="draws averaged per forward pass")
+    samples: int = Field(default=8, ge=1, description="draws averaged per forward pass")
 
 
 class EOTModel(nn.Module):

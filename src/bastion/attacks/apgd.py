@@ -48,20 +48,28 @@ APGD_LOSSES: tuple[APGDLoss, ...] = ("ce", "dlr")
 class APGDSettings(AttackSettings):
     """Settings of :class:`APGD`."""
 
-    steps: int = Field(100, ge=1, description="iterations per restart")
-    restarts: int = Field(1, ge=1, description="random restarts, each on examples still robust")
-    loss: APGDLoss = Field("ce", description="cross-entropy (ce) or DLR (dlr, >= 3 classes)")
-    rho: float = Field(0.75, gt=0, lt=1, description="share of loss increases to keep the step")
-    eot_samples: int = Field(1, ge=1, description="gradient passes averaged per step (EOT)")
-    precision: Precision = Field("fp32", description="bf16: gradients under bfloat16 autocast")
+    steps: int = Field(default=100, ge=1, description="iterations per restart")
+    restarts: int = Field(
+        default=1, ge=1, description="random restarts, each on examples still robust"
+    )
+    loss: APGDLoss = Field(
+        default="ce", description="cross-entropy (ce) or DLR (dlr, >= 3 classes)"
+    )
+    rho: float = Field(
+        default=0.75, gt=0, lt=1, description="share of loss increases to keep the step"
+    )
+    eot_samples: int = Field(default=1, ge=1, description="gradient passes averaged per step (EOT)")
+    precision: Precision = Field(
+        default="fp32", description="bf16: gradients under bfloat16 autocast"
+    )
 
 
 class APGDTargetedSettings(APGDSettings):
     """Settings of :class:`APGDTargeted` (those of :class:`APGD`, DLR by default, and the
     number of target classes)."""
 
-    target_classes: int = Field(9, ge=1, description="top-ranked other classes to aim at")
-    loss: APGDLoss = Field("dlr", description="cross-entropy (ce) or targeted DLR (dlr)")
+    target_classes: int = Field(default=9, ge=1, description="top-ranked other classes to aim at")
+    loss: APGDLoss = Field(default="dlr", description="cross-entropy (ce) or targeted DLR (dlr)")
 
 
 def dlr_loss(logits: Tensor, y: Tensor) -> Tensor:

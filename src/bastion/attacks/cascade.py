@@ -65,9 +65,9 @@ PresetName = Literal["quick", "standard", "black-box"]
 class CascadeSettings(AttackSettings):
     """Settings of :class:`Cascade`: exactly one of ``preset`` and ``attacks``."""
 
-    preset: PresetName | None = Field(None, description="a preset list of attacks")
+    preset: PresetName | None = Field(default=None, description="a preset list of attacks")
     attacks: list[dict[str, Any]] | None = Field(
-        None,
+        default=None,
         description="instead of a preset, the attacks in order",
         json_schema_extra={
             "type": "list of attack specs or null",
@@ -75,7 +75,7 @@ class CascadeSettings(AttackSettings):
         },
     )
     precision: Precision | None = Field(
-        None, description="precision of every gradient sub-attack that sets none"
+        default=None, description="precision of every gradient sub-attack that sets none"
     )
 
     @model_validator(mode="after")

@@ -52,12 +52,14 @@ def _margins(logits: Tensor, label: Tensor, targeted: bool) -> Tensor:
 class CarliniWagnerSettings(AttackSettings):
     """Settings of :class:`CarliniWagnerL2`."""
 
-    steps: int = Field(100, ge=1, description="Adam iterations per binary-search round")
-    binary_search_steps: int = Field(9, ge=1, description="rounds of the search over c")
-    lr: float = Field(0.01, gt=0, description="Adam's step size on the tanh variables")
-    confidence: float = Field(0.0, ge=0, description="kappa: the margin the winning class needs")
-    initial_const: float = Field(1e-3, gt=0, description="the first constant c")
-    abort_early: bool = Field(True, description="stop a round once the loss stops falling")
+    steps: int = Field(default=100, ge=1, description="Adam iterations per binary-search round")
+    binary_search_steps: int = Field(default=9, ge=1, description="rounds of the search over c")
+    lr: float = Field(default=0.01, gt=0, description="Adam's step size on the tanh variables")
+    confidence: float = Field(
+        default=0.0, ge=0, description="kappa: the margin the winning class needs"
+    )
+    initial_const: float = Field(default=1e-3, gt=0, description="the first constant c")
+    abort_early: bool = Field(default=True, description="stop a round once the loss stops falling")
 
 
 @register("cw-l2", knowledge="white-box", kind="minimum-norm", settings=CarliniWagnerSettings)

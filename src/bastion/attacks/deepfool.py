@@ -53,9 +53,9 @@ def strongest_other(logits: Tensor, cls: Tensor) -> Tensor:
 class DeepFoolSettings(AttackSettings):
     """Settings of :class:`DeepFool`."""
 
-    steps: int = Field(50, ge=1, description="the most linearisation steps per example")
-    overshoot: float = Field(0.02, ge=0, description="scale the step by 1 + overshoot")
-    num_classes: int = Field(10, ge=2, description="top-ranked classes that are candidates")
+    steps: int = Field(default=50, ge=1, description="the most linearisation steps per example")
+    overshoot: float = Field(default=0.02, ge=0, description="scale the step by 1 + overshoot")
+    num_classes: int = Field(default=10, ge=2, description="top-ranked classes that are candidates")
 
 
 @register("deepfool", knowledge="white-box", kind="minimum-norm", settings=DeepFoolSettings)

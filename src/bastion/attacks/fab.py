@@ -107,18 +107,24 @@ def _reach(target: Tensor) -> tuple[PairFn, SuccessFn]:
 class FABSettings(AttackSettings):
     """Settings of :class:`FAB`."""
 
-    steps: int = Field(100, ge=1, description="iterations per run")
-    restarts: int = Field(1, ge=1, description="runs; after the first, from random points")
-    alpha_max: float = Field(0.1, ge=0, le=1, description="largest weight of the step from x")
-    eta: float = Field(1.05, gt=0, description="extrapolation past the hyperplane")
-    beta: float = Field(0.9, gt=0, le=1, description="backward step's contraction towards x")
-    precision: Precision = Field("fp32", description="bf16: linearise under bfloat16 autocast")
+    steps: int = Field(default=100, ge=1, description="iterations per run")
+    restarts: int = Field(default=1, ge=1, description="runs; after the first, from random points")
+    alpha_max: float = Field(
+        default=0.1, ge=0, le=1, description="largest weight of the step from x"
+    )
+    eta: float = Field(default=1.05, gt=0, description="extrapolation past the hyperplane")
+    beta: float = Field(
+        default=0.9, gt=0, le=1, description="backward step's contraction towards x"
+    )
+    precision: Precision = Field(
+        default="fp32", description="bf16: linearise under bfloat16 autocast"
+    )
 
 
 class FABTargetedSettings(FABSettings):
     """Settings of :class:`FABTargeted` (those of :class:`FAB` and the number of targets)."""
 
-    target_classes: int = Field(9, ge=1, description="top-ranked other classes to aim at")
+    target_classes: int = Field(default=9, ge=1, description="top-ranked other classes to aim at")
 
 
 class _FABSettings(Attack):

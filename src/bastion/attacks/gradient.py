@@ -21,24 +21,38 @@ from bastion.threat import ThreatModel
 class FGSMSettings(AttackSettings):
     """Settings of :class:`FGSM`."""
 
-    step_size: float = Field(1.0, gt=0, description="step length as a multiple of eps")
-    random_start: bool = Field(False, description="start from a uniform random point of the ball")
-    loss: LossName = Field("ce", description="cross-entropy (ce) or Carlini-Wagner margin (cw)")
-    precision: Precision = Field("fp32", description="bf16: gradients under bfloat16 autocast")
+    step_size: float = Field(default=1.0, gt=0, description="step length as a multiple of eps")
+    random_start: bool = Field(
+        default=False, description="start from a uniform random point of the ball"
+    )
+    loss: LossName = Field(
+        default="ce", description="cross-entropy (ce) or Carlini-Wagner margin (cw)"
+    )
+    precision: Precision = Field(
+        default="fp32", description="bf16: gradients under bfloat16 autocast"
+    )
 
 
 class PGDSettings(AttackSettings):
     """Settings of :class:`PGD`."""
 
-    steps: int = Field(50, ge=1, description="iterations per restart")
+    steps: int = Field(default=50, ge=1, description="iterations per restart")
     step_size: float | None = Field(
-        None, gt=0, description="step length as a multiple of eps; null: 2.5 / steps"
+        default=None, gt=0, description="step length as a multiple of eps; null: 2.5 / steps"
     )
-    restarts: int = Field(1, ge=1, description="random restarts, each on examples still robust")
-    random_start: bool = Field(True, description="start from a uniform random point of the ball")
-    loss: LossName = Field("ce", description="cross-entropy (ce) or Carlini-Wagner margin (cw)")
-    early_stop: bool = Field(True, description="keep each example's first fooling iterate")
-    precision: Precision = Field("fp32", description="bf16: gradients under bfloat16 autocast")
+    restarts: int = Field(
+        default=1, ge=1, description="random restarts, each on examples still robust"
+    )
+    random_start: bool = Field(
+        default=True, description="start from a uniform random point of the ball"
+    )
+    loss: LossName = Field(
+        default="ce", description="cross-entropy (ce) or Carlini-Wagner margin (cw)"
+    )
+    early_stop: bool = Field(default=True, description="keep each example's first fooling iterate")
+    precision: Precision = Field(
+        default="fp32", description="bf16: gradients under bfloat16 autocast"
+    )
 
 
 @register("fgsm", knowledge="white-box", settings=FGSMSettings)

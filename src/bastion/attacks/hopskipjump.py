@@ -312,11 +312,15 @@ class _Run:
 class HopSkipJumpSettings(AttackSettings):
     """Settings of :class:`HopSkipJump`; ``max_evals`` must be at least ``init_evals``."""
 
-    queries: int = Field(5000, ge=1, description="the most forward passes per example")
-    init_evals: int = Field(100, ge=1, description="probes of the first gradient estimate")
-    max_evals: int = Field(10000, ge=1, description="the most probes of one gradient estimate")
-    gamma: float = Field(1.0, gt=0, description="sets the binary-search precision theta")
-    init_tries: int = Field(100, ge=0, description="random draws looking for a starting point")
+    queries: int = Field(default=5000, ge=1, description="the most forward passes per example")
+    init_evals: int = Field(default=100, ge=1, description="probes of the first gradient estimate")
+    max_evals: int = Field(
+        default=10000, ge=1, description="the most probes of one gradient estimate"
+    )
+    gamma: float = Field(default=1.0, gt=0, description="sets the binary-search precision theta")
+    init_tries: int = Field(
+        default=100, ge=0, description="random draws looking for a starting point"
+    )
 
     @model_validator(mode="after")
     def _evals(self) -> Self:

@@ -61,13 +61,15 @@ def sparse_l1_direction(
 class SLIDESettings(AttackSettings):
     """Settings of :class:`SparseL1Descent`."""
 
-    steps: int = Field(50, ge=1, description="iterations per restart")
-    step_size: float = Field(0.25, gt=0, description="step length as a multiple of eps")
+    steps: int = Field(default=50, ge=1, description="iterations per restart")
+    step_size: float = Field(default=0.25, gt=0, description="step length as a multiple of eps")
     percentile: float = Field(
-        99.0, ge=0, lt=100, description="coordinates whose gradient is above it move"
+        default=99.0, ge=0, lt=100, description="coordinates whose gradient is above it move"
     )
-    restarts: int = Field(1, ge=1, description="runs, each on examples still robust")
-    random_start: bool = Field(False, description="start from a random point of the l1 ball")
+    restarts: int = Field(default=1, ge=1, description="runs, each on examples still robust")
+    random_start: bool = Field(
+        default=False, description="start from a random point of the l1 ball"
+    )
 
 
 @register("slide", knowledge="white-box", settings=SLIDESettings)

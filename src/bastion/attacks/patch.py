@@ -295,7 +295,7 @@ class PatchSettings(AttackSettings):
     """Settings of :class:`AdversarialPatch` (Brown et al. 2017)."""
 
     size: int | float = Field(
-        0.25,
+        default=0.25,
         description="patch side: a fraction of the image side, or pixels",
         json_schema_extra={
             "type": "number or integer",
@@ -304,12 +304,16 @@ class PatchSettings(AttackSettings):
             "(an integer >= 1)",
         },
     )
-    epochs: int = Field(20, ge=1, description="passes over the fit set")
-    step_size: float = Field(0.05, gt=0, description="signed-gradient step, share of the range")
-    batch_size: int = Field(64, ge=1, description="examples per gradient")
-    loss: PatchLoss = Field("ce", description="cross-entropy (ce) or Carlini-Wagner margin (cw)")
+    epochs: int = Field(default=20, ge=1, description="passes over the fit set")
+    step_size: float = Field(
+        default=0.05, gt=0, description="signed-gradient step, share of the range"
+    )
+    batch_size: int = Field(default=64, ge=1, description="examples per gradient")
+    loss: PatchLoss = Field(
+        default="ce", description="cross-entropy (ce) or Carlini-Wagner margin (cw)"
+    )
     scale_range: tuple[float, float] = Field(
-        (1.0, 1.0),
+        default=(1.0, 1.0),
         description="[low, high] of the random scale of each placement",
         json_schema_extra={
             "type": "[number, number]",
@@ -317,8 +321,12 @@ class PatchSettings(AttackSettings):
             "expected": "[low, high], two numbers with 0 < low <= high",
         },
     )
-    max_rotation: float = Field(0.0, ge=0, le=180, description="largest random rotation, degrees")
-    init: PatchInit = Field("random", description="starting patch: uniform (random) or mid-range")
+    max_rotation: float = Field(
+        default=0.0, ge=0, le=180, description="largest random rotation, degrees"
+    )
+    init: PatchInit = Field(
+        default="random", description="starting patch: uniform (random) or mid-range"
+    )
 
     @field_validator("scale_range", mode="before")
     @classmethod
@@ -346,7 +354,9 @@ class PatchSettings(AttackSettings):
 class PatchAttackSettings(PatchSettings):
     """Settings of :class:`PatchAttack`: those of the fit and where the patch goes."""
 
-    location: PatchLocation = Field("random", description="where the patch goes at test time")
+    location: PatchLocation = Field(
+        default="random", description="where the patch goes at test time"
+    )
 
 
 class AdversarialPatch:

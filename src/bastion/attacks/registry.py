@@ -7,7 +7,7 @@ also declares what the attacker knows (``white-box``, ``score-based``, ``label-o
 the ``bastion attacks`` listing, the scorecard's params and the config reference derive::
 
     class MySettings(AttackSettings):
-        steps: int = Field(10, ge=1, description="iterations")
+        steps: int = Field(default=10, ge=1, description="iterations")
 
     @register("my-attack", knowledge="white-box", settings=MySettings)
     class MyAttack(Attack):

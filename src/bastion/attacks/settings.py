@@ -33,11 +33,12 @@ from pydantic.fields import FieldInfo
 
 from bastion.errors import ConfigError
 
-S = TypeVar("S", bound="AttackSettings")
+S = TypeVar("S", bound="Settings")
 
 
-class AttackSettings(BaseModel):
-    """Base of every attack's settings model: strict, frozen, no unknown fields, finite numbers.
+class Settings(BaseModel):
+    """Base of a settings model (an attack's, a training objective's): strict, frozen, no
+    unknown fields, finite numbers.
 
     A field's ``description`` is its one-line help. A field whose type or bounds have no plain
     name (a model or a path, a fraction or a pixel count) states them in ``json_schema_extra``:
@@ -68,6 +69,10 @@ class AttackSettings(BaseModel):
         return dict(self)
 
 
+class AttackSettings(Settings):
+    """Base of every attack's settings model (see :class:`Settings`)."""
+
+
 def check_settings(model: type[S], params: Mapping[str, Any], *, where: str) -> S:
     """``params`` validated by ``model``; a :class:`ConfigError` naming ``where``, the field and
     what was expected otherwise (unknown settings are listed with the allowed ones)."""
@@ -83,7 +88,7 @@ def check_settings(model: type[S], params: Mapping[str, Any], *, where: str) -> 
 
 
 def _first_error(
-    model: type[AttackSettings], params: Mapping[str, Any], e: ValidationError, where: str
+    model: type[Settings], params: Mapping[str, Any], e: ValidationError, where: str
 ) -> str:
     err = e.errors(include_url=False)[0]
     loc = [str(p) for p in err["loc"]]
@@ -201,7 +206,7 @@ def default_text(info: FieldInfo) -> str:
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
-def setting_rows(model: type[AttackSettings]) -> list[tuple[str, str, str, str, str]]:
+def setting_rows(model: type[Settings]) -> list[tuple[str, str, str, str, str]]:
     """``(setting, type, default, bounds, description)`` per field, in declaration order."""
     return [
         (name, type_text(info), default_text(info), bounds_text(info), info.description or "")
@@ -210,7 +215,7 @@ def setting_rows(model: type[AttackSettings]) -> list[tuple[str, str, str, str, 
 
 
 # -- the command line ----------------------------------------------------------------------
-def parse_setting(model: type[AttackSettings], key: str, raw: str, *, where: str) -> Any:
+def parse_setting(model: type[Settings], key: str, raw: str, *, where: str) -> Any:
     """The value of ``-p key=raw`` coerced by the field's type: a string-valued field (a string,
     a choice) takes ``raw`` as written; any other field takes its YAML value (``1000``,
     ``0.5``, ``1e-3``, ``true``, ``null``, ``[1.0, 1.2]``). Validation is left to

@@ -370,9 +370,13 @@ class _Run:
 class SquareSettings(AttackSettings):
     """Settings of :class:`Square`."""
 
-    queries: int = Field(5000, ge=1, description="the most forward passes per example")
-    p_init: float = Field(0.8, gt=0, lt=1, description="share of the image the first windows cover")
-    restarts: int = Field(1, ge=1, description="runs sharing the queries, on examples still robust")
+    queries: int = Field(default=5000, ge=1, description="the most forward passes per example")
+    p_init: float = Field(
+        default=0.8, gt=0, lt=1, description="share of the image the first windows cover"
+    )
+    restarts: int = Field(
+        default=1, ge=1, description="runs sharing the queries, on examples still robust"
+    )
 
 
 @register("square", knowledge="score-based", settings=SquareSettings)

@@ -56,12 +56,14 @@ def diverse_inputs(
 class MIFGSMSettings(AttackSettings):
     """Settings of :class:`MIFGSM`."""
 
-    steps: int = Field(10, ge=1, description="iterations T, each moving eps / T")
-    decay: float = Field(1.0, ge=0, description="the momentum factor mu")
+    steps: int = Field(default=10, ge=1, description="iterations T, each moving eps / T")
+    decay: float = Field(default=1.0, ge=0, description="the momentum factor mu")
     diversity_prob: float = Field(
-        0.0, ge=0, le=1, description="probability of a random resize-and-pad per input (DI)"
+        default=0.0, ge=0, le=1, description="probability of a random resize-and-pad per input (DI)"
     )
-    diversity_scale: float = Field(0.9, gt=0, le=1, description="smallest resize factor (DI)")
+    diversity_scale: float = Field(
+        default=0.9, gt=0, le=1, description="smallest resize factor (DI)"
+    )
 
 
 class TransferSettings(AttackSettings):
@@ -75,7 +77,7 @@ class TransferSettings(AttackSettings):
         },
     )
     attack: Attack | dict[str, Any] | None = Field(
-        None,
+        default=None,
         description="the attack run on the surrogate; null: mi-fgsm",
         json_schema_extra={
             "type": "attack spec or null",

@@ -146,13 +146,15 @@ def _capped(loss: LossFn, cap: float | None, targeted: bool) -> LossFn:
 class UniversalSettings(AttackSettings):
     """Settings of :class:`UniversalPerturbation` and :class:`UniversalAttack`."""
 
-    epochs: int = Field(5, ge=1, description="passes over the fit set")
-    step_size: float = Field(0.1, gt=0, description="step length as a multiple of eps")
-    batch_size: int = Field(32, ge=1, description="examples per stochastic gradient")
-    loss: UniversalLoss = Field("ce", description="cross-entropy (ce) or CW margin (cw)")
-    method: UniversalMethod = Field("sgd", description="steepest ascent (sgd) or Adam on delta")
+    epochs: int = Field(default=5, ge=1, description="passes over the fit set")
+    step_size: float = Field(default=0.1, gt=0, description="step length as a multiple of eps")
+    batch_size: int = Field(default=32, ge=1, description="examples per stochastic gradient")
+    loss: UniversalLoss = Field(default="ce", description="cross-entropy (ce) or CW margin (cw)")
+    method: UniversalMethod = Field(
+        default="sgd", description="steepest ascent (sgd) or Adam on delta"
+    )
     loss_cap: float | None = Field(
-        None, description="clip each example's objective here; null: no clipping"
+        default=None, description="clip each example's objective here; null: no clipping"
     )
 
 

@@ -45,18 +45,21 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal, Self, get_args
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from bastion.attacks.engine import gradient_attack
+from bastion.attacks.settings import Settings, check_settings
 from bastion.corruptions import CorruptionAugment
 from bastion.errors import ConfigError
 from bastion.threat import ThreatModel
 from bastion.training.augmix import AugMixSettings, augmix, jensen_shannon
 
-OBJECTIVES: tuple[str, ...] = (
+ObjectiveName = Literal[
     "standard",
     "pgd-at",
     "fast-fgsm",
@@ -67,7 +70,8 @@ OBJECTIVES: tuple[str, ...] = (
     "distill",
     "augmix",
     "mixed",
-)
+]
+OBJECTIVES: tuple[str, ...] = get_args(ObjectiveName)
 #: Objectives whose attack takes one step (``steps`` is ignored).
 SINGLE_STEP: tuple[str, ...] = ("fast-fgsm", "n-fgsm")
 #: Objectives whose inner maximisation runs ``steps`` iterations.
@@ -78,6 +82,62 @@ MIXED_KINDS: tuple[str, ...] = ("linf", "l2", "l1", "corruption")
 
 #: ``loss_fn(model) -> (loss, logits)``: the batch's loss under the model's current weights.
 LossClosure = Callable[[nn.Module], tuple[Tensor, Tensor]]
+
+
+class ObjectiveFields(Settings):
+    """The settings of a training objective, declared once (the ``augmix`` and ``mixed``
+    sub-sections apart): :class:`ObjectiveSettings` (the Python API) and the YAML section
+    ``models[].objective`` (:class:`bastion.config.ObjectiveConfig`) validate through it, and
+    the reference in ``docs/config.md`` is generated from it. Errors read
+    ``objective.<field>: expected ..., got ...``.
+
+    Rules across fields (see the module docstring): an iterative attack may not step further
+    than eps (``step_size <= 1``), a single step (``fast-fgsm``, ``n-fgsm``, ``steps == 1``)
+    not beyond ``2 x eps``; ``grad_align`` regularises single-step training only.
+    """
+
+    name: ObjectiveName = Field(default="standard", description="the training objective")
+    steps: int = Field(default=10, ge=1, description="attack steps (pgd-at, trades, mart, mixed)")
+    step_size: float | None = Field(
+        default=None,
+        gt=0,
+        description="step as a multiple of eps; null: 2.5/steps, fast-fgsm 1.25, n-fgsm 1.0",
+    )
+    random_start: bool = Field(
+        default=True, description="start the attack at a random point of the ball"
+    )
+    beta: float = Field(default=6.0, ge=0, description="TRADES / MART trade-off weight")
+    noise: float = Field(default=2.0, ge=0, description="N-FGSM noise as a multiple of eps")
+    grad_align: float = Field(
+        default=0.0, ge=0, description="GradAlign weight (fast-fgsm, n-fgsm); 0: off"
+    )
+    sigma: float = Field(default=0.25, gt=0, description="noise standard deviation (gaussian)")
+    temperature: float = Field(
+        default=20.0, gt=0, description="distillation temperature T (distill)"
+    )
+    teacher_epochs: int | None = Field(
+        default=None, ge=1, description="epochs of the distillation teacher; null: the student's"
+    )
+
+    @model_validator(mode="after")
+    def _step_rules(self) -> Self:
+        single = self.name in SINGLE_STEP or self.steps == 1
+        size = self.step_size
+        if size is not None and not single and size > 1.0:
+            raise ValueError(
+                f"step_size: {size} x eps is larger than eps for multi-step {self.name} "
+                f"({self.steps} steps); expected a multiple of eps <= 1"
+            )
+        if size is not None and single and size > 2.0:
+            raise ValueError(
+                f"step_size: {size} x eps for a single-step attack; expected a multiple of eps <= 2"
+            )
+        if self.grad_align > 0 and self.name not in SINGLE_STEP:
+            raise ValueError(
+                f"grad_align: GradAlign regularises single-step training; expected 0 for "
+                f"{self.name!r} (or objective fast-fgsm / n-fgsm), got {self.grad_align}"
+            )
+        return self
 
 
 @dataclass(frozen=True)
@@ -114,7 +174,9 @@ class MixedComponent:
 
 @dataclass(frozen=True)
 class ObjectiveSettings:
-    """Settings of an objective and its inner maximisation (keyword use recommended).
+    """Settings of an objective and its inner maximisation (keyword use recommended),
+    validated at construction through :class:`ObjectiveFields` (types, bounds, the rules
+    across fields) and the checks of the ``mixed`` components.
 
     Attributes:
         name: one of :data:`OBJECTIVES`.
@@ -147,50 +209,8 @@ class ObjectiveSettings:
     mixed: tuple[MixedComponent, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.name not in OBJECTIVES:
-            raise ConfigError(
-                f"objective: expected one of {', '.join(OBJECTIVES)}, got {self.name!r}"
-            )
-        if self.steps < 1:
-            raise ConfigError(f"attack.steps: expected an integer >= 1, got {self.steps}")
-        if self.step_size is not None and not self.step_size > 0:
-            raise ConfigError(
-                f"attack.step_size: expected a positive multiple of eps, got {self.step_size}"
-            )
-        single = self.name in SINGLE_STEP or self.steps == 1
-        if self.step_size is not None and not single and self.step_size > 1.0:
-            raise ConfigError(
-                f"attack.step_size: {self.step_size} x eps is larger than eps for multi-step "
-                f"{self.name} ({self.steps} steps); expected a multiple of eps <= 1"
-            )
-        if self.step_size is not None and single and self.step_size > 2.0:
-            raise ConfigError(
-                f"attack.step_size: {self.step_size} x eps for a single-step attack; expected a "
-                "multiple of eps <= 2"
-            )
-        if self.beta < 0:
-            raise ConfigError(f"attack.beta: expected a number >= 0, got {self.beta}")
-        if not (math.isfinite(self.noise) and self.noise >= 0):
-            raise ConfigError(f"objective.noise: expected a number >= 0, got {self.noise}")
-        if not (math.isfinite(self.grad_align) and self.grad_align >= 0):
-            raise ConfigError(
-                f"objective.grad_align: expected a number >= 0, got {self.grad_align}"
-            )
-        if self.grad_align > 0 and self.name not in SINGLE_STEP:
-            raise ConfigError(
-                f"objective.grad_align: GradAlign regularises single-step training; expected 0 "
-                f"for {self.name!r} (or objective fast-fgsm / n-fgsm), got {self.grad_align}"
-            )
-        if not (math.isfinite(self.sigma) and self.sigma > 0):
-            raise ConfigError(f"objective.sigma: expected a number > 0, got {self.sigma}")
-        if not (math.isfinite(self.temperature) and self.temperature > 0):
-            raise ConfigError(
-                f"objective.temperature: expected a number > 0, got {self.temperature}"
-            )
-        if self.teacher_epochs is not None and self.teacher_epochs < 1:
-            raise ConfigError(
-                f"objective.teacher_epochs: expected an integer >= 1, got {self.teacher_epochs}"
-            )
+        fields = {f: getattr(self, f) for f in ObjectiveFields.model_fields}
+        check_settings(ObjectiveFields, fields, where="objective")
         for i, c in enumerate(self.mixed):
             c.check(f"objective.mixed[{i}]")
         if self.name == "mixed":
