@@ -198,3 +198,33 @@ def test_the_reference_check_fails_on_a_stale_file_and_the_writer_fixes_it(
     assert stale.read_text(encoding="utf-8").startswith("# Config\n\n" + BEGIN)
     with pytest.raises(ConfigError, match="markers"):
         updated("no markers here")
+
+
+def test_the_scorecard_records_each_attack_with_its_defaults_filled_in(tmp_path: Path) -> None:
+    from bastion.evaluation.scorecard import read_scorecard
+    from bastion.pipeline import run_pipeline
+
+    doc = {
+        "name": "settings",
+        "seed": 0,
+        "data": {"name": "digits"},
+        "threat": {"norm": "linf", "eps": 0.2},
+        "model": {"architecture": "mlp"},
+        "training": {"epochs": 1, "batch_size": 64, "val_examples": 30},
+        "models": [{"name": "baseline", "objective": {"name": "standard"}}],
+        "evaluation": {
+            "examples": 20,
+            "attacks": [{"name": "fgsm"}, {"name": "square", "label": "sq", "queries": 20}],
+            "sanity_checks": "off",
+            "calibration": None,
+            "latency": None,
+        },
+    }
+    config = tmp_path / "settings.yaml"
+    config.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    run_dir = run_pipeline(config, out_dir=tmp_path / "runs", show_progress=False)
+    recorded = read_scorecard(run_dir / "scorecard.json")["evaluation"]["attacks"]
+    assert recorded == [
+        {"label": "fgsm", "name": "fgsm", **recorded_settings("fgsm")},
+        {"label": "sq", "name": "square", "queries": 20, "p_init": 0.8, "restarts": 1},
+    ]
