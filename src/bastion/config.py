@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from bastion.attacks.registry import build_attack
+from bastion.attacks.settings import settings_error
 from bastion.errors import BastionError, ConfigError, yaml_error_line
 from bastion.guard.config import GuardConfig
 from bastion.poisoning.config import PoisoningConfig
@@ -412,6 +413,10 @@ def _format_validation_error(e: ValidationError, source: str) -> str:
     lines = []
     for err in e.errors():
         loc = ".".join(str(p) for p in err["loc"] if p != "__root__")
+        explained = settings_error(RunConfig, err)  # a field declared in a settings model
+        if explained is not None:
+            lines.append(f"{source}: {loc}: {explained}")
+            continue
         msg = err["msg"]
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]

@@ -160,12 +160,12 @@ def _set(path: str, value: Any) -> Any:
         (
             _set("models.1.objective.name", "madry"),
             "models.1.objective.name",
-            "'standard', 'pgd-at', 'fast-fgsm'",
+            "expected one of standard, pgd-at, fast-fgsm, n-fgsm, trades, mart, gaussian",
         ),
         (
             _set("models.1.objective.steps", 0),
             "models.1.objective.steps",
-            "greater than or equal to 1",
+            "expected an integer >= 1, got 0",
         ),
         (
             _set("models.1.objective.step_size", 1.5),

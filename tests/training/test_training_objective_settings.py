@@ -66,3 +66,17 @@ def test_docs_config_md_holds_the_generated_objective_table() -> None:
     assert objective_markdown() in text, "run: python -m bastion.attacks.reference"
     for name in ObjectiveFields.model_fields:
         assert f"| `objective.{name}` |" in text
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("steps", 0), ("steps", True), ("beta", -1.0), ("name", "madry")]
+)
+def test_a_yaml_objective_error_reads_as_the_python_api_error(field: str, value: object) -> None:
+    doc = yaml.safe_load((ROOT / "examples" / "digits.yaml").read_text())
+    doc["models"][1]["objective"][field] = value
+    with pytest.raises(ConfigError) as yaml_error:
+        parse_config(doc)
+    with pytest.raises(ConfigError) as api_error:
+        ObjectiveSettings(**{"name": "pgd-at", field: value})  # type: ignore[arg-type]
+    assert str(api_error.value).startswith("objective.")
+    assert str(yaml_error.value) == "config: models.1." + str(api_error.value)

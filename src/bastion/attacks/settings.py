@@ -214,6 +214,39 @@ def setting_rows(model: type[Settings]) -> list[tuple[str, str, str, str, str]]:
     ]
 
 
+# -- errors of a larger document -----------------------------------------------------------
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside ``annotation`` (itself, or inside a list, tuple or union)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def settings_error(root: type[BaseModel], err: Mapping[str, Any]) -> str | None:
+    """For one pydantic error of a document validated by ``root`` (a run config), the
+    ``expected ..., got ...`` text of :func:`expectation` when the field at the error's
+    location belongs to a :class:`Settings` model (a training objective's, say), so that a YAML
+    error reads as the same field's error from the Python API; None for any other error."""
+    if err.get("type") in ("value_error", "missing", "extra_forbidden"):
+        return None
+    model: type[BaseModel] | None = root
+    owner, info = None, None
+    for part in err.get("loc", ()):
+        if isinstance(part, int):
+            continue  # an item of a list
+        if model is None or part not in model.model_fields:
+            return None
+        owner, info = model, model.model_fields[part]
+        model = _model_in(info.annotation)
+    if owner is None or info is None or not issubclass(owner, Settings):
+        return None
+    return f"expected {expectation(info)}, got {err.get('input')!r}"
+
+
 # -- the command line ----------------------------------------------------------------------
 def parse_setting(model: type[Settings], key: str, raw: str, *, where: str) -> Any:
     """The value of ``-p key=raw`` coerced by the field's type: a string-valued field (a string,
