@@ -13,6 +13,7 @@ Each experiment is one call of :func:`bastion.text.run_text_experiment`. Results
 Usage::
 
     python benchmarks/text.py --data-dir ../shared/datasets --examples 300 --threads 1
+    python benchmarks/text.py --model minilm --epochs 2 --threads 2   # benchmarks/text_minilm.py
 """
 
 from __future__ import annotations
@@ -71,7 +72,30 @@ def main() -> None:
         help="word-substitution candidate source",
     )
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--model",
+        choices=["cnn", "minilm"],
+        default="cnn",
+        help="minilm: the pretrained-transformer benchmark (benchmarks/text_minilm.py)",
+    )
+    minilm = parser.add_argument_group("--model minilm")
+    minilm.add_argument("--minilm", type=Path, default=Path("../shared/models/all-MiniLM-L6-v2"))
+    minilm.add_argument("--train", type=int, default=None, help="training texts (default all)")
+    minilm.add_argument("--val", type=int, default=300)
+    minilm.add_argument("--test", type=int, default=300, help="test texts for clean accuracy")
+    minilm.add_argument("--max-length", type=int, default=64)
+    minilm.add_argument("--batch-size", type=int, default=32)
+    minilm.add_argument("--lr", type=float, default=5e-5)
+    minilm.add_argument("--neighbours", type=int, default=30, help="embedding candidates/word")
+    minilm.add_argument(
+        "--part", choices=["both", "movie_review", "sms_spam", "combine"], default="both"
+    )
     args = parser.parse_args()
+    if args.model == "minilm":
+        from text_minilm import run
+
+        run(args, args.results_dir)
+        return
     torch.set_num_threads(args.threads)
     runs: dict[str, dict[str, Any]] = {}
     timings: dict[str, float] = {}

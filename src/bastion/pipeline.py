@@ -718,7 +718,13 @@ def summary_tables(scorecard: dict[str, Any]) -> list[Table]:
             t.add_column(col, justify="left" if col == "attack" else "right")
         for name, per in txt.get("attacks", {}).items():
             t.add_row(
-                name, *[f"{per[x]['success_rate']:.1%}" if x in per else "-" for x in targets]
+                name,
+                *[
+                    "-"
+                    if per.get(x, {}).get("success_rate") is None  # none correct: no rate
+                    else f"{per[x]['success_rate']:.1%}"
+                    for x in targets
+                ],
             )
         out.append(t)
     return out

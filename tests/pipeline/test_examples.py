@@ -40,6 +40,8 @@ needs_mnist = pytest.mark.skipif(
 SHARED = shared_data.DATASETS
 CHANNEL_EXAMPLES = {"fraud-tabular.yaml", "text-sms-spam.yaml", "text-movie-review.yaml"}
 CHANNEL_EXAMPLES.add("text-own-csv.yaml")  # run as shipped by tests/text/test_text_files.py
+# run on a subset by test_examples_minilm.py (slow)
+CHANNEL_EXAMPLES |= {"text-movie-review-minilm.yaml", "text-sms-spam-minilm.yaml"}
 
 
 def test_every_example_is_covered() -> None:

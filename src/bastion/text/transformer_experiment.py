@@ -280,6 +280,8 @@ def run_transformer_experiment(
         "transformer": {
             "n_train": len(train),
             "n_val": len(val),
+            "n_test": len(test),
+            "max_length": tr.max_length,
             "truncated_test_share": sum(c > tr.max_length for c in counts) / max(1, len(counts)),
             "a2t_table_coverage": round(augmenter.table.coverage, 4),
             "sentence_constraint": {
