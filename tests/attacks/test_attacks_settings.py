@@ -228,3 +228,21 @@ def test_the_scorecard_records_each_attack_with_its_defaults_filled_in(tmp_path:
         {"label": "fgsm", "name": "fgsm", **recorded_settings("fgsm")},
         {"label": "sq", "name": "square", "queries": 20, "p_init": 0.8, "restarts": 1},
     ]
+
+
+def test_numpy_scalars_count_as_numbers_and_targets_share_the_language() -> None:
+    import numpy as np
+
+    from bastion.attacks import HTTPTarget, ScoreTarget
+
+    square = Square(queries=np.int64(7), p_init=np.float32(0.5))
+    assert (square.queries, square.p_init) == (7, 0.5) and type(square.queries) is int
+    bad_batch = r"^ScoreTarget\.batch_size: expected an integer >= 1, got True$"
+    with pytest.raises(ConfigError, match=bad_batch):
+        ScoreTarget(lambda a: a, 3, batch_size=True)
+    bad_classes = r"^ScoreTarget\.num_classes: expected an integer >= 2, got 1$"
+    with pytest.raises(ConfigError, match=bad_classes):
+        ScoreTarget(lambda a: a, 1)
+    bad_timeout = r"^HTTPTarget\.timeout: expected a finite number > 0, got 0$"
+    with pytest.raises(ConfigError, match=bad_timeout):
+        HTTPTarget("http://127.0.0.1:1/", num_classes=3, timeout=0)

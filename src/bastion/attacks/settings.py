@@ -22,13 +22,14 @@ can import it without a cycle.
 
 from __future__ import annotations
 
+import numbers
 import types
 from collections.abc import Mapping
 from typing import Any, Literal, Self, TypeVar, Union, get_args, get_origin
 
 import annotated_types
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 
 from bastion.errors import ConfigError
@@ -56,6 +57,15 @@ class Settings(BaseModel):
         arbitrary_types_allowed=True,
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_numbers(cls, data: Any) -> Any:
+        """NumPy scalars (``np.int64(3)``, ``np.float32(0.5)``) as the Python numbers they
+        are; bools and every other value are left to the strict field validation."""
+        if not isinstance(data, dict):
+            return data
+        return {k: _plain(v) for k, v in data.items()}
+
     @classmethod
     def of(cls, given: Mapping[str, Any], *, where: str) -> Self:
         """Validate an attack constructor's keywords: pass ``locals()`` as the first line of
@@ -71,6 +81,16 @@ class Settings(BaseModel):
 
 class AttackSettings(Settings):
     """Base of every attack's settings model (see :class:`Settings`)."""
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, int | float):  # bool included
+        return v
+    if isinstance(v, numbers.Integral):
+        return int(v)
+    if isinstance(v, numbers.Real):
+        return float(v)
+    return v
 
 
 def check_settings(model: type[S], params: Mapping[str, Any], *, where: str) -> S:

@@ -27,8 +27,6 @@ probabilities non-negative rows summing to 1 within 1e-3; a violation raises
 from __future__ import annotations
 
 import json
-import math
-import numbers
 import urllib.error
 import urllib.request
 from abc import abstractmethod
@@ -38,8 +36,10 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
+from bastion.attacks.settings import Settings, check_settings
 from bastion.errors import AttackInputError, ConfigError
 
 ScoreKind = Literal["probabilities", "logits"]
@@ -48,16 +48,31 @@ PROB_TOLERANCE = 1e-3
 _TINY64 = float(np.finfo(np.float64).tiny)
 
 
-def _check_positive_int(where: str, name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | numbers.Integral) or value < 1:
-        raise ConfigError(f"{where}.{name}: expected an integer >= 1, got {value!r}")
-    return int(value)
+class TargetSettings(Settings):
+    """The settings every black-box target takes (errors name the target class)."""
+
+    num_classes: int = Field(ge=2, description="classes the target scores")
+    batch_size: int = Field(default=256, ge=1, description="the most rows per call")
 
 
-def _check_classes(where: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | numbers.Integral) or value < 2:
-        raise ConfigError(f"{where}.num_classes: expected an integer >= 2, got {value!r}")
-    return int(value)
+class ScoreTargetSettings(TargetSettings):
+    """Settings of :class:`ScoreTarget` (and :class:`SklearnTarget`, :class:`OnnxTarget`)."""
+
+    kind: ScoreKind = Field(default="probabilities", description="what the scores are")
+    inputs: InputFormat = Field(default="numpy", description="what the function is given")
+
+
+class LabelTargetSettings(TargetSettings):
+    """Settings of :class:`LabelTarget`."""
+
+    inputs: InputFormat = Field(default="numpy", description="what the function is given")
+
+
+class HTTPTargetSettings(TargetSettings):
+    """Settings of :class:`HTTPTarget`."""
+
+    kind: ScoreKind = Field(default="probabilities", description="what 'scores' holds")
+    timeout: float = Field(default=10.0, gt=0, description="seconds to wait for each reply")
 
 
 class BlackBoxTarget(nn.Module):
@@ -211,18 +226,16 @@ class ScoreTarget(BlackBoxTarget):
         where = "ScoreTarget"
         if not callable(fn):
             raise ConfigError(f"{where}.fn: expected a callable, got {type(fn).__name__}")
-        if kind not in ("probabilities", "logits"):
-            raise ConfigError(f"{where}.kind: expected 'probabilities' or 'logits', got {kind!r}")
-        if inputs not in ("numpy", "torch"):
-            raise ConfigError(f"{where}.inputs: expected 'numpy' or 'torch', got {inputs!r}")
+        given = {"num_classes": num_classes, "batch_size": batch_size, "kind": kind}
+        s = check_settings(ScoreTargetSettings, {**given, "inputs": inputs}, where=where)
         super().__init__(
-            _check_classes(where, num_classes),
-            batch_size=_check_positive_int(where, "batch_size", batch_size),
+            s.num_classes,
+            batch_size=s.batch_size,
             name=name or f"ScoreTarget({_callable_name(fn)})",
         )
         self._fn = (fn,)  # a tuple, so that an nn.Module fn is not registered as a submodule
-        self.kind: ScoreKind = kind
-        self.inputs: InputFormat = inputs
+        self.kind: ScoreKind = s.kind
+        self.inputs: InputFormat = s.inputs
 
     def _scores(self, batch: Tensor) -> Tensor:
         arg: Any = batch.numpy() if self.inputs == "numpy" else batch
@@ -358,15 +371,15 @@ class LabelTarget(BlackBoxTarget):
         where = "LabelTarget"
         if not callable(fn):
             raise ConfigError(f"{where}.fn: expected a callable, got {type(fn).__name__}")
-        if inputs not in ("numpy", "torch"):
-            raise ConfigError(f"{where}.inputs: expected 'numpy' or 'torch', got {inputs!r}")
+        given = {"num_classes": num_classes, "batch_size": batch_size, "inputs": inputs}
+        s = check_settings(LabelTargetSettings, given, where=where)
         super().__init__(
-            _check_classes(where, num_classes),
-            batch_size=_check_positive_int(where, "batch_size", batch_size),
+            s.num_classes,
+            batch_size=s.batch_size,
             name=name or f"LabelTarget({_callable_name(fn)})",
         )
         self._fn = (fn,)
-        self.inputs: InputFormat = inputs
+        self.inputs: InputFormat = s.inputs
 
     def _scores(self, batch: Tensor) -> Tensor:
         arg: Any = batch.numpy() if self.inputs == "numpy" else batch
@@ -407,23 +420,11 @@ class HTTPTarget(BlackBoxTarget):
         where = "HTTPTarget"
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise ConfigError(f"{where}.url: expected an http:// or https:// address, got {url!r}")
-        if (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, int | float)
-            or not (math.isfinite(timeout) and timeout > 0)
-        ):
-            raise ConfigError(
-                f"{where}.timeout: expected a positive number of seconds, got {timeout!r}"
-            )
-        if kind not in ("probabilities", "logits"):
-            raise ConfigError(f"{where}.kind: expected 'probabilities' or 'logits', got {kind!r}")
-        super().__init__(
-            _check_classes(where, num_classes),
-            batch_size=_check_positive_int(where, "batch_size", batch_size),
-            name=f"HTTPTarget({url})",
-        )
-        self.url, self.field, self.timeout = url, str(field), float(timeout)
-        self.kind: ScoreKind = kind
+        given = {"num_classes": num_classes, "batch_size": batch_size, "kind": kind}
+        s = check_settings(HTTPTargetSettings, {**given, "timeout": timeout}, where=where)
+        super().__init__(s.num_classes, batch_size=s.batch_size, name=f"HTTPTarget({url})")
+        self.url, self.field, self.timeout = url, str(field), float(s.timeout)
+        self.kind: ScoreKind = s.kind
         self.headers = dict(headers or {})
 
     def _scores(self, batch: Tensor) -> Tensor:
