@@ -246,3 +246,27 @@ def test_numpy_scalars_count_as_numbers_and_targets_share_the_language() -> None
     bad_timeout = r"^HTTPTarget\.timeout: expected a finite number > 0, got 0$"
     with pytest.raises(ConfigError, match=bad_timeout):
         HTTPTarget("http://127.0.0.1:1/", num_classes=3, timeout=0)
+
+
+def test_the_defaults_quoted_in_docs_attacks_md_are_the_models() -> None:
+    """Every ``setting=value`` default the attacks table of docs/attacks.md quotes (a number
+    or a flag) is the settings model's default of that row's attack(s)."""
+    import re
+
+    rows = [
+        ln for ln in (ROOT / "docs" / "attacks.md").read_text().splitlines() if ln.startswith("| `")
+    ]
+    checked = 0
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split(" | ")]
+        names = re.findall(r"`([a-z0-9-]+)`", cells[0])
+        for key, raw in re.findall(r"`([a-z_]+)=([^`|\\]+)`", cells[-1]):
+            value = yaml.safe_load(raw)
+            if not isinstance(value, int | float | bool):
+                continue  # a rule (2.5/steps) or a choice (ce|cw), not a default
+            for name in names:
+                fields = settings_model(name).model_fields
+                if key in fields:
+                    assert fields[key].get_default() == value, (name, key)
+                    checked += 1
+    assert checked >= 30
