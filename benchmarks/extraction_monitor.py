@@ -394,8 +394,9 @@ def main() -> None:
         "versions": package_versions(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(doc))
+    # the name as given plus the suffix (with_suffix would eat a dotted name's ".3")
+    args.out.with_name(args.out.name + ".json").write_text(json.dumps(doc, indent=2) + "\n")
+    args.out.with_name(args.out.name + ".md").write_text(markdown(doc))
     print(markdown(doc))
 
 
