@@ -2,7 +2,10 @@
 Cleanse, STRIP, and ART's poison detectors on the same data.
 
 BadNets (Gu et al. 2017) 3x3 white patch one pixel from the bottom-right corner, all-to-one to
-class 0, at each poison rate. For each rate:
+class 0, at each poison rate (``--attack blended``: a seeded noise pattern blended with
+``--alpha``, Chen et al. 2017, and STRIP against the same pattern blended at
+``--adaptive-alpha`` at test time; ``--attack clean-label``: Turner et al. 2019, the rate being
+the share of class 0 poisoned). For each rate:
 
 1. the undefended model trained on the poisoned set (it is also the scan model): clean
    accuracy on the 10,000 test images, attack success on the triggered test images of the
