@@ -332,7 +332,8 @@ def training_curves_png(view: ScorecardView) -> bytes:
         )
         style_labels.append("selected epoch")
     if style_handles:
-        _figure_legend(figure, style_handles, style_labels, "validation", "outside right lower")
+        title = "lines" if any_rank else "validation"  # the dotted style is a training loss
+        _figure_legend(figure, style_handles, style_labels, title, "outside right lower")
     return _to_png(figure)
 
 
