@@ -21,6 +21,7 @@ import os
 import platform
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,12 @@ from bastion.text import parse_text_config, run_text_experiment
 
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def _judge(value: float | None, ok: Callable[[float], bool]) -> str:
+    if value is None:
+        return "not measured in time (the part did not finish before the deadline)"
+    return "met" if ok(value) else "MISSED"
 
 
 def _load() -> str:
@@ -71,9 +78,10 @@ def run(args: argparse.Namespace, results: Path) -> None:
     """
     torch.set_num_threads(args.threads)
     if args.part == "combine":
-        docs = [
+        docs = [  # a part that did not finish in time is reported as not measured
             json.loads((results / f"text-minilm-{p}.json").read_text())
             for p in ("movie_review", "sms_spam")
+            if (results / f"text-minilm-{p}.json").is_file()
         ]
         report(
             args,
@@ -146,11 +154,13 @@ def report(
     commands: dict[str, str],
 ) -> None:
     """Write ``text-minilm.json`` and ``text-minilm.md`` from both parts' results."""
-    mr, sms = runs["movie_review"], runs["sms_spam"]
+    mr, sms = runs["movie_review"], runs.get("sms_spam")
     s = mr["summary"]
     std_train = mr["models"]["standard"]["training"]
     hard_train = mr["models"]["hardened"]["training"]
-    inv, hom = sms["attacks"]["invisible"], sms["attacks"]["homoglyph"]
+    none: dict[str, Any] = {"success_rate": None}
+    inv = sms["attacks"]["invisible"] if sms else {"standard": none, "standard+sanitizer": none}
+    hom = sms["attacks"]["homoglyph"] if sms else {"standard": none, "standard+sanitizer": none}
     targets = {
         "mr_clean_accuracy_standard": s["clean_accuracy_standard"],
         "mr_train_minutes_standard": std_train["train_seconds"] / 60,
@@ -221,14 +231,14 @@ def report(
         f"{mark[targets['mr_clean_accuracy_cost'] <= 0.02]}{scale} |",
         f"| SMS: invisible characters evade on >= 90% of spam | "
         f"{_pct(targets['sms_invisible_standard'])} | "
-        f"{mark[(targets['sms_invisible_standard'] or 0) >= 0.9]} |",
+        f"{_judge(targets['sms_invisible_standard'], lambda v: v >= 0.9)} |",
         f"| SMS: invisible <= 1% with the sanitiser | {_pct(targets['sms_invisible_guarded'])} | "
-        f"{mark[(targets['sms_invisible_guarded'] or 0) <= 0.01]} |",
+        f"{_judge(targets['sms_invisible_guarded'], lambda v: v <= 0.01)} |",
         f"| SMS: homoglyphs evade on >= 90% of spam | "
         f"{_pct(targets['sms_homoglyph_standard'])} | "
-        f"{mark[(targets['sms_homoglyph_standard'] or 0) >= 0.9]} |",
+        f"{_judge(targets['sms_homoglyph_standard'], lambda v: v >= 0.9)} |",
         f"| SMS: homoglyphs <= 1% with the sanitiser | {_pct(targets['sms_homoglyph_guarded'])} | "
-        f"{mark[(targets['sms_homoglyph_guarded'] or 0) <= 0.01]} |",
+        f"{_judge(targets['sms_homoglyph_guarded'], lambda v: v <= 0.01)} |",
         "",
         "## Details",
         "",
@@ -250,8 +260,8 @@ def report(
             "| --- | --- | --- | --- | --- |",
         ]
         for attack, per in out["attacks"].items():
-            cells = [
-                _pct(per[t]["success_rate"])
+            cells = [  # success rate (texts broken / correctly classified texts attacked)
+                f"{_pct(per[t]['success_rate'])} ({per[t]['n_success']}/{per[t]['n_correct']})"
                 for t in ("standard", "standard+sanitizer", "hardened", "hardened+sanitizer")
             ]
             md.append(f"| {attack} | {' | '.join(cells)} |")
