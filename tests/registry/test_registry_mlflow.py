@@ -47,8 +47,13 @@ def test_mask_secrets() -> None:
 
 
 def test_export_a_run_and_read_it_back(
-    project: Project, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    project: Project,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # a database tracking store puts a new experiment's artifacts under ./mlruns (MLflow's default)
+    monkeypatch.chdir(tmp_path)
     # v1, with a credential in its config (a serve section naming the audit database)
     run = tmp_path / "runs" / project.runs["v1"].name
     shutil.copytree(project.runs["v1"], run)
