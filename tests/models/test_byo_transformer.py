@@ -75,3 +75,11 @@ def test_a_checkpoint_with_only_pickled_weights_is_refused(tmp_path: Path) -> No
         load_transformer_model(tmp_path)
     with pytest.raises(ModelFileError, match="never loads pickles"):
         TextGuard.from_file(tmp_path)
+
+
+def test_load_model_points_a_transformer_directory_to_the_text_loader(tmp_path: Path) -> None:
+    from bastion import load_model
+
+    (tmp_path / "config.json").write_text('{"architectures": ["BertForSequenceClassification"]}')
+    with pytest.raises(ModelFileError, match="load_transformer_model"):
+        load_model(tmp_path)

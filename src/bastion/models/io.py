@@ -82,6 +82,12 @@ def load_model(path: str | os.PathLike[str], *, device: str | torch.device = "cp
     """
     if is_reference(path):
         return load_reference(path).to(device)
+    if Path(path).is_dir() and (Path(path) / "config.json").is_file():
+        raise ModelFileError(
+            f"{path}: a transformer text model (Hugging Face directory), not an array model: "
+            "load it with bastion.text.transformer.load_transformer_model, serve it with "
+            "'bastion serve'"
+        )
     weights, _ = _paths(path)
     doc = read_sidecar(path)
     if not weights.is_file():
