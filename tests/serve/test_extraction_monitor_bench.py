@@ -77,7 +77,14 @@ def test_replay_reports_where_each_monitor_flags(bench: ModuleType) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["extraction-monitor", "extraction-monitor-joint", "extraction-monitor-noref"]
+    "name",
+    [
+        "extraction-monitor",
+        "extraction-monitor-joint",
+        "extraction-monitor-noref",
+        "extraction-monitor-alpha0.3",
+        "extraction-monitor-alpha0.3-noref",
+    ],
 )
 def test_the_committed_pages_are_rendered_from_their_json(bench: ModuleType, name: str) -> None:
     results = ROOT / "benchmarks" / "results"
