@@ -175,10 +175,15 @@ def train(
                 cfg, entry, data, reporter=reporter, data_parallel=dp, device=dev
             )
     except KeyboardInterrupt:
-        raise Interrupted("interrupted; nothing written") from None
-    finally:
         if dp is not None:
-            dp.close()
+            dp.close(wait=False)
+        raise Interrupted("interrupted; nothing written") from None
+    except BaseException:
+        if dp is not None:
+            dp.close(wait=False)
+        raise
+    if dp is not None:
+        dp.close()
     if not main_process:
         return  # rank 0 saves the (identical) model
     path = out or Path(f"{cfg.name}-{entry.name}")

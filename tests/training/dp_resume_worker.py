@@ -68,10 +68,11 @@ def main() -> None:
             resume_from=args.checkpoints if args.resume else None,
         )
     except KeyboardInterrupt:
-        raise SystemExit(3) from None
-    finally:
         if dp is not None:
-            dp.close()
+            dp.close(wait=False)
+        raise SystemExit(3) from None
+    if dp is not None:
+        dp.close()
     if (dp is None or dp.is_main) and args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}

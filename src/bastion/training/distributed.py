@@ -101,7 +101,13 @@ class DataParallel:
                 "expected at least one example per process"
             )
 
-    def close(self) -> None:
-        """Leave the process group."""
+    def close(self, *, wait: bool = True) -> None:
+        """Leave the process group. With ``wait`` (after a run that finished) first wait until
+        every process has reached this point: a process that tore its connections down while a
+        peer still finished its last collective could abort that peer (gloo raises in a C++
+        destructor, which ends the process with SIGABRT). Without it (after an error) leave at
+        once, since the peers may never reach a barrier."""
         if dist.is_initialized():
+            if wait:
+                dist.barrier()
             dist.destroy_process_group()
