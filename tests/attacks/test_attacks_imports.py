@@ -27,14 +27,6 @@ KNOWN = {
     ),
     frozenset({"bastion.text.smoothing", "bastion.text.training"}),
     frozenset({"bastion.text.surrogate", "bastion.text.word_attacks"}),
-    frozenset(
-        {
-            "bastion.report",
-            "bastion.report.escalation_section",
-            "bastion.report.html",
-            "bastion.report.markdown",
-        }
-    ),
     frozenset({"bastion.cli", "bastion.registry.commands"}),
 }
 

@@ -28,7 +28,7 @@ import html
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from bastion.report import _format as fmt
+import bastion.report._format as fmt
 from bastion.report._view import ModelView, ScorecardView
 
 __all__ = ["escalation_markdown", "render_escalation_section"]

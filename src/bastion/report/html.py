@@ -16,7 +16,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from bastion.report import _format as fmt
+import bastion.report._format as fmt
 from bastion.report._view import ModelView, ScorecardView, WarningEntry, parse_scorecard
 from bastion.report.escalation_section import render_escalation_section
 from bastion.report.plots import (

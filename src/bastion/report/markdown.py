@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bastion.report import _format as fmt
+import bastion.report._format as fmt
 from bastion.report._view import ScorecardView, parse_scorecard
 from bastion.report.escalation_section import escalation_markdown
 

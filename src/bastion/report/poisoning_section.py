@@ -25,7 +25,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bastion.report import _format as fmt
+import bastion.report._format as fmt
 from bastion.report._view import ScorecardView
 
 __all__ = ["poisoning_markdown", "render_poisoning_section"]

@@ -36,7 +36,7 @@ from bastion.text.attack_base import TextAttackResult
 from bastion.text.candidates import CandidateSource, SynonymLexicon, UnionCandidates
 from bastion.text.config import TextConfig, TextTransformerConfig
 from bastion.text.evaluation import attack_metrics, clean_accuracy
-from bastion.text.experiment import (
+from bastion.text.experiment_parts import (
     _attack_set,
     _emit,
     _examples,
