@@ -189,9 +189,11 @@ def train(
     path = out or Path(f"{cfg.name}-{entry.name}")
     written = save_model(net, path, model_metadata(cfg, entry, data, result, config_path=config))
     best = result.history[result.best_epoch - 1] if result.best_epoch else result.history[-1]
+    val_robust = best["val_robust_accuracy"]  # NaN: not measured (standard training)
+    robust_text = "not measured" if val_robust != val_robust else f"{val_robust:.1%}"
     _out.print(
         f"saved {written} (epoch {result.best_epoch}: val clean {best['val_clean_accuracy']:.1%}, "
-        f"val robust {best['val_robust_accuracy']:.1%}, {result.seconds:.0f} s)"
+        f"val robust {robust_text}, {result.seconds:.0f} s)"
     )
     from bastion.registry.hooks import record_model_file
 

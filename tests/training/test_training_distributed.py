@@ -59,6 +59,7 @@ def test_two_processes_train_the_single_process_model(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-6000:]
     assert "data-parallel training on 2 processes" in done.stderr
     assert done.stderr.count("saved ") == 0 and done.stdout.count("saved ") == 1  # rank 0 only
+    assert "val robust not measured" in done.stdout  # standard training, select: last
     assert (
         main(["train", str(cfg), "--out", str(tmp_path / "one" / "m"), "-q", "--threads", "1"]) == 0
     )
