@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -34,6 +34,9 @@ from bastion.threat import ThreatModel
 from bastion.training.config_models import AugMixConfig, AWPConfig, MixedConfig
 from bastion.training.objectives import OBJECTIVES, ObjectiveFields, ObjectiveSettings
 from bastion.training.trainer import TrainSettings, check_against_threat
+
+if TYPE_CHECKING:
+    from bastion.privacy.run_section import PrivacySection
 
 
 class _Strict(BaseModel):
@@ -304,6 +307,7 @@ class RunConfig(_Strict):
     text: TextConfig | None = None
     guard: dict[str, Any] | None = None
     poisoning: dict[str, Any] | None = None  # see bastion.poisoning.config
+    privacy: dict[str, Any] | None = None  # see bastion.privacy.run_section
 
     @field_validator("device")
     @classmethod
@@ -320,6 +324,7 @@ class RunConfig(_Strict):
     def _check(self, info: ValidationInfo) -> RunConfig:
         evaluate_only = bool((info.context or {}).get("evaluate_only"))
         self.poisoning_config()  # errors name poisoning.<field>
+        self.privacy_config()  # errors name privacy.<field>
         if not self.models and self.tabular is None and self.text is None and not evaluate_only:
             raise ValueError(
                 "models: expected at least one model entry (or a 'tabular' or 'text' section)"
@@ -382,6 +387,17 @@ class RunConfig(_Strict):
             return None
         try:
             return PoisoningConfig.from_dict(self.poisoning)
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
+
+    def privacy_config(self) -> PrivacySection | None:
+        """The validated ``privacy`` section (errors name ``privacy.<field>``)."""
+        from bastion.privacy.run_section import PrivacySection
+
+        if self.privacy is None:
+            return None
+        try:
+            return PrivacySection.from_dict(self.privacy)
         except ConfigError as e:
             raise ValueError(str(e)) from None
 

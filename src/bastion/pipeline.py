@@ -854,6 +854,20 @@ def run_pipeline(
             t0 = time.perf_counter()
             results = evaluate_models(cfg, trained, data, reporter=reporter) if data else {}
             timings["evaluation_seconds"] = time.perf_counter() - t0
+            privacy_section = cfg.privacy_config()  # bastion.privacy.run_section
+            if privacy_section is not None and data is not None:
+                from bastion.privacy.run_section import run_privacy_section
+
+                t0 = time.perf_counter()
+                run_privacy_section(
+                    privacy_section,
+                    tmp,
+                    [t.name for t in trained],
+                    seed=cfg.seed,
+                    data_dir=resolve_data_dir(cfg, config_path, data_dir),
+                    log=reporter.log,
+                )
+                timings["privacy_seconds"] = time.perf_counter() - t0
             if cfg.guard is not None and data is not None:
                 guard_section = fit_run_guard(cfg, data, tmp, reporter=reporter)
                 results_guard = {"guard": guard_section}
@@ -897,6 +911,10 @@ def run_pipeline(
             },
             runtime={**thread_choice.to_dict(), "device": str(dev)},
         )
+        if (tmp / "privacy.json").is_file():
+            from bastion.privacy.run_section import attach_run_privacy
+
+            scorecard = attach_run_privacy(scorecard, tmp)
         write_json(scorecard, tmp / "scorecard.json")
         write_report(scorecard, tmp / "report.html")
         (tmp / "model_card.md").write_text(render_model_card(scorecard), encoding="utf-8")

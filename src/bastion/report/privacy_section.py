@@ -72,7 +72,11 @@ def attach_privacy_audits(scorecard: Mapping[str, Any], folder: Path) -> dict[st
             raise ConfigError(f"{path}: not a readable JSON audit document ({e})") from None
         if not isinstance(doc, dict) or doc.get("kind") not in _KINDS:
             raise ConfigError(f"{path}: expected a document with kind {' or '.join(_KINDS)}")
-        audits.append(doc)
+        nested = doc.get("audits")  # a run's privacy section: one document per model
+        if isinstance(nested, list):
+            audits.extend(d for d in nested if isinstance(d, dict))
+        else:
+            audits.append(doc)
     out = dict(scorecard)
     dp = {m: {"epsilon": e, "delta": d} for m, (e, d) in dp_guarantees(scorecard).items()}
     if audits or dp:
