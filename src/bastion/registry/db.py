@@ -14,6 +14,7 @@ schema is newer than this bastion knows is refused (:class:`RegistryError`), unt
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -212,31 +213,50 @@ def open_engine(url: str | os.PathLike[str], *, migrate: bool = True) -> Engine:
     url = _as_url(str(url))
     engine = _make_engine(url)
     shown = display_url(url)
+    for attempt in range(_OPEN_ATTEMPTS):
+        try:
+            _check_and_migrate(engine, shown, migrate=migrate)
+            return engine
+        except RegistryError:
+            engine.dispose()
+            raise
+        except (SQLAlchemyError, OSError) as e:
+            # SQLite answers "database is locked" at once, without waiting out its busy timeout,
+            # when two connections switch a new file to WAL or upgrade their locks at the same
+            # moment (it refuses rather than deadlock); the next try finds the lock free
+            if "database is locked" in str(e) and attempt + 1 < _OPEN_ATTEMPTS:
+                engine.dispose()
+                time.sleep(0.05 * (attempt + 1))
+                continue
+            engine.dispose()
+            raise RegistryError(f"registry {shown}: cannot open: {_one_line(e, url)}") from None
+    raise AssertionError("unreachable")  # the loop returns or raises
+
+
+#: How often :func:`open_engine` tries again after SQLite's immediate "database is locked".
+_OPEN_ATTEMPTS = 20
+
+
+def _check_and_migrate(engine: Engine, shown: str, *, migrate: bool) -> None:
+    """Under the database's write lock: refuse a newer or foreign schema, else migrate to head
+    (when ``migrate``)."""
     head = head_revision()
-    try:
-        with engine.connect() as conn, locked(conn):
-            current = schema_revision(conn)
-            known = {
-                r.revision for r in ScriptDirectory.from_config(_alembic_config()).walk_revisions()
-            }
-            if current is not None and current not in known:
-                raise RegistryError(
-                    f"registry {shown}: schema revision {current!r} is newer than this bastion "
-                    f"knows (up to {head!r}); upgrade bastion to use it (nothing was changed)"
-                )
-            if current is None and inspect(conn).has_table("runs"):
-                raise RegistryError(
-                    f"registry {shown}: has a 'runs' table but no schema revision; not a bastion "
-                    "registry (nothing was changed)"
-                )
-            if migrate and current != head:
-                cfg = _alembic_config()
-                cfg.attributes["connection"] = conn
-                command.upgrade(cfg, "head")
-    except RegistryError:
-        engine.dispose()
-        raise
-    except (SQLAlchemyError, OSError) as e:
-        engine.dispose()
-        raise RegistryError(f"registry {shown}: cannot open: {_one_line(e, url)}") from None
-    return engine
+    with engine.connect() as conn, locked(conn):
+        current = schema_revision(conn)
+        known = {
+            r.revision for r in ScriptDirectory.from_config(_alembic_config()).walk_revisions()
+        }
+        if current is not None and current not in known:
+            raise RegistryError(
+                f"registry {shown}: schema revision {current!r} is newer than this bastion "
+                f"knows (up to {head!r}); upgrade bastion to use it (nothing was changed)"
+            )
+        if current is None and inspect(conn).has_table("runs"):
+            raise RegistryError(
+                f"registry {shown}: has a 'runs' table but no schema revision; not a bastion "
+                "registry (nothing was changed)"
+            )
+        if migrate and current != head:
+            cfg = _alembic_config()
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
