@@ -868,6 +868,13 @@ def run_pipeline(
                     log=reporter.log,
                 )
                 timings["privacy_seconds"] = time.perf_counter() - t0
+            elif privacy_section is not None:  # said, never skipped silently
+                message = (
+                    "privacy: the section audits the image and array models this run trains; "
+                    "this config trains none (text and tabular channels are not audited yet)"
+                )
+                reporter.log(message)
+                training_warnings.append({"code": "privacy-not-run", "message": message})
             if cfg.guard is not None and data is not None:
                 guard_section = fit_run_guard(cfg, data, tmp, reporter=reporter)
                 results_guard = {"guard": guard_section}

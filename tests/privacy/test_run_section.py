@@ -100,3 +100,19 @@ def test_bad_privacy_value_is_a_one_line_error_and_writes_nothing(
     err = capsys.readouterr().err
     assert f"{field}:" in err
     assert not out.exists()
+
+
+def test_a_config_that_trains_no_array_model_says_the_audit_did_not_run(tmp_path: Path) -> None:
+    from bastion.pipeline import run_pipeline
+    from pipeline.test_examples import _shrunk
+
+    small = {"examples": 20, "epochs": 1, "attack_steps": 2, "queries": 10, "hsj_iterations": 1}
+    small |= {"hsj_probes": 5, "gbm_estimators": 5, "train_attack_steps": 1}
+    cfg = _shrunk("fraud-tabular.yaml", tmp_path, "tabular", small)
+    raw = yaml.safe_load(cfg.read_text())
+    raw["privacy"] = {"shadows": 2}
+    cfg.write_text(yaml.safe_dump(raw))
+    run_dir = run_pipeline(cfg, out_dir=tmp_path / "runs", show_progress=False)
+    sc = json.loads((run_dir / "scorecard.json").read_text())
+    codes = [w["code"] for w in sc["warnings"]]
+    assert "privacy-not-run" in codes and not (run_dir / "privacy.json").exists()
