@@ -128,8 +128,7 @@ class ProgressReporter:
                 if what != last_what or now - last_time >= self.interval or done == total:
                     last_time, last_what = now, what
                     self._line(
-                        f"  evaluate {model_name}: {what} ({done}/{total}, "
-                        f"{now - start:.0f} s)"
+                        f"  evaluate {model_name}: {what} ({done}/{total}, {now - start:.0f} s)"
                     )
 
             return plain
