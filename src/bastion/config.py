@@ -36,7 +36,7 @@ from bastion.training.objectives import OBJECTIVES, ObjectiveFields, ObjectiveSe
 from bastion.training.trainer import TrainSettings, check_against_threat
 
 if TYPE_CHECKING:
-    from bastion.privacy.run_section import PrivacySection
+    from bastion.privacy.run_config import PrivacySection
 
 
 class _Strict(BaseModel):
@@ -392,7 +392,7 @@ class RunConfig(_Strict):
 
     def privacy_config(self) -> PrivacySection | None:
         """The validated ``privacy`` section (errors name ``privacy.<field>``)."""
-        from bastion.privacy.run_section import PrivacySection
+        from bastion.privacy.run_config import PrivacySection
 
         if self.privacy is None:
             return None

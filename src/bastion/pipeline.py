@@ -34,6 +34,7 @@ from bastion.evaluation.scorecard import (
     SCHEMA_VERSION,
     config_hash,
     package_versions,
+    relative_paths,
     sanitize,
     write_json,
 )
@@ -581,20 +582,6 @@ def _channel_examples(channels: Mapping[str, Any]) -> int:
     if "text" in channels:
         return int(channels["text"].get("n_attacked") or 0)
     return 0
-
-
-def relative_paths(doc: Any, root: Path) -> Any:
-    """``doc`` with every string that names a path inside ``root`` rewritten relative to it
-    (a run is written to a temporary folder and renamed; absolute paths would point to the
-    temporary name)."""
-    prefix = str(root).rstrip(os.sep) + os.sep
-    if isinstance(doc, dict):
-        return {k: relative_paths(v, root) for k, v in doc.items()}
-    if isinstance(doc, list):
-        return [relative_paths(v, root) for v in doc]
-    if isinstance(doc, str) and doc.startswith(prefix):
-        return doc[len(prefix) :]
-    return doc
 
 
 def runtime_record(threads: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -90,3 +90,17 @@ def read_scorecard(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"{p}: not a bastion scorecard (expected schema_version {SCHEMA_VERSION} and 'models')"
         )
     return doc
+
+
+def relative_paths(doc: Any, root: Path) -> Any:
+    """``doc`` with every string that names a path inside ``root`` rewritten relative to it
+    (a run is written to a temporary folder and renamed; absolute paths would point to the
+    temporary name)."""
+    prefix = str(root).rstrip(os.sep) + os.sep
+    if isinstance(doc, dict):
+        return {k: relative_paths(v, root) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [relative_paths(v, root) for v in doc]
+    if isinstance(doc, str) and doc.startswith(prefix):
+        return doc[len(prefix) :]
+    return doc

@@ -29,52 +29,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from typing import Any
 
 from bastion.errors import ConfigError
+from bastion.privacy.run_config import ATTACK_NAMES, PrivacySection
 
 __all__ = ["ATTACK_NAMES", "PrivacySection", "attach_run_privacy", "run_privacy_section"]
-
-#: The config's attack names and the keys :func:`bastion.privacy.membership.run_lira` reports.
-ATTACK_NAMES = {
-    "threshold": "threshold-loss",
-    "lira-online": "lira-online",
-    "lira-offline": "lira-offline",
-}
-
-AttackName = Literal["threshold", "lira-online", "lira-offline"]
-_ALL_ATTACKS: tuple[AttackName, ...] = ("threshold", "lira-online", "lira-offline")
-
-
-class PrivacySection(BaseModel):
-    """The validated ``privacy:`` mapping (unknown keys are errors)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    shadows: int = Field(default=8, ge=2)
-    attacks: list[AttackName] = Field(default_factory=lambda: list(_ALL_ATTACKS), min_length=1)
-    inversion: bool = True
-    workers: int = Field(default=1, ge=1)
-    population: int | None = Field(default=None, ge=2)
-    seed: int | None = None
-    models: list[str] | None = Field(default=None, min_length=1)
-
-    @classmethod
-    def from_dict(cls, doc: Any, *, where: str = "privacy") -> PrivacySection:
-        """Validate a parsed ``privacy:`` mapping; :class:`ConfigError` names the field
-        (``privacy.shadows: ...``) and what was expected."""
-        if not isinstance(doc, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {type(doc).__name__}")
-        try:
-            return cls.model_validate(doc)
-        except ValidationError as e:
-            bad = [
-                f"{where}.{'.'.join(map(str, err['loc']))}: {err['msg']} (got {err['input']!r})"
-                for err in e.errors()
-            ]
-            raise ConfigError("; ".join(bad)) from None
 
 
 def _keep_attacks(mia: Mapping[str, Any], attacks: Sequence[str]) -> dict[str, Any]:
@@ -103,8 +63,7 @@ def run_privacy_section(
     Paths inside ``run_dir`` are recorded relative to it (the run folder is renamed after).
     A model named in ``section.models`` that the run did not train is a :class:`ConfigError`.
     """
-    from bastion.evaluation.scorecard import sanitize, write_json
-    from bastion.pipeline import relative_paths
+    from bastion.evaluation.scorecard import relative_paths, sanitize, write_json
     from bastion.privacy.audit import privacy_audit
 
     say = log or (lambda _m: None)
