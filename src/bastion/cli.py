@@ -403,12 +403,16 @@ def attacks_list(
     name: Annotated[
         str | None, typer.Argument(help="One attack's settings only (default: every attack).")
     ] = None,
+    channel: Annotated[
+        str | None,
+        typer.Option(help="Only this channel's attacks: image, tabular or text (NAME: image)."),
+    ] = None,
 ) -> None:
-    """Every registered attack with its kind, the knowledge it assumes and its settings
-    (type, default, bounds, description), as the YAML and -p take them."""
+    """Every registered attack with its channel, kind, the knowledge it assumes and its
+    settings (type, default, bounds, description), as the YAML and -p take them."""
     from bastion.attacks.reference import settings_text
 
-    _out.print(settings_text(name), end="", markup=False, highlight=False)
+    _out.print(settings_text(name, channel=channel), end="", markup=False, highlight=False)
 
 
 @app.command()

@@ -240,6 +240,7 @@ class Attack(ABC):
     name: ClassVar[str] = "attack"
     knowledge: ClassVar[Knowledge | None] = "white-box"
     kind: ClassVar[AttackKind] = "fixed-budget"
+    channel: ClassVar[str] = "image"  # or "tabular", set by ``register``
     #: The settings model (:mod:`bastion.attacks.settings`), set by ``register``.
     settings_model: ClassVar[type[AttackSettings] | None] = None
 

@@ -1,9 +1,11 @@
 """The settings reference, generated from the settings models (never written by hand).
 
-* :func:`settings_text`: the plain-text listing ``bastion attacks list`` prints;
+* :func:`settings_text`: the plain-text listing ``bastion attacks list`` prints (a table of
+  every attack's channel, name, kind and knowledge, then each channel's attacks with their
+  settings);
 * :func:`settings_markdown`: the tables of ``docs/config.md`` between the markers
-  :data:`BEGIN` and :data:`END` (one table per registered attack: setting, type, default,
-  bounds, description);
+  :data:`BEGIN` and :data:`END` (per channel, image then tabular then text, one table per
+  registered attack: setting, type, default, bounds, description);
 * :func:`objective_markdown`: the table of the training objectives' settings
   (:class:`bastion.training.objectives.ObjectiveFields`) between :data:`OBJECTIVE_BEGIN` and
   :data:`OBJECTIVE_END`;
@@ -19,7 +21,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from bastion.attacks.registry import ATTACKS, settings_model
+from bastion.attacks.registry import CHANNEL_INPUTS, CHANNELS, channel_attacks, settings_model
 from bastion.attacks.settings import Settings, setting_rows
 from bastion.errors import ConfigError
 from bastion.training.objectives import ObjectiveFields
@@ -34,32 +36,59 @@ DEFAULT_DOC = Path("docs/config.md")
 _HEADER = ("setting", "type", "default", "bounds", "description")
 
 
-def _names(name: str | None) -> list[str]:
+def _names(name: str | None, channel: str) -> list[str]:
+    table = channel_attacks(channel)
     if name is None:
-        return list(ATTACKS)
-    if name not in ATTACKS:
-        raise ConfigError(f"attack: expected one of {', '.join(sorted(ATTACKS))}, got {name!r}")
+        return list(table)
+    if name not in table:
+        what = "" if channel == "image" else f"the {channel} attacks "
+        raise ConfigError(f"attack: expected one of {what}{', '.join(sorted(table))}, got {name!r}")
     return [name]
 
 
-def _title(name: str) -> str:
-    cls = ATTACKS[name]
-    knowledge = cls.knowledge or "that of its sub-attacks"
-    return f"{name} ({cls.kind}, {knowledge})"
+def _knowledge(name: str, channel: str) -> str:
+    return channel_attacks(channel)[name].knowledge or "that of its sub-attacks"
 
 
-def settings_text(name: str | None = None) -> str:
-    """Every registered attack (or ``name`` only), each with its settings, one per line:
-    ``setting  type  default  bounds  description``, columns aligned."""
-    blocks = []
-    for n in _names(name):
-        rows = [_HEADER, *setting_rows(settings_model(n))]
-        widths = [max(len(r[i]) for r in rows) for i in range(4)]
-        lines = [_title(n)]
-        for r in rows:
-            cells = [r[i].ljust(widths[i]) for i in range(4)]
-            lines.append("  " + "  ".join([*cells, r[4]]).rstrip())
-        blocks.append("\n".join(lines))
+def _title(name: str, channel: str) -> str:
+    return f"{name} ({channel_attacks(channel)[name].kind}, {_knowledge(name, channel)})"
+
+
+def _aligned(rows: list[tuple[str, ...]], indent: str = "") -> list[str]:
+    """Rows as lines, every column but the last padded to its widest cell."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    return [
+        indent + "  ".join([*(c.ljust(w) for c, w in zip(r, widths, strict=False)), r[-1]]).rstrip()
+        for r in rows
+    ]
+
+
+def _attack_block(name: str, channel: str) -> str:
+    rows = [_HEADER, *setting_rows(settings_model(name, channel=channel))]
+    return "\n".join([_title(name, channel), *_aligned(list(rows), "  ")])
+
+
+def channel_summary() -> str:
+    """One line per registered attack of every channel: ``channel  name  kind  knowledge``."""
+    rows: list[tuple[str, ...]] = [("channel", "name", "kind", "knowledge")]
+    for channel in CHANNELS:
+        for n, cls in channel_attacks(channel).items():
+            rows.append((channel, n, cls.kind, _knowledge(n, channel)))
+    return "\n".join(_aligned(rows))
+
+
+def settings_text(name: str | None = None, *, channel: str | None = None) -> str:
+    """Every registered attack (or ``name`` only, of ``channel``, default image), each with its
+    settings, one per line: ``setting  type  default  bounds  description``, columns aligned.
+    The whole listing opens with :func:`channel_summary` and heads each channel's attacks with
+    the channel's inputs; ``channel`` alone lists that channel only."""
+    if name is not None:
+        return _attack_block(_names(name, channel or "image")[0], channel or "image") + "\n"
+    blocks = [] if channel is not None else [channel_summary()]
+    for c in CHANNELS if channel is None else (channel,):
+        channel_attacks(c)  # an unknown channel is a ConfigError
+        heading = f"== {c} attacks: {CHANNEL_INPUTS[c]} =="
+        blocks += [heading, *(_attack_block(n, c) for n in _names(None, c))]
     return "\n\n".join(blocks) + "\n"
 
 
@@ -95,15 +124,28 @@ def objective_markdown() -> str:
     )
 
 
-def settings_markdown() -> str:
-    """The generated part of ``docs/config.md``: one table per registered attack, in
-    registration order, markers included."""
-    out = [BEGIN, "", _NOTICE, _NOTICE2]
-    for n in ATTACKS:
-        cls = ATTACKS[n]
+def _channel_markdown(channel: str) -> list[str]:
+    out: list[str] = []
+    for n, cls in channel_attacks(channel).items():
         what = f"`{cls.__module__}.{cls.__qualname__}`: {cls.kind}, "
         what += f"{cls.knowledge or 'the knowledge of its sub-attacks'}."
-        out += ["", f"#### `{n}`", "", what, "", *_table(settings_model(n))]
+        title = f"#### `{n}`" if channel == "image" else f"#### `{n}` ({channel})"
+        out += ["", title, "", what, "", *_table(settings_model(n, channel=channel))]
+    return out
+
+
+def settings_markdown() -> str:
+    """The generated part of ``docs/config.md``: per channel (image, tabular, text), one table
+    per registered attack, in registration order, markers included."""
+    out = [BEGIN, "", _NOTICE, _NOTICE2]
+    for channel in CHANNELS:
+        out += [
+            "",
+            f"### {channel.capitalize()} attacks",
+            "",
+            f"Inputs: {CHANNEL_INPUTS[channel]}.",
+        ]
+        out += _channel_markdown(channel)
     out += ["", END]
     return "\n".join(out)
 
@@ -138,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("doc", nargs="?", type=Path, default=DEFAULT_DOC)
     parser.add_argument("--check", action="store_true", help="exit 1 if the file is stale")
     args = parser.parse_args(argv)
-    import bastion.attacks  # noqa: F401  (registers every built-in attack)
+    import bastion.attacks  # noqa: F401  (registers every built-in image attack)
 
     text = args.doc.read_text(encoding="utf-8")
     new = updated(text)

@@ -12,10 +12,12 @@
   :func:`run_tabular_experiment`.
 """
 
+# the white-box attacks first: the registry lists the tabular attacks in this order
+from bastion.tabular.whitebox import ConstrainedAPGD, ConstrainedPGD  # isort: split
+
 from bastion.tabular.blackbox import ConstrainedHopSkipJump, ConstrainedRandomSearch
 from bastion.tabular.constraints import ConstraintSet, Feasibility, check_feasible
 from bastion.tabular.threat import TabularThreat
-from bastion.tabular.whitebox import ConstrainedAPGD, ConstrainedPGD
 
 __all__ = [
     "ConstrainedAPGD",

@@ -20,7 +20,9 @@ No gradient is ever asked for, and every point sent to the model is admissible (
   The closest admissible adversarial row is returned when it lies in the eps-ball; otherwise
   its projection onto the ball if that is still adversarial; otherwise the clean row.
 
-Query counts are per example: one per row sent to the model.
+Query counts are per example: one per row sent to the model. Both are registered in the tabular
+channel of the attack registry (``random-search``: score-based; ``hopskipjump``: label-only,
+not to be confused with the image channel's ``hopskipjump``) with their settings models.
 """
 
 from __future__ import annotations
@@ -30,19 +32,37 @@ import math
 from collections.abc import Callable
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
 from bastion.attacks.base import Attack, Opening
-from bastion.errors import ConfigError
+from bastion.attacks.registry import register
+from bastion.attacks.settings import AttackSettings
 from bastion.tabular._tracking import BestPoints, margin, only_admissible, succeeded
 from bastion.tabular.threat import TabularThreat, require_tabular
 from bastion.threat import ThreatModel
 
 
-def _positive_int(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name}: expected an integer >= 1, got {value!r}")
-    return value
+class RandomSearchSettings(AttackSettings):
+    """Settings of :class:`ConstrainedRandomSearch`."""
+
+    queries: int = Field(
+        default=300, ge=1, description="most model queries per example (besides the clean row)"
+    )
+    p_init: float = Field(
+        default=0.3, gt=0, le=1, description="share of mutable features changed at first"
+    )
+
+
+class TabularHopSkipJumpSettings(AttackSettings):
+    """Settings of :class:`ConstrainedHopSkipJump`."""
+
+    iterations: int = Field(default=15, ge=1, description="estimate-and-step rounds")
+    probes: int = Field(default=40, ge=1, description="random probes per gradient estimate")
+    init_tries: int = Field(
+        default=100, ge=1, description="random admissible rows tried for a starting point"
+    )
+    binary_steps: int = Field(default=10, ge=1, description="bisection steps per search")
 
 
 def _feature_columns(threat: TabularThreat) -> tuple[Tensor, Tensor, Tensor]:
@@ -58,6 +78,9 @@ def _feature_columns(threat: TabularThreat) -> tuple[Tensor, Tensor, Tensor]:
     return member, mutable, categorical
 
 
+@register(
+    "random-search", knowledge="score-based", settings=RandomSearchSettings, channel="tabular"
+)
 class ConstrainedRandomSearch(Attack):
     """Score-based random search under a tabular schema's constraints (see the module docs).
 
@@ -67,13 +90,9 @@ class ConstrainedRandomSearch(Attack):
             after 2%, 5%, 10%, 20%, 40%, 60% and 80% of the budget (the schedule of Square).
     """
 
-    name = "random-search"
-
     def __init__(self, *, queries: int = 300, p_init: float = 0.3):
-        self.queries = _positive_int("random-search.queries", queries)
-        if not (0 < p_init <= 1):
-            raise ConfigError(f"random-search.p_init: expected a number in (0, 1], got {p_init!r}")
-        self.p_init = float(p_init)
+        s = RandomSearchSettings.of(locals(), where=self.name)
+        self.queries, self.p_init = s.queries, float(s.p_init)
 
     def _fraction(self, i: int) -> float:
         p = self.p_init
@@ -144,6 +163,9 @@ class ConstrainedRandomSearch(Attack):
         return only_admissible(tt, best.x, x), queries
 
 
+@register(
+    "hopskipjump", knowledge="label-only", settings=TabularHopSkipJumpSettings, channel="tabular"
+)
 class ConstrainedHopSkipJump(Attack):
     """Label-only boundary attack under a tabular schema's constraints (see the module docs).
 
@@ -154,8 +176,6 @@ class ConstrainedHopSkipJump(Attack):
         binary_steps: bisection steps of each boundary search.
     """
 
-    name = "hopskipjump-constrained"
-
     def __init__(
         self,
         *,
@@ -164,10 +184,9 @@ class ConstrainedHopSkipJump(Attack):
         init_tries: int = 100,
         binary_steps: int = 10,
     ):
-        self.iterations = _positive_int("hopskipjump-constrained.iterations", iterations)
-        self.probes = _positive_int("hopskipjump-constrained.probes", probes)
-        self.init_tries = _positive_int("hopskipjump-constrained.init_tries", init_tries)
-        self.binary_steps = _positive_int("hopskipjump-constrained.binary_steps", binary_steps)
+        s = TabularHopSkipJumpSettings.of(locals(), where=f"{self.channel} {self.name}")
+        self.iterations, self.probes = s.iterations, s.probes
+        self.init_tries, self.binary_steps = s.init_tries, s.binary_steps
 
     def _run(
         self,
@@ -180,7 +199,7 @@ class ConstrainedHopSkipJump(Attack):
         generator: torch.Generator | None,
         opening: Opening,
     ) -> tuple[Tensor, Tensor]:
-        tt = require_tabular(threat, "hopskipjump-constrained")
+        tt = require_tabular(threat, "tabular hopskipjump")
         # the whole feasible set, for the search: a linf ball of radius 1 with unit costs
         free = dataclasses.replace(tt, norm="linf", eps=1.0, use_costs=False)
         out = x.clone()

@@ -11,34 +11,49 @@ space", CPGD), with the repair done by projection rather than by a penalty, and 
 size rule (Croce & Hein 2020) for CAPGD.
 
 Queries per example: one forward-backward pass per step, plus one forward pass on the snapped
-point.
+point. Both are registered in the tabular channel of the attack registry (``cpgd``, ``capgd``;
+white-box, fixed-budget) with their settings models.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
 from bastion.attacks.base import Attack, Opening
 from bastion.attacks.engine import LOSSES, input_gradient
-from bastion.errors import ConfigError
+from bastion.attacks.registry import register
+from bastion.attacks.settings import AttackSettings
 from bastion.tabular._tracking import BestPoints, only_admissible
 from bastion.tabular.threat import TabularThreat, require_tabular
 from bastion.threat import ThreatModel
 
-
-def _check_int(name: str, value: int, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(f"{name}: expected an integer >= {low}, got {value!r}")
-    return value
+_LOSS = "ce (cross-entropy) or cw (the Carlini-Wagner margin)"
 
 
-def _check_loss(name: str, loss: str) -> str:
-    if loss not in LOSSES:
-        raise ConfigError(f"{name}.loss: expected one of {', '.join(LOSSES)}, got {loss!r}")
-    return loss
+class ConstrainedPGDSettings(AttackSettings):
+    """Settings of :class:`ConstrainedPGD`."""
+
+    steps: int = Field(default=40, ge=1, description="gradient steps per restart")
+    step_size: float | None = Field(
+        default=None, gt=0, description="step length as a multiple of eps (null: 2.5 / steps)"
+    )
+    restarts: int = Field(default=1, ge=1, description="runs on the examples still robust")
+    random_start: bool = Field(default=True, description="start from a random admissible point")
+    loss: Literal["ce", "cw"] = Field(default="ce", description=_LOSS)
+
+
+class ConstrainedAPGDSettings(AttackSettings):
+    """Settings of :class:`ConstrainedAPGD`."""
+
+    steps: int = Field(default=40, ge=1, description="iterations per restart")
+    restarts: int = Field(default=1, ge=1, description="runs on the examples still robust")
+    loss: Literal["ce", "cw"] = Field(default="ce", description=_LOSS)
+    rho: float = Field(default=0.75, gt=0, le=1, description="the checkpoint threshold")
 
 
 def _snap_and_score(
@@ -57,6 +72,7 @@ def _snap_and_score(
     return best.update(idx, cand, scores)
 
 
+@register("cpgd", knowledge="white-box", settings=ConstrainedPGDSettings, channel="tabular")
 class ConstrainedPGD(Attack):
     """Projected gradient ascent under a tabular schema's constraints (see the module docs).
 
@@ -69,8 +85,6 @@ class ConstrainedPGD(Attack):
         loss: ``"ce"`` or ``"cw"`` (the Carlini-Wagner margin).
     """
 
-    name = "cpgd"
-
     def __init__(
         self,
         *,
@@ -78,15 +92,11 @@ class ConstrainedPGD(Attack):
         step_size: float | None = None,
         restarts: int = 1,
         random_start: bool = True,
-        loss: str = "ce",
+        loss: Literal["ce", "cw"] = "ce",
     ):
-        self.steps = _check_int("cpgd.steps", steps, 1)
-        if step_size is not None and not (math.isfinite(step_size) and step_size > 0):
-            raise ConfigError(f"cpgd.step_size: expected a positive number, got {step_size!r}")
-        self.step_size = step_size
-        self.restarts = _check_int("cpgd.restarts", restarts, 1)
-        self.random_start = bool(random_start)
-        self.loss = _check_loss("cpgd", loss)
+        s = ConstrainedPGDSettings.of(locals(), where=self.name)
+        self.steps, self.step_size, self.restarts = s.steps, s.step_size, s.restarts
+        self.random_start, self.loss = s.random_start, s.loss
 
     def _run(
         self,
@@ -143,6 +153,7 @@ def _checkpoints(steps: int) -> set[int]:
     return out
 
 
+@register("capgd", knowledge="white-box", settings=ConstrainedAPGDSettings, channel="tabular")
 class ConstrainedAPGD(Attack):
     """Auto-PGD under a tabular schema's constraints: momentum 0.75, an initial step of
     ``2 eps`` halved per example at checkpoints where the loss stopped rising (fewer than
@@ -155,15 +166,16 @@ class ConstrainedAPGD(Attack):
         loss: ``"ce"`` or ``"cw"``; rho: the checkpoint threshold (0.75 in the paper).
     """
 
-    name = "capgd"
-
-    def __init__(self, *, steps: int = 40, restarts: int = 1, loss: str = "ce", rho: float = 0.75):
-        self.steps = _check_int("capgd.steps", steps, 1)
-        self.restarts = _check_int("capgd.restarts", restarts, 1)
-        self.loss = _check_loss("capgd", loss)
-        if not (0 < rho <= 1):
-            raise ConfigError(f"capgd.rho: expected a number in (0, 1], got {rho!r}")
-        self.rho = float(rho)
+    def __init__(
+        self,
+        *,
+        steps: int = 40,
+        restarts: int = 1,
+        loss: Literal["ce", "cw"] = "ce",
+        rho: float = 0.75,
+    ):
+        s = ConstrainedAPGDSettings.of(locals(), where=self.name)
+        self.steps, self.restarts, self.loss, self.rho = s.steps, s.restarts, s.loss, s.rho
 
     def _run(
         self,

@@ -1,10 +1,16 @@
 """The text-attack contract and the greedy search every text attack shares.
 
-A text attack holds settings only. Its one final ``__call__`` takes a black-box classifier (a
-callable ``list[str] -> probabilities (N, C)``; a :class:`TextClassifier` also offers gradients),
-texts and true labels. It queries the classifier once per text, attacks only the correctly
+:class:`TextAttackBase` is the contract of the registry's text channel
+(``@register(name, knowledge=..., settings=..., channel="text")``, see
+:mod:`bastion.attacks.registry`): a text attack holds settings only. The one final
+``__call__`` of :class:`TextAttack` takes a black-box classifier (a callable
+``list[str] -> probabilities (N, C)``; a :class:`TextClassifier` also offers gradients), texts
+and true labels. It queries the classifier once per text, attacks only the correctly
 classified ones, re-checks every adversarial text with a fresh query and counts every text sent
 to the classifier as one query. Success means the final prediction differs from the label.
+Called with a :class:`~bastion.text.threat.TextThreat`, it reverts every adversarial text
+outside the threat to the original before that final check, so no attack can return an edit
+the threat does not allow.
 
 The search (:meth:`TextAttack.greedy`) is the greedy word-importance search common to
 DeepWordBug (Gao et al., 2018) and TextFooler (Jin et al., 2020): rank the words, then walk them
@@ -17,15 +23,19 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, final
 
 import torch
 from torch import Tensor
 
+from bastion.attacks.base import AttackKind, Knowledge
+from bastion.attacks.registry import build_channel_attack
+from bastion.attacks.settings import AttackSettings
 from bastion.errors import AttackInputError
 from bastion.text.classifier import ProbaFn, WhiteBoxText
+from bastion.text.threat import TextThreat
 from bastion.text.words import changed_share, join_words, split_words
 
 Ranking = Literal["delete", "replace", "gradient", "none"]
@@ -93,6 +103,19 @@ def _checked(probs: Any, n: int) -> Tensor:
     return probs.detach().float().cpu()
 
 
+@dataclass(frozen=True)
+class TextBatch:
+    """What a text attack's :meth:`TextAttackBase._attack` works on: the classifier, the
+    checked non-empty ``texts`` with their ``labels`` (one per text), the source of randomness
+    and the threat (None: the attack's own budget only)."""
+
+    classifier: ProbaFn
+    texts: list[str]
+    labels: list[int]
+    generator: torch.Generator | None
+    threat: TextThreat | None
+
+
 def check_texts(texts: Sequence[str], labels: Sequence[int]) -> tuple[list[str], list[int]]:
     """``(texts, labels)`` as lists, or an :class:`AttackInputError` naming the field: every
     text a str, one non-negative class index per text."""
@@ -112,10 +135,52 @@ def max_edits(share: float, n_words: int) -> int:
     return max(1, math.floor(share * n_words + 1e-9))
 
 
-class TextAttack(ABC):
-    """Base of every text attack; subclasses implement :meth:`_attack_words`."""
+class TextAttackBase(ABC):
+    """The contract of every registered text attack (a greedy :class:`TextAttack` or a
+    composite such as :class:`bastion.text.AttackChain`): settings only, called as
+    ``attack(classifier, texts, labels, *, generator=None, threat=None) -> TextAttackResult``.
+
+    ``name``, ``knowledge``, ``kind``, ``channel`` and ``settings_model`` are set by
+    :func:`bastion.attacks.registry.register`; a text attack queries the classifier's scores
+    (``score-based``) unless its settings rank words by gradient (``white-box``).
+    """
 
     name: ClassVar[str] = "text_attack"
+    knowledge: ClassVar[Knowledge | None] = "score-based"
+    kind: ClassVar[AttackKind] = "fixed-budget"
+    channel: ClassVar[str] = "text"
+    #: The settings model (:mod:`bastion.attacks.settings`), set by ``register``.
+    settings_model: ClassVar[type[AttackSettings] | None] = None
+
+    @classmethod
+    def knowledge_in(cls, settings: dict[str, Any]) -> set[Knowledge]:
+        """``white-box`` when ``settings`` rank words by gradient (``ranking`` or ``scoring``
+        ``gradient``), else the declared knowledge."""
+        if "gradient" in (settings.get("ranking"), settings.get("scoring")):
+            return {"white-box"}
+        return {cls.knowledge} if cls.knowledge is not None else set()
+
+    @final
+    def __call__(
+        self,
+        classifier: ProbaFn,
+        texts: Sequence[str],
+        labels: Sequence[int],
+        *,
+        generator: torch.Generator | None = None,
+        threat: TextThreat | None = None,
+    ) -> TextAttackResult:
+        """Attack ``texts`` (true ``labels``) on ``classifier``, within ``threat`` when one is
+        given; see :class:`TextAttackResult`. Checks the inputs and answers an empty batch;
+        :meth:`_attack` does the rest."""
+        texts, labels = check_texts(texts, labels)
+        if not texts:
+            return TextAttackResult((), (), (), (), (), (), ())
+        return self._attack(TextBatch(classifier, texts, labels, generator, threat))
+
+    @abstractmethod
+    def _attack(self, batch: TextBatch) -> TextAttackResult:
+        """The attack on a checked, non-empty batch."""
 
     def params(self) -> dict[str, Any]:
         """Settings for scorecards (JSON-ready where possible)."""
@@ -136,25 +201,30 @@ class TextAttack(ABC):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.params().items())})"
 
+
+def build_text_attack(
+    name: str, params: Mapping[str, Any] | None = None, *, where: str = "attack"
+) -> TextAttackBase:
+    """A fresh text attack from its registered name and settings (the registry's text
+    channel); an unknown name or a bad setting is a :class:`ConfigError` naming ``where``."""
+    attack = build_channel_attack(name, params, channel="text", where=where)
+    assert isinstance(attack, TextAttackBase)
+    return attack
+
+
+class TextAttack(TextAttackBase):
+    """Base of every greedy text attack; subclasses implement :meth:`_attack_words`."""
+
     @final
-    def __call__(
-        self,
-        classifier: ProbaFn,
-        texts: Sequence[str],
-        labels: Sequence[int],
-        *,
-        generator: torch.Generator | None = None,
-    ) -> TextAttackResult:
-        """Attack every correctly classified text; see :class:`TextAttackResult`."""
-        texts, labels = check_texts(texts, labels)
-        if not texts:
-            return TextAttackResult((), (), (), (), (), (), ())
+    def _attack(self, batch: TextBatch) -> TextAttackResult:
+        """Attack every correctly classified text (within ``threat`` when one is given)."""
+        classifier, texts, labels = batch.classifier, batch.texts, batch.labels
         probs0 = _checked(classifier(texts), len(texts))
         if max(labels) >= probs0.shape[1]:
             raise AttackInputError(
                 f"labels: expected class indices below {probs0.shape[1]}, got {max(labels)}"
             )
-        gen = generator if generator is not None else torch.Generator().manual_seed(0)
+        gen = batch.generator if batch.generator is not None else torch.Generator().manual_seed(0)
         correct = [bool(int(probs0[i].argmax()) == y) for i, y in enumerate(labels)]
         adversarial = list(texts)
         queries = [1] * len(texts)
@@ -165,6 +235,8 @@ class TextAttack(ABC):
             if ex.words:
                 adversarial[i] = join_words(self._attack_words(ex, classifier, gen), ex.seps)
             queries[i] += ex.queries
+        if batch.threat is not None:
+            adversarial = batch.threat.enforce(texts, adversarial)
         attacked = [i for i in range(len(texts)) if correct[i]]
         final_pred = torch.zeros(len(texts), dtype=torch.int64)
         if attacked:

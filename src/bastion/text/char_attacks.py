@@ -10,6 +10,11 @@
   default-ignorable format characters, variation selectors, fillers, reserved (unassigned)
   default-ignorable code points, private-use code points and narrow spaces.
 
+Each is registered in the text channel of the attack registry
+(:mod:`bastion.attacks.registry`, ``channel="text"``) with its settings model, so configs and
+:func:`bastion.text.attack_base.build_text_attack` reach it by name (``deepwordbug``,
+``homoglyph``, ``invisible``).
+
 All three turn a known word into tokens a word-level vocabulary has never seen (``<unk>``),
 which is why they work against word models and why the sanitiser undoes them.
 """
@@ -17,9 +22,13 @@ which is why they work against word models and why the sanitiser undoes them.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
+from pydantic import Field
 
+from bastion.attacks.registry import register
+from bastion.attacks.settings import AttackSettings
 from bastion.errors import AttackInputError
 from bastion.text.attack_base import Ranking, TextAttack, _Example, max_edits
 from bastion.text.classifier import ProbaFn
@@ -34,7 +43,58 @@ from bastion.text.unicode_tables import (
 from bastion.text.words import word_core
 
 _KEYBOARD_ROWS = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
-TYPO_OPS = ("swap", "delete", "insert", "substitute")
+TypoOp = Literal["swap", "delete", "insert", "substitute"]
+TYPO_OPS: tuple[TypoOp, ...] = ("swap", "delete", "insert", "substitute")
+
+_SHARE = "at most this share of the words is edited (at least one word)"
+_SCORING = "word ranking: replace (Replace-1), delete (leave-one-out), gradient, none"
+
+
+class DeepWordBugSettings(AttackSettings):
+    """Settings of :class:`DeepWordBug`."""
+
+    max_share: float = Field(default=0.3, gt=0, le=1, description=_SHARE)
+    scoring: Ranking = Field(default="replace", description=_SCORING)
+    ops: tuple[TypoOp, ...] = Field(
+        default=TYPO_OPS,
+        strict=False,
+        min_length=1,
+        description="typo kinds tried for each word (one candidate per kind)",
+        json_schema_extra={
+            "type": "list of swap, delete, insert, substitute",
+            "expected": "a non-empty list of swap, delete, insert, substitute",
+        },
+    )
+    min_length: int = Field(default=3, ge=1, description="words with a shorter core are kept")
+
+
+class HomoglyphSettings(AttackSettings):
+    """Settings of :class:`HomoglyphAttack`."""
+
+    max_share: float = Field(default=0.3, gt=0, le=1, description=_SHARE)
+    scoring: Ranking = Field(default="delete", description=_SCORING)
+    min_length: int = Field(default=2, ge=1, description="words with a shorter core are kept")
+
+
+class InvisibleSettings(AttackSettings):
+    """Settings of :class:`InvisibleCharAttack`."""
+
+    family: InvisibleFamily = Field(
+        default="all", description="where the inserted characters come from (all: every family)"
+    )
+    characters: tuple[str, ...] | None = Field(
+        default=None,
+        strict=False,
+        min_length=1,
+        description="exact single characters to insert instead of a family",
+        json_schema_extra={
+            "type": "list of characters or null",
+            "expected": "a non-empty list of single characters or null",
+        },
+    )
+    max_share: float = Field(default=1.0, gt=0, le=1, description=_SHARE)
+    scoring: Ranking = Field(default="delete", description=_SCORING)
+    min_length: int = Field(default=2, ge=1, description="words with a shorter core are kept")
 
 
 def _keyboard_neighbours() -> dict[str, str]:
@@ -104,6 +164,7 @@ def _check_share(max_share: float) -> float:
     return float(max_share)
 
 
+@register("deepwordbug", knowledge="score-based", settings=DeepWordBugSettings, channel="text")
 class DeepWordBug(TextAttack):
     """DeepWordBug (Gao et al., 2018): important words get one typo each.
 
@@ -114,8 +175,6 @@ class DeepWordBug(TextAttack):
         ops: typo kinds tried for each word (one candidate per kind).
         min_length: words with a shorter core are left alone.
     """
-
-    name = "deepwordbug"
 
     def __init__(
         self,
@@ -150,14 +209,13 @@ class DeepWordBug(TextAttack):
         return self.greedy(ex, order, propose, max_edits(self.max_share, len(ex.words)))
 
 
+@register("homoglyph", knowledge="score-based", settings=HomoglyphSettings, channel="text")
 class HomoglyphAttack(TextAttack):
     """Replace letters of important words by Cyrillic/Greek confusables.
 
     Two candidates per word: one random confusable letter replaced, and every confusable
     letter replaced.
     """
-
-    name = "homoglyph"
 
     def __init__(self, *, max_share: float = 0.3, scoring: Ranking = "delete", min_length: int = 2):
         self.max_share = _check_share(max_share)
@@ -188,6 +246,7 @@ class HomoglyphAttack(TextAttack):
         return self.greedy(ex, order, propose, max_edits(self.max_share, len(ex.words)))
 
 
+@register("invisible", knowledge="score-based", settings=InvisibleSettings, channel="text")
 class InvisibleCharAttack(TextAttack):
     """Insert invisible characters inside words.
 
@@ -207,8 +266,6 @@ class InvisibleCharAttack(TextAttack):
         max_share: at most this share of words is edited; the edits do not change how the
             text looks, so the default allows every word.
     """
-
-    name = "invisible"
 
     def __init__(
         self,

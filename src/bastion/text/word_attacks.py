@@ -4,26 +4,34 @@ worst-case chain of several text attacks.
 :class:`WordSubstitution` ranks words by importance (black-box: deletion scores; white-box:
 gradient x embedding), then greedily replaces them with candidates from a synonym lexicon
 and/or embedding neighbours above a cosine threshold (see :mod:`bastion.text.candidates`).
-Stop words are never changed and at most ``max_share`` of the words are.
+Stop words are never changed and at most ``max_share`` of the words are. :class:`CombinedAttack`
+(``combined``) is the worst case of word substitution, DeepWordBug typos and homoglyphs. Both
+are registered in the text channel of the attack registry (``word_substitution``,
+``combined``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
+from pydantic import Field
 
+from bastion.attacks.registry import register
+from bastion.attacks.settings import AttackSettings
 from bastion.errors import AttackInputError
 from bastion.text.attack_base import (
     Ranking,
     TextAttack,
+    TextAttackBase,
     TextAttackResult,
+    TextBatch,
     _Example,
-    check_texts,
     max_edits,
 )
 from bastion.text.candidates import CandidateSource, SynonymLexicon, stop_words
+from bastion.text.char_attacks import DeepWordBug, HomoglyphAttack
 from bastion.text.classifier import ProbaFn
 from bastion.text.words import join_words, match_case, word_core
 
@@ -31,6 +39,38 @@ if TYPE_CHECKING:
     from bastion.text.surrogate import SurrogateAttack
 
 
+def _python_only(default: Any, what: str, description: str) -> Any:
+    """A setting that holds a Python object (a function, a set of words): from the Python API
+    only; a YAML config leaves it at its default."""
+    return Field(
+        default=default,
+        description=description,
+        json_schema_extra={"type": f"{what} (Python API)", "expected": what},
+    )
+
+
+_CANDIDATES = "word -> replacements, most similar first (null: the bundled lexicon)"
+_CONSTRAINT = "(original, candidate texts) -> which candidates may be tried (null: none)"
+_WORD_SHARE = "at most this share of the words is replaced (at least one word)"
+
+
+class WordSubstitutionSettings(AttackSettings):
+    """Settings of :class:`WordSubstitution`."""
+
+    candidates: Any = _python_only(None, "a candidate source", _CANDIDATES)
+    ranking: Ranking = Field(default="delete", description="word ranking: delete or gradient")
+    max_share: float = Field(default=0.3, gt=0, le=1, description=_WORD_SHARE)
+    max_candidates: int = Field(default=30, ge=1, description="candidates tried per word")
+    stop: Any = _python_only(None, "a collection of words", "words never replaced (null: bundled)")
+    constraint: Any = _python_only(None, "a constraint function", _CONSTRAINT)
+
+
+@register(
+    "word_substitution",
+    knowledge="score-based",
+    settings=WordSubstitutionSettings,
+    channel="text",
+)
 class WordSubstitution(TextAttack):
     """TextFooler-style greedy word substitution.
 
@@ -45,8 +85,6 @@ class WordSubstitution(TextAttack):
             substitution must pass (e.g. :class:`bastion.text.transformer.SentenceConstraint`,
             TextFooler's sentence-similarity check); rejected candidates cost no query.
     """
-
-    name = "word_substitution"
 
     def __init__(
         self,
@@ -97,7 +135,7 @@ class WordSubstitution(TextAttack):
         return self.greedy(ex, order, propose, budget, keep)
 
 
-class AttackChain:
+class AttackChain(TextAttackBase):
     """Worst case over several text attacks, cheapest first (the text form of a cascade).
 
     Each attack runs only on examples that all earlier attacks failed on; an example counts as
@@ -117,16 +155,11 @@ class AttackChain:
     def params(self) -> dict[str, object]:
         return {"attacks": [{"name": a.name, **a.params()} for a in self.attacks]}
 
-    def __call__(
-        self,
-        classifier: ProbaFn,
-        texts: Sequence[str],
-        labels: Sequence[int],
-        *,
-        generator: torch.Generator | None = None,
-    ) -> TextAttackResult:
-        texts, labels = check_texts(texts, labels)
-        first = self.attacks[0](classifier, texts, labels, generator=generator)
+    def _attack(self, batch: TextBatch) -> TextAttackResult:
+        """Run the attacks in turn on the examples still standing (each within the batch's
+        threat when it has one; a surrogate search takes none)."""
+        texts, labels = batch.texts, batch.labels
+        first = _call(self.attacks[0], batch, texts, labels)
         adversarial = list(first.adversarial)
         success = list(first.success)
         queries = list(first.queries)
@@ -136,9 +169,7 @@ class AttackChain:
             todo = [i for i in range(len(texts)) if first.correct_before[i] and not success[i]]
             if not todo:
                 break
-            res = attack(
-                classifier, [texts[i] for i in todo], [labels[i] for i in todo], generator=generator
-            )
+            res = _call(attack, batch, [texts[i] for i in todo], [labels[i] for i in todo])
             for j, i in enumerate(todo):
                 queries[i] += res.queries[j] - 1
                 if res.success[j]:
@@ -156,3 +187,38 @@ class AttackChain:
             queries=tuple(queries),
             changed_share=tuple(shares),
         )
+
+
+def _call(
+    attack: TextAttackBase | SurrogateAttack, batch: TextBatch, texts: list[str], labels: list[int]
+) -> TextAttackResult:
+    """``attack`` on ``texts`` with the batch's classifier, generator and threat."""
+    clf, gen = batch.classifier, batch.generator
+    if batch.threat is None or not isinstance(attack, TextAttackBase):
+        return attack(clf, texts, labels, generator=gen)
+    return attack(clf, texts, labels, generator=gen, threat=batch.threat)
+
+
+class CombinedSettings(WordSubstitutionSettings):
+    """Settings of :class:`CombinedAttack`: the word substitution's, and ``char_max_share``."""
+
+    char_max_share: float = Field(
+        default=0.3, gt=0, le=1, description="max_share of the typo and homoglyph attacks"
+    )
+
+
+@register("combined", knowledge="score-based", settings=CombinedSettings, channel="text")
+class CombinedAttack(AttackChain):
+    """Character and word attacks together: the worst case of :class:`WordSubstitution`, then
+    :class:`~bastion.text.DeepWordBug` typos, then :class:`~bastion.text.HomoglyphAttack`
+    (an :class:`AttackChain` of the three).
+
+    Args:
+        char_max_share: ``max_share`` of the typo and homoglyph attacks.
+        word: the :class:`WordSubstitution`'s settings (``candidates``, ``ranking``,
+            ``max_share``, ``max_candidates``, ``stop``, ``constraint``).
+    """
+
+    def __init__(self, *, char_max_share: float = 0.3, **word: Any):
+        chars = [DeepWordBug(max_share=char_max_share), HomoglyphAttack(max_share=char_max_share)]
+        super().__init__([WordSubstitution(**word), *chars])
