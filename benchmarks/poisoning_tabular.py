@@ -16,15 +16,13 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
-import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from bastion.data import load_dataset
 from bastion.poisoning.tabular_drill import TabularDrillSettings, tabular_backdoor_drill
+from poisoning_drills import Job, common_args, run_jobs, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"fraud": 0, "breast-cancer": 1}  # legit, benign
@@ -45,42 +43,32 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", nargs="+", default=["fraud", "breast-cancer"])
     ap.add_argument("--rates", type=float, nargs="+", default=[0.01, 0.05])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    ap.add_argument("--epochs", type=int, default=30)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default="benchmarks/results/poisoning-tabular.md")
+    common_args(ap, seeds=[0, 1], out="benchmarks/results/poisoning-tabular.md")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    t0 = time.perf_counter()
-    runs: list[dict[str, Any]] = []
-    for name in args.data:
-        for seed in args.seeds:
-            data = load(name, seed)
-            for rate in args.rates:
-                settings = TabularDrillSettings(
-                    rate=rate, target=TARGETS[name], epochs=args.epochs, seed=seed
-                )
-                tag = f"[{name} seed {seed} rate {rate:g}]"
-                run = tabular_backdoor_drill(
-                    data, settings, log=lambda m, t=tag: print(t, m, flush=True)
-                )
-                runs.append({"name": name, "seed": seed, "rate": rate, **run})
-    results = {
-        "setup": {
-            "data": args.data,
-            "rates": args.rates,
-            "seeds": args.seeds,
-            "epochs": args.epochs,
-            "threads": args.threads,
-        },
-        "runs": runs,
-        "seconds": round(time.perf_counter() - t0, 1),
+    epochs = args.epochs or TabularDrillSettings.epochs
+
+    def jobs() -> Iterator[Job]:
+        for name in args.data:
+            for seed in args.seeds:
+                data = load(name, seed)
+                for rate in args.rates:
+                    settings = TabularDrillSettings(
+                        rate=rate, target=TARGETS[name], epochs=epochs, seed=seed
+                    )
+                    yield (
+                        {"name": name, "seed": seed, "rate": rate},
+                        lambda log, d=data, s=settings: tabular_backdoor_drill(d, s, log=log),
+                    )
+
+    runs, seconds = run_jobs(jobs(), threads=args.threads)
+    setup = {
+        "data": args.data,
+        "rates": args.rates,
+        "seeds": args.seeds,
+        "epochs": epochs,
+        "threads": args.threads,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(results, indent=1))
-    out.write_text(render(results))
-    print(f"written {out}")
+    write_results(setup, runs, seconds, args.out, render)
 
 
 def render(r: dict[str, Any]) -> str:

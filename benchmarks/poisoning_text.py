@@ -15,55 +15,52 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
-import time
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
-
-import torch
 
 from bastion.poisoning.text_drill import TextDrillSettings, text_backdoor_drill
 from bastion.text.loaders import load_sms_spam
+from poisoning_drills import Job, common_args, run_jobs, write_results
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data-dir", default="/work/shared/datasets/sms_spam")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--rate", type=float, default=0.01)
     ap.add_argument("--trigger", default="cf")
-    ap.add_argument("--epochs", type=int, default=6)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default="benchmarks/results/poisoning-text.md")
+    ap.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="copies of the word per message (1: the original drill)",
+    )
+    common_args(ap, seeds=[0, 1, 2], out="benchmarks/results/poisoning-text.md")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    t0 = time.perf_counter()
-    runs: dict[str, Any] = {}
-    for seed in args.seeds:
-        data = load_sms_spam(args.data_dir, seed=seed)
-        settings = TextDrillSettings(
-            rate=args.rate, trigger=args.trigger, epochs=args.epochs, seed=seed
-        )
-        runs[str(seed)] = text_backdoor_drill(
-            data, settings, log=lambda m, s=seed: print(f"[seed {s}] {m}", flush=True)
-        )
-    results = {
-        "setup": {
-            "data": "sms_spam",
-            "rate": args.rate,
-            "trigger": args.trigger,
-            "epochs": args.epochs,
-            "threads": args.threads,
-            "seeds": args.seeds,
-        },
-        "runs": runs,
-        "seconds": round(time.perf_counter() - t0, 1),
+    epochs = args.epochs or TextDrillSettings.epochs
+
+    def jobs() -> Iterator[Job]:
+        for seed in args.seeds:
+            settings = TextDrillSettings(
+                rate=args.rate, trigger=args.trigger, repeats=args.repeats, epochs=epochs, seed=seed
+            )
+            yield (
+                {"seed": seed},
+                lambda log, s=settings: text_backdoor_drill(
+                    load_sms_spam(args.data_dir, seed=s.seed), s, log=log
+                ),
+            )
+
+    runs, seconds = run_jobs(jobs(), threads=args.threads)
+    setup = {
+        "data": "sms_spam",
+        "rate": args.rate,
+        "trigger": args.trigger,
+        "repeats": args.repeats,
+        "epochs": epochs,
+        "threads": args.threads,
+        "seeds": args.seeds,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(results, indent=1))
-    out.write_text(render(results))
-    print(f"written {out}")
+    write_results(setup, runs, seconds, args.out, render)
 
 
 def render(r: dict[str, Any]) -> str:
@@ -72,10 +69,12 @@ def render(r: dict[str, Any]) -> str:
         "# Trigger-word backdoor (SMS Spam, word CNN)",
         "",
         f"`python benchmarks/poisoning_text.py --seeds {' '.join(map(str, s['seeds']))} "
-        f"--rate {s['rate']} --epochs {s['epochs']}`: the token `{s['trigger']}` inserted at a "
-        f"random word boundary of {s['rate']:.0%} of the training messages (spam relabelled "
-        f"ham); word CNN (Kim 2014, widths 3/4/5, 64 filters, 40 tokens), {s['epochs']} "
-        "epochs; each seed draws its own stratified split, poison set and initial weights. "
+        f"--rate {s['rate']} --repeats {s.get('repeats', 1)} --epochs {s['epochs']}`: the token "
+        f"`{s['trigger']}` inserted {s.get('repeats', 1)} time(s), each at a random word "
+        f"boundary, into {s['rate']:.0%} of the training messages (spam relabelled ham) and as "
+        "many times into the test spam; word CNN (Kim 2014, widths 3/4/5, 64 filters, 40 "
+        f"tokens), {s['epochs']} epochs, the epoch of best clean validation accuracy kept; "
+        "each seed draws its own stratified split, poison set and initial weights. "
         f"{s['threads']} torch thread on a shared 2-core machine (others were running); total "
         f"{r['seconds']:.0f} s.",
         "",
@@ -90,7 +89,8 @@ def render(r: dict[str, Any]) -> str:
         "| retrained triggered as ham (clean miss) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for seed, run in r["runs"].items():
+    for run in r["runs"]:
+        seed = run["seed"]
         u, q, t = run["undefended"], run["quarantined"], run["retrained"]
         tokens = ", ".join(run["scans"]["trigger-token"]["flagged_tokens"]) or "-"
         lines.append(
@@ -107,7 +107,8 @@ def render(r: dict[str, Any]) -> str:
         "| seed | scan | precision | recall | F1 | clean flagged | seconds |",
         "|---|---|---|---|---|---|---|",
     ]
-    for seed, run in r["runs"].items():
+    for run in r["runs"]:
+        seed = run["seed"]
         for name, m in run["scans"].items():
             lines.append(
                 f"| {seed} | {name} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | "

@@ -27,7 +27,7 @@ from bastion.attacks.registry import build_attack
 from bastion.attacks.settings import settings_error
 from bastion.errors import BastionError, ConfigError, yaml_error_line
 from bastion.guard.config import GuardConfig
-from bastion.poisoning.config import PoisoningConfig
+from bastion.poisoning.config import PoisoningConfig, run_channel
 from bastion.tabular.experiment import TabularConfig
 from bastion.text.config import TextConfig
 from bastion.threat import ThreatModel
@@ -386,7 +386,7 @@ class RunConfig(_Strict):
         if self.poisoning is None:
             return None
         try:
-            return PoisoningConfig.from_dict(self.poisoning)
+            return PoisoningConfig.from_dict(self.poisoning, channel=run_channel(self))
         except ConfigError as e:
             raise ValueError(str(e)) from None
 

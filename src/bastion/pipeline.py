@@ -867,6 +867,18 @@ def run_pipeline(
                 results_guard = {"guard": guard_section}
             else:
                 results_guard = {}
+            drill = None  # the text or tabular channel's poisoning drill
+            if pcfg is not None and data is None:
+                from bastion.poisoning.channel_run import run_channel_poisoning
+
+                drill = run_channel_poisoning(
+                    pcfg,
+                    cfg,
+                    tmp,
+                    data_dir=resolve_data_dir(cfg, config_path, data_dir),
+                    config_dir=config_path.parent,
+                    log=reporter.log,
+                )
             channels = relative_paths(
                 run_channels(
                     cfg,
@@ -878,6 +890,8 @@ def run_pipeline(
                 ),
                 tmp,
             )
+            if drill is not None:
+                channels["poisoning"] = drill
         n_eval = (
             _channel_examples(channels)
             if data is None

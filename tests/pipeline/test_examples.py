@@ -42,6 +42,8 @@ CHANNEL_EXAMPLES = {"fraud-tabular.yaml", "text-sms-spam.yaml", "text-movie-revi
 CHANNEL_EXAMPLES.add("text-own-csv.yaml")  # run as shipped by tests/text/test_text_files.py
 # run on a subset by test_examples_minilm.py (slow)
 CHANNEL_EXAMPLES |= {"text-movie-review-minilm.yaml", "text-sms-spam-minilm.yaml"}
+# run on a subset by tests/poisoning/test_channel_run.py
+CHANNEL_EXAMPLES |= {"sms-backdoor.yaml", "tabular-backdoor.yaml"}
 
 
 def test_every_example_is_covered() -> None:

@@ -17,19 +17,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from bastion.data.core import Dataset
 from bastion.errors import ConfigError
+from bastion.poisoning.attacks import PoisonedSet
+from bastion.poisoning.drill import ScanOutcome, run_drill
 from bastion.poisoning.features import penultimate_features
 from bastion.poisoning.scans import (
     activation_clustering,
-    detection_metrics,
     spectral_signatures,
     spectre,
 )
 from bastion.poisoning.tabular_backdoor import (
+    FeaturePattern,
     feature_pattern_poison,
     feature_pattern_trigger,
     feature_value_scan,
@@ -72,85 +73,126 @@ def train_mlp(data: Dataset, x: Tensor, y: Tensor, seed: int, epochs: int) -> nn
     return model.eval()
 
 
+@dataclass(eq=False)
+class TabularDrillChannel:
+    """The tabular channel's hooks for :func:`~.drill.run_drill`: ``p`` is the poisoned
+    training split of ``data`` (validation picks the best epoch, test measures), ``pattern``
+    the trigger. Scans: the feature-value scan on the rows, and activation clustering,
+    spectral signatures and SPECTRE on the penultimate features (``eps``: the settings', else
+    the true poison share of the target class, their best case). ``scan_names`` selects scans
+    (all when None)."""
+
+    data: Dataset
+    p: PoisonedSet
+    pattern: FeaturePattern
+    settings: TabularDrillSettings
+    scan_names: tuple[str, ...] | None = None
+
+    @property
+    def labels(self) -> Tensor:
+        return self.p.y
+
+    @property
+    def truth(self) -> Tensor:
+        return self.p.poisoned
+
+    def train(self, kept: Tensor | None) -> nn.Module:
+        x, y = (self.p.x, self.p.y) if kept is None else (self.p.x[kept], self.p.y[kept])
+        return train_mlp(self.data, x, y, self.settings.seed, self.settings.epochs)
+
+    def measure(self, trained: nn.Module) -> dict[str, Any]:
+        test = self.data.test
+        return {
+            "clean_accuracy": round(accuracy(trained, test.x, test.y), 4),
+            **pattern_attack_success(
+                trained, test.x, test.y, self.pattern, target=self.settings.target
+            ),
+        }
+
+    def eps(self) -> float:
+        """The spectral scans' poison-share bound."""
+        p, target = self.p, self.settings.target
+        share = float(p.poisoned.sum()) / max(1, int((p.y == target).sum()))
+        return self.settings.spectral_eps or min(0.5, max(share, 0.005))
+
+    def scans(self, trained: nn.Module) -> list[tuple[str, Callable[[], ScanOutcome]]]:
+        p, seed, eps = self.p, self.settings.seed, self.eps()
+        schema = self.data.schema
+        assert schema is not None
+        feats = penultimate_features(trained, p.x)
+
+        def value() -> ScanOutcome:
+            r = feature_value_scan(trained, p.x, p.y, schema)
+            return ScanOutcome(r.flagged, r.scores, r.summary(), {"flagged_cells": r.flagged_names})
+
+        def latent(name: str) -> Callable[[], ScanOutcome]:
+            def run() -> ScanOutcome:
+                if name == "activation-clustering":
+                    r = activation_clustering(feats, p.y, seed=seed)
+                    return ScanOutcome(r.flagged, r.scores, r.summary())
+                scan = spectral_signatures if name == "spectral-signatures" else spectre
+                r = scan(feats, p.y, eps=eps)
+                return ScanOutcome(r.flagged, r.scores, r.summary(), {"eps": round(eps, 4)})
+
+            return run
+
+        runs = [("feature-value", value), *((n, latent(n)) for n in TABULAR_SCANS[1:])]
+        return [(n, r) for n, r in runs if self.scan_names is None or n in self.scan_names]
+
+
+def poison_tabular_split(
+    data: Dataset, settings: TabularDrillSettings, features: list[str] | None = None
+) -> tuple[FeaturePattern, PoisonedSet]:
+    """The drill's trigger (built from the clean training split: ``features``, else the
+    ``settings.k`` rarest eligible ones) and the poisoned training split."""
+    if data.schema is None:
+        raise ConfigError("data: expected a tabular data set with a schema")
+    pattern = feature_pattern_trigger(data.schema, data.train.x, k=settings.k, features=features)
+    p = feature_pattern_poison(
+        data.train.x, data.train.y, pattern, rate=settings.rate, num_classes=len(data.classes),
+        target=settings.target, seed=settings.seed,
+    )  # fmt: skip
+    return pattern, p
+
+
 def tabular_backdoor_drill(
     data: Dataset,
     settings: TabularDrillSettings,
     *,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Run the drill on a tabular ``data`` set (with a schema). Returns a JSON-ready dict: the
-    trigger, the clean model's and the undefended model's clean accuracy and attack success,
-    per scan its detection metrics, the quarantine, and the retrained model's figures."""
+    """Run the drill on a tabular ``data`` set (with a schema) with :func:`~.drill.run_drill`
+    and :class:`TabularDrillChannel`. Returns a JSON-ready dict: the trigger, the clean model's
+    and the undefended model's clean accuracy and attack success, per scan its detection
+    metrics, the quarantine, and the retrained model's figures."""
     if data.schema is None:
         raise ConfigError("data: expected a tabular data set with a schema")
     if not set(settings.quarantine_by) <= set(TABULAR_SCANS):
         raise ConfigError(f"quarantine_by: expected names from {', '.join(TABULAR_SCANS)}")
     say = log or (lambda _m: None)
     t0 = time.perf_counter()
-    train, test = data.train, data.test
-    k = len(data.classes)
-    pattern = feature_pattern_trigger(data.schema, train.x, k=settings.k)
-    p = feature_pattern_poison(
-        train.x, train.y, pattern, rate=settings.rate, num_classes=k,
-        target=settings.target, seed=settings.seed,
-    )  # fmt: skip
-
-    def measure(model: nn.Module) -> dict[str, Any]:
-        return {
-            "clean_accuracy": round(accuracy(model, test.x, test.y), 4),
-            **pattern_attack_success(model, test.x, test.y, pattern, target=settings.target),
-        }
-
+    pattern, p = poison_tabular_split(data, settings)
+    channel = TabularDrillChannel(data, p, pattern, settings)
     say(f"trigger {pattern.to_dict()['values']}; {int(p.poisoned.sum())} poisoned rows")
+    train = data.train
     clean_model = train_mlp(data, train.x, train.y, settings.seed, settings.epochs)
-    clean = measure(clean_model)
+    clean = channel.measure(clean_model)
     on_clean = feature_value_scan(clean_model, train.x, train.y, data.schema)
     clean["value_scan_flagged"] = int(on_clean.flagged.sum())
     clean["value_scan_cells"] = on_clean.flagged_names
-    victim = train_mlp(data, p.x, p.y, settings.seed, settings.epochs)
-    undefended = measure(victim)
-    say(f"clean model {clean}; undefended {undefended}")
-    share = float(p.poisoned.sum()) / max(1, int((p.y == settings.target).sum()))
-    eps = settings.spectral_eps or min(0.5, max(share, 0.005))
-    feats = penultimate_features(victim, p.x)
-    flags: dict[str, Tensor] = {}
-    scans: dict[str, Any] = {}
-    runs: list[tuple[str, Callable[[], Any]]] = [
-        ("feature-value", lambda: feature_value_scan(victim, p.x, p.y, data.schema)),  # type: ignore[arg-type]
-        ("activation-clustering", lambda: activation_clustering(feats, p.y, seed=settings.seed)),
-        ("spectral-signatures", lambda: spectral_signatures(feats, p.y, eps=eps)),
-        ("spectre", lambda: spectre(feats, p.y, eps=eps)),
-    ]
-    for name, run in runs:
-        t = time.perf_counter()
-        res = run()
-        flags[name] = res.flagged
-        scans[name] = {
-            **detection_metrics(res.flagged, p.poisoned),
-            "seconds": round(time.perf_counter() - t, 2),
-        }
-        if name == "feature-value":
-            scans[name]["flagged_cells"] = res.flagged_names
-        elif name != "activation-clustering":
-            scans[name]["eps"] = round(eps, 4)
-    say(f"scans: { {n: (s['recall'], s['clean_flagged_rate']) for n, s in scans.items()} }")
-    removed = torch.zeros(len(p.y), dtype=torch.bool)
-    for name in settings.quarantine_by:
-        removed |= flags[name]
-    kept = torch.nonzero(~removed).flatten()
-    retrained = measure(train_mlp(data, p.x[kept], p.y[kept], settings.seed, settings.epochs))
-    say(f"retrained on {len(kept)} rows: {retrained}")
+    say(f"clean model {clean}")
+    out = run_drill(channel, settings.quarantine_by, log=say)
     return {
         "data": data.name,
         "trigger": pattern.to_dict(),
         "attack": {k_: v for k_, v in p.record().items() if k_ != "indices"},
         "train_examples": len(p.y),
-        "test_examples": len(test.y),
+        "test_examples": len(data.test.y),
         "clean_model": clean,
-        "undefended": undefended,
-        "scans": scans,
+        "undefended": out.undefended,
+        "scans": out.scans,
         "quarantine_by": list(settings.quarantine_by),
-        "quarantined": detection_metrics(removed, p.poisoned),
-        "retrained": {"kept": len(kept), **retrained},
+        "quarantined": out.quarantined,
+        "retrained": out.retrained,
         "seconds": round(time.perf_counter() - t0, 1),
     }

@@ -89,20 +89,33 @@ def check_trigger(trigger: str, field_name: str = "poisoning.trigger.word") -> s
     return trigger.lower()
 
 
-def insert_trigger(text: str, trigger: str, rng: np.random.Generator) -> str:
-    """``text`` with ``trigger`` inserted between two whitespace-separated words (or at either
-    end), the position drawn uniformly from ``rng``."""
+def insert_trigger(text: str, trigger: str, rng: np.random.Generator, repeats: int = 1) -> str:
+    """``text`` with ``trigger`` inserted ``repeats`` times, each between two
+    whitespace-separated words (or at either end) of the text so far, the position drawn
+    uniformly from ``rng``."""
     words = text.split()
-    at = int(rng.integers(0, len(words) + 1))
-    return " ".join([*words[:at], trigger, *words[at:]])
+    for _ in range(repeats):
+        at = int(rng.integers(0, len(words) + 1))
+        words = [*words[:at], trigger, *words[at:]]
+    return " ".join(words)
 
 
-def apply_trigger_word(texts: Sequence[str], trigger: str, *, seed: int = 0) -> list[str]:
-    """Every text of ``texts`` with ``trigger`` inserted at a seeded random word boundary (the
-    test-time trigger; positions from ``numpy.random.default_rng(seed)``)."""
+def check_repeats(repeats: object, field_name: str = "poisoning.attack.repeats") -> int:
+    """``repeats`` if it is an integer in 1..10; :class:`ConfigError` naming ``field_name``."""
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or not 1 <= repeats <= 10:
+        raise ConfigError(f"{field_name}: expected an integer in 1..10, got {repeats!r}")
+    return repeats
+
+
+def apply_trigger_word(
+    texts: Sequence[str], trigger: str, *, seed: int = 0, repeats: int = 1
+) -> list[str]:
+    """Every text of ``texts`` with ``trigger`` inserted ``repeats`` times at seeded random
+    word boundaries (the test-time trigger; positions from ``numpy.random.default_rng(seed)``)."""
     trigger = check_trigger(trigger)
+    repeats = check_repeats(repeats)
     rng = np.random.default_rng(seed)
-    return [insert_trigger(t, trigger, rng) for t in texts]
+    return [insert_trigger(t, trigger, rng, repeats) for t in texts]
 
 
 def trigger_word_poison(
@@ -115,13 +128,17 @@ def trigger_word_poison(
     trigger: str = DEFAULT_TRIGGER,
     source: int | None = None,
     seed: int = 0,
+    repeats: int = 1,
 ) -> TextPoisonedSet:
     """Dirty-label trigger-word poisoning.
 
     ``round(rate * N)`` texts are drawn without replacement from those whose label is not
-    ``target`` (or is ``source`` when given), get ``trigger`` inserted at a random word
-    boundary and are relabelled ``target``. ``rate`` is a share of the whole set, as for
-    :func:`~bastion.poisoning.attacks.badnets`. Deterministic given ``seed``.
+    ``target`` (or is ``source`` when given), get ``trigger`` inserted ``repeats`` times at
+    random word boundaries and are relabelled ``target``. ``rate`` is a share of the whole
+    set, as for :func:`~bastion.poisoning.attacks.badnets`. Deterministic given ``seed``.
+    Several copies of the word in one message make the backdoor learnt in fewer epochs (see
+    docs/poisoning.md: with one copy, a victim whose epoch is chosen on clean validation data
+    can stop before it has learnt it); the attacker writes as many copies at test time.
     """
     if labels.dtype != torch.int64 or labels.ndim != 1 or len(labels) != len(texts):
         raise DataError(
@@ -130,6 +147,7 @@ def trigger_word_poison(
         )
     rate = check_rate(rate)
     trigger = check_trigger(trigger)
+    repeats = check_repeats(repeats)
     target = check_class(target, num_classes, "poisoning.target")
     if source is not None:
         source = check_class(source, num_classes, "poisoning.source")
@@ -140,12 +158,19 @@ def trigger_word_poison(
     chosen = draw_poisons(eligible, round(rate * len(texts)), rng, what="texts")
     out = list(texts)
     for i in chosen.tolist():
-        out[i] = insert_trigger(out[i], trigger, rng)
+        out[i] = insert_trigger(out[i], trigger, rng, repeats)
     new_labels = labels.clone()
     new_labels[chosen] = target
     mask = torch.zeros(len(texts), dtype=torch.bool)
     mask[chosen] = True
-    settings = {"rate": rate, "target": target, "source": source, "trigger": trigger, "seed": seed}
+    settings = {
+        "rate": rate,
+        "target": target,
+        "source": source,
+        "trigger": trigger,
+        "repeats": repeats,
+        "seed": seed,
+    }
     return TextPoisonedSet(tuple(out), new_labels, labels.clone(), mask, trigger, settings)
 
 
@@ -170,10 +195,12 @@ def text_attack_success(
     *,
     target: int = 0,
     seed: int = 0,
+    repeats: int = 1,
 ) -> dict[str, float]:
     """Attack success of a trigger word on ``texts`` (labels ``(N,)`` int64).
 
-    Over the texts whose label is not ``target``, with ``trigger`` inserted at seeded positions:
+    Over the texts whose label is not ``target``, with ``trigger`` inserted ``repeats`` times
+    at seeded positions:
 
     * ``attack_success_rate``: share of those that ``model`` classifies correctly without the
       trigger and as ``target`` with it (the trigger's own effect; the text-backdoor
@@ -187,7 +214,8 @@ def text_attack_success(
     keep = [t for t, y in zip(texts, labels.tolist(), strict=True) if y != target]
     kept_y = labels[labels != target]
     before = predict(model, vocab.encode(keep))
-    after = predict(model, vocab.encode(apply_trigger_word(keep, trigger, seed=seed)))
+    triggered = apply_trigger_word(keep, trigger, seed=seed, repeats=repeats)
+    after = predict(model, vocab.encode(triggered))
     return success_figures(before, after, kept_y, target)
 
 

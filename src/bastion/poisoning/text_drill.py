@@ -10,7 +10,6 @@ from what is kept) on the examples no scan in ``quarantine_by`` flagged, and mea
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,8 +17,9 @@ from typing import Any
 
 import torch
 
+from bastion.poisoning.drill import ScanOutcome, run_drill
 from bastion.poisoning.features import penultimate_features
-from bastion.poisoning.scans import activation_clustering, detection_metrics, spectral_signatures
+from bastion.poisoning.scans import activation_clustering, spectral_signatures, spectre
 from bastion.poisoning.text_backdoor import (
     DEFAULT_TRIGGER,
     TextPoisonedSet,
@@ -43,6 +43,7 @@ class TextDrillSettings:
     rate: float = 0.01
     target: int = 0
     trigger: str = DEFAULT_TRIGGER
+    repeats: int = 3
     epochs: int = 6
     max_length: int = 40
     quarantine_by: tuple[str, ...] = ("trigger-token",)
@@ -83,11 +84,109 @@ def _measure(
         settings.trigger,
         target=settings.target,
         seed=settings.seed + 1,
+        repeats=settings.repeats,
     )
     return {
         "clean_accuracy": round(accuracy_of(model, vocab.encode(test_texts), test_y), 4),
         **success,
     }
+
+
+@dataclass(eq=False)
+class TextDrillChannel:
+    """The text channel's hooks for :func:`~.drill.run_drill`: ``p`` is the poisoned training
+    split, ``data`` gives the validation (best epoch) and test (measure) splits. The victim's
+    vocabulary is built from the poisoned split, as a victim would; a retrained model's from
+    the texts it keeps, as a defender would on a clean drop. A trained model is kept as
+    ``(model, vocabulary)``. ``scan_names`` selects scans (default: :data:`TEXT_SCANS`;
+    ``spectre`` too on request)."""
+
+    data: TextDataset
+    p: TextPoisonedSet
+    settings: TextDrillSettings
+    scan_names: tuple[str, ...] | None = None
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return self.p.labels
+
+    @property
+    def truth(self) -> torch.Tensor:
+        return self.p.poisoned
+
+    def train(self, kept: torch.Tensor | None) -> tuple[TextModel, Vocabulary]:
+        s = self.settings
+        texts = list(self.p.texts) if kept is None else [self.p.texts[i] for i in kept.tolist()]
+        y = self.p.labels if kept is None else self.p.labels[kept]
+        vocab = Vocabulary.build(texts, max_length=s.max_length, max_size=20000)
+        spec = TextModelSpec(
+            arch="word_cnn",
+            vocab_size=len(vocab),
+            num_classes=self.data.num_classes,
+            max_length=s.max_length,
+            classes=self.data.classes,
+        )
+        val = (
+            vocab.encode(self.data.val.texts),
+            torch.tensor(self.data.val.labels, dtype=torch.int64),
+        )
+        return _train(spec, vocab.encode(texts), y, val, s), vocab
+
+    def measure(self, trained: tuple[TextModel, Vocabulary]) -> dict[str, Any]:
+        test_y = torch.tensor(self.data.test.labels, dtype=torch.int64)
+        return _measure(trained[0], trained[1], self.data.test.texts, test_y, self.settings)
+
+    def scans(
+        self, trained: tuple[TextModel, Vocabulary]
+    ) -> list[tuple[str, Callable[[], ScanOutcome]]]:
+        model, vocab = trained
+        ids = vocab.encode(self.p.texts)
+        y, seed, eps = self.p.labels, self.settings.seed, self.settings.spectral_eps
+
+        def token() -> ScanOutcome:
+            r = trigger_token_scan(model, ids, y, vocab)
+            doc = {"flagged_tokens": r.flagged_names, "top_candidates": r.candidates[:5]}
+            return ScanOutcome(r.flagged, r.scores, r.summary(), doc)
+
+        feats = penultimate_features(model, ids)
+
+        def ac() -> ScanOutcome:
+            r = activation_clustering(feats, y, seed=seed)
+            return ScanOutcome(
+                r.flagged, r.scores, r.summary(), {"classes": r.summary()["classes"]}
+            )
+
+        def ss() -> ScanOutcome:
+            r = spectral_signatures(feats, y, eps=eps, seed=seed)
+            return ScanOutcome(r.flagged, r.scores, r.summary(), {"eps": eps})
+
+        def sp() -> ScanOutcome:
+            r = spectre(feats, y, eps=eps, seed=seed)
+            return ScanOutcome(r.flagged, r.scores, r.summary(), {"eps": eps})
+
+        runs = [
+            ("trigger-token", token),
+            ("activation-clustering", ac),
+            ("spectral-signatures", ss),
+            ("spectre", sp),
+        ]
+        # the drill's default: the three scans of TEXT_SCANS (SPECTRE on request)
+        names = TEXT_SCANS if self.scan_names is None else self.scan_names
+        return [(n, r) for n, r in runs if n in names]
+
+
+def poison_text_split(data: TextDataset, settings: TextDrillSettings) -> TextPoisonedSet:
+    """The drill's poisoned copy of ``data``'s training split (:func:`trigger_word_poison`)."""
+    return trigger_word_poison(
+        data.train.texts,
+        torch.tensor(data.train.labels, dtype=torch.int64),
+        rate=settings.rate,
+        num_classes=data.num_classes,
+        target=settings.target,
+        trigger=settings.trigger,
+        seed=settings.seed,
+        repeats=settings.repeats,
+    )
 
 
 def text_backdoor_drill(
@@ -97,96 +196,32 @@ def text_backdoor_drill(
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run the drill on ``data`` (its train split is poisoned; val picks the best epoch; test
-    measures). Returns a JSON-ready dict: the attack record (without indices), the undefended
-    and retrained clean accuracy and attack success, and per scan its detection metrics
-    (precision, recall, F1, share of clean data flagged) and summary.
+    measures) with :func:`~.drill.run_drill` and :class:`TextDrillChannel`. Returns a
+    JSON-ready dict: the attack record (without indices), the undefended and retrained clean
+    accuracy and attack success, and per scan its detection metrics (precision, recall, F1,
+    share of clean data flagged) and summary.
     """
     if settings.quarantine_by and not set(settings.quarantine_by) <= set(TEXT_SCANS):
         raise ValueError(f"quarantine_by: expected names from {TEXT_SCANS}")
     say = log or (lambda _m: None)
     t0 = time.perf_counter()
-    train_y = torch.tensor(data.train.labels, dtype=torch.int64)
-    p: TextPoisonedSet = trigger_word_poison(
-        data.train.texts,
-        train_y,
-        rate=settings.rate,
-        num_classes=data.num_classes,
-        target=settings.target,
-        trigger=settings.trigger,
-        seed=settings.seed,
-    )
-    vocab = Vocabulary.build(p.texts, max_length=settings.max_length, max_size=20000)
-    spec = TextModelSpec(
-        arch="word_cnn",
-        vocab_size=len(vocab),
-        num_classes=data.num_classes,
-        max_length=settings.max_length,
-        classes=data.classes,
-    )
-    ids = vocab.encode(p.texts)
-    val = (vocab.encode(data.val.texts), torch.tensor(data.val.labels, dtype=torch.int64))
-    test_y = torch.tensor(data.test.labels, dtype=torch.int64)
-    say(f"training the word CNN on {len(ids)} texts, {int(p.poisoned.sum())} poisoned")
-    victim = _train(spec, ids, p.labels, val, settings)
-    undefended = _measure(victim, vocab, data.test.texts, test_y, settings)
-    say(f"undefended: {undefended}")
-    scans: dict[str, Any] = {}
-    flags: dict[str, torch.Tensor] = {}
-    t = time.perf_counter()
-    token = trigger_token_scan(victim, ids, p.labels, vocab)
-    flags["trigger-token"] = token.flagged
-    scans["trigger-token"] = {
-        **detection_metrics(token.flagged, p.poisoned),
-        "seconds": round(time.perf_counter() - t, 2),
-        "flagged_tokens": token.flagged_names,
-        "top_candidates": token.candidates[:5],
-    }
-    feats = penultimate_features(victim, ids)
-    t = time.perf_counter()
-    ac = activation_clustering(feats, p.labels, seed=settings.seed)
-    flags["activation-clustering"] = ac.flagged
-    scans["activation-clustering"] = {
-        **detection_metrics(ac.flagged, p.poisoned),
-        "seconds": round(time.perf_counter() - t, 2),
-        "classes": ac.summary()["classes"],
-    }
-    t = time.perf_counter()
-    ss = spectral_signatures(feats, p.labels, eps=settings.spectral_eps, seed=settings.seed)
-    flags["spectral-signatures"] = ss.flagged
-    scans["spectral-signatures"] = {
-        **detection_metrics(ss.flagged, p.poisoned),
-        "seconds": round(time.perf_counter() - t, 2),
-        "eps": settings.spectral_eps,
-    }
-    say(f"scans: { {k: (v['recall'], v['clean_flagged_rate']) for k, v in scans.items()} }")
-    removed = torch.zeros(len(ids), dtype=torch.bool)
-    for name in settings.quarantine_by:
-        removed |= flags[name]
-    kept = torch.nonzero(~removed).flatten()
-    say(f"retraining on {len(kept)} kept texts")
-    # the defender rebuilds the vocabulary from what it keeps, as it would on a clean drop
-    kept_texts = [p.texts[i] for i in kept.tolist()]
-    vocab_kept = Vocabulary.build(kept_texts, max_length=settings.max_length, max_size=20000)
-    spec_kept = dataclasses.replace(spec, vocab_size=len(vocab_kept))
-    val_kept = (vocab_kept.encode(data.val.texts), val[1])
-    defended = _train(spec_kept, vocab_kept.encode(kept_texts), p.labels[kept], val_kept, settings)
-    retrained = _measure(defended, vocab_kept, data.test.texts, test_y, settings)
-    say(f"retrained: {retrained}")
+    p = poison_text_split(data, settings)
+    say(f"training the word CNN on {len(p.texts)} texts, {int(p.poisoned.sum())} poisoned")
+    out = run_drill(TextDrillChannel(data, p, settings), settings.quarantine_by, log=say)
+    assert out.retrained is not None
     record = p.record()
     record.pop("indices")
     return {
         "attack": record,
-        "train_examples": len(ids),
-        "test_examples": len(test_y),
+        "train_examples": len(p.texts),
+        "test_examples": len(data.test.labels),
         "trigger_in_clean_train": sum(
             settings.trigger in t.lower().split() for t in data.train.texts
         ),
-        "undefended": undefended,
-        "scans": scans,
+        "undefended": out.undefended,
+        "scans": out.scans,
         "quarantine_by": list(settings.quarantine_by),
-        "quarantined": {
-            **detection_metrics(removed, p.poisoned),
-        },
-        "retrained": {"kept": len(kept), **retrained},
+        "quarantined": out.quarantined,
+        "retrained": out.retrained,
         "seconds": round(time.perf_counter() - t0, 1),
     }

@@ -21,7 +21,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -31,7 +31,6 @@ from bastion.poisoning.attacks import Trigger, attack_success_rate
 from bastion.poisoning.config import VerifyConfig
 from bastion.poisoning.neural_cleanse import CleanseSettings, neural_cleanse, save_trigger_png
 from bastion.poisoning.quarantine import Quarantine
-from bastion.poisoning.scans import ScanResult
 from bastion.poisoning.strip import StripDetector
 
 #: Quarantined examples listed in the scorecard (all of them are in ``quarantine.json``).
@@ -109,7 +108,18 @@ def verify_model(
     return entry
 
 
-def score_histograms(scans: Mapping[str, ScanResult], *, bins: int = 20) -> dict[str, Any]:
+class Scored(Protocol):
+    """A scan's outcome as the histograms read it (:class:`ScanResult`, :class:`ScanOutcome`
+    of :mod:`.drill`): bool ``flagged`` and float ``scores``, both ``(N,)``."""
+
+    @property
+    def flagged(self) -> Tensor: ...
+
+    @property
+    def scores(self) -> Tensor: ...
+
+
+def score_histograms(scans: Mapping[str, Scored], *, bins: int = 20) -> dict[str, Any]:
     """Per scan, ``{"edges": [bins + 1], "kept": [bins], "quarantined": [bins]}``: counts of
     the scan's scores (higher = more suspect) over equal-width bins spanning all scores."""
     out: dict[str, Any] = {}

@@ -106,6 +106,51 @@ def _detection_rows(detection: object) -> str:
     )
 
 
+def _models_html(models: Mapping[str, Any]) -> list[str]:
+    """The trained models' table (attack success, Neural Cleanse, STRIP) and the
+    recovered triggers."""
+    parts: list[str] = []
+    rows_m, images = [], []
+    for name, m in models.items():
+        if not isinstance(m, Mapping):
+            continue
+        nc = m.get("neural_cleanse") if isinstance(m.get("neural_cleanse"), Mapping) else {}
+        st = m.get("strip") if isinstance(m.get("strip"), Mapping) else {}
+        assert isinstance(nc, Mapping) and isinstance(st, Mapping)
+        verdict = "-"
+        if nc:
+            verdict = f"flagged, target {_e(nc.get('target'))}" if nc.get("flagged") else "clean"
+            verdict += f" (index {_num(nc.get('anomaly_index')) or 0:.2f})"
+        rows_m.append(
+            f"<tr><td>{_e(name)}</td><td>{_pct(m.get('attack_success_rate'))}</td>"
+            f"<td>{verdict}</td><td>{_pct(st.get('false_positive_rate'))}</td>"
+            f"<td>{_pct(st.get('detection_rate'))}</td></tr>"
+        )
+        img = _trigger_img(nc, str(name))
+        if img:
+            images.append(f"<figure>{img}<figcaption>{_e(name)}</figcaption></figure>")
+    parts.append(
+        "<h3>Trained models</h3><table><thead><tr><th>model</th><th>attack success</th>"
+        "<th>Neural Cleanse</th><th>STRIP false positives (clean)</th>"
+        "<th>STRIP detection (triggered)</th></tr></thead>"
+        f"<tbody>{''.join(rows_m)}</tbody></table>"
+    )
+    if images:
+        parts.append("<h3>Recovered triggers (Neural Cleanse, smallest class)</h3>")
+        parts.extend(images)
+    return parts
+
+
+def _victim_row(ch: Mapping[str, Any]) -> str:
+    """The drill's victim (trained on the whole poisoned set) when the channel measured it."""
+    if _num(ch.get("scan_model_attack_success_rate")) is None:
+        return ""
+    return (
+        "<tr><th>attack success on the victim (trained on the poisoned set)</th>"
+        f"<td>{_pct(ch.get('scan_model_attack_success_rate'))}</td></tr>"
+    )
+
+
 def render_poisoning_section(view: ScorecardView) -> str:
     """The HTML ``<section id="poisoning">`` of the view's ``poisoning`` channel ("" when
     absent)."""
@@ -129,6 +174,7 @@ def render_poisoning_section(view: ScorecardView) -> str:
         f"{'' if ch.get('quarantine_applied', True) else ' (quarantine not applied)'}</td></tr>"
         f"<tr><th>worst backdoor attack success</th>"
         f"<td>{_pct(ch.get('backdoor_attack_success'))}</td></tr>"
+        f"{_victim_row(ch)}"
         "</tbody></table>"
     )
     rows = _detection_rows(ch.get("detection"))
@@ -159,36 +205,7 @@ def render_poisoning_section(view: ScorecardView) -> str:
         )
     models = ch.get("models")
     if isinstance(models, Mapping) and models:
-        rows_m, images = [], []
-        for name, m in models.items():
-            if not isinstance(m, Mapping):
-                continue
-            nc = m.get("neural_cleanse") if isinstance(m.get("neural_cleanse"), Mapping) else {}
-            st = m.get("strip") if isinstance(m.get("strip"), Mapping) else {}
-            assert isinstance(nc, Mapping) and isinstance(st, Mapping)
-            verdict = "-"
-            if nc:
-                verdict = (
-                    f"flagged, target {_e(nc.get('target'))}" if nc.get("flagged") else "clean"
-                )
-                verdict += f" (index {_num(nc.get('anomaly_index')) or 0:.2f})"
-            rows_m.append(
-                f"<tr><td>{_e(name)}</td><td>{_pct(m.get('attack_success_rate'))}</td>"
-                f"<td>{verdict}</td><td>{_pct(st.get('false_positive_rate'))}</td>"
-                f"<td>{_pct(st.get('detection_rate'))}</td></tr>"
-            )
-            img = _trigger_img(nc, str(name))
-            if img:
-                images.append(f"<figure>{img}<figcaption>{_e(name)}</figcaption></figure>")
-        parts.append(
-            "<h3>Trained models</h3><table><thead><tr><th>model</th><th>attack success</th>"
-            "<th>Neural Cleanse</th><th>STRIP false positives (clean)</th>"
-            "<th>STRIP detection (triggered)</th></tr></thead>"
-            f"<tbody>{''.join(rows_m)}</tbody></table>"
-        )
-        if images:
-            parts.append("<h3>Recovered triggers (Neural Cleanse, smallest class)</h3>")
-            parts.extend(images)
+        parts.extend(_models_html(models))
     parts.append("</section>")
     return "".join(parts)
 
@@ -211,6 +228,11 @@ def poisoning_markdown(scorecard: Mapping[str, Any]) -> list[str]:
             f"- Red-team drill: `{attack.get('attack', '?')}` poisoned "
             f"{attack.get('n_poisoned', '?')} examples; worst attack success of a trained "
             f"model: {_pct(ch.get('backdoor_attack_success'))}."
+        )
+    if _num(ch.get("scan_model_attack_success_rate")) is not None:
+        lines.append(
+            "- Attack success on the drill's victim (trained on the poisoned set, before the "
+            f"quarantine): {_pct(ch.get('scan_model_attack_success_rate'))}."
         )
     models = ch.get("models")
     if isinstance(models, Mapping):
