@@ -38,6 +38,8 @@ import importlib
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, TypeVar, cast
 
+from pydantic_core import PydanticCustomError
+
 from bastion.attacks.base import ATTACK_KINDS, KNOWLEDGE_ORDER, Attack, AttackKind, Knowledge
 from bastion.attacks.settings import AttackSettings, check_settings, parse_setting
 from bastion.errors import ConfigError
@@ -206,6 +208,27 @@ def attack_class(name: str, *, channel: str = "image", where: str = "attack") ->
     if name not in table:
         raise ConfigError(f"{where}.name: expected one of {_choices(channel)}, got {name!r}")
     return table[name]
+
+
+def registered_name(channel: str) -> Callable[[str], str]:
+    """A pydantic after-validator for a config entry that names an attack of ``channel`` (the
+    ``tabular:`` and ``text:`` sections' ``attacks``): the name as given, or pydantic's
+    ``literal_error`` listing the channel's attacks in registration order, e.g. ``Input should
+    be 'cpgd', 'capgd', 'random-search' or 'hopskipjump' (the tabular attacks), got 'pgd'``."""
+    _check_channel(channel)
+
+    def check(name: str) -> str:
+        names = [repr(n) for n in channel_attacks(channel)]
+        if name not in channel_attacks(channel):
+            listing = f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else names[0]
+            raise PydanticCustomError(
+                "literal_error",
+                "Input should be {expected} (the {channel} attacks), got {name}",
+                {"expected": listing, "channel": channel, "name": repr(name)},
+            )
+        return name
+
+    return check
 
 
 def attack_knowledge(

@@ -6,41 +6,48 @@ attacks each with the constrained attacks that apply to it (white-box CPGD/CAPGD
 score-based random search and label-only HopSkipJump on the GBM, through
 :class:`~bastion.attacks.targets.SklearnTarget` / :class:`~bastion.attacks.targets.LabelTarget`),
 checks every adversarial row with :func:`~bastion.tabular.constraints.check_feasible`, saves the
-models and returns a JSON-ready scorecard section.
+models and returns a JSON-ready scorecard section. The attacks are those of the registry's
+tabular channel, named in ``attacks``; what each knows (from the registry) decides the models
+it runs on: white-box ones on the MLPs, score-based ones on the GBM's scores, label-only ones
+on its labels.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from torch import Tensor, nn
 
 from bastion.attacks.base import Attack, predict
+from bastion.attacks.registry import build_attack, channel_attacks, registered_name
 from bastion.attacks.targets import LabelTarget, SklearnTarget
 from bastion.data.core import Dataset
 from bastion.errors import ConfigError
 from bastion.models import save_model
 from bastion.models.estimators import save_estimator
-from bastion.tabular.blackbox import ConstrainedHopSkipJump, ConstrainedRandomSearch
 from bastion.tabular.constraints import check_feasible
 from bastion.tabular.loading import load_constrained_csv
 from bastion.tabular.threat import TabularThreat
 from bastion.tabular.training import build_tabular_mlp, tabular_train_settings, train_tabular_mlp
-from bastion.tabular.whitebox import ConstrainedAPGD, ConstrainedPGD
 
-TabularAttackName = Literal["cpgd", "capgd", "random-search", "hopskipjump"]
-WHITE_BOX: tuple[str, ...] = ("cpgd", "capgd")
-BLACK_BOX: tuple[str, ...] = ("random-search", "hopskipjump")
+#: The name of an attack in the registry's tabular channel (``bastion attacks list --channel
+#: tabular``); another name is an error listing them.
+TabularAttackName = Annotated[str, AfterValidator(registered_name("tabular"))]
 
 
-def _all_attacks() -> list[TabularAttackName]:
+def _all_attacks() -> list[str]:
     return ["cpgd", "capgd", "random-search", "hopskipjump"]
+
+
+def _white_box(name: str) -> bool:
+    return bool(channel_attacks("tabular")[name].knowledge == "white-box")
 
 
 class TabularConfig(BaseModel):
@@ -91,14 +98,22 @@ def parse_tabular_config(doc: Any, *, source: str = "tabular") -> TabularConfig:
         raise ConfigError(f"{source}.{where}: {first['msg']}") from None
 
 
+def attack_settings(name: str, config: TabularConfig) -> dict[str, Any]:
+    """The registered settings of the tabular attack ``name`` that ``config`` sets (its
+    ``attack_steps``, ``restarts``, ``queries``, ``hsj_iterations``, ``hsj_probes``); an attack
+    the section does not describe gets none (its defaults)."""
+    gradient = {"steps": config.attack_steps, "restarts": config.restarts}
+    by_name: dict[str, dict[str, Any]] = {
+        "cpgd": gradient,
+        "capgd": gradient,
+        "random-search": {"queries": config.queries},
+        "hopskipjump": {"iterations": config.hsj_iterations, "probes": config.hsj_probes},
+    }
+    return dict(by_name.get(name, {}))
+
+
 def _attack(name: str, config: TabularConfig) -> Attack:
-    if name == "cpgd":
-        return ConstrainedPGD(steps=config.attack_steps, restarts=config.restarts)
-    if name == "capgd":
-        return ConstrainedAPGD(steps=config.attack_steps, restarts=config.restarts)
-    if name == "random-search":
-        return ConstrainedRandomSearch(queries=config.queries)
-    return ConstrainedHopSkipJump(iterations=config.hsj_iterations, probes=config.hsj_probes)
+    return build_attack(name, attack_settings(name, config), channel="tabular", where="tabular")
 
 
 def _score_attack(
@@ -146,24 +161,33 @@ def _evaluate(
     return out
 
 
-def run_tabular_dataset(
-    config: TabularConfig, data: Dataset, out_dir: str | os.PathLike[str], *, seed: int
-) -> dict[str, Any]:
-    """:func:`run_tabular_experiment` on an already loaded tabular data set."""
-    from sklearn.ensemble import GradientBoostingClassifier  # deferred: slow to import
+@dataclass(frozen=True)
+class _Run:
+    """What every model of one tabular run shares: the section, the data, the threat, the
+    attacked test rows ``(N, D)`` and labels ``(N,)``, the output folder and the seed."""
 
-    if data.schema is None:
-        raise ConfigError("tabular: the data set has no schema (expected a tabular data set)")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    threat = TabularThreat(
-        norm=config.norm, eps=config.eps, schema=data.schema, use_costs=config.use_costs
-    )
-    train, val, test = data.train, data.val, data.test
-    x_test, y_test = test.x[: config.examples], test.y[: config.examples]
-    white: list[str] = [a for a in config.attacks if a in WHITE_BOX]
-    black: list[str] = [a for a in config.attacks if a in BLACK_BOX]
+    config: TabularConfig
+    data: Dataset
+    threat: TabularThreat
+    x_test: Tensor
+    y_test: Tensor
+    out: Path
+    seed: int
+
+
+def _described(
+    entry: dict[str, Any], kind: str, objective: str, seconds: float, path: Path
+) -> dict[str, Any]:
+    entry.update(kind=kind, objective=objective, train_seconds=round(seconds, 3), path=str(path))
+    return entry
+
+
+def _mlp_entries(run: _Run) -> dict[str, Any]:
+    """Train the standard and the constrained-AT MLP, save them, and attack each with the
+    white-box attacks of ``config.attacks``; their scorecard entries by label."""
+    config, data, threat, seed = run.config, run.data, run.threat, run.seed
+    white = [a for a in config.attacks if _white_box(a)]
+    train, val = data.train, data.val
     models: dict[str, Any] = {}
     for label, adversarial in (("standard-mlp", False), ("constrained-at-mlp", True)):
         model = build_tabular_mlp(
@@ -188,65 +212,89 @@ def run_tabular_dataset(
         train_seconds = time.perf_counter() - t0
         path = save_model(
             model,
-            out / label,
+            run.out / label,
             metadata={"fingerprint": data.fingerprint, "threat": threat.to_dict(), "seed": seed},
         )
-        entry = _evaluate(result.model, white, config, x_test, y_test, threat, seed)
-        entry.update(
-            kind="tabular-mlp",
-            objective="constrained-pgd-at" if adversarial else "standard",
-            train_seconds=round(train_seconds, 3),
-            path=str(path),
-        )
-        models[label] = entry
+        entry = _evaluate(result.model, white, config, run.x_test, run.y_test, threat, seed)
+        objective = "constrained-pgd-at" if adversarial else "standard"
+        models[label] = _described(entry, "tabular-mlp", objective, train_seconds, path)
+    return models
+
+
+def _gbm_entry(run: _Run) -> dict[str, Any]:
+    """Fit and save the gradient-boosting classifier and attack it with the black-box attacks
+    of ``config.attacks`` (score-based ones on its scores, label-only ones on its labels); its
+    scorecard entry."""
+    from sklearn.ensemble import GradientBoostingClassifier  # deferred: slow to import
+
+    config, data, x_test, y_test = run.config, run.data, run.x_test, run.y_test
     t0 = time.perf_counter()
     gbm = GradientBoostingClassifier(
-        n_estimators=config.gbm_estimators, max_depth=config.gbm_depth, random_state=seed
+        n_estimators=config.gbm_estimators, max_depth=config.gbm_depth, random_state=run.seed
     )
-    gbm.fit(train.x.numpy(), train.y.numpy())
+    gbm.fit(data.train.x.numpy(), data.train.y.numpy())
     train_seconds = time.perf_counter() - t0
-    gbm_path = save_estimator(gbm, out / "gbm.skops")
-    score_target = SklearnTarget(gbm, name="gbm")
-    label_target = LabelTarget(gbm.predict, len(data.classes), name="gbm-labels")
-    entry = {
-        "clean_accuracy": round(float(np.mean(gbm.predict(x_test.numpy()) == y_test.numpy())), 4),
+    gbm_path = save_estimator(gbm, run.out / "gbm.skops")
+    targets: dict[str, nn.Module] = {
+        "score-based": SklearnTarget(gbm, name="gbm"),
+        "label-only": LabelTarget(gbm.predict, len(data.classes), name="gbm-labels"),
+    }
+    predicted = gbm.predict(x_test.numpy())
+    entry: dict[str, Any] = {
+        "clean_accuracy": round(float(np.mean(predicted == y_test.numpy())), 4),
         "attacks": {},
     }
-    broken = torch.from_numpy(gbm.predict(x_test.numpy()) != y_test.numpy())
-    for name in black:
-        target = score_target if name == "random-search" else label_target
-        figures, success = _score_attack(
-            _attack(name, config), target, x_test, y_test, threat, seed=seed
-        )
+    broken = torch.from_numpy(predicted != y_test.numpy())
+    for name in (a for a in config.attacks if not _white_box(a)):
+        knowledge = channel_attacks("tabular")[name].knowledge
+        target = targets["score-based" if knowledge == "score-based" else "label-only"]
+        attack = _attack(name, config)
+        figures, success = _score_attack(attack, target, x_test, y_test, run.threat, seed=run.seed)
         entry["attacks"][name] = figures
         broken |= success
-    entry.update(
-        robust_accuracy=round(float((~broken).float().mean()), 4),
-        kind="sklearn-gbm",
-        objective="standard",
-        train_seconds=round(train_seconds, 3),
-        path=str(gbm_path),
-    )
-    models["gbm"] = entry
+    entry["robust_accuracy"] = round(float((~broken).float().mean()), 4)
+    return _described(entry, "sklearn-gbm", "standard", train_seconds, gbm_path)
+
+
+def _threat_summary(threat: TabularThreat) -> dict[str, Any]:
     cs = threat.constraints
+    return {
+        "norm": threat.norm,
+        "eps": threat.eps,
+        "use_costs": threat.use_costs,
+        "columns": cs.dim,
+        "immutable_columns": int((~cs.mutable).sum()),
+        "integer_features": int(cs.integer_columns.numel()),
+        "categorical_features": len(cs.groups),
+        "relations": list(cs.relation_names),
+    }
+
+
+def run_tabular_dataset(
+    config: TabularConfig, data: Dataset, out_dir: str | os.PathLike[str], *, seed: int
+) -> dict[str, Any]:
+    """:func:`run_tabular_experiment` on an already loaded tabular data set."""
+    if data.schema is None:
+        raise ConfigError("tabular: the data set has no schema (expected a tabular data set)")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    threat = TabularThreat(
+        norm=config.norm, eps=config.eps, schema=data.schema, use_costs=config.use_costs
+    )
+    x_test, y_test = data.test.x[: config.examples], data.test.y[: config.examples]
+    run = _Run(config, data, threat, x_test, y_test, out, seed)
+    models = _mlp_entries(run)
+    models["gbm"] = _gbm_entry(run)
     return {
         "seed": seed,
         "config": config.model_dump(mode="json"),
-        "threat": {
-            "norm": threat.norm,
-            "eps": threat.eps,
-            "use_costs": threat.use_costs,
-            "columns": cs.dim,
-            "immutable_columns": int((~cs.mutable).sum()),
-            "integer_features": int(cs.integer_columns.numel()),
-            "categorical_features": len(cs.groups),
-            "relations": list(cs.relation_names),
-        },
+        "threat": _threat_summary(threat),
         "data": {
             "fingerprint": data.fingerprint,
-            "train": len(train.y),
-            "val": len(val.y),
-            "test": len(test.y),
+            "train": len(data.train.y),
+            "val": len(data.val.y),
+            "test": len(data.test.y),
             "attacked": int(x_test.shape[0]),
         },
         "models": models,

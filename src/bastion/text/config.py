@@ -8,15 +8,26 @@ error naming the field. :func:`parse_text_config` turns pydantic's errors into o
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
+from bastion.attacks.registry import registered_name
 from bastion.errors import ConfigError
 from bastion.text.unicode_tables import InvisibleFamily
 
-TextAttackName = Literal["word_substitution", "deepwordbug", "homoglyph", "invisible", "combined"]
-ALL_TEXT_ATTACKS: tuple[TextAttackName, ...] = (
+#: The name of an attack in the registry's text channel (``bastion attacks list --channel
+#: text``); another name is an error listing them.
+TextAttackName = Annotated[str, AfterValidator(registered_name("text"))]
+#: The built-in text attacks a config runs by default, in the order the scorecard lists them.
+ALL_TEXT_ATTACKS: tuple[str, ...] = (
     "word_substitution",
     "deepwordbug",
     "homoglyph",
@@ -156,6 +167,27 @@ class TextAttackConfig(_Strict):
         ):
             raise ValueError("invisible_characters: expected single characters")
         return self
+
+
+def attack_settings(attack: TextAttackConfig, name: str) -> dict[str, Any]:
+    """The registered settings of the text attack ``name`` that the ``attack:`` section sets
+    (what the scorecard's knowledge and the built attack derive from); an attack the section
+    does not describe gets none (its defaults)."""
+    word = {"ranking": attack.ranking, "max_share": attack.max_share}
+    chars = {"max_share": attack.char_max_share}
+    invisible = {
+        "family": attack.invisible_family,
+        "characters": attack.invisible_characters,
+        "max_share": attack.invisible_max_share,
+    }
+    by_name: dict[str, dict[str, Any]] = {
+        "word_substitution": word,
+        "deepwordbug": chars,
+        "homoglyph": chars,
+        "invisible": invisible,
+        "combined": {**word, "char_max_share": attack.char_max_share},
+    }
+    return dict(by_name.get(name, {}))
 
 
 class TextFileConfig(_Strict):

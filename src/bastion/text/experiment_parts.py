@@ -9,22 +9,22 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from bastion.attacks.registry import settings_model
 from bastion.errors import ConfigError
-from bastion.text.attack_base import TextAttack, TextAttackResult
+from bastion.text.attack_base import TextAttack, TextAttackResult, build_text_attack
 from bastion.text.candidates import (
     CandidateSource,
     EmbeddingNeighbours,
     SynonymLexicon,
     UnionCandidates,
 )
-from bastion.text.char_attacks import DeepWordBug, HomoglyphAttack, InvisibleCharAttack
-from bastion.text.config import TextConfig
+from bastion.text.config import TextConfig, attack_settings
 from bastion.text.evaluation import reduction
 from bastion.text.files import load_text_file
 from bastion.text.loaders import TextDataset, TextSplit, load_text_dataset
 from bastion.text.models import TextModel
 from bastion.text.vocab import Vocabulary
-from bastion.text.word_attacks import AttackChain, WordSubstitution
+from bastion.text.word_attacks import AttackChain
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -57,36 +57,23 @@ def build_attacks(
     *,
     constraint: Callable[[str, list[str]], Sequence[bool]] | None = None,
 ) -> dict[str, TextAttack | AttackChain]:
-    """The attacks listed in ``config.attacks``, built fresh.
+    """The attacks listed in ``config.attacks``, built fresh from the registry's text channel
+    with the settings of the ``attack:`` section (:func:`bastion.text.config.attack_settings`);
+    ``source`` and ``constraint`` go to the attacks that take them.
 
     ``combined`` is the worst case of word substitution, then DeepWordBug typos, then
     homoglyphs (character and word attacks together).
     """
-    a = config.attack
-
-    def word() -> WordSubstitution:
-        return WordSubstitution(
-            candidates=source, ranking=a.ranking, max_share=a.max_share, constraint=constraint
-        )
-
-    def typos() -> DeepWordBug:
-        return DeepWordBug(max_share=a.char_max_share)
-
-    def glyphs() -> HomoglyphAttack:
-        return HomoglyphAttack(max_share=a.char_max_share)
-
-    factories: dict[str, Callable[[], TextAttack | AttackChain]] = {
-        "word_substitution": word,
-        "deepwordbug": typos,
-        "homoglyph": glyphs,
-        "invisible": lambda: InvisibleCharAttack(
-            family=a.invisible_family,
-            characters=a.invisible_characters,
-            max_share=a.invisible_max_share,
-        ),
-        "combined": lambda: AttackChain([word(), typos(), glyphs()]),
-    }
-    return {name: factories[name]() for name in config.attacks}
+    objects = {"candidates": source, "constraint": constraint}
+    out: dict[str, TextAttack | AttackChain] = {}
+    for i, name in enumerate(config.attacks):
+        fields = settings_model(name, channel="text").model_fields
+        params = {**attack_settings(config.attack, name)}
+        params.update({k: v for k, v in objects.items() if k in fields})
+        attack = build_text_attack(name, params, where=f"text.attacks[{i}]")
+        assert isinstance(attack, TextAttack | AttackChain)
+        out[name] = attack
+    return out
 
 
 def _attack_set(config: TextConfig, data: TextDataset) -> TextSplit:
