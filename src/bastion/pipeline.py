@@ -24,7 +24,7 @@ from rich.table import Table
 from torch import nn
 
 from bastion.attacks.base import predict
-from bastion.attacks.registry import build_attack, recorded_settings
+from bastion.attacks.registry import attack_knowledge, build_attack, recorded_settings
 from bastion.config import ModelEntry, RunConfig, load_config
 from bastion.data import Dataset, Split, load_dataset
 from bastion.errors import BastionError
@@ -43,6 +43,7 @@ from bastion.models import BastionModel, ModelSpec, build_model, save_model
 from bastion.progress import ProgressReporter
 from bastion.provenance import split_record
 from bastion.runtime import apply_threads, parse_threads, place_on_device, resolve_device
+from bastion.text.config import attack_settings as text_attack_settings
 from bastion.training.distributed import DataParallel
 from bastion.training.trainer import Trainer, TrainResult
 
@@ -524,14 +525,6 @@ def build_scorecard(
     return doc
 
 
-_TABULAR_KNOWLEDGE = {
-    "cpgd": "white-box",
-    "capgd": "white-box",
-    "random-search": "score-based",
-    "hopskipjump": "label-only",
-}
-
-
 def _evaluated_threat_and_attacks(
     cfg: RunConfig, data: Dataset | None
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -547,7 +540,7 @@ def _evaluated_threat_and_attacks(
         tab = cfg.tabular
         threat = {"channel": "tabular", "norm": tab.norm, "eps": tab.eps, "bounds": [0.0, 1.0]}
         attacks = [
-            {"label": a, "name": a, "channel": "tabular", "knowledge": _TABULAR_KNOWLEDGE[a]}
+            {"label": a, "name": a, "channel": "tabular", **_knowledge(a, {}, "tabular")}
             for a in tab.attacks
         ]
         return threat, attacks
@@ -560,19 +553,22 @@ def _evaluated_threat_and_attacks(
         "char_share": text.attack.char_max_share,
         "invisible_share": text.attack.invisible_max_share,
     }
-    gradient = text.attack.ranking == "gradient"  # else words are ranked from output scores
     attacks = [
         {
             "label": a,
             "name": str(a),
             "channel": "text",
-            "knowledge": "white-box"
-            if gradient and a in ("word_substitution", "combined")
-            else "score-based",
+            **_knowledge(a, text_attack_settings(text.attack, a), "text"),
         }
         for a in text.attacks
     ]
     return threat, attacks
+
+
+def _knowledge(name: str, settings: dict[str, Any], channel: str) -> dict[str, str]:
+    """``{"knowledge": ...}``: what a channel attack knows with ``settings``, from the
+    registry (white-box first when it exercises several kinds)."""
+    return {"knowledge": attack_knowledge(name, settings, channel=channel)[0]}
 
 
 def _channel_examples(channels: Mapping[str, Any]) -> int:

@@ -53,3 +53,39 @@ def test_the_attack_section_reaches_the_registered_attacks() -> None:
         "invisible": ["score-based"],
         "combined": ["white-box"],
     }
+
+
+def test_the_scorecard_states_each_channel_attack_s_knowledge_from_the_registry() -> None:
+    """The scorecard's ``evaluation.attacks`` of a text-only and a tabular-only run: what each
+    attack knows comes from the registry (gradient ranking makes the word attacks
+    white-box)."""
+    from pathlib import Path
+
+    from bastion.config import load_config
+    from bastion.pipeline import _evaluated_threat_and_attacks
+
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    text, _ = load_config(examples / "text-sms-spam.yaml")
+    assert text.text is not None
+    gradient = text.model_copy(
+        update={
+            "text": text.text.model_copy(
+                update={"attack": text.text.attack.model_copy(update={"ranking": "gradient"})}
+            )
+        }
+    )
+    for cfg, white in ((text, set()), (gradient, {"word_substitution", "combined"})):
+        threat, attacks = _evaluated_threat_and_attacks(cfg, None)
+        assert threat["channel"] == "text"
+        assert {a["name"]: a["knowledge"] for a in attacks} == {
+            a: "white-box" if a in white else "score-based" for a in cfg.text.attacks
+        }
+    fraud, _ = load_config(examples / "fraud-tabular.yaml")
+    threat, attacks = _evaluated_threat_and_attacks(fraud, None)
+    assert threat["channel"] == "tabular"
+    assert {a["name"]: a["knowledge"] for a in attacks} == {
+        "cpgd": "white-box",
+        "capgd": "white-box",
+        "random-search": "score-based",
+        "hopskipjump": "label-only",
+    }
