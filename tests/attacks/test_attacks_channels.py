@@ -230,3 +230,31 @@ def test_the_text_threat_bounds_the_share_and_the_kinds_of_edits() -> None:
 def test_a_bad_text_threat_names_the_field(given: dict[str, Any], pattern: str) -> None:
     with pytest.raises(ConfigError, match=pattern):
         TextThreat.from_dict(given)
+
+
+def test_a_plug_in_declares_a_channel_of_its_own() -> None:
+    from bastion.attacks.registry import add_channel, remove_channel
+
+    add_channel(
+        "test-only-audio", base="bastion.attacks.base:Attack", inputs="waveforms in [-1, 1]"
+    )
+    try:
+
+        @register("noise", knowledge="score-based", channel="test-only-audio")
+        class Noise(HopSkipJump):
+            pass
+
+        assert channel_attacks("test-only-audio") == {"noise": Noise}
+        assert "noise" not in ATTACKS and ATTACKS["hopskipjump"] is HopSkipJump
+        listing = CliRunner().invoke(app, ["attacks", "list"]).output
+        assert ["test-only-audio", "noise", "fixed-budget", "score-based"] in [
+            ln.split() for ln in listing.splitlines()
+        ]
+        assert "== test-only-audio attacks: waveforms in [-1, 1] ==" in listing
+        with pytest.raises(ValueError, match="declared already"):
+            add_channel("test-only-audio", base="bastion.attacks.base:Attack", inputs="")
+    finally:
+        remove_channel("test-only-audio")
+    assert "test-only-audio" not in REGISTRY
+    with pytest.raises(ValueError, match="a built-in channel stays"):
+        remove_channel("text")

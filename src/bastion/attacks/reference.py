@@ -21,7 +21,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from bastion.attacks.registry import CHANNEL_INPUTS, CHANNELS, channel_attacks, settings_model
+from bastion.attacks.registry import (
+    CHANNEL_INPUTS,
+    CHANNELS,
+    REGISTRY,
+    channel_attacks,
+    settings_model,
+)
 from bastion.attacks.settings import Settings, setting_rows
 from bastion.errors import ConfigError
 from bastion.training.objectives import ObjectiveFields
@@ -71,7 +77,7 @@ def _attack_block(name: str, channel: str) -> str:
 def channel_summary() -> str:
     """One line per registered attack of every channel: ``channel  name  kind  knowledge``."""
     rows: list[tuple[str, ...]] = [("channel", "name", "kind", "knowledge")]
-    for channel in CHANNELS:
+    for channel in tuple(REGISTRY):
         for n, cls in channel_attacks(channel).items():
             rows.append((channel, n, cls.kind, _knowledge(n, channel)))
     return "\n".join(_aligned(rows))
@@ -85,7 +91,7 @@ def settings_text(name: str | None = None, *, channel: str | None = None) -> str
     if name is not None:
         return _attack_block(_names(name, channel or "image")[0], channel or "image") + "\n"
     blocks = [] if channel is not None else [channel_summary()]
-    for c in CHANNELS if channel is None else (channel,):
+    for c in tuple(REGISTRY) if channel is None else (channel,):
         channel_attacks(c)  # an unknown channel is a ConfigError
         heading = f"== {c} attacks: {CHANNEL_INPUTS[c]} =="
         blocks += [heading, *(_attack_block(n, c) for n in _names(None, c))]
@@ -135,8 +141,8 @@ def _channel_markdown(channel: str) -> list[str]:
 
 
 def settings_markdown() -> str:
-    """The generated part of ``docs/config.md``: per channel (image, tabular, text), one table
-    per registered attack, in registration order, markers included."""
+    """The generated part of ``docs/config.md``: per built-in channel (image, tabular, text),
+    one table per registered attack, in registration order, markers included."""
     out = [BEGIN, "", _NOTICE, _NOTICE2]
     for channel in CHANNELS:
         out += [

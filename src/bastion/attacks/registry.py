@@ -87,6 +87,32 @@ def _check_channel(channel: str) -> None:
         raise ConfigError(f"channel: expected one of {', '.join(REGISTRY)}, got {channel!r}")
 
 
+def add_channel(channel: str, *, base: str, inputs: str, modules: tuple[str, ...] = ()) -> None:
+    """Declare a threat channel of a plug-in (the next ones: poisoning, privacy, extraction):
+    ``base``, the class its attacks subclass as ``"module:name"``; ``inputs``, its inputs and
+    threat model in words (the listing's heading); ``modules``, those whose import registers
+    its built-in attacks. A channel already declared is a ``ValueError``."""
+    if channel in REGISTRY:
+        raise ValueError(f"add_channel({channel!r}): the channel is declared already")
+    if not channel or ":" not in base:
+        raise ValueError(f"add_channel({channel!r}): expected a name and base 'module:name'")
+    REGISTRY[channel] = {}
+    CHANNEL_BASES[channel] = base
+    CHANNEL_INPUTS[channel] = inputs
+    CHANNEL_MODULES[channel] = tuple(modules)
+
+
+def remove_channel(channel: str) -> None:
+    """Withdraw a channel :func:`add_channel` declared, with its attacks (the built-in
+    channels stay)."""
+    if channel in CHANNELS:
+        raise ValueError(f"remove_channel({channel!r}): a built-in channel stays")
+    _check_channel(channel)
+    for table in (REGISTRY, CHANNEL_BASES, CHANNEL_INPUTS, CHANNEL_MODULES):
+        del table[channel]
+    _loaded.discard(channel)
+
+
 def channel_attacks(channel: str = "image") -> dict[str, type[Any]]:
     """The registered attacks of ``channel`` by name, in the order of registration (its
     built-in modules imported first)."""
@@ -110,7 +136,7 @@ def register(
     knowledge: Knowledge | None,
     kind: AttackKind = "fixed-budget",
     settings: type[AttackSettings] | None = None,
-    channel: Channel = "image",
+    channel: str = "image",
 ) -> Callable[[A], A]:
     """Class decorator: enter an attack class in the registry under ``(channel, name)``.
 
@@ -123,7 +149,8 @@ def register(
         settings: the attack's settings model (an :class:`AttackSettings` subclass whose
             fields are the constructor's keywords); None keeps the class's ``settings_model``
             (a subclass inherits its parent's).
-        channel: ``"image"`` (default), ``"tabular"`` or ``"text"`` (set as ``cls.channel``).
+        channel: ``"image"`` (default), ``"tabular"``, ``"text"`` or a channel declared with
+            :func:`add_channel` (set as ``cls.channel``).
 
     Raises ``ValueError`` for a name already taken in the channel by another class, an unknown
     channel, knowledge or kind, a class that is not an attack of the channel, or one without a
