@@ -14,10 +14,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from bastion.poisoning.flow import DataScan
 
 scan_app = typer.Typer(
     no_args_is_help=True,
@@ -97,6 +100,13 @@ def scan_data_command(
         "detection": result.metrics,
     }
     path = write_quarantine(result.quarantine, out, extra=extra)
+    _print_scan(result)
+    _out.print(f"quarantine written to {path}", highlight=False)
+
+
+def _print_scan(result: DataScan) -> None:
+    """The summary lines of ``bastion scan data``: counts by reason, suspect classes per
+    latent scan, and detection against the drill's record when there is one."""
     q = result.quarantine
     by_reason: dict[str, int] = {}
     for e in q.entries:
@@ -117,7 +127,6 @@ def scan_data_command(
             f"{m['precision']:.2%}, clean quarantined {m['clean_flagged_rate']:.2%}",
             highlight=False,
         )
-    _out.print(f"quarantine written to {path}", highlight=False)
 
 
 @scan_app.command("model")

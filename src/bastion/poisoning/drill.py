@@ -21,7 +21,7 @@ again. Every step is seeded by the channel; the runner draws nothing itself.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -49,12 +49,32 @@ class ScanOutcome:
         scores: float64 ``(N,)``, higher = more suspect (the quarantine's per-reason score).
         summary: the scan's JSON summary (written into ``quarantine.json``).
         doc: extra JSON fields of the drill's per-scan record (flagged tokens, ``eps``...).
+        details: per flagged index, notes for its quarantine entry (``{reason: {...}}``, e.g.
+            the copy a duplicate repeats).
+        result: the scan's own result object, for callers that need more than the flags.
     """
 
     flagged: Tensor
     scores: Tensor
     summary: dict[str, Any] = field(default_factory=dict)
     doc: dict[str, Any] = field(default_factory=dict)
+    details: dict[int, dict[str, Any]] = field(default_factory=dict)
+    result: Any = None
+
+
+def merge_outcomes(labels: Tensor, outcomes: Mapping[str, ScanOutcome]) -> Quarantine:
+    """The quarantine of ``outcomes`` (in their order): every index one of them flags, with
+    each reason's score, the scans' summaries and the merged per-index details."""
+    details: dict[int, dict[str, Any]] = {}
+    for o in outcomes.values():
+        for i, d in o.details.items():
+            details.setdefault(i, {}).update(d)
+    return build_quarantine(
+        labels,
+        {n: (o.flagged, o.scores) for n, o in outcomes.items()},
+        summaries={n: o.summary for n, o in outcomes.items()},
+        details=details,
+    )
 
 
 class DrillChannel(Protocol[T]):
@@ -104,21 +124,24 @@ class DrillOutcome(Generic[T]):
 
 def run_drill(
     channel: DrillChannel[T],
-    quarantine_by: Sequence[str],
+    quarantine_by: Sequence[str] | None,
     *,
     retrain: bool = True,
     log: LogFn = _quiet,
 ) -> DrillOutcome[T]:
     """Run the drill through ``channel``'s hooks (see the module docstring).
 
-    Raises :class:`ConfigError` when ``quarantine_by`` names a scan the channel does not run
-    (before anything is trained). Guarantee: the quarantine holds exactly the examples one of
-    the ``quarantine_by`` scans flagged, and the retrained model saw none of them.
+    ``quarantine_by`` None quarantines by every scan. Raises :class:`ConfigError` when it names
+    a scan the channel does not run (once the victim is trained, before any scan runs).
+    Guarantee: the quarantine holds exactly the examples one of the ``quarantine_by`` scans
+    flagged, and the retrained model saw none of them.
     """
     victim = channel.train(None)
     undefended = channel.measure(victim)
     log(f"undefended: {undefended}")
     runs = channel.scans(victim)
+    if quarantine_by is None:
+        quarantine_by = [name for name, _ in runs]
     unknown = sorted(set(quarantine_by) - {name for name, _ in runs})
     if unknown:
         raise ConfigError(
@@ -136,11 +159,7 @@ def run_drill(
             **res.doc,
         }
     log(f"scans: { {n: (s['recall'], s['clean_flagged_rate']) for n, s in scans.items()} }")
-    quarantine = build_quarantine(
-        channel.labels,
-        {n: (outcomes[n].flagged, outcomes[n].scores) for n in quarantine_by},
-        summaries={n: outcomes[n].summary for n in quarantine_by},
-    )
+    quarantine = merge_outcomes(channel.labels, {n: outcomes[n] for n in quarantine_by})
     defended, retrained = None, None
     if retrain:
         kept = quarantine.kept

@@ -42,6 +42,7 @@ from bastion.poisoning.attacks import (
     label_flip,
 )
 from bastion.poisoning.config import PoisoningConfig, ScanConfig, VerifyConfig
+from bastion.poisoning.drill import ScanOutcome, merge_outcomes, run_drill
 from bastion.poisoning.features import penultimate_features
 from bastion.poisoning.hygiene import (
     cross_val_probs,
@@ -50,7 +51,7 @@ from bastion.poisoning.hygiene import (
     near_duplicates,
 )
 from bastion.poisoning.neural_cleanse import CleanseSettings, neural_cleanse, save_trigger_png
-from bastion.poisoning.quarantine import Quarantine, build_quarantine, write_quarantine
+from bastion.poisoning.quarantine import Quarantine, write_quarantine
 from bastion.poisoning.scans import (
     ScanResult,
     activation_clustering,
@@ -140,6 +141,159 @@ class DataScan:
     seconds: float
 
 
+def _latent_run(
+    method: str, feats: Tensor, y: Tensor, scan: ScanConfig, seed: int, log: LogFn
+) -> Callable[[], ScanOutcome]:
+    def run() -> ScanOutcome:
+        log(f"scan: {method}")
+        if method == "activation-clustering":
+            r = activation_clustering(
+                feats,
+                y,
+                dims=scan.dims,
+                max_relative_size=scan.max_relative_size,
+                min_silhouette=scan.min_silhouette,
+                seed=seed,
+            )
+        elif method == "spectral-signatures":
+            r = spectral_signatures(feats, y, eps=scan.eps, seed=seed)
+        else:
+            r = spectre(feats, y, eps=scan.eps, seed=seed)
+        doc = {"suspect_classes": r.suspect_classes}
+        return ScanOutcome(r.flagged, r.scores, r.summary(), doc, result=r)
+
+    return run
+
+
+def _duplicate_run(kind: str, x: Tensor, y: Tensor, scan: ScanConfig) -> Callable[[], ScanOutcome]:
+    def run() -> ScanOutcome:
+        if kind == "exact-duplicate":
+            dups = exact_duplicates(x, y)
+        else:
+            dups = near_duplicates(x, y, tol=scan.near_tol)
+        mask = torch.zeros(len(y), dtype=torch.bool)
+        score = torch.zeros(len(y), dtype=torch.float64)
+        details: dict[int, dict[str, Any]] = {}
+        for d in dups:
+            mask[d.index] = True
+            score[d.index] = d.distance
+            details[d.index] = {kind: {"of": d.of, "label_conflict": d.label_conflict}}
+        summary = {"n_flagged": len(dups), "label_conflicts": sum(d.label_conflict for d in dups)}
+        return ScanOutcome(mask, score, summary, details=details)
+
+    return run
+
+
+@dataclass(eq=False)
+class ImageDrillChannel:
+    """The image channel's hooks for :func:`~.drill.run_drill` (and the scans of
+    :func:`scan_data`): the suspect training set ``x`` ``(N, C, H, W)``, ``y`` ``(N,)``,
+    poisoned as ``record`` says (None: no drill); ``val`` (a clean split) feeds the training
+    loop, ``test`` (when given) measures clean accuracy and attack success. Models are
+    ``scan.model`` classifiers seeded from ``seed``; scans are ``scan``'s latent scans on the
+    model's penultimate features, then the hygiene checks (duplicates, confident-learning
+    label issues)."""
+
+    scan: ScanConfig
+    x: Tensor
+    y: Tensor
+    val: tuple[Tensor, Tensor]
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    test: tuple[Tensor, Tensor] | None = None
+    record: PoisonedSet | None = None
+    seed: int = 0
+    log: LogFn = _quiet
+
+    @classmethod
+    def of(
+        cls,
+        cfg: PoisoningConfig,
+        data: Dataset,
+        *,
+        seed: int = 0,
+        log: LogFn = _quiet,
+    ) -> ImageDrillChannel:
+        """The channel of a ``poisoning:`` section on ``data`` (:func:`prepare_training_set`)."""
+        x, y, record = prepare_training_set(cfg, data, seed=seed)
+        return cls(
+            cfg.scan, x, y, (data.val.x, data.val.y), data.num_classes, data.mean, data.std,
+            (data.test.x, data.test.y), record, seed, log,
+        )  # fmt: skip
+
+    @property
+    def labels(self) -> Tensor:
+        return self.y
+
+    @property
+    def truth(self) -> Tensor:
+        if self.record is None:
+            return torch.zeros_like(self.y, dtype=torch.bool)
+        return self.record.poisoned
+
+    def train(self, kept: Tensor | None) -> BastionModel:
+        m = self.scan.model
+        x, y = (self.x, self.y) if kept is None else (self.x[kept], self.y[kept])
+        if kept is None:
+            self.log(
+                f"training the scan model ({m.architecture}, {m.epochs} epochs, {len(y)} examples)"
+            )
+        return train_classifier(
+            x, y, *self.val, architecture=m.architecture, num_classes=self.num_classes,
+            mean=self.mean, std=self.std, epochs=m.epochs, batch_size=m.batch_size, lr=m.lr,
+            seed=self.seed,
+        )  # fmt: skip
+
+    def measure(self, trained: BastionModel) -> dict[str, Any]:
+        assert self.test is not None
+        (tx, ty), r = self.test, self.record
+        entry: dict[str, Any] = {"clean_accuracy": round(accuracy(trained, tx, ty), 4)}
+        if r is not None and r.trigger is not None:
+            entry["attack_success_rate"] = round(
+                attack_success_rate(
+                    trained, tx, ty, r.trigger, mode=r.settings["mode"],
+                    target=r.settings["target"], num_classes=self.num_classes,
+                ),
+                4,
+            )  # fmt: skip
+        return entry
+
+    def scans(self, trained: BastionModel) -> list[tuple[str, Callable[[], ScanOutcome]]]:
+        scan, x, y, log = self.scan, self.x, self.y, self.log
+        feats = penultimate_features(trained, x)
+        runs: list[tuple[str, Callable[[], ScanOutcome]]] = [
+            (m, _latent_run(m, feats, y, scan, self.seed, log)) for m in scan.methods
+        ]
+        if scan.duplicates:
+            log("hygiene: duplicates")
+            runs += [
+                (k, _duplicate_run(k, x, y, scan)) for k in ("exact-duplicate", "near-duplicate")
+            ]
+        if scan.label_issues:
+            runs.append(("label-issue", self._label_issue_run))
+        return runs
+
+    def _label_issue_run(self) -> ScanOutcome:
+        scan, m = self.scan, self.scan.model
+        self.log(f"hygiene: label issues ({scan.folds}-fold confident learning)")
+        probs = cross_val_probs(
+            self.x, self.y, architecture=m.architecture, num_classes=self.num_classes,
+            mean=self.mean, std=self.std, folds=scan.folds, epochs=m.epochs,
+            batch_size=m.batch_size, lr=m.lr, seed=self.seed,
+        )  # fmt: skip
+        issues = label_issues(probs, self.y)
+        details = {
+            i: {"label-issue": {"suggested": int(issues.suggested[i])}}
+            for i in torch.nonzero(issues.flagged).flatten().tolist()
+        }
+        summary = {
+            "n_flagged": int(issues.flagged.sum()),
+            "thresholds": [round(float(t), 4) for t in issues.thresholds],
+        }
+        return ScanOutcome(issues.flagged, issues.margin, summary, details=details)
+
+
 def scan_data(
     x: Tensor,
     y: Tensor,
@@ -156,101 +310,42 @@ def scan_data(
 ) -> DataScan:
     """Scan the suspect training set ``x`` (``(N, C, H, W)``), ``y`` (``(N,)``); ``x_val``,
     ``y_val`` are a clean validation split for the scan model's training loop. ``truth``
-    (bool ``(N,)``, the poisoning record) adds detection metrics per scan and overall."""
+    (bool ``(N,)``, the poisoning record) adds detection metrics per scan and overall. The
+    scan model and the scans are :class:`ImageDrillChannel`'s."""
     start = time.perf_counter()
-    m = scan.model
-    log(f"training the scan model ({m.architecture}, {m.epochs} epochs, {len(y)} examples)")
-    model = train_classifier(
-        x,
-        y,
-        x_val,
-        y_val,
-        architecture=m.architecture,
-        num_classes=num_classes,
-        mean=mean,
-        std=std,
-        epochs=m.epochs,
-        batch_size=m.batch_size,
-        lr=m.lr,
-        seed=seed,
+    channel = ImageDrillChannel(
+        scan, x, y, (x_val, y_val), num_classes, mean, std, seed=seed, log=log
     )
-    feats = penultimate_features(model, x)
-    results: dict[str, ScanResult] = {}
-    for method in scan.methods:
-        log(f"scan: {method}")
-        if method == "activation-clustering":
-            results[method] = activation_clustering(
-                feats,
-                y,
-                dims=scan.dims,
-                max_relative_size=scan.max_relative_size,
-                min_silhouette=scan.min_silhouette,
-                seed=seed,
-            )
-        elif method == "spectral-signatures":
-            results[method] = spectral_signatures(feats, y, eps=scan.eps, seed=seed)
-        else:
-            results[method] = spectre(feats, y, eps=scan.eps, seed=seed)
-    flags: dict[str, tuple[Tensor, Tensor]] = {
-        name: (r.flagged, r.scores) for name, r in results.items()
-    }
-    summaries: dict[str, Any] = {name: r.summary() for name, r in results.items()}
-    details: dict[int, dict[str, Any]] = {}
-    if scan.duplicates:
-        log("hygiene: duplicates")
-        for kind, dups in (
-            ("exact-duplicate", exact_duplicates(x, y)),
-            ("near-duplicate", near_duplicates(x, y, tol=scan.near_tol)),
-        ):
-            mask = torch.zeros(len(y), dtype=torch.bool)
-            score = torch.zeros(len(y), dtype=torch.float64)
-            for d in dups:
-                mask[d.index] = True
-                score[d.index] = d.distance
-                details.setdefault(d.index, {})[kind] = {
-                    "of": d.of,
-                    "label_conflict": d.label_conflict,
-                }
-            flags[kind] = (mask, score)
-            summaries[kind] = {
-                "n_flagged": len(dups),
-                "label_conflicts": sum(d.label_conflict for d in dups),
-            }
-    if scan.label_issues:
-        log(f"hygiene: label issues ({scan.folds}-fold confident learning)")
-        probs = cross_val_probs(
-            x,
-            y,
-            architecture=m.architecture,
-            num_classes=num_classes,
-            mean=mean,
-            std=std,
-            folds=scan.folds,
-            epochs=m.epochs,
-            batch_size=m.batch_size,
-            lr=m.lr,
-            seed=seed,
-        )
-        issues = label_issues(probs, y)
-        flags["label-issue"] = (issues.flagged, issues.margin)
-        for i in torch.nonzero(issues.flagged).flatten().tolist():
-            details.setdefault(i, {})["label-issue"] = {"suggested": int(issues.suggested[i])}
-        summaries["label-issue"] = {
-            "n_flagged": int(issues.flagged.sum()),
-            "thresholds": [round(float(t), 4) for t in issues.thresholds],
-        }
-    quarantine = build_quarantine(y, flags, summaries=summaries, details=details)
+    model = channel.train(None)
+    outcomes = {name: run() for name, run in channel.scans(model)}
+    quarantine = merge_outcomes(y, outcomes)
     metrics: dict[str, Any] | None = None
     if truth is not None:
-        metrics = {name: detection_metrics(f, truth) for name, (f, _) in flags.items()}
+        metrics = {name: detection_metrics(o.flagged, truth) for name, o in outcomes.items()}
         metrics["quarantine"] = detection_metrics(quarantine.mask, truth)
-    return DataScan(quarantine, results, model, metrics, time.perf_counter() - start)
+    scans = {n: o.result for n, o in outcomes.items() if isinstance(o.result, ScanResult)}
+    return DataScan(quarantine, scans, model, metrics, time.perf_counter() - start)
 
 
 def _write_json(doc: Any, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(doc, indent=1), encoding="utf-8")
     os.replace(tmp, path)
+
+
+def _strip_doc(
+    model: BastionModel, record: PoisonedSet, v: VerifyConfig, data: Dataset, seed: int
+) -> dict[str, Any]:
+    """STRIP on the undefended model: threshold on half the validation split at
+    ``v.strip_fpr``, evaluated on clean and triggered test inputs."""
+    assert record.trigger is not None
+    val, test = data.val, data.test
+    half = len(val) // 2
+    strip = StripDetector(model, val.x[:half], seed=seed).fit(val.x[half:], fpr=v.strip_fpr)
+    target = record.settings["target"]
+    keep = test.y != target if record.settings["mode"] == "all-to-one" else test.y >= 0
+    triggered = record.trigger.apply(test.x[keep][: v.examples])
+    return strip.evaluate(test.x[: v.examples], triggered)
 
 
 def backdoor_drill(
@@ -261,109 +356,60 @@ def backdoor_drill(
     seed: int = 0,
     log: LogFn = _quiet,
 ) -> dict[str, Any]:
-    """Run poison -> scan -> quarantine -> retrain -> verify on ``data`` and write
-    ``poisoning.json``, ``quarantine.json`` and ``trigger-<model>.png`` (the Neural Cleanse
-    trigger of the smallest-norm class) into ``out_dir``; returns the ``poisoning.json``
-    document. Needs image data; the test split measures clean accuracy and attack success,
-    the validation split feeds Neural Cleanse and STRIP."""
+    """Run poison -> scan -> quarantine -> retrain -> verify on ``data`` with
+    :func:`~.drill.run_drill` and :class:`ImageDrillChannel` (quarantine by every scan) and
+    write ``poisoning.json``, ``quarantine.json`` and ``trigger-<model>.png`` (the Neural
+    Cleanse trigger of the smallest-norm class) into ``out_dir``; returns the
+    ``poisoning.json`` document. Needs image data; the test split measures clean accuracy and
+    attack success, the validation split feeds Neural Cleanse and STRIP. ``scan.seconds`` is
+    the scans' time (the victim's training apart)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    x, y, record = prepare_training_set(cfg, data, seed=seed)
-    k = data.num_classes
-    scan = scan_data(
-        x,
-        y,
-        data.val.x,
-        data.val.y,
-        scan=cfg.scan,
-        num_classes=k,
-        mean=data.mean,
-        std=data.std,
-        truth=None if record is None else record.poisoned,
-        seed=seed,
-        log=log,
-    )
-    write_quarantine(
-        scan.quarantine,
-        out / "quarantine.json",
-        extra={"poisoning": None if record is None else record.record()},
-    )
-    models: dict[str, BastionModel] = {"undefended": scan.model}
-    if cfg.quarantine:
-        kept = scan.quarantine.kept
-        m = cfg.scan.model
-        log(f"retraining on {len(kept)} kept examples")
-        models["defended"] = train_classifier(
-            x[kept],
-            y[kept],
-            data.val.x,
-            data.val.y,
-            architecture=m.architecture,
-            num_classes=k,
-            mean=data.mean,
-            std=data.std,
-            epochs=m.epochs,
-            batch_size=m.batch_size,
-            lr=m.lr,
-            seed=seed,
-        )
-    v = cfg.verify
-    test = data.test
-    val = data.val
+    channel = ImageDrillChannel.of(cfg, data, seed=seed, log=log)
+    y, record = channel.y, channel.record
+    res = run_drill(channel, None, retrain=cfg.quarantine, log=log)
+    rec_doc = None if record is None else record.record()
+    write_quarantine(res.quarantine, out / "quarantine.json", extra={"poisoning": rec_doc})
+    detection: dict[str, Any] | None = None
+    if record is not None:
+        detection = {
+            n: detection_metrics(o.flagged, record.poisoned) for n, o in res.outcomes.items()
+        }
+        detection["quarantine"] = res.quarantined
+    n_q = len(res.quarantine.entries)
     report: dict[str, Any] = {
         "format": "bastion-poisoning/1",
         "seed": seed,
         "n_train": len(y),
-        "attack": None
-        if record is None
-        else {k_: v_ for k_, v_ in record.record().items() if k_ != "indices"},
+        "attack": None if rec_doc is None else {k: v for k, v in rec_doc.items() if k != "indices"},
         "scan": {
-            "seconds": round(scan.seconds, 2),
-            "n_quarantined": len(scan.quarantine.entries),
-            "quarantined_rate": round(len(scan.quarantine.entries) / max(1, len(y)), 4),
-            "detection": scan.metrics,
-            "suspect_classes": {n: r.suspect_classes for n, r in scan.scans.items()},
+            "seconds": round(sum(s["seconds"] for s in res.scans.values()), 2),
+            "n_quarantined": n_q,
+            "quarantined_rate": round(n_q / max(1, len(y)), 4),
+            "detection": detection,
+            "suspect_classes": {
+                n: s["suspect_classes"] for n, s in res.scans.items() if "suspect_classes" in s
+            },
         },
-        "models": {},
+        "models": {"undefended": res.undefended},
     }
+    models = {"undefended": res.victim}
+    if res.defended is not None and res.retrained is not None:
+        models["defended"] = res.defended
+        report["models"]["defended"] = {k: v for k, v in res.retrained.items() if k != "kept"}
+    v = cfg.verify
     for name, model in models.items():
-        entry: dict[str, Any] = {"clean_accuracy": round(accuracy(model, test.x, test.y), 4)}
-        if record is not None and record.trigger is not None:
-            entry["attack_success_rate"] = round(
-                attack_success_rate(
-                    model,
-                    test.x,
-                    test.y,
-                    record.trigger,
-                    mode=record.settings["mode"],
-                    target=record.settings["target"],
-                    num_classes=k,
-                ),
-                4,
-            )
         if v.neural_cleanse:
             log(f"neural cleanse: {name}")
             nc = neural_cleanse(
-                model,
-                val.x[: v.cleanse_examples],
-                num_classes=k,
-                settings=CleanseSettings(steps=v.cleanse_steps),
-                seed=seed,
-            )
+                model, data.val.x[: v.cleanse_examples], num_classes=data.num_classes,
+                settings=CleanseSettings(steps=v.cleanse_steps), seed=seed,
+            )  # fmt: skip
             png = save_trigger_png(nc.triggers[int(nc.norms.argmin())], out / f"trigger-{name}.png")
-            entry["neural_cleanse"] = {**nc.summary(), "trigger_png": png.name}
-        models_doc: dict[str, Any] = report["models"]
-        models_doc[name] = entry
+            report["models"][name]["neural_cleanse"] = {**nc.summary(), "trigger_png": png.name}
     if v.strip and record is not None and record.trigger is not None:
         log("strip: the undefended model")
-        half = len(val) // 2
-        strip = StripDetector(models["undefended"], val.x[:half], seed=seed).fit(
-            val.x[half:], fpr=v.strip_fpr
-        )
-        target = record.settings["target"]
-        keep = test.y != target if record.settings["mode"] == "all-to-one" else test.y >= 0
-        triggered = record.trigger.apply(test.x[keep][: v.examples])
-        report["strip"] = strip.evaluate(test.x[: v.examples], triggered)
+        report["strip"] = _strip_doc(res.victim, record, v, data, seed)
     _write_json(report, out / "poisoning.json")
     return report
 

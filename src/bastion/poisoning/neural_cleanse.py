@@ -156,58 +156,14 @@ def neural_cleanse(
             f"neural_cleanse: needs at least 3 classes for a median deviation, got {num_classes}"
         )
     k = num_classes
-    _, c, h, w = x.shape
     gen = torch.Generator().manual_seed(seed)
-    a = (torch.rand(k, 1, h, w, generator=gen) * 2 - 1).mul_(0.5).requires_grad_(True)
-    b = (torch.rand(k, c, h, w, generator=gen) * 2 - 1).requires_grad_(True)
-    opt = torch.optim.Adam([a, b], lr=s.lr, betas=(0.5, 0.9))
-    cost = torch.full((k,), s.init_cost)
-    targets = torch.arange(k).repeat_interleave(s.batch_size)
-    best_norm = torch.full((k,), math.inf)
-    best_mask = torch.zeros(k, 1, h, w)
-    best_pattern = torch.zeros(k, c, h, w)
-    hits = torch.zeros(k)
-    seen = 0
     frozen = [p.requires_grad for p in model.parameters()]
     for p in model.parameters():
         p.requires_grad_(False)
     model.eval()
     try:
-        for step in range(1, s.steps + 1):
-            pick = torch.randint(0, len(x), (s.batch_size,), generator=gen)
-            batch = x[pick]
-            mask = (torch.tanh(a) + 1) / 2
-            pattern = (torch.tanh(b) + 1) / 2
-            stamped = (1 - mask[:, None]) * batch[None] + (mask * pattern)[:, None]
-            logits = model(stamped.reshape(k * s.batch_size, c, h, w))
-            ce = nn.functional.cross_entropy(logits, targets, reduction="none")
-            ce = ce.view(k, s.batch_size).mean(dim=1)
-            l1 = mask.flatten(1).sum(dim=1)
-            loss = (ce + cost * l1).sum()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()  # type: ignore[no-untyped-call]
-            opt.step()
-            with torch.no_grad():
-                hit = (logits.argmax(dim=1) == targets).float().view(k, s.batch_size).mean(dim=1)
-                hits += hit
-                seen += 1
-                working = hit >= s.success_threshold
-                better = working & (l1 < best_norm)
-                best_norm = torch.where(better, l1, best_norm)
-                best_mask[better] = mask[better]
-                best_pattern[better] = pattern[better]
-                if step % s.adapt_every == 0:
-                    rate = hits / seen
-                    up = rate >= s.success_threshold
-                    cost = torch.where(up, cost * 1.5, cost / 1.5**1.5)
-                    hits.zero_()
-                    seen = 0
+        best_mask, best_pattern = _search(model, x, k, s, gen)
         with torch.no_grad():
-            final_mask = (torch.tanh(a) + 1) / 2
-            final_pattern = (torch.tanh(b) + 1) / 2
-            missing = torch.isinf(best_norm)
-            best_mask[missing] = final_mask[missing]
-            best_pattern[missing] = final_pattern[missing]
             norms = best_mask.flatten(1).sum(dim=1).double()
             triggers = tuple(
                 Trigger(best_mask[t].clone(), best_pattern[t].clone(), "recovered")
@@ -226,6 +182,60 @@ def neural_cleanse(
     return CleanseResult(
         norms, success, anomaly, flagged, smallest if flagged else None, triggers, record
     )
+
+
+def _search(
+    model: nn.Module, x: Tensor, k: int, s: CleanseSettings, gen: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """The per-class trigger search of :func:`neural_cleanse` (frozen model in eval mode):
+    masks ``(K, 1, H, W)`` and patterns ``(K, C, H, W)``, per class the smallest-L1 mask that
+    reached ``s.success_threshold`` on a batch (the final one when none did). The cost of the
+    L1 term adapts every ``s.adapt_every`` steps, as in the paper's implementation."""
+    _, c, h, w = x.shape
+    a = (torch.rand(k, 1, h, w, generator=gen) * 2 - 1).mul_(0.5).requires_grad_(True)
+    b = (torch.rand(k, c, h, w, generator=gen) * 2 - 1).requires_grad_(True)
+    opt = torch.optim.Adam([a, b], lr=s.lr, betas=(0.5, 0.9))
+    cost = torch.full((k,), s.init_cost)
+    targets = torch.arange(k).repeat_interleave(s.batch_size)
+    best_norm = torch.full((k,), math.inf)
+    best_mask = torch.zeros(k, 1, h, w)
+    best_pattern = torch.zeros(k, c, h, w)
+    hits = torch.zeros(k)
+    seen = 0
+    for step in range(1, s.steps + 1):
+        pick = torch.randint(0, len(x), (s.batch_size,), generator=gen)
+        batch = x[pick]
+        mask = (torch.tanh(a) + 1) / 2
+        pattern = (torch.tanh(b) + 1) / 2
+        stamped = (1 - mask[:, None]) * batch[None] + (mask * pattern)[:, None]
+        logits = model(stamped.reshape(k * s.batch_size, c, h, w))
+        ce = nn.functional.cross_entropy(logits, targets, reduction="none")
+        ce = ce.view(k, s.batch_size).mean(dim=1)
+        l1 = mask.flatten(1).sum(dim=1)
+        loss = (ce + cost * l1).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        opt.step()
+        with torch.no_grad():
+            hit = (logits.argmax(dim=1) == targets).float().view(k, s.batch_size).mean(dim=1)
+            hits += hit
+            seen += 1
+            working = hit >= s.success_threshold
+            better = working & (l1 < best_norm)
+            best_norm = torch.where(better, l1, best_norm)
+            best_mask[better] = mask[better]
+            best_pattern[better] = pattern[better]
+            if step % s.adapt_every == 0:
+                rate = hits / seen
+                up = rate >= s.success_threshold
+                cost = torch.where(up, cost * 1.5, cost / 1.5**1.5)
+                hits.zero_()
+                seen = 0
+    with torch.no_grad():
+        missing = torch.isinf(best_norm)
+        best_mask[missing] = ((torch.tanh(a) + 1) / 2)[missing]
+        best_pattern[missing] = ((torch.tanh(b) + 1) / 2)[missing]
+    return best_mask, best_pattern
 
 
 def _success(model: nn.Module, x: Tensor, trigger: Trigger, target: int) -> float:

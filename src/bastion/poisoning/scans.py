@@ -227,6 +227,37 @@ def _two_means(
     return _Split(assign == small, float(sizes[small] / len(reduced)), sil, (d_big - d_small) / gap)
 
 
+def _class_views(
+    feats: np.ndarray, dims: int, views: tuple[str, ...], seed: int, silhouette_sample: int
+) -> list[_Split]:
+    """One class's features ``(n, D)``, centred and reduced to ``min(dims, D, n - 1)``
+    dimensions per view (``pca``, ``ica``), each split by :func:`_two_means`."""
+    centred = feats - feats.mean(axis=0)
+    k = min(dims, centred.shape[1], len(feats) - 1)
+    projected = _project(centred, k)
+    return [
+        _two_means(
+            _reduce(projected, k, method=v, seed=seed, projected=True), seed, silhouette_sample
+        )
+        for v in views
+    ]
+
+
+def _class_record(n: int, pick: _Split, views: dict[str, _Split], poisoned: bool) -> dict[str, Any]:
+    """A class's JSON record in :func:`activation_clustering`'s result."""
+    return {
+        "n": n,
+        "relative_size": round(pick.relative, 4),
+        "silhouette": round(pick.silhouette, 4),
+        "views": {
+            view: {"relative_size": round(v.relative, 4), "silhouette": round(v.silhouette, 4)}
+            for view, v in views.items()
+        },
+        "poisoned": poisoned,
+        "flagged": int(pick.small.sum()) if poisoned else 0,
+    }
+
+
 def activation_clustering(
     features: Tensor,
     labels: Tensor,
@@ -270,23 +301,13 @@ def activation_clustering(
     scores = np.zeros(n)
     flagged = np.zeros(n, dtype=bool)
     classes: dict[int, dict[str, Any]] = {}
+    views = ("pca", "ica") if reduction == "both" else (reduction,)
     for c in np.unique(ys):
         idx = np.flatnonzero(ys == c)
         if len(idx) < 10:
             classes[int(c)] = {"n": len(idx), "skipped": "fewer than 10 examples", "flagged": 0}
             continue
-        centred = feats[idx] - feats[idx].mean(axis=0)
-        k = min(dims, centred.shape[1], len(idx) - 1)
-        views = ("pca", "ica") if reduction == "both" else (reduction,)
-        projected = _project(centred, k)
-        verdicts = [
-            _two_means(
-                _reduce(projected, k, method=v, seed=seed, projected=True),
-                seed,
-                silhouette_sample,
-            )
-            for v in views
-        ]
+        verdicts = _class_views(feats[idx], dims, views, seed, silhouette_sample)
         # the view with the best-separated small cluster speaks for the class
         passing = [
             v
@@ -298,17 +319,9 @@ def activation_clustering(
         poisoned = bool(passing)
         if poisoned:
             flagged[idx[pick.small]] = True
-        classes[int(c)] = {
-            "n": len(idx),
-            "relative_size": round(pick.relative, 4),
-            "silhouette": round(pick.silhouette, 4),
-            "views": {
-                view: {"relative_size": round(v.relative, 4), "silhouette": round(v.silhouette, 4)}
-                for view, v in zip(views, verdicts, strict=True)
-            },
-            "poisoned": poisoned,
-            "flagged": int(pick.small.sum()) if poisoned else 0,
-        }
+        classes[int(c)] = _class_record(
+            len(idx), pick, dict(zip(views, verdicts, strict=True)), poisoned
+        )
     settings = {
         "dims": dims,
         "reduction": reduction,

@@ -285,6 +285,72 @@ def _cells(feature: FeatureSpec, block: np.ndarray, bins: int) -> tuple[np.ndarr
     return cell, names
 
 
+#: Per feature: its spec, first encoded column, cell per row, cell names, cell sizes.
+_Layout = tuple[FeatureSpec, int, np.ndarray, list[str], np.ndarray]
+
+
+def _check_scan_args(x: Tensor, y: Tensor, schema: TabularSchema, *shares: float) -> None:
+    """:func:`feature_value_scan`'s input checks (shapes; the four shares in (0, 1])."""
+    d = len(schema.columns)
+    if x.ndim != 2 or x.shape[1] != d or y.shape != (len(x),):
+        raise DataError(
+            f"scan: expected rows (N, {d}) and labels (N,), got {tuple(x.shape)} and "
+            f"{tuple(y.shape)}"
+        )
+    names = ("min_purity", "max_share", "min_flip_share", "min_pattern_flip_share")
+    for name, value in zip(names, shares, strict=True):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+            raise ConfigError(f"scan.{name}: expected a number in (0, 1], got {value!r}")
+
+
+def _shared_features(
+    layout: list[_Layout], f: FeatureSpec, rows: np.ndarray, n: int, min_purity: float
+) -> list[tuple[FeatureSpec, int]]:
+    """The other features whose values the candidate's ``rows`` share: at least
+    ``min_purity`` of them in one cell, at at least 3x that cell's share of all ``n`` rows (a
+    trigger may span features)."""
+    out = []
+    for g, at_g, cell_g, _names_g, sizes_g in layout:
+        if g is f:
+            continue
+        top = np.bincount(cell_g[rows], minlength=len(sizes_g))
+        k = int(np.argmax(top))
+        if top[k] >= min_purity * len(rows) and top[k] / len(rows) >= 3 * (sizes_g[k] / n):
+            out.append((g, at_g))
+    return out
+
+
+def _layout(schema: TabularSchema, ref: np.ndarray, bins: int) -> list[_Layout]:
+    """Per feature of ``schema``, its cells on the rows ``ref`` ``(N, D)`` (:data:`_Layout`)."""
+    offsets = _offsets(schema)
+    out: list[_Layout] = []
+    for f in schema.features:
+        at = offsets[f.name]
+        cell, names = _cells(f, ref[:, at : at + f.width], bins)
+        out.append((f, at, cell, names, np.bincount(cell, minlength=len(names))))
+    return out
+
+
+def _swap_test(
+    model: nn.Module,
+    xs: Tensor,
+    rows: np.ndarray,
+    outside: np.ndarray,
+    swap: list[tuple[FeatureSpec, int]],
+    label: int,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, float]:
+    """``(drop, share)``: the candidate's ``rows`` with the ``swap`` features' columns taken
+    from donors drawn from ``outside`` (one ``rng.choice``), then :func:`flip_test`: the
+    per-row drop in the probability of ``label`` and the share of predictions that leave it."""
+    donors = rng.choice(outside, size=len(rows))
+    swapped = xs[rows].clone()
+    for g, at_g in swap:
+        swapped[:, at_g : at_g + g.width] = xs[donors, at_g : at_g + g.width]
+    drop, flips = flip_test(model, xs[rows], swapped, label)
+    return drop.numpy(), float(flips.double().mean())
+
+
 def feature_value_scan(
     model: nn.Module,
     x: Tensor,
@@ -318,35 +384,14 @@ def feature_value_scan(
     Shapes: ``x`` ``(N, D)`` unit rows, ``y`` ``(N,)`` int64. Guarantee: only rows in a
     flagged cell are flagged.
     """
-    d = len(schema.columns)
-    if x.ndim != 2 or x.shape[1] != d or y.shape != (len(x),):
-        raise DataError(
-            f"scan: expected rows (N, {d}) and labels (N,), got {tuple(x.shape)} and "
-            f"{tuple(y.shape)}"
-        )
-    for name, value in (
-        ("min_purity", min_purity),
-        ("max_share", max_share),
-        ("min_flip_share", min_flip_share),
-        ("min_pattern_flip_share", min_pattern_flip_share),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
-            raise ConfigError(f"scan.{name}: expected a number in (0, 1], got {value!r}")
+    _check_scan_args(x, y, schema, min_purity, max_share, min_flip_share, min_pattern_flip_share)
     rng = np.random.default_rng(seed)
-    xs = x.detach().cpu()
-    ref = xs.double().numpy()
-    labels = y.detach().cpu().numpy()
+    xs, labels = x.detach().cpu(), y.detach().cpu().numpy()
     n = len(labels)
     num_classes = int(labels.max()) + 1 if n else 0
-    scores = np.zeros(n)
-    flagged = np.zeros(n, dtype=bool)
+    scores, flagged = np.zeros(n), np.zeros(n, dtype=bool)
     cells: list[dict[str, Any]] = []
-    offsets = _offsets(schema)
-    layout = []  # per feature: its columns, cell per row, cell names, cell sizes
-    for f in schema.features:
-        at = offsets[f.name]
-        cell, names = _cells(f, ref[:, at : at + f.width], bins)
-        layout.append((f, at, cell, names, np.bincount(cell, minlength=len(names))))
+    layout = _layout(schema, xs.double().numpy(), bins)
     was_training = model.training
     model.eval()
     with torch.no_grad():
@@ -358,58 +403,30 @@ def feature_value_scan(
                     continue
                 counts = np.bincount(labels[inside], minlength=num_classes)
                 c = int(np.argmax(counts))
-                purity = float(counts[c]) / total
-                if purity < min_purity:
+                if (purity := float(counts[c]) / total) < min_purity:
                     continue
                 rows = np.flatnonzero(inside & (labels == c))
-                # a trigger may span features: swap every feature whose values these rows
-                # share (>= min_purity of them in one cell at >= 3x that cell's base rate)
-                swap = [(f, at)]
-                for g, at_g, cell_g, _names_g, sizes_g in layout:
-                    if g is f:
-                        continue
-                    top = np.bincount(cell_g[rows], minlength=len(sizes_g))
-                    k = int(np.argmax(top))
-                    if top[k] >= min_purity * len(rows) and top[k] / len(rows) >= 3 * (
-                        sizes_g[k] / n
-                    ):
-                        swap.append((g, at_g))
-                donors = rng.choice(np.flatnonzero(~inside), size=len(rows))
-                swapped = xs[rows].clone()
-                for g, at_g in swap:
-                    swapped[:, at_g : at_g + g.width] = xs[donors, at_g : at_g + g.width]
-                drop_t, flips = flip_test(model, xs[rows], swapped, c)
-                drop = drop_t.numpy()
+                swap = [(f, at), *_shared_features(layout, f, rows, n, min_purity)]
+                drop, share = _swap_test(model, xs, rows, np.flatnonzero(~inside), swap, c, rng)
                 scores[rows] = np.maximum(scores[rows], drop)
-                share = float(flips.double().mean())
-                verdict = share >= min_flip_share or (
-                    len(swap) > 1 and share >= min_pattern_flip_share
-                )
-                if verdict:
+                bar = min_pattern_flip_share if len(swap) > 1 else min_flip_share
+                if verdict := share >= min(bar, min_flip_share):
                     flagged[rows] = True
                 cells.append(
                     {
-                        "cell": name,
-                        "label": c,
-                        "counts": [int(v) for v in counts],
-                        "purity": round(purity, 4),
-                        "swapped": [g.name for g, _ in swap],
-                        "flip_share": round(share, 4),
-                        "mean_drop": round(float(drop.mean()), 4),
+                        "cell": name, "label": c, "counts": [int(v) for v in counts],
+                        "purity": round(purity, 4), "swapped": [g.name for g, _ in swap],
+                        "flip_share": round(share, 4), "mean_drop": round(float(drop.mean()), 4),
                         "flagged": verdict,
                     }
-                )
+                )  # fmt: skip
     model.train(was_training)
     cells.sort(key=lambda r: (-r["flip_share"], -sum(r["counts"])))
     settings = {
-        "bins": bins,
-        "min_count": min_count,
-        "min_purity": min_purity,
-        "max_share": max_share,
-        "min_flip_share": min_flip_share,
-        "min_pattern_flip_share": min_pattern_flip_share,
+        "bins": bins, "min_count": min_count, "min_purity": min_purity, "max_share": max_share,
+        "min_flip_share": min_flip_share, "min_pattern_flip_share": min_pattern_flip_share,
         "seed": seed,
-    }
+    }  # fmt: skip
     return CandidateScanResult(
         "feature-value", "cell", torch.from_numpy(scores), torch.from_numpy(flagged), cells,
         settings,

@@ -230,6 +230,30 @@ def delete_token(ids: Tensor, token_id: int) -> Tensor:
     return out
 
 
+def _token_candidates(
+    ids: Tensor, labels: Tensor, vocab: Vocabulary, min_count: int, min_purity: float, top: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``(present, per_class, purity, best_label, candidates)``: bool ``(N, V)`` token
+    presence per text (padding and ``<unk>`` excluded), text counts per class ``(K, V)``, the
+    share of a token's texts with its most frequent label ``(V,)`` and that label ``(V,)``,
+    and the candidate token ids (word tokens in at least ``min_count`` texts with purity at
+    least ``min_purity``; at most ``top``, the most frequent first)."""
+    n = len(ids)
+    num_classes = int(labels.max()) + 1 if n else 0
+    present = torch.zeros(n, len(vocab), dtype=torch.bool)
+    present.scatter_(1, ids, True)
+    present[:, PAD_ID] = False
+    present[:, UNK_ID] = False
+    per_class = torch.stack([present[labels == c].sum(dim=0) for c in range(num_classes)])
+    totals = per_class.sum(dim=0)
+    best = per_class.max(dim=0)
+    purity = best.values.double() / totals.clamp_min(1).double()
+    wordy = torch.tensor([any(ch.isalnum() for ch in t) for t in vocab.tokens])
+    cand = torch.nonzero((totals >= min_count) & (purity >= min_purity) & wordy).flatten()
+    cand = cand[torch.argsort(-totals[cand], stable=True)][:top]
+    return present, per_class, purity, best.indices, cand
+
+
 def trigger_token_scan(
     model: TextModel,
     ids: Tensor,
@@ -266,18 +290,9 @@ def trigger_token_scan(
         if not (isinstance(value, int | float) and math.isfinite(value) and 0 < value <= 1):
             raise ConfigError(f"scan.{name}: expected a number in (0, 1], got {value!r}")
     n = len(ids)
-    num_classes = int(labels.max()) + 1 if n else 0
-    present = torch.zeros(n, len(vocab), dtype=torch.bool)
-    present.scatter_(1, ids, True)
-    present[:, PAD_ID] = False
-    present[:, UNK_ID] = False
-    per_class = torch.stack([present[labels == c].sum(dim=0) for c in range(num_classes)])  # (K, V)
-    totals = per_class.sum(dim=0)
-    best = per_class.max(dim=0)
-    purity = best.values.double() / totals.clamp_min(1).double()
-    wordy = torch.tensor([any(ch.isalnum() for ch in t) for t in vocab.tokens])
-    cand = torch.nonzero((totals >= min_count) & (purity >= min_purity) & wordy).flatten()
-    cand = cand[torch.argsort(-totals[cand], stable=True)][:max_candidates]
+    present, per_class, purity, best_label, cand = _token_candidates(
+        ids, labels, vocab, min_count, min_purity, max_candidates
+    )
     scores = torch.zeros(n, dtype=torch.float64)
     flagged = torch.zeros(n, dtype=torch.bool)
     tokens: list[dict[str, Any]] = []
@@ -285,7 +300,7 @@ def trigger_token_scan(
     model.eval()
     with torch.no_grad():
         for tok in cand.tolist():
-            c = int(best.indices[tok])
+            c = int(best_label[tok])
             rows = torch.nonzero(present[:, tok] & (labels == c)).flatten()
             drop, flips = flip_test(model, ids[rows], delete_token(ids[rows], tok), c)
             scores[rows] = torch.maximum(scores[rows], drop)
