@@ -207,3 +207,14 @@ def test_bad_tabular_drill_values_found_with_the_data_exit_2_and_write_nothing(
     err = capsys.readouterr().err.strip()
     assert re.search(message, err), err
     assert not out.exists()
+
+
+def test_scan_data_refuses_a_text_or_tabular_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "q.json"
+    for name in ("sms-backdoor.yaml", "tabular-backdoor.yaml"):
+        assert main(["scan", "data", str(EXAMPLES / name), "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert "bastion scan data scans image data" in err and "drill runs in bastion run" in err
+        assert not out.exists()

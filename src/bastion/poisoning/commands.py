@@ -58,20 +58,24 @@ def scan_data_command(
     """Scan a config's training data: activation clustering / spectral scans on a scan
     model's features, duplicates, label issues; write the quarantine JSON."""
     from bastion.config import load_config
+    from bastion.errors import ConfigError
     from bastion.pipeline import load_run_data
-    from bastion.poisoning.config import PoisoningConfig
+    from bastion.poisoning.config import PoisoningConfig, run_channel
     from bastion.poisoning.flow import prepare_training_set, scan_data
     from bastion.poisoning.quarantine import write_quarantine
 
     _threads(threads)
     cfg, _ = load_config(config)
+    if run_channel(cfg) != "image":
+        raise ConfigError(
+            f"{config}: poisoning: bastion scan data scans image data; the {run_channel(cfg)} "
+            "channel's drill runs in bastion run"
+        )
     pcfg = cfg.poisoning_config() or PoisoningConfig()
     if train_examples is not None:
         pcfg = pcfg.model_copy(update={"train_examples": train_examples})
     data = load_run_data(cfg, config_path=config, data_dir=data_dir)
     if data.kind != "image":
-        from bastion.errors import ConfigError
-
         raise ConfigError(f"{config}: poisoning: scans need image data, got {data.kind!r} data")
     x, y, record = prepare_training_set(pcfg, data, seed=cfg.seed)
 

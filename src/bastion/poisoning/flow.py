@@ -157,8 +157,10 @@ def _latent_run(
             )
         elif method == "spectral-signatures":
             r = spectral_signatures(feats, y, eps=scan.eps, seed=seed)
-        else:
+        elif method == "spectre":
             r = spectre(feats, y, eps=scan.eps, seed=seed)
+        else:
+            raise ConfigError(f"poisoning.scan.methods: {method!r} does not scan images")
         doc = {"suspect_classes": r.suspect_classes}
         return ScanOutcome(r.flagged, r.scores, r.summary(), doc, result=r)
 
