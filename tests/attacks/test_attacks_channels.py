@@ -27,7 +27,7 @@ from bastion.errors import ConfigError
 from bastion.tabular import ConstrainedHopSkipJump, ConstrainedPGD
 from bastion.text import DeepWordBug
 from bastion.text.attack_base import TextAttack, build_text_attack
-from bastion.text.threat import TextThreat, edit_kind, text_words
+from bastion.text.threat import TextThreat, char_edits, edit_kind, text_words
 from bastion.text.word_attacks import AttackChain, CombinedAttack, WordSubstitution
 
 TABULAR = ["cpgd", "capgd", "random-search", "hopskipjump"]
@@ -215,7 +215,20 @@ def test_the_text_threat_bounds_the_share_and_the_kinds_of_edits() -> None:
         "channel": "text",
         "max_word_share": 0.25,
         "edits": ["typo", "homoglyph"],
+        "max_char_edits": None,
     }
+
+
+def test_the_text_threat_can_bound_the_characters_edited() -> None:
+    assert char_edits("great", "graet") == 2 and char_edits("great", "gr\u200beat") == 1
+    threat = TextThreat(max_word_share=1.0, max_char_edits=2)
+    text = "a great film"
+    assert threat.allows(text, "a graet film")  # two substitutions
+    assert threat.allows(text, "a gr\u200beat fiim")  # one insertion, one substitution
+    assert not threat.allows(text, "a g\u200br\u200be\u200bat film")  # three insertions
+    assert TextThreat.from_dict({"max_char_edits": 2}) == TextThreat(max_char_edits=2)
+    with pytest.raises(ConfigError, match=r"^threat\.max_char_edits: expected an integer >= 1"):
+        TextThreat(max_char_edits=0)
 
 
 @pytest.mark.parametrize(
@@ -225,6 +238,7 @@ def test_the_text_threat_bounds_the_share_and_the_kinds_of_edits() -> None:
         ({"edits": ["emoji"]}, r"^threat\.edits: expected kinds from typo, homoglyph"),
         ({"edits": []}, r"^threat\.edits: expected kinds from"),
         ({"budget": 2}, r"^threat: unknown field\(s\) \['budget'\]"),
+        ({"max_char_edits": 1.5}, r"^threat\.max_char_edits: expected an integer >= 1 or null"),
     ],
 )
 def test_a_bad_text_threat_names_the_field(given: dict[str, Any], pattern: str) -> None:

@@ -4,8 +4,9 @@ A :class:`TextThreat` is the text channel's counterpart of :class:`~bastion.thre
 (Lp arrays) and :class:`~bastion.tabular.threat.TabularThreat` (constrained rows): an edit
 budget instead of an eps-ball. A text is a sequence of words separated by ASCII whitespace; an
 adversarial text keeps the word count and edits at most ``max_edits(max_word_share, n)`` words
-(``floor(share * n)``, at least one, the budget of every greedy text attack in bastion), each
-with one of the allowed edit kinds:
+(``floor(share * n)``, at least one, the budget of every greedy text attack in bastion), at
+most ``max_char_edits`` characters in all when that is set (the Levenshtein distance of each
+edited word from the original, summed), each word with one of the allowed edit kinds:
 
 * ``typo``: the word's core at Damerau-Levenshtein distance 1 (one swap, deletion, insertion or
   substitution of a letter; DeepWordBug, Gao et al. 2018);
@@ -64,6 +65,18 @@ def _one_typo(a: str, b: str) -> bool:
     return any(long[:i] + long[i + 1 :] == short for i in range(len(long)))
 
 
+def char_edits(a: str, b: str) -> int:
+    """The Levenshtein distance of two words: insertions, deletions and substitutions of one
+    character each."""
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, start=1):
+        cur = [i]
+        for j, cb in enumerate(b, start=1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
 def edit_kind(original: str, adversarial: str) -> EditKind | None:
     """The narrowest kind of edit turning the word ``original`` into ``adversarial`` (None
     when they are equal): ``invisible``, ``homoglyph``, ``typo``, else ``word``."""
@@ -87,12 +100,15 @@ class TextThreat:
         max_word_share: at most this share of a text's words is edited (at least one word),
             in ``(0, 1]``.
         edits: the allowed edit kinds, a non-empty subset of :data:`EDIT_KINDS`.
+        max_char_edits: at most this many characters edited in all (:func:`char_edits` of the
+            edited words, summed), an integer >= 1; None: no bound beyond the words'.
 
     Guarantees: :meth:`enforce` returns texts that :meth:`allows` accepts.
     """
 
     max_word_share: float = 0.3
     edits: tuple[EditKind, ...] = EDIT_KINDS
+    max_char_edits: int | None = None
 
     def __post_init__(self) -> None:
         share = self.max_word_share
@@ -103,23 +119,39 @@ class TextThreat:
             raise ConfigError(
                 f"threat.edits: expected kinds from {', '.join(EDIT_KINDS)}, got {self.edits!r}"
             )
+        chars = self.max_char_edits
+        if chars is not None and (
+            isinstance(chars, bool) or not isinstance(chars, int) or chars < 1
+        ):
+            raise ConfigError(
+                f"threat.max_char_edits: expected an integer >= 1 or null, got {chars!r}"
+            )
         object.__setattr__(self, "max_word_share", float(share))
         object.__setattr__(self, "edits", tuple(dict.fromkeys(edits)))
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TextThreat:
         """Build from a mapping (a parsed YAML section); unknown keys are an error."""
-        unknown = sorted(set(d) - {"max_word_share", "edits"})
+        unknown = sorted(set(d) - {"max_word_share", "edits", "max_char_edits"})
         if unknown:
-            raise ConfigError(f"threat: unknown field(s) {unknown}; expected max_word_share, edits")
+            raise ConfigError(
+                f"threat: unknown field(s) {unknown}; expected max_word_share, edits, "
+                "max_char_edits"
+            )
         edits = d.get("edits", EDIT_KINDS)
         return cls(
             max_word_share=d.get("max_word_share", 0.3),
             edits=cast(tuple[EditKind, ...], tuple(edits) if isinstance(edits, list) else edits),
+            max_char_edits=d.get("max_char_edits"),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"channel": "text", "max_word_share": self.max_word_share, "edits": list(self.edits)}
+        return {
+            "channel": "text",
+            "max_word_share": self.max_word_share,
+            "edits": list(self.edits),
+            "max_char_edits": self.max_char_edits,
+        }
 
     def budget(self, text: str) -> int:
         """How many words of ``text`` may be edited."""
@@ -127,15 +159,19 @@ class TextThreat:
 
     def allows(self, original: str, adversarial: str) -> bool:
         """Whether ``adversarial`` lies within the threat around ``original``: the same number
-        of words, at most :meth:`budget` of them edited, each edit of an allowed kind."""
+        of words, at most :meth:`budget` of them edited, each edit of an allowed kind, at most
+        ``max_char_edits`` characters edited."""
         before, after = text_words(original), text_words(adversarial)
         if len(before) != len(after):
-            return original == adversarial
-        kinds = [edit_kind(a, b) for a, b in zip(before, after, strict=True)]
-        changed = [k for k in kinds if k is not None]
-        if len(changed) > self.budget(original):
             return False
-        return "word" in self.edits or all(k in self.edits for k in changed)
+        pairs = [(a, b) for a, b in zip(before, after, strict=True) if a != b]
+        if len(pairs) > self.budget(original):
+            return False
+        chars = sum(char_edits(a, b) for a, b in pairs)
+        if self.max_char_edits is not None and chars > self.max_char_edits:
+            return False
+        kinds = [edit_kind(a, b) for a, b in pairs]
+        return "word" in self.edits or all(k in self.edits for k in kinds)
 
     def enforce(self, originals: Sequence[str], adversarial: Sequence[str]) -> list[str]:
         """``adversarial`` with each text outside the threat replaced by its original."""
