@@ -31,6 +31,8 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,7 @@ from torch import nn
 
 from bastion.data import load_dataset
 from bastion.poisoning import (
+    PoisonedSet,
     StripDetector,
     Trigger,
     attack_success_rate,
@@ -111,7 +114,7 @@ def art_detection(
     return out
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data-dir", default="/work/shared/datasets/mnist")
     ap.add_argument("--train-examples", type=int, default=20000)
@@ -133,163 +136,190 @@ def main() -> None:
         help="blended: the fainter test-time blend of an attacker who knows STRIP (0: skip)",
     )
     ap.add_argument("--out", default="benchmarks/results/poisoning.md")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+@dataclass(eq=False)
+class Bench:
+    """What every step of one benchmark run shares."""
+
+    args: argparse.Namespace
+    ds: Any
+    x: torch.Tensor
+    y: torch.Tensor
+    common: dict[str, Any]
+    cleanse: CleanseSettings
+    x_nc: torch.Tensor
+    out_dir: Path
+    png_prefix: str
+    log: Callable[[str], None]
+
+
+def setup(b: Bench) -> dict[str, Any]:
+    a = b.args
+    return {
+        "data": "mnist",
+        "train_examples": len(b.x),
+        "test_examples": len(b.ds.test),
+        "epochs": a.epochs,
+        "architecture": "small-cnn",
+        "attack": a.attack,
+        "trigger": TRIGGERS[a.attack].format(alpha=a.alpha, eps=a.eps),
+        "mode": MODES.get(a.attack, "all-to-one, target 0"),
+        "seed": a.seed,
+        "cleanse": b.cleanse.__dict__,
+        "cleanse_examples": len(b.x_nc),
+        "strip_examples": a.strip_examples,
+        "argv": sys.argv[1:],
+        "threads": torch.get_num_threads(),
+    }
+
+
+def poison(b: Bench, rate: float, clean_model: nn.Module) -> PoisonedSet:
+    a, x, y = b.args, b.x, b.y
+    if a.attack == "blended":
+        return blended(x, y, rate=rate, num_classes=10, alpha=a.alpha, target=0, seed=a.seed)
+    if a.attack == "clean-label":
+        return clean_label(
+            x, y, clean_model, rate=rate, num_classes=10, target=0, eps=a.eps, seed=a.seed
+        )
+    return badnets(x, y, rate=rate, num_classes=10, size=3, target=0, seed=a.seed)
+
+
+def scan_and_retrain(b: Bench, p: PoisonedSet, key: str) -> tuple[dict[str, Any], nn.Module]:
+    """The row's attack, scan, detection and retraining figures, and the undefended model."""
+    a, test, val, log = b.args, b.ds.test, b.ds.val, b.log
+    assert p.trigger is not None
+    share = float(p.poisoned.sum()) / float((p.y == 0).sum())
+    scan_cfg = ScanConfig(
+        model=ScanModelConfig(architecture="small-cnn", epochs=a.epochs),
+        methods=["activation-clustering"],
+        duplicates=False,
+    )
+    scan = scan_data(
+        p.x, p.y, val.x, val.y, scan=scan_cfg, num_classes=10, mean=b.ds.mean, std=b.ds.std,
+        truth=p.poisoned, seed=a.seed, log=log,
+    )  # fmt: skip
+    victim = scan.model
+    row: dict[str, Any] = {
+        "n_poisoned": int(p.poisoned.sum()),
+        "target_class_poison_share": round(share, 4),
+        "scan_seconds": round(scan.seconds, 1),
+    }
+    row["undefended"] = {
+        "clean_accuracy": round(accuracy(victim, test.x, test.y), 4),
+        "attack_success_rate": round(
+            attack_success_rate(victim, test.x, test.y, p.trigger, num_classes=10), 4
+        ),
+    }
+    log(f"rate {key}: undefended {row['undefended']}")
+    assert scan.metrics is not None
+    det: dict[str, Any] = {"activation-clustering": scan.metrics["activation-clustering"]}
+    feats = penultimate_features(victim, p.x)
+    eps = min(0.5, share)
+    for name, fn in (("spectral-signatures", spectral_signatures), ("spectre", spectre)):
+        t = time.perf_counter()
+        res = fn(feats, p.y, eps=eps, seed=a.seed)
+        det[name] = {
+            **detection_metrics(res.flagged, p.poisoned),
+            "seconds": round(time.perf_counter() - t, 1),
+            "eps": round(eps, 4),
+        }
+    if not a.no_art:
+        log(f"rate {key}: ART detectors")
+        det.update(art_detection(victim, p.x, p.y, p.poisoned, eps))
+    row["detection"] = det
+    log(f"rate {key}: detection {json.dumps(det)}")
+    kept = scan.quarantine.kept
+    log(f"rate {key}: retraining on {len(kept)} kept examples")
+    defended = train_classifier(p.x[kept], p.y[kept], val.x, val.y, **b.common)
+    row["retrained"] = {
+        "kept": len(kept),
+        "clean_accuracy": round(accuracy(defended, test.x, test.y), 4),
+        "attack_success_rate": round(
+            attack_success_rate(defended, test.x, test.y, p.trigger, num_classes=10), 4
+        ),
+    }
+    log(f"rate {key}: retrained {row['retrained']}")
+    return row, victim
+
+
+def verify(b: Bench, p: PoisonedSet, victim: nn.Module, key: str, row: dict[str, Any]) -> None:
+    """Neural Cleanse on the undefended model, STRIP guarding it (and, for a blended trigger,
+    against the fainter test-time blend of an attacker who knows STRIP), into ``row``."""
+    a, test, val, log = b.args, b.ds.test, b.ds.val, b.log
+    assert p.trigger is not None
+    log(f"rate {key}: neural cleanse on the undefended model")
+    nc = neural_cleanse(victim, b.x_nc, num_classes=10, settings=b.cleanse, seed=a.seed)
+    png = save_trigger_png(
+        nc.triggers[int(nc.norms.argmin())],
+        b.out_dir / f"poisoning-trigger-{b.png_prefix}{key}.png",
+    )
+    row["neural_cleanse"] = {**nc.summary(), "trigger_png": png.name}
+    log(f"rate {key}: NC flagged={nc.flagged} target={nc.target} index={nc.max_anomaly:.2f}")
+    half = len(val) // 2
+    strip = StripDetector(victim, val.x[:half], seed=a.seed).fit(val.x[half:], fpr=0.01)
+    others = test.x[test.y != 0][: a.strip_examples]
+    row["strip"] = strip.evaluate(test.x[: a.strip_examples], p.trigger.apply(others))
+    log(f"rate {key}: STRIP {row['strip']}")
+    if a.attack == "blended" and a.adaptive_alpha:
+        # an attacker who knows STRIP blends the trigger more faintly at test time: the
+        # overlays dilute it below what dominates the prediction (high entropy)
+        faint = Trigger(
+            torch.full_like(p.trigger.mask, a.adaptive_alpha), p.trigger.pattern, "blend"
+        )
+        adaptive = strip.evaluate(test.x[: a.strip_examples], faint.apply(others))
+        adaptive["alpha"] = a.adaptive_alpha
+        adaptive["attack_success_rate"] = round(
+            attack_success_rate(victim, test.x, test.y, faint, num_classes=10), 4
+        )
+        row["strip_adaptive"] = adaptive
+        log(f"rate {key}: STRIP against alpha {a.adaptive_alpha}: {adaptive}")
+
+
+def main() -> None:
+    args = parse_args()
     t0 = time.perf_counter()
     ds = load_dataset("mnist", data_dir=args.data_dir, seed=args.seed)
     n = min(args.train_examples, len(ds.train))
-    x, y = ds.train.x[:n], ds.train.y[:n]
-    test, val = ds.test, ds.val
     out_dir = Path(args.out).parent
-    # BadNets keeps the names docs/poisoning.md shows; other attacks get their own
-    png_prefix = "" if args.attack == "badnets" else f"{args.attack}-"
     out_dir.mkdir(parents=True, exist_ok=True)
-    common = {
-        "architecture": "small-cnn",
-        "num_classes": 10,
-        "mean": ds.mean,
-        "std": ds.std,
-        "epochs": args.epochs,
-        "seed": args.seed,
-    }
-    cleanse = CleanseSettings(steps=args.cleanse_steps, batch_size=args.cleanse_batch)
-    x_nc = val.x[: args.cleanse_examples]
-    results: dict[str, Any] = {
-        "setup": {
-            "data": "mnist",
-            "train_examples": n,
-            "test_examples": len(test),
-            "epochs": args.epochs,
-            "architecture": "small-cnn",
-            "attack": args.attack,
-            "trigger": TRIGGERS[args.attack].format(alpha=args.alpha, eps=args.eps),
-            "mode": MODES.get(args.attack, "all-to-one, target 0"),
-            "seed": args.seed,
-            "cleanse": cleanse.__dict__,
-            "cleanse_examples": len(x_nc),
-            "strip_examples": args.strip_examples,
-            "argv": sys.argv[1:],
-            "threads": torch.get_num_threads(),
-        },
-        "rates": {},
-    }
 
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - t0:7.1f}s] {msg}", flush=True)
 
+    b = Bench(
+        args, ds, ds.train.x[:n], ds.train.y[:n],
+        {"architecture": "small-cnn", "num_classes": 10, "mean": ds.mean, "std": ds.std,
+         "epochs": args.epochs, "seed": args.seed},
+        CleanseSettings(steps=args.cleanse_steps, batch_size=args.cleanse_batch),
+        ds.val.x[: args.cleanse_examples], out_dir,
+        # BadNets keeps the names docs/poisoning.md shows; other attacks get their own
+        "" if args.attack == "badnets" else f"{args.attack}-", log,
+    )  # fmt: skip
+    results: dict[str, Any] = {"setup": setup(b), "rates": {}}
     log("clean model")
-    clean_model = train_classifier(x, y, val.x, val.y, **common)
-    clean_acc = accuracy(clean_model, test.x, test.y)
+    clean_model = train_classifier(b.x, b.y, ds.val.x, ds.val.y, **b.common)
+    clean_acc = accuracy(clean_model, ds.test.x, ds.test.y)
     log(f"clean model: accuracy {clean_acc:.4f}; neural cleanse")
-    nc_clean = neural_cleanse(clean_model, x_nc, num_classes=10, settings=cleanse, seed=args.seed)
+    nc_clean = neural_cleanse(
+        clean_model, b.x_nc, num_classes=10, settings=b.cleanse, seed=args.seed
+    )
     save_trigger_png(
         nc_clean.triggers[int(nc_clean.norms.argmin())],
-        out_dir / f"poisoning-trigger-{png_prefix}clean.png",
+        out_dir / f"poisoning-trigger-{b.png_prefix}clean.png",
     )
     results["clean_model"] = {
         "clean_accuracy": round(clean_acc, 4),
         "neural_cleanse": nc_clean.summary(),
     }
     log(f"clean model: NC flagged={nc_clean.flagged} index={nc_clean.max_anomaly:.2f}")
-
     for rate in args.rates:
         key = f"{rate:g}"
         log(f"rate {key}: poisoning")
-        if args.attack == "blended":
-            p = blended(x, y, rate=rate, num_classes=10, alpha=args.alpha, target=0, seed=args.seed)
-        elif args.attack == "clean-label":
-            p = clean_label(
-                x, y, clean_model, rate=rate, num_classes=10, target=0, eps=args.eps,
-                seed=args.seed,
-            )  # fmt: skip
-        else:
-            p = badnets(x, y, rate=rate, num_classes=10, size=3, target=0, seed=args.seed)
-        assert p.trigger is not None
-        share = float(p.poisoned.sum()) / float((p.y == 0).sum())
-        scan_cfg = ScanConfig(
-            model=ScanModelConfig(architecture="small-cnn", epochs=args.epochs),
-            methods=["activation-clustering"],
-            duplicates=False,
-        )
-        scan = scan_data(
-            p.x,
-            p.y,
-            val.x,
-            val.y,
-            scan=scan_cfg,
-            num_classes=10,
-            mean=ds.mean,
-            std=ds.std,
-            truth=p.poisoned,
-            seed=args.seed,
-            log=log,
-        )
-        victim = scan.model
-        row: dict[str, Any] = {
-            "n_poisoned": int(p.poisoned.sum()),
-            "target_class_poison_share": round(share, 4),
-            "scan_seconds": round(scan.seconds, 1),
-        }
-        row["undefended"] = {
-            "clean_accuracy": round(accuracy(victim, test.x, test.y), 4),
-            "attack_success_rate": round(
-                attack_success_rate(victim, test.x, test.y, p.trigger, num_classes=10), 4
-            ),
-        }
-        log(f"rate {key}: undefended {row['undefended']}")
-        assert scan.metrics is not None
-        det: dict[str, Any] = {"activation-clustering": scan.metrics["activation-clustering"]}
-        feats = penultimate_features(victim, p.x)
-        eps = min(0.5, share)
-        for name, fn in (("spectral-signatures", spectral_signatures), ("spectre", spectre)):
-            t = time.perf_counter()
-            res = fn(feats, p.y, eps=eps, seed=args.seed)
-            det[name] = {
-                **detection_metrics(res.flagged, p.poisoned),
-                "seconds": round(time.perf_counter() - t, 1),
-                "eps": round(eps, 4),
-            }
-        if not args.no_art:
-            log(f"rate {key}: ART detectors")
-            det.update(art_detection(victim, p.x, p.y, p.poisoned, eps))
-        row["detection"] = det
-        log(f"rate {key}: detection {json.dumps(det)}")
-        kept = scan.quarantine.kept
-        log(f"rate {key}: retraining on {len(kept)} kept examples")
-        defended = train_classifier(p.x[kept], p.y[kept], val.x, val.y, **common)
-        row["retrained"] = {
-            "kept": len(kept),
-            "clean_accuracy": round(accuracy(defended, test.x, test.y), 4),
-            "attack_success_rate": round(
-                attack_success_rate(defended, test.x, test.y, p.trigger, num_classes=10), 4
-            ),
-        }
-        log(f"rate {key}: retrained {row['retrained']}")
-        log(f"rate {key}: neural cleanse on the undefended model")
-        nc = neural_cleanse(victim, x_nc, num_classes=10, settings=cleanse, seed=args.seed)
-        png = save_trigger_png(
-            nc.triggers[int(nc.norms.argmin())],
-            out_dir / f"poisoning-trigger-{png_prefix}{key}.png",
-        )
-        row["neural_cleanse"] = {**nc.summary(), "trigger_png": png.name}
-        log(f"rate {key}: NC flagged={nc.flagged} target={nc.target} index={nc.max_anomaly:.2f}")
-        half = len(val) // 2
-        strip = StripDetector(victim, val.x[:half], seed=args.seed).fit(val.x[half:], fpr=0.01)
-        others = test.x[test.y != 0][: args.strip_examples]
-        row["strip"] = strip.evaluate(test.x[: args.strip_examples], p.trigger.apply(others))
-        log(f"rate {key}: STRIP {row['strip']}")
-        if args.attack == "blended" and args.adaptive_alpha:
-            # an attacker who knows STRIP blends the trigger more faintly at test time: the
-            # overlays dilute it below what dominates the prediction (high entropy)
-            faint = Trigger(
-                torch.full_like(p.trigger.mask, args.adaptive_alpha), p.trigger.pattern, "blend"
-            )
-            adaptive = strip.evaluate(test.x[: args.strip_examples], faint.apply(others))
-            adaptive["alpha"] = args.adaptive_alpha
-            adaptive["attack_success_rate"] = round(
-                attack_success_rate(victim, test.x, test.y, faint, num_classes=10), 4
-            )
-            row["strip_adaptive"] = adaptive
-            log(f"rate {key}: STRIP against alpha {args.adaptive_alpha}: {adaptive}")
+        p = poison(b, rate, clean_model)
+        row, victim = scan_and_retrain(b, p, key)
+        verify(b, p, victim, key, row)
         results["rates"][key] = row
     results["seconds"] = round(time.perf_counter() - t0, 1)
     Path(args.out).with_suffix(".json").write_text(json.dumps(results, indent=1))
@@ -312,52 +342,10 @@ def command(r: dict[str, Any]) -> str:
     )
 
 
-def render(r: dict[str, Any]) -> str:
+def verification_lines(r: dict[str, Any]) -> list[str]:
+    """The Neural Cleanse, STRIP and adaptive-STRIP tables of :func:`render`."""
     s = r["setup"]
-    lines = [
-        f"# Backdoor benchmark (MNIST, small CNN, {s.get('attack', 'badnets')})",
-        "",
-        f"`python benchmarks/poisoning.py {command(r)}`; {s['train_examples']} training images "
-        f"(the first of the seeded split), all {s['test_examples']} test images, {s['epochs']} "
-        f"epochs, seed {s['seed']}, {s['threads']} torch threads on a shared 2-core machine; "
-        f"total {r['seconds']:.0f} s. Trigger: {s['trigger']}; {s['mode']}.",
-        "",
-        "## Attack, scan and retraining",
-        "",
-        "| poison rate | poisons | undefended clean | undefended ASR | scan recall "
-        "| clean quarantined | scan F1 | retrained clean | retrained ASR |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for key, row in r["rates"].items():
-        d = row["detection"]["activation-clustering"]
-        und, ret = row["undefended"], row["retrained"]
-        lines.append(
-            f"| {float(key):.0%} | {row['n_poisoned']} | {und['clean_accuracy']:.2%} | "
-            f"{und['attack_success_rate']:.2%} | {d['recall']:.2%} | "
-            f"{d['clean_flagged_rate']:.2%} | {d['f1']:.3f} | {ret['clean_accuracy']:.2%} | "
-            f"{ret['attack_success_rate']:.2%} |"
-        )
-    lines += [
-        "",
-        f"Model trained on clean data: {r['clean_model']['clean_accuracy']:.2%} clean accuracy.",
-        "",
-        "## Detection F1 on the same poisoned data and model",
-        "",
-        "| poison rate | method | precision | recall | F1 | clean quarantined | note |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for key, row in r["rates"].items():
-        for name, m in row["detection"].items():
-            if name == "version":
-                continue
-            if "error" in m:
-                lines.append(f"| {float(key):.0%} | {name} | - | - | - | - | {m['error'][:80]} |")
-                continue
-            note = f"eps {m['eps']}" if "eps" in m else ""
-            lines.append(
-                f"| {float(key):.0%} | {name} | {m['precision']:.3f} | {m['recall']:.3f} | "
-                f"{m['f1']:.3f} | {m['clean_flagged_rate']:.2%} | {note} |"
-            )
+    lines: list[str] = []
     lines += [
         "",
         "## Neural Cleanse (anomaly index of the smallest reversed trigger; flagged above 2)",
@@ -407,6 +395,56 @@ def render(r: dict[str, Any]) -> str:
                 f"| {float(key):.0%} | {st['alpha']} | {st['attack_success_rate']:.2%} | "
                 f"{st['detection_rate']:.2%} | {st['triggered_entropy_mean']:.3f} |"
             )
+    return lines
+
+
+def render(r: dict[str, Any]) -> str:
+    s = r["setup"]
+    lines = [
+        f"# Backdoor benchmark (MNIST, small CNN, {s.get('attack', 'badnets')})",
+        "",
+        f"`python benchmarks/poisoning.py {command(r)}`; {s['train_examples']} training images "
+        f"(the first of the seeded split), all {s['test_examples']} test images, {s['epochs']} "
+        f"epochs, seed {s['seed']}, {s['threads']} torch threads on a shared 2-core machine; "
+        f"total {r['seconds']:.0f} s. Trigger: {s['trigger']}; {s['mode']}.",
+        "",
+        "## Attack, scan and retraining",
+        "",
+        "| poison rate | poisons | undefended clean | undefended ASR | scan recall "
+        "| clean quarantined | scan F1 | retrained clean | retrained ASR |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key, row in r["rates"].items():
+        d = row["detection"]["activation-clustering"]
+        und, ret = row["undefended"], row["retrained"]
+        lines.append(
+            f"| {float(key):.0%} | {row['n_poisoned']} | {und['clean_accuracy']:.2%} | "
+            f"{und['attack_success_rate']:.2%} | {d['recall']:.2%} | "
+            f"{d['clean_flagged_rate']:.2%} | {d['f1']:.3f} | {ret['clean_accuracy']:.2%} | "
+            f"{ret['attack_success_rate']:.2%} |"
+        )
+    lines += [
+        "",
+        f"Model trained on clean data: {r['clean_model']['clean_accuracy']:.2%} clean accuracy.",
+        "",
+        "## Detection F1 on the same poisoned data and model",
+        "",
+        "| poison rate | method | precision | recall | F1 | clean quarantined | note |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key, row in r["rates"].items():
+        for name, m in row["detection"].items():
+            if name == "version":
+                continue
+            if "error" in m:
+                lines.append(f"| {float(key):.0%} | {name} | - | - | - | - | {m['error'][:80]} |")
+                continue
+            note = f"eps {m['eps']}" if "eps" in m else ""
+            lines.append(
+                f"| {float(key):.0%} | {name} | {m['precision']:.3f} | {m['recall']:.3f} | "
+                f"{m['f1']:.3f} | {m['clean_flagged_rate']:.2%} | {note} |"
+            )
+    lines += verification_lines(r)
     return "\n".join(lines) + "\n"
 
 
