@@ -38,6 +38,7 @@ from bastion.evaluation.scorecard import (
     sanitize,
     write_json,
 )
+from bastion.evaluation.scorecard_model import load_scorecard
 from bastion.evaluation.state import EvaluationState, weights_hash
 from bastion.models import BastionModel, ModelSpec, build_model, save_model
 from bastion.progress import ProgressReporter
@@ -481,7 +482,8 @@ def build_scorecard(
     channels: dict[str, Any] | None = None,
     runtime: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Assemble the scorecard document (see :mod:`bastion.evaluation.scorecard`).
+    """Assemble the scorecard document (see :mod:`bastion.evaluation.scorecard`), validated
+    by :class:`bastion.evaluation.scorecard_model.Scorecard` (its JSON dump is returned).
 
     ``channels`` holds the ``tabular`` and ``text`` sections; without image/tabular models
     (``data is None``) the ``data`` section is the first channel's data summary."""
@@ -522,7 +524,7 @@ def build_scorecard(
             **channels,
         }
     )
-    return doc
+    return load_scorecard(doc).to_json()
 
 
 def _evaluated_threat_and_attacks(

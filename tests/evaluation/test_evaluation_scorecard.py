@@ -16,10 +16,14 @@ import bastion
 from bastion.errors import ConfigError
 from bastion.evaluation import (
     SCHEMA_VERSION,
+    Scorecard,
+    ScorecardError,
     config_hash,
+    load_scorecard,
     package_versions,
     read_scorecard,
     sanitize,
+    scorecard_model,
     write_json,
 )
 
@@ -165,20 +169,22 @@ def test_sanitize_torch_tensors() -> None:
 
 def test_read_scorecard_round_trip(tmp_path: Path) -> None:
     doc = _scorecard(run={"name": "x"})
-    assert read_scorecard(write_json(doc, tmp_path / "s.json")) == doc
+    sc = read_scorecard(write_json(doc, tmp_path / "s.json"))
+    assert isinstance(sc, Scorecard) and sc.run.name == "x"
+    assert sc.to_json() == doc
+    assert read_scorecard(write_json(sc, tmp_path / "t.json")).to_json() == doc
 
 
 @pytest.mark.parametrize(
     "doc",
     [
-        {"schema_version": SCHEMA_VERSION + 1, "models": {}},
         {"schema_version": str(SCHEMA_VERSION), "models": {}},
         {"models": {}},
         {"schema_version": SCHEMA_VERSION},
         [1, 2, 3],
         "scorecard",
     ],
-    ids=["newer-version", "version-as-string", "no-version", "no-models", "list", "string"],
+    ids=["version-as-string", "no-version", "no-models", "list", "string"],
 )
 def test_read_scorecard_rejects_wrong_schema(tmp_path: Path, doc: Any) -> None:
     p = tmp_path / "s.json"
@@ -188,7 +194,95 @@ def test_read_scorecard_rejects_wrong_schema(tmp_path: Path, doc: Any) -> None:
     msg = str(info.value)
     assert msg.startswith(str(p))
     assert f"expected schema_version {SCHEMA_VERSION}" in msg
-    assert "not a bastion scorecard" in msg
+
+
+def test_read_scorecard_names_a_newer_version(tmp_path: Path) -> None:
+    p = write_json({"schema_version": SCHEMA_VERSION + 1, "models": {}}, tmp_path / "s.json")
+    with pytest.raises(ScorecardError, match=f"schema_version {SCHEMA_VERSION + 1} is newer"):
+        read_scorecard(p)
+
+
+def test_read_scorecard_names_a_malformed_field(tmp_path: Path) -> None:
+    doc = _scorecard()
+    doc["models"]["m"]["clean_accuracy"] = "high"
+    with pytest.raises(ScorecardError, match=r"models\.m\.clean_accuracy: expected a number"):
+        read_scorecard(write_json(doc, tmp_path / "s.json"))
+
+
+# -- version 1 (written before the scorecard was typed) ------------------------------------------
+
+V1_FILES = sorted((Path(__file__).parent / "data").glob("scorecard_v1_*.json"))
+
+
+@pytest.mark.parametrize("path", V1_FILES, ids=[p.stem for p in V1_FILES])
+def test_version_1_scorecard_loads_migrated_and_unchanged(path: Path) -> None:
+    raw = json.loads(path.read_text())
+    assert raw["schema_version"] == 1
+    sc = read_scorecard(path)
+    assert sc.schema_version == SCHEMA_VERSION == 2
+    assert sc.to_json() == {**raw, "schema_version": 2}  # only the version moves
+
+
+def test_version_1_digits_scorecard_reads_typed() -> None:
+    sc = read_scorecard(Path(__file__).parent / "data" / "scorecard_v1_digits.json")
+    hard = sc.models["hardened"]
+    assert sc.threat.eps_key == "0.2" and sc.threat.bounds == (0.0, 1.0)
+    assert hard.attacks["pgd-5"]["0.2"] == sc["models"]["hardened"]["attacks"]["pgd-5"]["0.2"]
+    assert hard.training is not None and len(hard.training.history) == 2
+    assert hard.calibration is not None and hard.calibration.clean is not None
+    assert [a.label for a in sc.evaluation.attacks] == ["fgsm", "pgd-5", "square"]
+    assert all(c.code for c in hard.sanity_checks)
+
+
+def test_version_1_channel_scorecards_read_typed() -> None:
+    data = Path(__file__).parent / "data"
+    tab = read_scorecard(data / "scorecard_v1_tabular_poisoning.json")
+    assert tab.tabular is not None and tab.poisoning is not None
+    assert set(tab.tabular.models) == set(tab["tabular"]["models"])
+    txt = read_scorecard(data / "scorecard_v1_text.json")
+    assert txt.text is not None and txt.threat.channel == "text"
+    figures = txt.text.attacks["homoglyph"].target("standard")
+    assert figures is not None and 0.0 <= (figures.success_rate or 0.0) <= 1.0
+
+
+def test_load_scorecard_rejects_unknown_versions() -> None:
+    with pytest.raises(ScorecardError, match="schema_version 0 is not one"):
+        load_scorecard({"schema_version": 0, "models": {}})
+    with pytest.raises(ScorecardError, match="schema_version True is not one"):
+        load_scorecard({"schema_version": True, "models": {}})
+
+
+def test_curve_lengths_are_checked() -> None:
+    curve = {"eps": [0.0, 0.1], "worst_case": [0.9], "per_attack": {}}
+    with pytest.raises(ScorecardError, match=r"models\.m\.accuracy_vs_eps\.worst_case: expected 2"):
+        load_scorecard({"models": {"m": {"accuracy_vs_eps": curve}}})
+
+
+# -- the published JSON Schema --------------------------------------------------------------------
+
+
+def test_published_json_schema_is_current() -> None:
+    """docs/scorecard.schema.json is what the models generate (regenerate with
+    ``python -m bastion.evaluation.scorecard_model --write``)."""
+    assert scorecard_model.main(["--check"]) == 0, "docs/scorecard.schema.json is stale"
+
+
+def test_schema_check_fails_on_a_stale_file(tmp_path: Path) -> None:
+    stale = tmp_path / "schema.json"
+    stale.write_text("{}\n")
+    assert scorecard_model.main(["--check", "--path", str(stale)]) == 1
+    assert scorecard_model.main(["--write", "--path", str(stale)]) == 0
+    assert scorecard_model.main(["--check", "--path", str(stale)]) == 0
+
+
+def test_json_schema_validates_a_real_scorecard() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads(scorecard_model.SCHEMA_PATH.read_text())
+    for path in V1_FILES:
+        doc = {**json.loads(path.read_text()), "schema_version": SCHEMA_VERSION}
+        jsonschema.validate(doc, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"schema_version": 1, "models": {}}, schema)
 
 
 @pytest.mark.parametrize(

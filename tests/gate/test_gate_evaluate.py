@@ -136,10 +136,10 @@ def test_baseline_under_another_threat_is_an_error(make_scorecard: Make) -> None
 
 def test_newer_schema_is_an_error(make_scorecard: Make) -> None:
     policy = rules({"check": "no-warnings"})
-    with pytest.raises(GateError, match="schema_version 2, newer than this bastion reads"):
-        evaluate_gate(make_scorecard(schema_version=2), policy)
-    with pytest.raises(GateError, match="baseline: written with scorecard schema_version 3"):
-        evaluate_gate(make_scorecard(), policy, make_scorecard(schema_version=3))
+    with pytest.raises(GateError, match="schema_version 3, newer than this bastion reads"):
+        evaluate_gate(make_scorecard(schema_version=3), policy)
+    with pytest.raises(GateError, match="baseline: written with scorecard schema_version 4"):
+        evaluate_gate(make_scorecard(), policy, make_scorecard(schema_version=4))
 
 
 @pytest.mark.parametrize(
@@ -177,7 +177,7 @@ def test_missing_warnings_list_fails_closed(make_scorecard: Make) -> None:
 
 def test_read_gate_scorecard(tmp_path: Path, scorecard: dict[str, Any]) -> None:
     path = write_json(scorecard, tmp_path / "scorecard.json")
-    assert read_gate_scorecard(path) == scorecard
+    assert read_gate_scorecard(path).to_json() == {**scorecard, "schema_version": 2}
     with pytest.raises(GateError, match="scorecard not found"):
         read_gate_scorecard(tmp_path / "none.json")
     (tmp_path / "bad.json").write_text("{not json")
@@ -206,7 +206,7 @@ def test_run_gate_exit_codes_and_reports(tmp_path: Path, make_scorecard: Make) -
 
 
 def test_run_gate_bad_input_raises_and_reports(tmp_path: Path, make_scorecard: Make) -> None:
-    sc = write_json(make_scorecard(schema_version=2), tmp_path / "scorecard.json")
+    sc = write_json(make_scorecard(schema_version=3), tmp_path / "scorecard.json")
     policy = tmp_path / "policy.yaml"
     policy.write_text("rules: [{check: no-warnings}]\n")
     junit = tmp_path / "gate.xml"

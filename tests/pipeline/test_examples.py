@@ -17,7 +17,7 @@ import yaml
 
 import shared_data
 from bastion.config import load_config
-from bastion.evaluation.scorecard import read_scorecard
+from bastion.evaluation.scorecard import Scorecard, read_scorecard
 from bastion.pipeline import run_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,13 +106,13 @@ def test_fraud_tabular_example(tmp_path: Path) -> None:
     assert sc["threat"]["eps"] == tab["threat"]["eps"]  # the channel's, not the unused default
 
 
-def _check_channel_run(run_dir: Path, sc: dict, channel: str) -> None:
+def _check_channel_run(run_dir: Path, sc: Scorecard, channel: str) -> None:
     """A channel-only run: paths relative to the run directory and existing, the threat and the
     attacks the channel ran, and a model card with results on the examples attacked."""
     paths = [m["path"] for m in sc[channel]["models"].values() if "path" in m]
     for p in paths:
         assert not Path(p).is_absolute() and (run_dir / p).exists(), p
-    assert ".partial-" not in json.dumps(sc)
+    assert ".partial-" not in json.dumps(sc.to_json())
     assert sc["threat"]["channel"] == channel
     assert sc["data"]["n_eval"] > 0
     ran = {a["label"] for a in sc["evaluation"]["attacks"]}

@@ -295,7 +295,7 @@ def test_minimal_scorecard_renders() -> None:
             lambda s: s["models"]["baseline"]["accuracy_vs_eps"]["per_attack"]["fgsm"].pop(),
             "models.baseline.accuracy_vs_eps.per_attack.fgsm",
         ),
-        (lambda s: s.__setitem__("schema_version", 2), "schema_version"),
+        (lambda s: s.__setitem__("schema_version", 3), "schema_version"),
         (lambda s: s["threat"].__setitem__("bounds", [0.0]), "threat.bounds"),
         (lambda s: s.__setitem__("warnings", "oops"), "warnings"),
     ],

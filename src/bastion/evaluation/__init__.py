@@ -7,12 +7,14 @@ from bastion.evaluation.probe import BPDAPlan, find_bpda, probe_layers
 from bastion.evaluation.sanity import REMEDIES, SanityCheck, SanityThresholds, run_sanity_checks
 from bastion.evaluation.scorecard import (
     SCHEMA_VERSION,
+    Scorecard,
     config_hash,
     package_versions,
     read_scorecard,
     sanitize,
     write_json,
 )
+from bastion.evaluation.scorecard_model import ScorecardError, load_scorecard
 
 __all__ = [
     "REMEDIES",
@@ -23,11 +25,14 @@ __all__ = [
     "NamedAttack",
     "SanityCheck",
     "SanityThresholds",
+    "Scorecard",
+    "ScorecardError",
     "config_hash",
     "eps_key",
     "escalate",
     "evaluate_model",
     "find_bpda",
+    "load_scorecard",
     "package_versions",
     "probe_layers",
     "read_scorecard",

@@ -44,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from bastion.errors import BastionError, yaml_error_line
 from bastion.evaluation.scorecard import SCHEMA_VERSION
+from bastion.evaluation.scorecard_model import Scorecard, ScorecardError, load_scorecard
 
 __all__ = [
     "SUPPORTED_SCHEMA_VERSION",
@@ -411,8 +412,9 @@ def check_scorecard(doc: Any, what: str = "scorecard") -> Mapping[str, Any]:
     return doc
 
 
-def read_gate_scorecard(path: str | os.PathLike[str], what: str | None = None) -> dict[str, Any]:
-    """Load a scorecard file for the gate; every problem is a :class:`GateError`."""
+def read_gate_scorecard(path: str | os.PathLike[str], what: str | None = None) -> Scorecard:
+    """Load a scorecard file for the gate as a typed :class:`Scorecard` (version 1 migrated);
+    every problem is a :class:`GateError`."""
     p = Path(path)
     label = what or str(p)
     if not p.is_file():
@@ -421,35 +423,41 @@ def read_gate_scorecard(path: str | os.PathLike[str], what: str | None = None) -
         doc = json.loads(p.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise GateError(f"{label}: not a scorecard (invalid JSON: {e})") from None
-    check_scorecard(doc, label)
-    return dict(doc)
+    return typed_scorecard(doc, label)
 
 
-def _get(doc: Mapping[str, Any], *keys: str) -> Any:
-    node: Any = doc
-    for k in keys:
-        if not isinstance(node, Mapping) or k not in node:
-            return None
-        node = node[k]
-    return node
+def typed_scorecard(doc: Scorecard | Any, what: str = "scorecard") -> Scorecard:
+    """``doc`` checked by :func:`check_scorecard` and validated as a :class:`Scorecard`; a
+    malformed part is a :class:`GateError` naming the field."""
+    if isinstance(doc, Scorecard):
+        return doc
+    check_scorecard(doc, what)
+    try:
+        return load_scorecard(doc, what)
+    except ScorecardError as e:
+        raise GateError(f"{what}: malformed scorecard: {e}") from None
 
 
-def check_comparable(scorecard: Mapping[str, Any], baseline: Mapping[str, Any]) -> None:
+def check_comparable(
+    scorecard: Scorecard | Mapping[str, Any], baseline: Scorecard | Mapping[str, Any]
+) -> None:
     """Raise :class:`GateError` unless the two scorecards measured the same thing: the same data
     (``data.fingerprint``) under the same threat model (``threat.norm`` and ``threat.eps``)."""
-    fp, base_fp = _get(scorecard, "data", "fingerprint"), _get(baseline, "data", "fingerprint")
-    if not isinstance(fp, str) or not isinstance(base_fp, str):
-        missing = "scorecard" if not isinstance(fp, str) else "baseline"
-        raise GateError(f"{missing}: no data.fingerprint, so it cannot be compared")
+    sc, base = typed_scorecard(scorecard, "scorecard"), typed_scorecard(baseline, "baseline")
+    fp, base_fp = sc.data.fingerprint, base.data.fingerprint
+    if fp is None or base_fp is None:
+        raise GateError(
+            f"{'scorecard' if fp is None else 'baseline'}: no data.fingerprint, so it cannot be "
+            "compared"
+        )
     if fp != base_fp:
-        names = (_get(scorecard, "data", "name"), _get(baseline, "data", "name"))
         raise GateError(
             "baseline: evaluated on a different data set (data.fingerprint "
-            f"{base_fp[:12]}... ({names[1]}) vs {fp[:12]}... ({names[0]})); its figures are "
-            "not comparable"
+            f"{base_fp[:12]}... ({base.data.name}) vs {fp[:12]}... ({sc.data.name})); its "
+            "figures are not comparable"
         )
     for field in ("norm", "eps"):
-        a, b = _get(scorecard, "threat", field), _get(baseline, "threat", field)
+        a, b = getattr(sc.threat, field), getattr(base.threat, field)
         if a is not None and b is not None and a != b:
             raise GateError(
                 f"baseline: evaluated under a different threat model (threat.{field} {b!r} vs "
@@ -562,10 +570,8 @@ def _evaluate_metric(
     return RuleResult(index, rule, value, limit, passed, msg)
 
 
-def _evaluate_escalation(index: int, rule: CheckRule, scorecard: Mapping[str, Any]) -> RuleResult:
-    models = scorecard.get("models")
-    if not isinstance(models, Mapping):
-        return RuleResult(index, rule, None, 0, False, "the scorecard has no 'models' mapping")
+def _evaluate_escalation(index: int, rule: CheckRule, scorecard: Scorecard) -> RuleResult:
+    models = scorecard.models
     if rule.model is not None and rule.model not in models:
         return RuleResult(
             index, rule, None, 0, False, f"model {rule.model!r} is not in the scorecard"
@@ -574,9 +580,9 @@ def _evaluate_escalation(index: int, rule: CheckRule, scorecard: Mapping[str, An
     for name, entry in models.items():
         if rule.model is not None and name != rule.model:
             continue
-        esc = entry.get("escalation") if isinstance(entry, Mapping) else None
-        if isinstance(esc, Mapping) and esc.get("status") == "incomplete":
-            why = ", ".join(map(str, esc.get("unanswered", []))) or "?"
+        esc = entry.escalation
+        if esc is not None and esc.status == "incomplete":
+            why = ", ".join(esc.unanswered) or "?"
             bad.append(f"{name} (no remedy finished for {why})")
     if bad:
         return RuleResult(
@@ -590,13 +596,12 @@ def _evaluate_escalation(index: int, rule: CheckRule, scorecard: Mapping[str, An
     return RuleResult(index, rule, 0, 0, True, "every escalation finished (or none was needed)")
 
 
-def _evaluate_check(index: int, rule: CheckRule, scorecard: Mapping[str, Any]) -> RuleResult:
+def _evaluate_check(index: int, rule: CheckRule, scorecard: Scorecard) -> RuleResult:
     if rule.check == "escalation-complete":
         return _evaluate_escalation(index, rule, scorecard)
-    warnings = scorecard.get("warnings")
-    if not isinstance(warnings, list):
+    if "warnings" not in scorecard.model_fields_set:
         return RuleResult(index, rule, None, 0, False, "the scorecard has no 'warnings' list")
-    models = scorecard.get("models", {})
+    models = scorecard.models
     if rule.model is not None and rule.model not in models:
         return RuleResult(
             index,
@@ -604,33 +609,37 @@ def _evaluate_check(index: int, rule: CheckRule, scorecard: Mapping[str, Any]) -
             None,
             0,
             False,
-            f"model {rule.model!r} is not in the scorecard (models: {', '.join(map(str, models))})",
+            f"model {rule.model!r} is not in the scorecard (models: {', '.join(models)})",
         )
     matching = [
         w
-        for w in warnings
-        if not isinstance(w, Mapping)
+        for w in scorecard.warnings
+        if isinstance(w, str)  # a bare message matches every rule: it cannot be told apart
         or (
-            (rule.model is None or w.get("model") == rule.model)
-            and (rule.code is None or w.get("code") == rule.code)
+            (rule.model is None or w.model == rule.model)
+            and (rule.code is None or w.code == rule.code)
         )
     ]
     if not matching:
         return RuleResult(index, rule, 0, 0, True, f"{rule.describe()}: none recorded")
     shown = "; ".join(
-        f"{w.get('code', '?')} ({w.get('model', '?')}): {w.get('message', '')}"
-        if isinstance(w, Mapping)
-        else f"malformed warning {w!r}"
+        f"malformed warning {w!r}"
+        if isinstance(w, str)
+        else f"{_or(w.code)} ({_or(w.model)}): {w.message or ''}"
         for w in matching
     )
     n = len(matching)
     return RuleResult(index, rule, n, 0, False, f"{n} warning{'s' * (n != 1)}: {shown}")
 
 
+def _or(value: str | None) -> str:
+    return "?" if value is None else value
+
+
 def evaluate_gate(
-    scorecard: Mapping[str, Any],
+    scorecard: Scorecard | Mapping[str, Any],
     policy: GatePolicy | Mapping[str, Any],
-    baseline: Mapping[str, Any] | None = None,
+    baseline: Scorecard | Mapping[str, Any] | None = None,
     *,
     name: str | None = None,
     source: str | None = None,
@@ -638,10 +647,11 @@ def evaluate_gate(
     """Judge a scorecard against a policy (and, for ``max_drop`` rules, a baseline scorecard).
 
     Every rule is evaluated (none is skipped after a failure); the gate passes only if all do.
-    A metric missing from the scorecard (or the baseline) fails its rule.
+    A metric missing from the scorecard (or the baseline) fails its rule. Metric paths resolve
+    on the scorecard's JSON document (:meth:`Scorecard.to_json`), checks on the typed model.
 
     Args:
-        scorecard: a scorecard document (see :mod:`bastion.evaluation.scorecard`).
+        scorecard: a :class:`Scorecard` or its JSON document (version 1 is migrated).
         policy: a :class:`GatePolicy` or a policy document to validate.
         baseline: the scorecard to compare ``max_drop`` rules with.
         name: how reports name this scorecard (default: its ``run.name``).
@@ -653,10 +663,10 @@ def evaluate_gate(
             set or threat model.
     """
     pol = policy if isinstance(policy, GatePolicy) else parse_policy(policy)
-    check_scorecard(scorecard, "scorecard")
-    if baseline is not None:
-        check_scorecard(baseline, "baseline")
-        check_comparable(scorecard, baseline)
+    sc = typed_scorecard(scorecard, "scorecard")
+    base = None if baseline is None else typed_scorecard(baseline, "baseline")
+    if base is not None:
+        check_comparable(sc, base)
     elif pol.needs_baseline:
         first = next(
             i for i, r in enumerate(pol.rules) if isinstance(r, MetricRule) and r.kind == "max_drop"
@@ -665,23 +675,21 @@ def evaluate_gate(
             f"{pol.source}: rules[{first}].max_drop: compares with a baseline scorecard; "
             "give one (--baseline)"
         )
+    doc, base_doc = sc.to_json(), None if base is None else base.to_json()
     results = [
-        _evaluate_metric(i, r, scorecard, baseline)
+        _evaluate_metric(i, r, doc, base_doc)
         if isinstance(r, MetricRule)
-        else _evaluate_check(i, r, scorecard)
+        else _evaluate_check(i, r, sc)
         for i, r in enumerate(pol.rules)
     ]
-    models = scorecard.get("models")
-    escalated = isinstance(models, Mapping) and any(
-        isinstance(m, Mapping) and "escalation" in m for m in models.values()
-    )
+    escalated = any(m.escalation is not None for m in sc.models.values())
     if escalated and not any(
         isinstance(r, CheckRule) and r.check == "escalation-complete" and r.model is None
         for r in pol.rules
     ):
         implicit = CheckRule(check="escalation-complete", name="escalation finished (implicit)")
-        results.append(_evaluate_escalation(len(pol.rules), implicit, scorecard))
-    label = name or str(_get(scorecard, "run", "name") or "scorecard")
+        results.append(_evaluate_escalation(len(pol.rules), implicit, sc))
+    label = name or sc.run.name or "scorecard"
     return GateResult(all(r.passed for r in results), results, label, source)
 
 

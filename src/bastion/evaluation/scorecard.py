@@ -2,7 +2,8 @@
 
 It holds, per model, ``clean_accuracy`` and ``worst_case_accuracy`` (fractions in [0, 1]), the
 accuracy per attack and eps, training history and timings, plus what is needed to reproduce the
-run: seeds, package versions, the config hash and the data fingerprint.
+run: seeds, package versions, the config hash and the data fingerprint. Its typed form, schema
+versions and JSON Schema are in :mod:`bastion.evaluation.scorecard_model`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,23 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+from bastion.evaluation.scorecard_model import (
+    SCHEMA_VERSION,
+    Scorecard,
+    ScorecardError,
+    load_scorecard,
+)
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Scorecard",
+    "config_hash",
+    "package_versions",
+    "read_scorecard",
+    "relative_paths",
+    "sanitize",
+    "write_json",
+]
 
 
 def package_versions() -> dict[str, str]:
@@ -36,8 +53,11 @@ def config_hash(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def write_json(doc: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
-    """Write JSON atomically (temporary file, then rename)."""
+def write_json(doc: Mapping[str, Any] | Scorecard, path: str | os.PathLike[str]) -> Path:
+    """Write JSON atomically (temporary file, then rename); a :class:`Scorecard` is written as
+    its JSON dump."""
+    if isinstance(doc, Scorecard):
+        doc = doc.to_json()
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(p.name + ".tmp")
@@ -70,26 +90,31 @@ def sanitize(obj: Any) -> Any:
     return obj
 
 
-def read_scorecard(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Load a scorecard, with a clear error if it is not one."""
-    from bastion.errors import ConfigError
+def read_scorecard(path: str | os.PathLike[str]) -> Scorecard:
+    """Load a scorecard file as a typed :class:`Scorecard` (a version-1 document is migrated).
 
+    Raises:
+        ScorecardError: the file is missing, not JSON, not a scorecard (no ``models``), of an
+            unknown or newer ``schema_version`` (the message names it) or malformed (the message
+            names the field). :class:`ScorecardError` is a ``ConfigError``.
+    """
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"{p}: scorecard not found")
+        raise ScorecardError(f"{p}: scorecard not found")
     try:
         doc = json.loads(p.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{p}: not a scorecard (invalid JSON: {e})") from e
-    if (
-        not isinstance(doc, dict)
-        or "models" not in doc
-        or doc.get("schema_version") != SCHEMA_VERSION
-    ):
-        raise ConfigError(
+        raise ScorecardError(f"{p}: not a scorecard (invalid JSON: {e})") from e
+    if not isinstance(doc, dict) or "models" not in doc or "schema_version" not in doc:
+        raise ScorecardError(
             f"{p}: not a bastion scorecard (expected schema_version {SCHEMA_VERSION} and 'models')"
         )
-    return doc
+    try:
+        return load_scorecard(doc, str(p))
+    except ScorecardError as e:
+        if str(e).startswith(str(p)):  # the version is named
+            raise
+        raise ScorecardError(f"{p}: malformed scorecard: {e}") from None
 
 
 def relative_paths(doc: Any, root: Path) -> Any:

@@ -531,7 +531,7 @@ def risks_command(
         if run is not None:
             raise BastionError("risks: give --run or --scorecard, not both")
         try:
-            doc = read_gate_scorecard(scorecard)
+            doc = read_gate_scorecard(scorecard).to_json()
         except GateError as e:
             raise BastionError(f"risks: {e}") from None
         title = f"risks of {register} against {scorecard}"

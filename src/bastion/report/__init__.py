@@ -1,29 +1,12 @@
 """Human-readable reports of a bastion scorecard: a self-contained HTML page, a Markdown
 summary and the figures as PNG bytes.
 
-The scorecard is the JSON-able mapping written by the evaluation stage::
-
-    {
-      "schema_version": 1,
-      "run": {"name", "created", "seed", "config_hash", "command"},
-      "data": {"name", "fingerprint", "n_train", "n_val", "n_test", "n_eval", "input_shape",
-               "classes"},
-      "threat": {"norm", "eps", "bounds"},
-      "versions": {"bastion", "python", "torch", "numpy", "platform", ...},
-      "models": {
-        NAME: {
-          "objective", "architecture", "clean_accuracy", "worst_case_accuracy",
-          "attacks": {ATTACK: {format(eps, "g"): accuracy}},
-          "accuracy_vs_eps": {"eps": [...], "worst_case": [...], "per_attack": {ATTACK: [...]}},
-          "training": {"seconds", "epochs", "best_epoch", "selection",
-                       "history": [{"epoch", "train_loss", "val_clean_accuracy",
-                                    "val_robust_accuracy", ...}, ...]},
-          "evaluation_seconds"
-        }
-      },
-      "timings": {NAME_seconds: seconds},
-      "warnings": [{"code", "model", "message"}]
-    }
+The scorecard is the typed :class:`bastion.evaluation.scorecard_model.Scorecard` (or its JSON
+document, schema version 1 or 2, validated into it): run, data, threat, evaluation, versions,
+runtime, models (per model: clean and worst-case accuracy, accuracy per attack and eps, the
+accuracy-against-eps curve, training history, corruptions, calibration, latency, sanity checks,
+escalation), timings, warnings and the channel sections. Its JSON Schema is
+``docs/scorecard.schema.json``.
 
 Accuracies are fractions in [0, 1] and are shown as percentages with one decimal. Optional
 parts (a model's ``training`` or its ``history``, ``accuracy_vs_eps``, ``warnings``, ...) may be
@@ -40,6 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from bastion.evaluation.scorecard_model import Scorecard
 from bastion.report._view import ScorecardError
 from bastion.report.html import render_html
 from bastion.report.markdown import render_markdown
@@ -55,7 +39,7 @@ __all__ = [
 ]
 
 
-def write_report(scorecard: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
+def write_report(scorecard: Scorecard | Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     """Render ``scorecard`` as HTML and write it to ``path`` atomically; return the path.
 
     The page is rendered completely before anything touches the disk, then written to a

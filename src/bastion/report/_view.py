@@ -1,28 +1,43 @@
-"""A typed, validated view of a scorecard, shared by the HTML, Markdown and plot renderers.
+"""The render view of a typed scorecard, shared by the HTML, Markdown and plot renderers.
 
-A scorecard is a JSON-able mapping written by the evaluation stage (see the package docstring
-for its shape). Renderers never index the raw mapping themselves: :func:`parse_scorecard` reads
-it once and returns frozen dataclasses. Missing optional parts become ``None`` or empty
-containers so the renderers can skip them with a note; parts that are present but malformed
-(a list where a mapping belongs, a string where a number belongs, curves whose lengths do not
-match their eps grid) raise :class:`ScorecardError` naming the offending field.
+Renderers never index a raw scorecard mapping: :func:`parse_scorecard` validates it once as a
+:class:`~bastion.evaluation.scorecard_model.Scorecard` (a version-1 document is migrated) and
+returns frozen dataclasses built from the model's attributes: per-epoch histories as columns
+(NaN where missing), accuracy curves as tuples, and the model's typed records (corruptions,
+calibration, latency, ...). Missing optional parts become ``None`` or empty containers so the
+renderers can skip them with a note; parts that are present but malformed (a list where a
+mapping belongs, a string where a number belongs, curves whose lengths do not match their eps
+grid) raise :class:`ScorecardError` naming the offending field.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from bastion.errors import BastionError
+from bastion.evaluation.scorecard_model import (
+    AccuracyCurve,
+    Calibration,
+    Corruptions,
+    DataInfo,
+    EscalationRecord,
+    Figure,
+    Latency,
+    ModelResult,
+    SanityCheckRecord,
+    Scorecard,
+    ScorecardError,
+    Section,
+    Shifts,
+    TrainingRecord,
+    WarningRecord,
+    load_scorecard,
+)
 
-SUPPORTED_SCHEMA_VERSIONS = (1,)
-
-
-class ScorecardError(BastionError, ValueError):
-    """A scorecard handed to the report is malformed (names the field and what was expected)."""
+__all__ = ["ScorecardError", "ScorecardView", "parse_scorecard"]
 
 
 # -- typed view ---------------------------------------------------------------------------------
@@ -79,14 +94,14 @@ class ModelView:
     curve: EpsCurve | None
     training: Training | None
     evaluation_seconds: float | None
-    corruptions: Mapping[str, Any] | None = None
-    calibration: Mapping[str, Any] | None = None
-    shifts: Mapping[str, Any] | None = None
-    latency: Mapping[str, Any] | None = None
-    sanity_checks: tuple[Mapping[str, Any], ...] = ()
+    corruptions: Corruptions | None = None
+    calibration: Calibration | None = None
+    shifts: Shifts | None = None
+    latency: Latency | None = None
+    sanity_checks: tuple[SanityCheckRecord, ...] = ()
     #: the scorecard's ``escalation`` record, ``first_pass_worst_case_accuracy`` and
     #: ``headline`` (absent in scorecards written before escalation existed)
-    escalation: Mapping[str, Any] | None = None
+    escalation: EscalationRecord | None = None
     first_pass_worst_case_accuracy: float | None = None
     headline: str | None = None
 
@@ -133,13 +148,17 @@ class ScorecardView:
     run: dict[str, str]
     run_name: str
     created: str | None
-    data: dict[str, Any]
+    data: DataInfo
     threat: Threat
     versions: dict[str, str]
     timings: dict[str, float]
     models: tuple[ModelView, ...]
     warnings: tuple[WarningEntry, ...]
+    #: the open-ended channel and stage sections present (``tabular``, ``text``, ``guard``,
+    #: ``privacy``, ``poisoning``) as their JSON documents
     channels: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: the typed scorecard this view was built from
+    scorecard: Scorecard = field(default_factory=Scorecard)
 
     @property
     def attack_names(self) -> list[str]:
@@ -154,262 +173,145 @@ class ScorecardView:
         return list(names)
 
 
-# -- low-level readers --------------------------------------------------------------------------
-def _mapping(value: object, where: str) -> Mapping[str, Any]:
-    """``value`` as a mapping; ``None`` (absent) reads as empty."""
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise ScorecardError(f"{where}: expected a mapping, got {type(value).__name__}")
-    return value
+# -- built from the typed scorecard ----------------------------------------------------------------
+def _nan(value: Figure) -> float:
+    return math.nan if value is None else float(value)
 
 
-def _sequence(value: object, where: str) -> Sequence[Any]:
-    """``value`` as a list or tuple; ``None`` (absent) reads as empty."""
-    if value is None:
-        return ()
-    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
-        raise ScorecardError(f"{where}: expected a list, got {type(value).__name__}")
-    return value
+def _text(value: object) -> str | None:
+    """Any scalar as text (``None`` stays ``None``); containers are rendered as compact JSON."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, Mapping | list | tuple):
+        return json.dumps(value, sort_keys=False, default=str)
+    return str(value)
 
 
-def _number(value: object, where: str) -> float | None:
-    """``value`` as a float; ``None`` stays ``None``. Booleans and strings are rejected."""
-    if value is None:
+def _text_dict(doc: Mapping[str, Any]) -> dict[str, str]:
+    """A flat mapping with every value as text (``None`` values dropped)."""
+    return {str(k): t for k, v in doc.items() if (t := _text(v)) is not None}
+
+
+def _curve(curve: AccuracyCurve | None) -> EpsCurve | None:
+    if curve is None or not curve.eps:
         return None
+    return EpsCurve(
+        eps=tuple(_nan(e) for e in curve.eps),
+        worst_case=tuple(_nan(v) for v in curve.worst_case),
+        per_attack={a: tuple(_nan(v) for v in vs) for a, vs in curve.per_attack.items()},
+    )
+
+
+def _extra_number(value: object, where: str) -> float:
+    """An untyped (extra) history figure as a float, NaN for ``null``."""
+    if value is None:
+        return math.nan
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ScorecardError(f"{where}: expected a number, got {value!r}")
     return float(value)
 
 
-def _series(value: object, where: str) -> tuple[float, ...]:
-    """A list of numbers; ``null`` entries become NaN."""
-    out = []
-    for i, item in enumerate(_sequence(value, where)):
-        number = _number(item, f"{where}[{i}]")
-        out.append(math.nan if number is None else number)
-    return tuple(out)
-
-
-def _text(value: object) -> str | None:
-    """Any scalar as text (``None`` stays ``None``); containers are rendered as compact JSON."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value
-    if isinstance(value, Mapping | list | tuple):
-        try:
-            return json.dumps(value, sort_keys=False, default=str)
-        except (TypeError, ValueError):
-            return str(value)
-    return str(value)
-
-
-def _text_dict(value: object, where: str) -> dict[str, str]:
-    """A flat mapping with every value as text (``None`` values dropped)."""
-    out: dict[str, str] = {}
-    for key, item in _mapping(value, where).items():
-        text = _text(item)
-        if text is not None:
-            out[str(key)] = text
-    return out
-
-
-# -- parts --------------------------------------------------------------------------------------
-def _parse_curve(value: object, where: str) -> EpsCurve | None:
-    raw = _mapping(value, where)
-    if not raw:
-        return None
-    eps = _series(raw.get("eps"), f"{where}.eps")
-    if not eps:
-        return None
-    worst = _series(raw.get("worst_case"), f"{where}.worst_case")
-    if worst and len(worst) != len(eps):
-        raise ScorecardError(
-            f"{where}.worst_case: expected {len(eps)} values (one per eps), got {len(worst)}"
-        )
-    per_attack: dict[str, tuple[float, ...]] = {}
-    for attack, series in _mapping(raw.get("per_attack"), f"{where}.per_attack").items():
-        values = _series(series, f"{where}.per_attack.{attack}")
-        if len(values) != len(eps):
-            raise ScorecardError(
-                f"{where}.per_attack.{attack}: expected {len(eps)} values (one per eps), "
-                f"got {len(values)}"
-            )
-        per_attack[str(attack)] = values
-    return EpsCurve(eps=eps, worst_case=worst, per_attack=per_attack)
-
-
-def _parse_history(value: object, where: str) -> History | None:
-    records = _sequence(value, where)
+def _history(name: str, training: TrainingRecord) -> History | None:
+    """The per-epoch records as columns; ``train_loss_rank<r>`` (torchrun) per process."""
+    records = training.history
     if not records:
         return None
-    columns: dict[str, list[float]] = {
-        "epoch": [],
-        "train_loss": [],
-        "val_clean_accuracy": [],
-        "val_robust_accuracy": [],
-    }
-    for i, record in enumerate(records):
-        row = _mapping(record, f"{where}[{i}]")
-        for key, column in columns.items():
-            number = _number(row.get(key), f"{where}[{i}].{key}")
-            if number is None and key == "epoch":
-                number = float(i + 1)
-            column.append(math.nan if number is None else number)
+    extras = [r.extra() for r in records]
     ranks = 0
-    while any(f"train_loss_rank{ranks}" in _mapping(r, where) for r in records):
+    while any(f"train_loss_rank{ranks}" in e for e in extras):
         ranks += 1
+    where = f"models.{name}.training.history"
     rank_loss = tuple(
         tuple(
-            math.nan if v is None else v
-            for v in (
-                _number(_mapping(r, where).get(f"train_loss_rank{k}"), f"{where}[{i}]")
-                for i, r in enumerate(records)
-            )
+            _extra_number(e.get(f"train_loss_rank{k}"), f"{where}[{i}].train_loss_rank{k}")
+            for i, e in enumerate(extras)
         )
         for k in range(ranks)
     )
     return History(
-        epoch=tuple(columns["epoch"]),
-        train_loss=tuple(columns["train_loss"]),
-        val_clean_accuracy=tuple(columns["val_clean_accuracy"]),
-        val_robust_accuracy=tuple(columns["val_robust_accuracy"]),
+        epoch=tuple(_nan(i + 1 if r.epoch is None else r.epoch) for i, r in enumerate(records)),
+        train_loss=tuple(_nan(r.train_loss) for r in records),
+        val_clean_accuracy=tuple(_nan(r.val_clean_accuracy) for r in records),
+        val_robust_accuracy=tuple(_nan(r.val_robust_accuracy) for r in records),
         rank_loss=rank_loss,
     )
 
 
-def _parse_training(value: object, where: str) -> Training | None:
-    if value is None:
+def _training(name: str, training: TrainingRecord | None) -> Training | None:
+    if training is None:
         return None
-    raw = _mapping(value, where)
     return Training(
-        seconds=_number(raw.get("seconds"), f"{where}.seconds"),
-        epochs=_number(raw.get("epochs"), f"{where}.epochs"),
-        best_epoch=_number(raw.get("best_epoch"), f"{where}.best_epoch"),
-        selection=_text(raw.get("selection")),
-        history=_parse_history(raw.get("history"), f"{where}.history"),
+        seconds=_float(training.seconds),
+        epochs=_float(training.epochs),
+        best_epoch=_float(training.best_epoch),
+        selection=training.selection,
+        history=_history(name, training),
     )
 
 
-def _parse_model(name: str, value: object) -> ModelView:
-    where = f"models.{name}"
-    raw = _mapping(value, where)
-    attacks: dict[str, dict[str, float | None]] = {}
-    for attack, by_eps in _mapping(raw.get("attacks"), f"{where}.attacks").items():
-        attacks[str(attack)] = {
-            str(key): _number(acc, f"{where}.attacks.{attack}.{key}")
-            for key, acc in _mapping(by_eps, f"{where}.attacks.{attack}").items()
-        }
+def _float(value: Figure) -> float | None:
+    return None if value is None else float(value)
+
+
+def _model(name: str, m: ModelResult) -> ModelView:
     return ModelView(
         name=name,
-        objective=_text(raw.get("objective")),
-        architecture=_text(raw.get("architecture")),
-        clean_accuracy=_number(raw.get("clean_accuracy"), f"{where}.clean_accuracy"),
-        worst_case_accuracy=_number(raw.get("worst_case_accuracy"), f"{where}.worst_case_accuracy"),
-        attacks=attacks,
-        curve=_parse_curve(raw.get("accuracy_vs_eps"), f"{where}.accuracy_vs_eps"),
-        training=_parse_training(raw.get("training"), f"{where}.training"),
-        evaluation_seconds=_number(raw.get("evaluation_seconds"), f"{where}.evaluation_seconds"),
-        corruptions=(
-            _mapping(raw["corruptions"], f"{where}.corruptions") if raw.get("corruptions") else None
-        ),
-        calibration=(
-            _mapping(raw["calibration"], f"{where}.calibration") if raw.get("calibration") else None
-        ),
-        shifts=_mapping(raw["shifts"], f"{where}.shifts") if raw.get("shifts") else None,
-        latency=_mapping(raw["latency"], f"{where}.latency") if raw.get("latency") else None,
-        sanity_checks=tuple(
-            c for c in raw.get("sanity_checks") or [] if isinstance(c, Mapping) and "code" in c
-        ),
-        escalation=(
-            _mapping(raw["escalation"], f"{where}.escalation") if raw.get("escalation") else None
-        ),
-        first_pass_worst_case_accuracy=_number(
-            raw.get("first_pass_worst_case_accuracy"), f"{where}.first_pass_worst_case_accuracy"
-        ),
-        headline=_text(raw.get("headline")),
+        objective=m.objective,
+        architecture=m.architecture,
+        clean_accuracy=_float(m.clean_accuracy),
+        worst_case_accuracy=_float(m.worst_case_accuracy),
+        attacks={a: {k: _float(v) for k, v in by_eps.items()} for a, by_eps in m.attacks.items()},
+        curve=_curve(m.accuracy_vs_eps),
+        training=_training(name, m.training),
+        evaluation_seconds=_float(m.evaluation_seconds),
+        corruptions=m.corruptions if m.corruptions and m.corruptions.to_json() else None,
+        calibration=m.calibration if m.calibration and m.calibration.to_json() else None,
+        shifts=m.shifts if m.shifts and m.shifts.to_json() else None,
+        latency=m.latency if m.latency and m.latency.to_json() else None,
+        sanity_checks=tuple(c for c in m.sanity_checks if c.code is not None),
+        escalation=m.escalation if m.escalation and m.escalation.to_json() else None,
+        first_pass_worst_case_accuracy=_float(m.first_pass_worst_case_accuracy),
+        headline=m.headline,
     )
 
 
-def _parse_threat(value: object) -> Threat:
-    raw = _mapping(value, "threat")
-    bounds_raw = raw.get("bounds")
-    bounds: tuple[float, float] | None = None
-    if bounds_raw is not None:
-        pair = _series(bounds_raw, "threat.bounds")
-        if len(pair) != 2:
-            raise ScorecardError(f"threat.bounds: expected [lo, hi], got {bounds_raw!r}")
-        bounds = (pair[0], pair[1])
-    extra = {
-        key: text
-        for key, text in _text_dict(raw, "threat").items()
-        if key not in {"norm", "eps", "bounds"}
-    }
-    return Threat(
-        norm=_text(raw.get("norm")),
-        eps=_number(raw.get("eps"), "threat.eps"),
-        bounds=bounds,
-        extra=extra,
-    )
+def _threat(sc: Scorecard) -> Threat:
+    t = sc.threat
+    extra = {k: v for k, v in _text_dict(t.to_json()).items() if k not in {"norm", "eps", "bounds"}}
+    bounds = None if t.bounds is None else (float(t.bounds[0]), float(t.bounds[1]))
+    return Threat(norm=t.norm, eps=_float(t.eps), bounds=bounds, extra=extra)
 
 
-def _parse_warnings(value: object) -> tuple[WarningEntry, ...]:
-    out = []
-    for i, item in enumerate(_sequence(value, "warnings")):
-        if isinstance(item, str):
-            out.append(WarningEntry(code=None, model=None, message=item))
-            continue
-        raw = _mapping(item, f"warnings[{i}]")
-        out.append(
-            WarningEntry(
-                code=_text(raw.get("code")),
-                model=_text(raw.get("model")),
-                message=_text(raw.get("message")) or "(no message)",
-            )
-        )
-    return tuple(out)
+def _warning(w: WarningRecord | str) -> WarningEntry:
+    if isinstance(w, str):
+        return WarningEntry(code=None, model=None, message=w)
+    return WarningEntry(code=w.code, model=w.model, message=w.message or "(no message)")
 
 
-def parse_scorecard(scorecard: Mapping[str, Any]) -> ScorecardView:
-    """Validate ``scorecard`` and return its typed view.
+def _channel_doc(section: Section) -> Mapping[str, Any]:
+    return section.to_json()
+
+
+def parse_scorecard(scorecard: Scorecard | Mapping[str, Any]) -> ScorecardView:
+    """Validate ``scorecard`` (a :class:`Scorecard` or its JSON document, version 1 or
+    :data:`SCHEMA_VERSION`) and return its render view.
 
     Raises:
         ScorecardError: the scorecard is not a mapping, has an unsupported ``schema_version``, or
-            a part that is present has the wrong type or shape.
+            a part that is present has the wrong type or shape (the field is named).
     """
-    if not isinstance(scorecard, Mapping):
-        raise ScorecardError(f"scorecard: expected a mapping, got {type(scorecard).__name__}")
-    version = scorecard.get("schema_version")
-    if version is not None and version not in SUPPORTED_SCHEMA_VERSIONS:
-        raise ScorecardError(
-            f"schema_version: expected one of {list(SUPPORTED_SCHEMA_VERSIONS)}, got {version!r}"
-        )
-    run = _text_dict(scorecard.get("run"), "run")
-    data = dict(_mapping(scorecard.get("data"), "data"))
-    models = tuple(
-        _parse_model(str(name), raw)
-        for name, raw in _mapping(scorecard.get("models"), "models").items()
-    )
-    timings: dict[str, float] = {}
-    for key, seconds in _mapping(scorecard.get("timings"), "timings").items():
-        number = _number(seconds, f"timings.{key}")
-        if number is not None:
-            timings[str(key)] = number
-    data_name = _text(data.get("name"))
+    sc = load_scorecard(scorecard)
+    run = _text_dict(sc.run.to_json())
     return ScorecardView(
         run=run,
-        run_name=run.get("name") or data_name or "unnamed run",
-        created=run.get("created"),
-        data=data,
-        threat=_parse_threat(scorecard.get("threat")),
-        versions=_text_dict(scorecard.get("versions"), "versions"),
-        timings=timings,
-        models=models,
-        warnings=_parse_warnings(scorecard.get("warnings")),
-        channels={
-            name: _mapping(scorecard[name], name)
-            for name in ("tabular", "text", "guard", "privacy", "poisoning")
-            if scorecard.get(name)
-        },
+        run_name=sc.run.name or sc.data.name or "unnamed run",
+        created=sc.run.created,
+        data=sc.data,
+        threat=_threat(sc),
+        versions=dict(sc.versions),
+        timings={k: float(v) for k, v in sc.timings.items() if v is not None},
+        models=tuple(_model(name, m) for name, m in sc.models.items()),
+        warnings=tuple(_warning(w) for w in sc.warnings),
+        channels={name: _channel_doc(section) for name, section in sc.channels().items()},
+        scorecard=sc,
     )

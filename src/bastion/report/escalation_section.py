@@ -25,10 +25,10 @@ renderer's own escaper; markup is built only from literals.
 from __future__ import annotations
 
 import html
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable
 
 import bastion.report._format as fmt
+from bastion.evaluation.scorecard_model import EscalationRecord, Figure
 from bastion.report._view import ModelView, ScorecardView
 
 __all__ = ["escalation_markdown", "render_escalation_section"]
@@ -38,40 +38,18 @@ def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _float(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
-
-
-def _steps(esc: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    steps = esc.get("steps")
-    if not isinstance(steps, Sequence) or isinstance(steps, str):
-        return []
-    return [s for s in steps if isinstance(s, Mapping)]
-
-
-def _fired(esc: Mapping[str, Any]) -> list[str]:
-    fired = esc.get("fired")
-    if not isinstance(fired, Sequence) or isinstance(fired, str):
-        return []
-    return [str(c) for c in fired]
-
-
 def _figures(model: ModelView) -> tuple[float | None, float | None]:
     """``(first pass, headline)`` worst case of one model."""
-    esc = model.escalation or {}
     first = model.first_pass_worst_case_accuracy
-    if first is None:
-        first = _float(esc.get("first_pass_worst_case_accuracy"))
+    if first is None and model.escalation is not None:
+        first = model.escalation.first_pass_worst_case_accuracy
     return first, model.worst_case_accuracy
 
 
 def _verdict(model: ModelView) -> str:
     """One plain-text sentence: what happened to this model's evaluation."""
-    esc = model.escalation or {}
-    status = str(esc.get("status", ""))
-    fired = _fired(esc)
+    esc = model.escalation or EscalationRecord()
+    status, fired = esc.status or "", esc.fired
     first, worst = _figures(model)
     if status == "not-needed" or (status == "off" and not fired):
         why = "sanity checks off" if status == "off" else "no sanity check fired"
@@ -87,29 +65,28 @@ def _verdict(model: ModelView) -> str:
     else:
         text += f"; the first pass's {fmt.percent(first)} held"
     if status == "incomplete":
-        unanswered = esc.get("unanswered") or []
         text += (
             f"; the escalation could not finish (unanswered: "
-            f"{', '.join(str(u) for u in unanswered)}), the figure is unverified and the gate "
+            f"{', '.join(esc.unanswered)}), the figure is unverified and the gate "
             "fails the run"
         )
     return text
 
 
-def _time_text(esc: Mapping[str, Any]) -> str:
-    wall, cpu = _float(esc.get("seconds")), _float(esc.get("cpu_seconds"))
-    if wall is None:
+def _time_text(esc: EscalationRecord) -> str:
+    if esc.seconds is None:
         return fmt.MISSING
-    return fmt.seconds(wall) + (f" ({fmt.seconds(cpu)} CPU)" if cpu is not None else "")
+    cpu = esc.cpu_seconds
+    return fmt.seconds(esc.seconds) + (f" ({fmt.seconds(cpu)} CPU)" if cpu is not None else "")
 
 
 def _first_cell(model: ModelView) -> str:
-    esc = model.escalation or {}
+    esc = model.escalation or EscalationRecord()
     first, worst = _figures(model)
     if first is None:
         return f'<td class="num missing">{_e(fmt.MISSING)}</td>'
     if worst is not None and worst < first:
-        reason = str(esc.get("reason") or "escalation found a lower figure")
+        reason = esc.reason or "escalation found a lower figure"
         return (
             f'<td class="num"><s>{_e(fmt.percent(first))}</s>'
             f'<span class="badge">superseded</span><div class="note">{_e(reason)}</div></td>'
@@ -118,20 +95,18 @@ def _first_cell(model: ModelView) -> str:
 
 
 def _summary_row(model: ModelView) -> str:
-    esc = model.escalation or {}
-    fired = _fired(esc)
-    status = str(esc.get("status", fmt.MISSING))
+    esc = model.escalation or EscalationRecord()
     fired_cell = (
-        "".join(f'<span class="badge">{_e(c)}</span>' for c in fired)
-        if fired
+        "".join(f'<span class="badge">{_e(c)}</span>' for c in esc.fired)
+        if esc.fired
         else '<span class="ok">none</span>'
     )
     _, worst = _figures(model)
-    spread = _float(esc.get("spread"))
+    spread = esc.spread
     worst_text = fmt.percent(worst) + (f" \u00b1 {spread:.1%}" if spread is not None else "")
     return (
-        f'<tr><th scope="row">{_e(model.name)}</th><td>{_e(status)}</td><td>{fired_cell}</td>'
-        f"{_first_cell(model)}"
+        f'<tr><th scope="row">{_e(model.name)}</th><td>{_e(esc.status or fmt.MISSING)}</td>'
+        f"<td>{fired_cell}</td>{_first_cell(model)}"
         f'<td class="num">{_e(worst_text)}</td>'
         f'<td class="num">{_e(_time_text(esc))}</td>'
         f"<td>{_e(_verdict(model))}</td></tr>"
@@ -140,21 +115,22 @@ def _summary_row(model: ModelView) -> str:
 
 def _step_rows(model: ModelView) -> list[str]:
     rows = []
-    for s in _steps(model.escalation or {}):
-        attacks = s.get("attacks") or []
-        answers = s.get("answers") or []
-        status = str(s.get("status", fmt.MISSING))
-        reason = str(s.get("reason") or "")
+    for s in (model.escalation or EscalationRecord()).steps:
+        reason = s.reason or ""
         rows.append(
-            f"<tr><td>{_e(model.name)}</td><td><code>{_e(s.get('remedy'))}</code></td>"
-            f"<td>{_e(', '.join(str(a) for a in answers))}</td>"
-            f"<td>{_e(status)}{' (' + _e(reason) + ')' if reason else ''}</td>"
-            f"<td>{_e(', '.join(str(a) for a in attacks) or fmt.MISSING)}</td>"
-            f'<td class="num">{_e(fmt.percent(_float(s.get("accuracy"))))}</td>'
-            f'<td class="num">{_e(s.get("broke", fmt.MISSING))}</td>'
-            f'<td class="num">{_e(fmt.seconds(_float(s.get("seconds"))))}</td></tr>'
+            f"<tr><td>{_e(model.name)}</td><td><code>{_e(s.remedy)}</code></td>"
+            f"<td>{_e(', '.join(s.answers))}</td>"
+            f"<td>{_e(s.status or fmt.MISSING)}{' (' + _e(reason) + ')' if reason else ''}</td>"
+            f"<td>{_e(', '.join(s.attacks) or fmt.MISSING)}</td>"
+            f'<td class="num">{_e(fmt.percent(_float(s.accuracy)))}</td>'
+            f'<td class="num">{_e(fmt.MISSING if s.broke is None else s.broke)}</td>'
+            f'<td class="num">{_e(fmt.seconds(_float(s.seconds)))}</td></tr>'
         )
     return rows
+
+
+def _float(value: Figure) -> float | None:
+    return None if value is None else float(value)
 
 
 def render_escalation_section(view: ScorecardView) -> str:
@@ -216,16 +192,12 @@ def escalation_markdown(view: ScorecardView, escape: Callable[[object], str]) ->
         return []
     lines = ["", "## Escalation", ""]
     for m in models:
-        esc = m.escalation or {}
+        esc = m.escalation or EscalationRecord()
         line = f"- {escape(m.name)}: {escape(_verdict(m))}"
         ran = [
-            f"{s.get('remedy')} {s.get('status')}"
-            + (
-                f" {fmt.percent(_float(s.get('accuracy')))}"
-                if _float(s.get("accuracy")) is not None
-                else ""
-            )
-            for s in _steps(esc)
+            f"{s.remedy} {s.status}"
+            + (f" {fmt.percent(float(s.accuracy))}" if s.accuracy is not None else "")
+            for s in esc.steps
         ]
         if ran:
             line += f" ({escape('; '.join(ran))}; {escape(_time_text(esc))})"

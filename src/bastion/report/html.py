@@ -17,6 +17,13 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import bastion.report._format as fmt
+from bastion.evaluation.scorecard_model import (
+    Calibration,
+    CalibrationStats,
+    LatencyRow,
+    Scorecard,
+    TextAttackFigures,
+)
 from bastion.report._view import ModelView, ScorecardView, WarningEntry, parse_scorecard
 from bastion.report.escalation_section import render_escalation_section
 from bastion.report.plots import (
@@ -188,7 +195,7 @@ def _tiles(view: ScorecardView) -> str:
                 False,
             )
         )
-    n_eval = view.data.get("n_eval")
+    n_eval = view.data.n_eval
     tiles.append(
         (
             "Models evaluated",
@@ -240,7 +247,7 @@ def _summary(view: ScorecardView) -> str:
         train_seconds = None if model.training is None else model.training.seconds
         cells.append(_num_cell(fmt.seconds(train_seconds)))
         rows.append(f"<tr>{''.join(cells)}</tr>")
-    n_eval = view.data.get("n_eval")
+    n_eval = view.data.n_eval
     on = f" on {fmt.count(n_eval)} evaluation examples" if n_eval is not None else ""
     note = (
         f"Accuracies{on}. Worst case: accuracy when every attack is tried, as reported by the "
@@ -318,32 +325,29 @@ def _corruptions(view: ScorecardView) -> str:
         return ""
     names: list[str] = []
     severities: list[str] = []
-    for m in models:
-        assert m.corruptions is not None
-        names += [n for n in m.corruptions.get("per_corruption", {}) if n not in names]
-        severities += [s for s in m.corruptions.get("per_severity", {}) if s not in severities]
+    records = [(m.name, m.corruptions) for m in models if m.corruptions is not None]
+    for _, c in records:
+        names += [n for n in c.per_corruption if n not in names]
+        severities += [s for s in c.per_severity if s not in severities]
     head = "".join(f"<th>{_e(n)}</th>" for n in ["model", "clean", "mean", "mCE", *names])
     rows = []
-    for m in models:
-        c = m.corruptions or {}
-        mce = c.get("mce")
+    for name, c in records:
         cells = [
-            _text_cell(m.name),
-            _num_cell(_pct(c.get("clean_accuracy"))),
-            _num_cell(_pct(c.get("mean_accuracy"))),
-            _num_cell(f"{mce:.3f}" if isinstance(mce, int | float) else "\u2013"),
+            _text_cell(name),
+            _num_cell(_pct(c.clean_accuracy)),
+            _num_cell(_pct(c.mean_accuracy)),
+            _num_cell(_num(c.mce)),
         ]
-        cells += [_num_cell(_pct(c.get("per_corruption", {}).get(n))) for n in names]
+        cells += [_num_cell(_pct(c.per_corruption.get(n))) for n in names]
         rows.append(f"<tr>{''.join(cells)}</tr>")
     sev_head = "".join(
         f"<th>{_e(x)}</th>" for x in ["model", *[f"severity {s}" for s in severities]]
     )
     sev_rows = []
-    for m in models:
-        per = (m.corruptions or {}).get("per_severity", {})
-        cells = [_text_cell(m.name)] + [_num_cell(_pct(per.get(s))) for s in severities]
+    for name, c in records:
+        cells = [_text_cell(name)] + [_num_cell(_pct(c.per_severity.get(s))) for s in severities]
         sev_rows.append(f"<tr>{''.join(cells)}</tr>")
-    ref = (models[0].corruptions or {}).get("reference")
+    ref = records[0][1].reference
     note = (
         f"mCE: corruption errors summed over severities, divided by those of "
         f"{_e(ref)}, averaged over corruptions (Hendrycks &amp; Dietterich 2019)."
@@ -388,21 +392,21 @@ def _calibration(view: ScorecardView) -> str:
     rows = []
     attack = None
     for m in models:
-        cal = m.calibration or {}
-        c = cal.get("clean") or {}
-        a = cal.get("adversarial") or {}
-        attack = attack or cal.get("attack")
+        cal = m.calibration or Calibration()
+        c = cal.clean or CalibrationStats()
+        a = cal.adversarial or CalibrationStats()
+        attack = attack or cal.attack
         cells = [
             _text_cell(m.name),
-            _num_cell(_num(c.get("ece"))),
-            _num_cell(_num(c.get("mce"))),
-            _num_cell(_num(c.get("nll"))),
-            _num_cell(_num(c.get("brier"))),
-            _num_cell(_pct(c.get("mean_confidence"))),
-            _num_cell(_pct(c.get("accuracy"))),
-            _num_cell(_num(a.get("ece"))),
-            _num_cell(_pct(a.get("mean_confidence"))),
-            _num_cell(_pct(a.get("accuracy"))),
+            _num_cell(_num(c.ece)),
+            _num_cell(_num(c.mce)),
+            _num_cell(_num(c.nll)),
+            _num_cell(_num(c.brier)),
+            _num_cell(_pct(c.mean_confidence)),
+            _num_cell(_pct(c.accuracy)),
+            _num_cell(_num(a.ece)),
+            _num_cell(_pct(a.mean_confidence)),
+            _num_cell(_pct(a.accuracy)),
         ]
         rows.append(f"<tr>{''.join(cells)}</tr>")
     png = reliability_png(view)
@@ -425,19 +429,19 @@ def _shifts(view: ScorecardView) -> str:
     if not models:
         return ""
     names: list[str] = []
-    for m in models:
-        names += [n for n in (m.shifts or {}).get("shifts", {}) if n not in names]
+    records = [(m.name, m.shifts) for m in models if m.shifts is not None]
+    for _, sh in records:
+        names += [n for n in sh.shifts if n not in names]
     head = "".join(f"<th>{_e(n)}</th>" for n in ["model", "clean", "mean", "worst", *names])
     rows = []
-    for m in models:
-        sh = m.shifts or {}
+    for name, sh in records:
         cells = [
-            _text_cell(m.name),
-            _num_cell(_pct(sh.get("clean_accuracy"))),
-            _num_cell(_pct(sh.get("mean_accuracy"))),
-            _num_cell(_pct(sh.get("worst_accuracy"))),
+            _text_cell(name),
+            _num_cell(_pct(sh.clean_accuracy)),
+            _num_cell(_pct(sh.mean_accuracy)),
+            _num_cell(_pct(sh.worst_accuracy)),
         ]
-        cells += [_num_cell(_pct(sh.get("shifts", {}).get(n))) for n in names]
+        cells += [_num_cell(_pct(sh.shifts.get(n))) for n in names]
         rows.append(f"<tr>{''.join(cells)}</tr>")
     return (
         '<section id="shifts"><h2>Distribution shift</h2>'
@@ -454,23 +458,21 @@ def _latency(view: ScorecardView) -> str:
     if not models:
         return ""
     sizes: list[str] = []
-    for m in models:
-        sizes += [b for b in (m.latency or {}).get("batch_sizes", {}) if b not in sizes]
+    records = [(m.name, m.latency) for m in models if m.latency is not None]
+    for _, lat in records:
+        sizes += [b for b in lat.batch_sizes if b not in sizes]
     head = "".join(
         f"<th>{_e(n)}</th>"
         for n in ["model", *[x for b in sizes for x in (f"batch {b} p50 ms", "p99 ms")]]
     )
     rows = []
-    for m in models:
-        per = (m.latency or {}).get("batch_sizes", {})
-        cells = [_text_cell(m.name)]
+    for name, lat in records:
+        cells = [_text_cell(name)]
         for b in sizes:
-            cells += [
-                _num_cell(_num(per.get(b, {}).get("p50_ms"))),
-                _num_cell(_num(per.get(b, {}).get("p99_ms"))),
-            ]
+            row = lat.batch_sizes.get(b) or LatencyRow()
+            cells += [_num_cell(_num(row.p50_ms)), _num_cell(_num(row.p99_ms))]
         rows.append(f"<tr>{''.join(cells)}</tr>")
-    threads = (models[0].latency or {}).get("threads")
+    threads = records[0][1].threads
     return (
         '<section id="latency"><h2>Latency</h2>'
         f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}'
@@ -482,43 +484,42 @@ def _latency(view: ScorecardView) -> str:
 
 def _tabular(view: ScorecardView) -> str:
     """Constrained tabular attacks: per model, clean and robust accuracy and each attack."""
-    tab = view.channels.get("tabular")
+    tab = view.scorecard.tabular
     if not tab:
         return ""
-    models = tab.get("models") or {}
     names: list[str] = []
-    for m in models.values():
-        names += [a for a in (m.get("attacks") or {}) if a not in names]
+    for m in tab.models.values():
+        names += [a for a in m.attacks if a not in names]
     head = "".join(
         f"<th>{_e(n)}</th>" for n in ["model", "objective", "clean", "robust (worst)", *names]
     )
     rows = []
-    for name, m in models.items():
+    for name, m in tab.models.items():
         cells = [
-            _text_cell(str(name)),
-            _text_cell(str(m.get("objective", ""))),
-            _num_cell(_pct(m.get("clean_accuracy"))),
-            _num_cell(_pct(m.get("robust_accuracy"))),
+            _text_cell(name),
+            _text_cell(m.objective or ""),
+            _num_cell(_pct(m.clean_accuracy)),
+            _num_cell(_pct(m.robust_accuracy)),
         ]
         for a in names:
-            fig = (m.get("attacks") or {}).get(a)
+            fig = m.attacks.get(a)
             cells.append(
                 _num_cell(
-                    f"{_pct(fig.get('robust_accuracy'))} ({_num(fig.get('mean_queries'), '.0f')} q)"
+                    f"{_pct(fig.robust_accuracy)} ({_num(fig.mean_queries, '.0f')} q)"
                     if fig
                     else "\u2013"
                 )
             )
         rows.append(f"<tr>{''.join(cells)}</tr>")
-    threat = tab.get("threat") or {}
-    relations = ", ".join(str(r) for r in threat.get("relations", [])) or "none"
+    threat = tab.threat
+    relations = ", ".join(str(r) for r in threat.relations) or "none"
     return (
         '<section id="tabular"><h2>Tabular, under the schema&#x27;s constraints</h2>'
         f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}'
         "</tbody></table></div>"
-        f'<p class="note">{_e(threat.get("norm"))} eps {_e(threat.get("eps"))} in unit space, '
-        f"cost-weighted: {_e(threat.get('use_costs'))}; immutable columns "
-        f"{_e(threat.get('immutable_columns'))}; relations: {_e(relations)}. Every adversarial "
+        f'<p class="note">{_e(threat.norm)} eps {_e(threat.eps)} in unit space, '
+        f"cost-weighted: {_e(threat.use_costs)}; immutable columns "
+        f"{_e(threat.immutable_columns)}; relations: {_e(relations)}. Every adversarial "
         "row returned is checked feasible; robust accuracy per attack with mean queries.</p>"
         "</section>"
     )
@@ -575,38 +576,35 @@ def _guard(view: ScorecardView) -> str:
 
 def _text(view: ScorecardView) -> str:
     """Text attacks: success rate per attack against each target, before and after hardening."""
-    txt = view.channels.get("text")
+    txt = view.scorecard.text
     if not txt:
         return ""
-    attacks = txt.get("attacks") or {}
     targets = ["standard", "standard+sanitizer", "hardened", "hardened+sanitizer"]
     head = "".join(
         f"<th>{_e(n)}</th>"
         for n in ["attack", *targets, "words changed (standard)", "queries per success"]
     )
     rows = []
-    for name, per in attacks.items():
-        std = per.get("standard") or {}
-        cells = [_text_cell(str(name))]
-        cells += [_num_cell(_pct((per.get(t) or {}).get("success_rate"))) for t in targets]
+    for name, per in txt.attacks.items():
+        figures = {t: per.target(t) or TextAttackFigures() for t in targets}
+        std = figures["standard"]
+        cells = [_text_cell(name)]
+        cells += [_num_cell(_pct(figures[t].success_rate)) for t in targets]
         cells += [
-            _num_cell(_pct(std.get("mean_changed_share"))),
-            _num_cell(_num(std.get("mean_queries_per_success"), ".0f")),
+            _num_cell(_pct(std.mean_changed_share)),
+            _num_cell(_num(std.mean_queries_per_success, ".0f")),
         ]
         rows.append(f"<tr>{''.join(cells)}</tr>")
-    models = txt.get("models") or {}
     acc = ", ".join(
-        f"{_e(n)} {_pct(m.get('clean_accuracy'))} "
-        f"(sanitised {_pct(m.get('clean_accuracy_sanitized'))})"
-        for n, m in models.items()
+        f"{_e(n)} {_pct(m.clean_accuracy)} (sanitised {_pct(m.clean_accuracy_sanitized)})"
+        for n, m in txt.models.items()
     )
-    ds = txt.get("dataset") or {}
     return (
         '<section id="text"><h2>Text attacks</h2>'
         f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}'
         "</tbody></table></div>"
         f'<p class="note">Attack success rate on correctly classified test texts of '
-        f"{_e(ds.get('name'))} ({_e(txt.get('n_attacked'))} attacked); lower is better. Clean "
+        f"{_e(txt.dataset.name)} ({_e(txt.n_attacked)} attacked); lower is better. Clean "
         f"accuracy: {acc}.</p></section>"
     )
 
@@ -723,19 +721,18 @@ def _sanity(view: ScorecardView) -> str:
     rows = []
     for m in models:
         for c in m.sanity_checks:
-            passed = bool(c.get("passed"))
             status = (
                 '<span class="ok">passed</span>'
-                if passed
-                else f'<span class="badge">{_e(c.get("severity", "failed"))}</span>'
+                if c.passed
+                else f'<span class="badge">{_e(c.severity or "failed")}</span>'
             )
             rows.append(
                 "<tr>"
                 + _text_cell(m.name)
-                + _text_cell(str(c.get("code")))
+                + _text_cell(str(c.code))
                 + f"<td>{status}</td>"
-                + _text_cell(str(c.get("message", "")))
-                + _text_cell(_check_values(c.get("details")))
+                + _text_cell(c.message or "")
+                + _text_cell(_check_values(c.details))
                 + "</tr>"
             )
     head = "".join(f"<th>{n}</th>" for n in ["model", "check", "result", "finding", "values"])
@@ -777,7 +774,7 @@ def _provenance(view: ScorecardView) -> str:
     ]
     run_rows += [(fmt.key_label(k), v, False) for k, v in run.items() if k not in known_run]
 
-    data: Mapping[str, Any] = view.data
+    data = view.data
     known_data = (
         "name",
         "fingerprint",
@@ -789,18 +786,18 @@ def _provenance(view: ScorecardView) -> str:
         "classes",
     )
     data_rows: list[tuple[str, str, bool]] = [
-        ("Data set", str(data.get("name", fmt.MISSING)), False),
-        ("Fingerprint", str(data.get("fingerprint", fmt.MISSING)), True),
-        ("Training examples", fmt.count(data.get("n_train")), False),
-        ("Validation examples", fmt.count(data.get("n_val")), False),
-        ("Test examples", fmt.count(data.get("n_test")), False),
-        ("Evaluated examples", fmt.count(data.get("n_eval")), False),
-        ("Input shape", fmt.shape(data.get("input_shape")), False),
-        ("Classes", _classes(data.get("classes")), False),
+        ("Data set", str(data.name or fmt.MISSING), False),
+        ("Fingerprint", str(data.fingerprint or fmt.MISSING), True),
+        ("Training examples", fmt.count(data.n_train), False),
+        ("Validation examples", fmt.count(data.n_val), False),
+        ("Test examples", fmt.count(data.n_test), False),
+        ("Evaluated examples", fmt.count(data.n_eval), False),
+        ("Input shape", fmt.shape(data.input_shape), False),
+        ("Classes", _classes(data.classes), False),
     ]
-    data_rows += [
+    data_rows += [  # further fields of the data section (kind, encodings, ...)
         (fmt.key_label(str(k)), str(v), False)
-        for k, v in data.items()
+        for k, v in data.to_json().items()
         if k not in known_data and v is not None and not isinstance(v, Mapping | list)
     ]
 
@@ -869,8 +866,8 @@ def render_view(view: ScorecardView) -> str:
     )
 
 
-def render_html(scorecard: Mapping[str, Any]) -> str:
-    """Render ``scorecard`` as a self-contained HTML page.
+def render_html(scorecard: Scorecard | Mapping[str, Any]) -> str:
+    """Render ``scorecard`` (typed, or its JSON document) as a self-contained HTML page.
 
     Sections: title, key figures, summary table, threat model, accuracy against eps, training,
     warnings and provenance. Parts of the scorecard that are missing are skipped with a note.

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import bastion.report._format as fmt
+from bastion.evaluation.scorecard_model import Scorecard
 from bastion.report._view import ScorecardView, parse_scorecard
 from bastion.report.escalation_section import escalation_markdown
 
@@ -38,7 +39,7 @@ def render_view_markdown(view: ScorecardView) -> str:
             lo, hi = threat.bounds
             facts[-1] += f", inputs in \\[{_md(fmt.number(lo))}, {_md(fmt.number(hi))}\\]"
         facts[-1] += "."
-    n_eval = view.data.get("n_eval")
+    n_eval = view.data.n_eval
     if n_eval is not None:
         facts.append(f"Evaluated on {_md(fmt.count(n_eval))} examples.")
     if facts:
@@ -76,7 +77,7 @@ def render_view_markdown(view: ScorecardView) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_markdown(scorecard: Mapping[str, Any]) -> str:
+def render_markdown(scorecard: Scorecard | Mapping[str, Any]) -> str:
     """A short Markdown summary of ``scorecard``.
 
     A heading with the run name, one line on the threat model, a table with one row per model

@@ -12,6 +12,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from bastion.evaluation.scorecard_model import (
+    CardInfo,
+    ModelResult,
+    Scorecard,
+    TabularSection,
+    TextAttackFigures,
+    TextSection,
+    ThreatInfo,
+    load_scorecard,
+)
 from bastion.report.poisoning_section import poisoning_markdown
 from bastion.report.privacy_section import privacy_markdown
 
@@ -26,16 +36,18 @@ def _md(value: object) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
-def _threat_line(threat: Mapping[str, Any]) -> str:
-    if threat.get("channel") == "text":
+def _or(value: object, default: object = "?") -> object:
+    return default if value is None else value
+
+
+def _threat_line(threat: ThreatInfo) -> str:
+    if threat.channel == "text":
         return (
-            f"{threat.get('edits', 'edits')}: up to {_pct(threat.get('word_share'))} of the words "
-            f"substituted, {_pct(threat.get('char_share'))} of the words with character edits"
+            f"{threat.edits or 'edits'}: up to {_pct(threat.word_share)} of the words "
+            f"substituted, {_pct(threat.char_share)} of the words with character edits"
         )
-    norm = threat.get("norm", "?")
-    eps = threat.get("eps", "?")
-    bounds = threat.get("bounds", "?")
-    return f"{norm} perturbations of size at most {eps}, inputs in {bounds}"
+    bounds = "?" if threat.bounds is None else list(threat.bounds)
+    return f"{_or(threat.norm)} perturbations of size at most {_or(threat.eps)}, inputs in {bounds}"
 
 
 _KNOWLEDGE_WORDS = {
@@ -46,24 +58,22 @@ _KNOWLEDGE_WORDS = {
 }
 
 
-def evaluated_knowledge(scorecard: Mapping[str, Any]) -> list[str]:
+def evaluated_knowledge(scorecard: Scorecard | Mapping[str, Any]) -> list[str]:
     """The kinds of attacker knowledge the scorecard's evaluation attacks exercised."""
     from bastion.attacks.registry import attack_knowledge
 
     found: list[str] = []
-    for a in (scorecard.get("evaluation") or {}).get("attacks") or []:
-        if not isinstance(a, Mapping):
-            continue
-        if isinstance(a.get("knowledge"), str):  # a channel's attack states its own
-            kinds = [a["knowledge"]]
+    for a in load_scorecard(scorecard).evaluation.attacks:
+        if a.knowledge is not None:  # a channel's attack states its own
+            kinds = [a.knowledge]
         else:
-            settings = {k: v for k, v in a.items() if k not in ("label", "name")}
-            kinds = attack_knowledge(str(a.get("name")), settings)
+            settings = {k: v for k, v in a.to_json().items() if k not in ("label", "name")}
+            kinds = attack_knowledge(str(a.name), settings)
         found += [k for k in kinds if k not in found]
     return [k for k in _KNOWLEDGE_WORDS if k in found]
 
 
-def _knowledge_line(scorecard: Mapping[str, Any]) -> str:
+def _knowledge_line(scorecard: Scorecard) -> str:
     kinds = evaluated_knowledge(scorecard)
     if not kinds:
         return "- Knowledge assumed by the evaluation: no attack was run."
@@ -80,78 +90,89 @@ def _knowledge_line(scorecard: Mapping[str, Any]) -> str:
     return line
 
 
-def _model_section(name: str, r: Mapping[str, Any], eps_key: str) -> list[str]:
+def _model_section(name: str, r: ModelResult, eps_key: str) -> list[str]:
     lines = [f"### {name}", ""]
     lines.append(
-        f"- Objective: `{r.get('objective', 'unknown')}`; architecture: "
-        f"`{r.get('architecture', 'unknown')}`"
+        f"- Objective: `{_or(r.objective, 'unknown')}`; architecture: "
+        f"`{_or(r.architecture, 'unknown')}`"
     )
-    if r.get("test_clean_accuracy") is not None:
+    if r.test_clean_accuracy is not None:
         lines.append(
-            f"- Clean accuracy on the whole test split ({r.get('n_test')} examples): "
-            f"{_pct(r.get('test_clean_accuracy'))}"
+            f"- Clean accuracy on the whole test split ({r.n_test} examples): "
+            f"{_pct(r.test_clean_accuracy)}"
         )
     lines.append(
-        f"- On the {r.get('n_eval', '?')} evaluated examples: clean {_pct(r.get('clean_accuracy'))}"
-        f", worst case over all attacks {_pct(r.get('worst_case_accuracy'))}"
+        f"- On the {_or(r.n_eval)} evaluated examples: clean {_pct(r.clean_accuracy)}"
+        f", worst case over all attacks {_pct(r.worst_case_accuracy)}"
     )
-    esc = r.get("escalation") or {}
-    if esc.get("superseded"):  # the sanity checks fired and the adaptive attacks did better
-        lines.append(
-            f"- That worst case is the escalated one; the first pass of the attacks below said "
-            f"{_pct(r.get('first_pass_worst_case_accuracy'))}, superseded: {esc.get('reason')}"
-        )
-    elif esc.get("status") in ("incomplete", "off") and esc.get("fired"):
-        lines.append(
-            f"- Unverified: sanity checks fired ({', '.join(esc['fired'])}) and the escalation "
-            f"{'did not finish' if esc['status'] == 'incomplete' else 'was turned off'}"
-        )
-    if r.get("worst_case_basis") == "white-box only":
+    lines += _escalation_lines(r)
+    if r.worst_case_basis == "white-box only":
         lines.append("- White-box only: no black-box attack took part in that figure")
-    attacks = r.get("attacks") or {}
-    if attacks:
+    if r.attacks:
         lines += ["", "| attack | robust accuracy |", "| --- | ---: |"]
-        for label, by_eps in attacks.items():
-            lines.append(f"| {_md(label)} | {_pct((by_eps or {}).get(eps_key))} |")
+        for label, by_eps in r.attacks.items():
+            lines.append(f"| {_md(label)} | {_pct(by_eps.get(eps_key))} |")
         lines.append("")
-    cal = r.get("calibration") or {}
-    if cal.get("clean"):
-        adv = cal.get("adversarial") or {}
-        text = f"- Calibration: ECE {cal['clean'].get('ece', 0):.3f} clean"
+    return lines + _extra_figures(r) + [""]
+
+
+def _escalation_lines(r: ModelResult) -> list[str]:
+    esc = r.escalation
+    if esc is None:
+        return []
+    if esc.superseded:  # the sanity checks fired and the adaptive attacks did better
+        return [
+            f"- That worst case is the escalated one; the first pass of the attacks below said "
+            f"{_pct(r.first_pass_worst_case_accuracy)}, superseded: {esc.reason}"
+        ]
+    if esc.status in ("incomplete", "off") and esc.fired:
+        return [
+            f"- Unverified: sanity checks fired ({', '.join(esc.fired)}) and the escalation "
+            f"{'did not finish' if esc.status == 'incomplete' else 'was turned off'}"
+        ]
+    return []
+
+
+def _extra_figures(r: ModelResult) -> list[str]:
+    """Calibration, corruptions, distribution shift and latency lines of one model."""
+    lines = []
+    cal = r.calibration
+    if cal is not None and cal.clean:
+        text = f"- Calibration: ECE {_or(cal.clean.ece, 0):.3f} clean"
+        adv = cal.adversarial
         if adv:
             text += (
-                f", {adv.get('ece', 0):.3f} under {cal.get('attack')} (mean confidence "
-                f"{_pct(adv.get('mean_confidence'))} at accuracy {_pct(adv.get('accuracy'))})"
+                f", {_or(adv.ece, 0):.3f} under {cal.attack} (mean confidence "
+                f"{_pct(adv.mean_confidence)} at accuracy {_pct(adv.accuracy)})"
             )
         lines.append(text)
-    cor = r.get("corruptions") or {}
+    cor = r.corruptions
     if cor:
-        mce = cor.get("mce")
+        mce = cor.mce
         lines.append(
-            f"- Corruptions: mean accuracy {_pct(cor.get('mean_accuracy'))}"
-            + (f", mCE {mce:.3f} against {cor.get('reference')}" if isinstance(mce, float) else "")
+            f"- Corruptions: mean accuracy {_pct(cor.mean_accuracy)}"
+            + (f", mCE {mce:.3f} against {cor.reference}" if isinstance(mce, float) else "")
         )
-    sh = r.get("shifts") or {}
+    sh = r.shifts
     if sh:
         lines.append(
-            f"- Distribution shift: mean accuracy {_pct(sh.get('mean_accuracy'))}, worst "
-            f"{_pct(sh.get('worst_accuracy'))} ({sh.get('worst_shift')})"
+            f"- Distribution shift: mean accuracy {_pct(sh.mean_accuracy)}, worst "
+            f"{_pct(sh.worst_accuracy)} ({sh.worst_shift})"
         )
-    lat = (r.get("latency") or {}).get("batch_sizes") or {}
-    if lat:
+    if r.latency is not None and r.latency.batch_sizes:
         parts = [
-            f"batch {b}: p50 {v.get('p50_ms')} ms, p99 {v.get('p99_ms')} ms" for b, v in lat.items()
+            f"batch {b}: p50 {v.p50_ms} ms, p99 {v.p99_ms} ms"
+            for b, v in r.latency.batch_sizes.items()
         ]
         lines.append("- Latency (forward pass): " + "; ".join(parts))
-    lines.append("")
     return lines
 
 
-def _tabular_section(tab: object) -> list[str]:
+def _tabular_section(tab: TabularSection | None) -> list[str]:
     """Per tabular model: clean and worst-case accuracy and each constrained attack."""
-    if not isinstance(tab, Mapping) or not tab.get("models"):
+    if tab is None or not tab.models:
         return []
-    n = (tab.get("data") or {}).get("attacked", "?")
+    n = tab.data.get("attacked", "?")
     lines = [
         "### Tabular channel",
         "",
@@ -160,28 +181,27 @@ def _tabular_section(tab: object) -> list[str]:
         "| model | objective | clean | worst case | attacks (robust accuracy) |",
         "| --- | --- | ---: | ---: | --- |",
     ]
-    for name, m in tab["models"].items():
-        attacks = m.get("attacks") or {}
-        per = ", ".join(f"{a} {_pct(v.get('robust_accuracy'))}" for a, v in attacks.items())
+    for name, m in tab.models.items():
+        per = ", ".join(f"{a} {_pct(v.robust_accuracy)}" for a, v in m.attacks.items())
         lines.append(
-            f"| {_md(name)} | {_md(m.get('objective', '?'))} | {_pct(m.get('clean_accuracy'))} "
-            f"| {_pct(m.get('robust_accuracy'))} | {_md(per)} |"
+            f"| {_md(name)} | {_md(_or(m.objective))} | {_pct(m.clean_accuracy)} "
+            f"| {_pct(m.robust_accuracy)} | {_md(per)} |"
         )
     return [*lines, ""]
 
 
-def _text_section(text: object) -> list[str]:
+def _text_section(text: TextSection | None) -> list[str]:
     """Per text attack: its success rate against each model (lower is better)."""
-    if not isinstance(text, Mapping) or not text.get("attacks"):
+    if text is None or not text.attacks:
         return []
     targets: list[str] = []
-    for per in text["attacks"].values():
-        targets += [t for t in per if t not in targets]
-    summary = text.get("summary") or {}
+    for per in text.attacks.values():
+        targets += [t for t in per.extra() if t not in targets]
+    summary = text.summary
     lines = [
         "### Text channel",
         "",
-        f"Attack success rate on {text.get('n_attacked', '?')} correctly classified test texts "
+        f"Attack success rate on {_or(text.n_attacked)} correctly classified test texts "
         f"(lower is better); clean accuracy of the standard model "
         f"{_pct(summary.get('clean_accuracy_standard'))}, of the hardened and guarded model "
         f"{_pct(summary.get('clean_accuracy_hardened_guarded'))}.",
@@ -189,80 +209,92 @@ def _text_section(text: object) -> list[str]:
         "| attack | " + " | ".join(_md(t) for t in targets) + " |",
         "| --- | " + " | ".join("---:" for _ in targets) + " |",
     ]
-    for name, per in text["attacks"].items():
-        cells = [_pct((per.get(t) or {}).get("success_rate")) for t in targets]
+    for name, per in text.attacks.items():
+        cells = [_pct((per.target(t) or TextAttackFigures()).success_rate) for t in targets]
         lines.append(f"| {_md(name)} | " + " | ".join(cells) + " |")
     return [*lines, ""]
 
 
-def render_model_card(scorecard: Mapping[str, Any]) -> str:
-    """The Markdown model card of a scorecard (see the module docstring)."""
-    run = scorecard.get("run") or {}
-    data = scorecard.get("data") or {}
-    threat = scorecard.get("threat") or {}
-    card = scorecard.get("card") or {}
-    models = scorecard.get("models") or {}
-    eps = threat.get("eps")
-    eps_key = format(float(eps), "g") if isinstance(eps, int | float) else ""
-    lines = [f"# Model card: {run.get('name', 'run')}", ""]
+def render_model_card(scorecard: Scorecard | Mapping[str, Any]) -> str:
+    """The Markdown model card of a scorecard (typed, or its JSON document; see the module
+    docstring).
+
+    Raises:
+        ScorecardError: the scorecard is malformed (the field is named).
+    """
+    sc = load_scorecard(scorecard)
+    run, data, threat = sc.run, sc.data, sc.threat
+    card = sc.card or CardInfo()
+    eps_key = threat.eps_key or ""
+    lines = [f"# Model card: {_or(run.name, 'run')}", ""]
     lines += [
         "## Intended use",
         "",
-        str(card.get("intended_use") or "Not stated (add `card.intended_use` to the config)."),
+        card.intended_use or "Not stated (add `card.intended_use` to the config).",
         "",
     ]
-    if card.get("out_of_scope"):
-        lines += ["Out of scope: " + str(card["out_of_scope"]), ""]
-    if card.get("owners"):
-        lines += ["Owners: " + ", ".join(str(o) for o in card["owners"]), ""]
+    if card.out_of_scope:
+        lines += ["Out of scope: " + card.out_of_scope, ""]
+    if card.owners:
+        lines += ["Owners: " + ", ".join(card.owners), ""]
     lines += [
         "## Data",
         "",
-        f"- Data set: `{data.get('name', '?')}`, fingerprint `{data.get('fingerprint', '?')}`",
-        f"- Classes: {', '.join(str(c) for c in data.get('classes', []))}",
+        f"- Data set: `{_or(data.name)}`, fingerprint `{_or(data.fingerprint)}`",
+        f"- Classes: {', '.join(str(c) for c in data.classes or [])}",
         "",
         "## Threat model",
         "",
         f"- An attacker who controls the whole input: {_threat_line(threat)}.",
-        _knowledge_line(scorecard),
+        _knowledge_line(sc),
         "",
         "## Results",
         "",
     ]
-    for name, r in models.items():
-        lines += _model_section(str(name), r or {}, eps_key)
-    lines += _tabular_section(scorecard.get("tabular"))
-    lines += _text_section(scorecard.get("text"))
-    lines += poisoning_markdown(scorecard)
-    lines += privacy_markdown(scorecard)
-    lines += ["## Limits", ""]
-    n_eval = (scorecard.get("evaluation") or {}).get("examples")
-    labels = [a.get("label") for a in (scorecard.get("evaluation") or {}).get("attacks", [])]
+    for name, r in sc.models.items():
+        lines += _model_section(name, r, eps_key)
+    lines += _tabular_section(sc.tabular)
+    lines += _text_section(sc.text)
+    doc = sc.to_json()  # the poisoning and privacy sections are open-ended records
+    lines += poisoning_markdown(doc)
+    lines += privacy_markdown(doc)
+    return "\n".join(lines + _limits(sc) + _provenance(sc))
+
+
+def _limits(sc: Scorecard) -> list[str]:
+    lines = ["## Limits", ""]
+    labels = [a.label for a in sc.evaluation.attacks]
     lines.append(
         f"- Robust accuracy is an upper bound: it holds only against the attacks run "
-        f"({', '.join(str(x) for x in labels) or 'none'}) on {n_eval} test examples; a stronger "
-        "or adaptive attack may do better."
+        f"({', '.join(str(x) for x in labels) or 'none'}) on {sc.evaluation.examples} test "
+        "examples; a stronger or adaptive attack may do better."
     )
-    if threat.get("channel") == "text":
+    if sc.threat.channel == "text":
         lines.append(
             "- Nothing is claimed for larger edit budgets, nor for other edit types than those "
             "evaluated."
         )
     else:
         lines.append(
-            f"- Nothing is claimed beyond eps {eps} in the {threat.get('norm', '?')} norm, nor "
-            "for other perturbation types than those evaluated."
+            f"- Nothing is claimed beyond eps {sc.threat.eps} in the {_or(sc.threat.norm)} norm, "
+            "nor for other perturbation types than those evaluated."
         )
-    for w in scorecard.get("warnings") or []:
-        lines.append(f"- Warning ({w.get('code')}, {w.get('model')}): {w.get('message')}")
-    lines += [
+    for w in sc.warnings:
+        if isinstance(w, str):
+            lines.append(f"- Warning: {w}")
+        else:
+            lines.append(f"- Warning ({w.code}, {w.model}): {w.message}")
+    return lines
+
+
+def _provenance(sc: Scorecard) -> list[str]:
+    run = sc.run
+    return [
         "",
         "## Provenance",
         "",
-        f"- Created {run.get('created', '?')} by `{run.get('command', '?')}`, seed "
-        f"{run.get('seed', '?')}, config hash `{run.get('config_hash', '?')}`",
-        "- Versions: "
-        + ", ".join(f"{k} {v}" for k, v in (scorecard.get("versions") or {}).items()),
+        f"- Created {_or(run.created)} by `{_or(run.command)}`, seed "
+        f"{_or(run.seed)}, config hash `{_or(run.config_hash)}`",
+        "- Versions: " + ", ".join(f"{k} {v}" for k, v in sc.versions.items()),
         "",
     ]
-    return "\n".join(lines)

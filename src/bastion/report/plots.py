@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
+from bastion.evaluation.scorecard_model import CalibrationStats, Scorecard
 from bastion.report._view import ModelView, ScorecardError, ScorecardView, parse_scorecard
 
 __all__ = ["PALETTE", "plot_accuracy_vs_eps", "plot_training_curves"]
@@ -203,7 +204,7 @@ def accuracy_vs_eps_png(view: ScorecardView) -> bytes:
     return _to_png(figure)
 
 
-def plot_accuracy_vs_eps(scorecard: Mapping[str, Any]) -> bytes:
+def plot_accuracy_vs_eps(scorecard: Scorecard | Mapping[str, Any]) -> bytes:
     """Accuracy against the perturbation budget, as PNG bytes.
 
     One solid line per model for the worst case across attacks, and a thinner line in the same
@@ -236,73 +237,54 @@ def _best_point(model: ModelView) -> tuple[float, float] | None:
     return None
 
 
-def training_curves_png(view: ScorecardView) -> bytes:
-    """Render the two-panel training figure for an already parsed scorecard."""
-    if not models_with_history(view):
-        raise ScorecardError("no model has a training history; nothing to plot")
-    figure = _new_figure(11.0, 4.2)
-    ax_loss, ax_acc = figure.subplots(1, 2)
-    model_handles: list[Line2D] = []
-    model_labels: list[str] = []
-    any_clean = any_robust = any_best = any_rank = False
-    for index, model in enumerate(view.models):
-        history = model.history
-        if history is None:
-            continue
-        colour = _colour(index)
-        marker = "o" if len(history) <= 30 else None
-        if _finite(history.train_loss):
-            ax_loss.plot(
-                history.epoch,
-                history.train_loss,
-                color=colour,
-                linewidth=1.8,
-                marker=marker,
-                markersize=3,
-            )
-        for rank_loss in history.rank_loss:  # torchrun: each process's loss on its share
-            if any(math.isfinite(v) for v in rank_loss):
-                any_rank = True
-                ax_loss.plot(history.epoch, rank_loss, color=colour, linewidth=1.0, linestyle=":")
-        if _finite(history.val_clean_accuracy):
-            any_clean = True
-            ax_acc.plot(
-                history.epoch,
-                history.val_clean_accuracy,
-                color=colour,
-                linewidth=1.8,
-                marker=marker,
-                markersize=3,
-            )
-        if _finite(history.val_robust_accuracy):
-            any_robust = True
-            ax_acc.plot(
-                history.epoch,
-                history.val_robust_accuracy,
-                color=colour,
-                linewidth=1.4,
-                linestyle="--",
-                marker=marker,
-                markersize=3,
-                markerfacecolor="white",
-            )
-        best = _best_point(model)
-        if best is not None:
-            any_best = True
-            ax_acc.plot(
-                [best[0]],
-                [best[1]],
-                linestyle="none",
-                marker="*",
-                markersize=13,
-                color=colour,
-                markeredgecolor="white",
-                markeredgewidth=0.8,
-                zorder=4,
-            )
-        model_handles.append(Line2D([], [], color=colour, linewidth=1.8))
-        model_labels.append(_label(model.name))
+def _plot_history(ax_loss: Axes, ax_acc: Axes, model: ModelView, colour: str) -> set[str]:
+    """Draw one model's loss (left) and validation accuracy (right) curves; return the line
+    styles used (``rank``, ``clean``, ``robust``, ``best``) for the style legend."""
+    history = model.history
+    assert history is not None
+    used: set[str] = set()
+    style: dict[str, Any] = {
+        "color": colour,
+        "marker": "o" if len(history) <= 30 else None,
+        "markersize": 3,
+    }
+    if _finite(history.train_loss):
+        ax_loss.plot(history.epoch, history.train_loss, linewidth=1.8, **style)
+    for rank_loss in history.rank_loss:  # torchrun: each process's loss on its share
+        if any(math.isfinite(v) for v in rank_loss):
+            used.add("rank")
+            ax_loss.plot(history.epoch, rank_loss, color=colour, linewidth=1.0, linestyle=":")
+    if _finite(history.val_clean_accuracy):
+        used.add("clean")
+        ax_acc.plot(history.epoch, history.val_clean_accuracy, linewidth=1.8, **style)
+    if _finite(history.val_robust_accuracy):
+        used.add("robust")
+        ax_acc.plot(
+            history.epoch,
+            history.val_robust_accuracy,
+            linewidth=1.4,
+            linestyle="--",
+            markerfacecolor="white",
+            **style,
+        )
+    best = _best_point(model)
+    if best is not None:
+        used.add("best")
+        ax_acc.plot(
+            [best[0]],
+            [best[1]],
+            linestyle="none",
+            marker="*",
+            markersize=13,
+            color=colour,
+            markeredgecolor="white",
+            markeredgewidth=0.8,
+            zorder=4,
+        )
+    return used
 
+
+def _style_training_axes(ax_loss: Axes, ax_acc: Axes) -> None:
     for ax in (ax_loss, ax_acc):
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -314,30 +296,48 @@ def training_curves_png(view: ScorecardView) -> bytes:
     ax_acc.set_ylim(-0.02, 1.02)
     ax_acc.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
 
+
+def _training_styles(used: set[str]) -> tuple[list[Line2D], list[str]]:
+    """Legend lines and labels of the line styles ``used`` by :func:`_plot_history`."""
+    styles = [
+        ("rank", Line2D([], [], color=_TEXT, linewidth=1.0, linestyle=":"), "loss per process"),
+        ("clean", Line2D([], [], color=_TEXT, linewidth=1.8), "clean"),
+        ("robust", Line2D([], [], color=_TEXT, linewidth=1.4, linestyle="--"), "robust"),
+        (
+            "best",
+            Line2D([], [], color=_TEXT, linestyle="none", marker="*", markersize=11),
+            "selected epoch",
+        ),
+    ]
+    return [h for k, h, _ in styles if k in used], [lbl for k, _, lbl in styles if k in used]
+
+
+def training_curves_png(view: ScorecardView) -> bytes:
+    """Render the two-panel training figure for an already parsed scorecard."""
+    if not models_with_history(view):
+        raise ScorecardError("no model has a training history; nothing to plot")
+    figure = _new_figure(11.0, 4.2)
+    ax_loss, ax_acc = figure.subplots(1, 2)
+    model_handles: list[Line2D] = []
+    model_labels: list[str] = []
+    used: set[str] = set()
+    for index, model in enumerate(view.models):
+        if model.history is None:
+            continue
+        colour = _colour(index)
+        used |= _plot_history(ax_loss, ax_acc, model, colour)
+        model_handles.append(Line2D([], [], color=colour, linewidth=1.8))
+        model_labels.append(_label(model.name))
+    _style_training_axes(ax_loss, ax_acc)
     _figure_legend(figure, model_handles, model_labels, "model", "outside right upper")
-    style_handles: list[Line2D] = []
-    style_labels: list[str] = []
-    if any_rank:
-        style_handles.append(Line2D([], [], color=_TEXT, linewidth=1.0, linestyle=":"))
-        style_labels.append("loss per process")
-    if any_clean:
-        style_handles.append(Line2D([], [], color=_TEXT, linewidth=1.8))
-        style_labels.append("clean")
-    if any_robust:
-        style_handles.append(Line2D([], [], color=_TEXT, linewidth=1.4, linestyle="--"))
-        style_labels.append("robust")
-    if any_best:
-        style_handles.append(
-            Line2D([], [], color=_TEXT, linestyle="none", marker="*", markersize=11)
-        )
-        style_labels.append("selected epoch")
-    if style_handles:
-        title = "lines" if any_rank else "validation"  # the dotted style is a training loss
-        _figure_legend(figure, style_handles, style_labels, title, "outside right lower")
+    handles, labels = _training_styles(used)
+    if handles:
+        title = "lines" if "rank" in used else "validation"  # the dotted style is a training loss
+        _figure_legend(figure, handles, labels, title, "outside right lower")
     return _to_png(figure)
 
 
-def plot_training_curves(scorecard: Mapping[str, Any]) -> bytes:
+def plot_training_curves(scorecard: Scorecard | Mapping[str, Any]) -> bytes:
     """Training curves as PNG bytes: two panels sharing the epoch axis.
 
     Left: training loss per model. Right: validation clean accuracy (solid) and robust accuracy
@@ -353,7 +353,7 @@ def plot_training_curves(scorecard: Mapping[str, Any]) -> bytes:
 # -- reliability diagrams -----------------------------------------------------------------------
 def models_with_calibration(view: ScorecardView) -> list[ModelView]:
     """The models whose scorecard entry carries calibration bins."""
-    return [m for m in view.models if m.calibration and m.calibration.get("clean")]
+    return [m for m in view.models if m.calibration is not None and m.calibration.clean]
 
 
 def reliability_png(view: ScorecardView) -> bytes:
@@ -361,10 +361,8 @@ def reliability_png(view: ScorecardView) -> bytes:
     panel per setting, one line per model; the diagonal is perfect calibration."""
     models = models_with_calibration(view)
     settings = [("clean", "clean")]
-    if any((m.calibration or {}).get("adversarial") for m in models):
-        attack = next(
-            (str((m.calibration or {}).get("attack")) for m in models if m.calibration), "attack"
-        )
+    if any(m.calibration and m.calibration.adversarial for m in models):
+        attack = next((str(m.calibration.attack) for m in models if m.calibration), "attack")
         settings.append(("adversarial", f"under {attack}"))
     figure = _new_figure(4.2 * len(settings) + 1.6, 3.6)
     axes = figure.subplots(1, len(settings), squeeze=False)[0]
@@ -374,10 +372,10 @@ def reliability_png(view: ScorecardView) -> bytes:
         _style_axes(ax)
         ax.plot([0, 1], [0, 1], color="#8a93a0", linestyle="--", linewidth=1)
         for i, m in enumerate(models):
-            metrics = (m.calibration or {}).get(key)
-            if not metrics:
+            metrics = getattr(m.calibration, key, None)
+            if not isinstance(metrics, CalibrationStats) or not metrics.to_json():
                 continue
-            pts = [(b["confidence"], b["accuracy"]) for b in metrics["bins"] if b.get("count")]
+            pts = [(b.confidence, b.accuracy) for b in metrics.bins if b.count]
             if not pts:
                 continue
             (line,) = ax.plot(
@@ -390,7 +388,7 @@ def reliability_png(view: ScorecardView) -> bytes:
             )
             if key == "clean":
                 handles.append(line)
-                labels.append(_label(f"{m.name} (ECE {metrics['ece']:.3f})"))
+                labels.append(_label(f"{m.name} (ECE {metrics.ece:.3f})"))
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.set_xlabel("confidence")

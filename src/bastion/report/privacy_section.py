@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bastion.errors import ConfigError
+from bastion.evaluation.scorecard_model import Scorecard
 from bastion.report._view import ScorecardView
 
 __all__ = [
@@ -57,10 +58,12 @@ def _pct(value: object) -> str:
     return "-" if v is None else f"{v:.2%}"
 
 
-def attach_privacy_audits(scorecard: Mapping[str, Any], folder: Path) -> dict[str, Any]:
-    """A copy of ``scorecard`` with the audit documents found in ``folder``
+def attach_privacy_audits(scorecard: Scorecard | Mapping[str, Any], folder: Path) -> dict[str, Any]:
+    """A copy of ``scorecard``'s JSON document with the audit documents found in ``folder``
     (:data:`AUDIT_FILES`) under ``privacy``; a file there that is not JSON or not an audit
     document is a :class:`ConfigError` naming it."""
+    if isinstance(scorecard, Scorecard):
+        scorecard = scorecard.to_json()
     audits: list[dict[str, Any]] = []
     for name in AUDIT_FILES:
         path = folder / name
