@@ -44,7 +44,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from bastion.errors import BastionError, yaml_error_line
 from bastion.evaluation.scorecard import SCHEMA_VERSION
-from bastion.evaluation.scorecard_model import Scorecard, ScorecardError, load_scorecard
+from bastion.evaluation.scorecard_model import (
+    AUDIT_KINDS,
+    AuditDocument,
+    Scorecard,
+    ScorecardError,
+    error_message,
+    load_scorecard,
+)
+
+GateDocument = Scorecard | AuditDocument
+"""What the gate judges: a scorecard, or a privacy or extraction audit document."""
 
 __all__ = [
     "SUPPORTED_SCHEMA_VERSION",
@@ -412,9 +422,9 @@ def check_scorecard(doc: Any, what: str = "scorecard") -> Mapping[str, Any]:
     return doc
 
 
-def read_gate_scorecard(path: str | os.PathLike[str], what: str | None = None) -> Scorecard:
-    """Load a scorecard file for the gate as a typed :class:`Scorecard` (version 1 migrated);
-    every problem is a :class:`GateError`."""
+def read_gate_scorecard(path: str | os.PathLike[str], what: str | None = None) -> GateDocument:
+    """Load a scorecard file for the gate as a typed :class:`Scorecard` (version 1 migrated), or
+    an audit document as an :class:`AuditDocument`; every problem is a :class:`GateError`."""
     p = Path(path)
     label = what or str(p)
     if not p.is_file():
@@ -426,24 +436,31 @@ def read_gate_scorecard(path: str | os.PathLike[str], what: str | None = None) -
     return typed_scorecard(doc, label)
 
 
-def typed_scorecard(doc: Scorecard | Any, what: str = "scorecard") -> Scorecard:
-    """``doc`` checked by :func:`check_scorecard` and validated as a :class:`Scorecard`; a
-    malformed part is a :class:`GateError` naming the field."""
-    if isinstance(doc, Scorecard):
+def typed_scorecard(doc: GateDocument | Any, what: str = "scorecard") -> GateDocument:
+    """``doc`` checked by :func:`check_scorecard` and validated as a :class:`Scorecard` (an
+    audit document, ``kind`` in :data:`AUDIT_KINDS`, as an :class:`AuditDocument`); a malformed
+    part is a :class:`GateError` naming the field."""
+    if isinstance(doc, Scorecard | AuditDocument):
         return doc
     check_scorecard(doc, what)
     try:
+        if doc.get("kind") in AUDIT_KINDS:
+            return AuditDocument.model_validate(doc)
         return load_scorecard(doc, what)
     except ScorecardError as e:
         raise GateError(f"{what}: malformed scorecard: {e}") from None
+    except ValidationError as e:
+        raise GateError(f"{what}: malformed audit document: {error_message(e)}") from None
 
 
 def check_comparable(
-    scorecard: Scorecard | Mapping[str, Any], baseline: Scorecard | Mapping[str, Any]
+    scorecard: GateDocument | Mapping[str, Any], baseline: GateDocument | Mapping[str, Any]
 ) -> None:
     """Raise :class:`GateError` unless the two scorecards measured the same thing: the same data
     (``data.fingerprint``) under the same threat model (``threat.norm`` and ``threat.eps``)."""
     sc, base = typed_scorecard(scorecard, "scorecard"), typed_scorecard(baseline, "baseline")
+    if not isinstance(sc, Scorecard) or not isinstance(base, Scorecard):
+        raise GateError("baseline: audit documents are not compared with a baseline")
     fp, base_fp = sc.data.fingerprint, base.data.fingerprint
     if fp is None or base_fp is None:
         raise GateError(
@@ -570,7 +587,7 @@ def _evaluate_metric(
     return RuleResult(index, rule, value, limit, passed, msg)
 
 
-def _evaluate_escalation(index: int, rule: CheckRule, scorecard: Scorecard) -> RuleResult:
+def _evaluate_escalation(index: int, rule: CheckRule, scorecard: GateDocument) -> RuleResult:
     models = scorecard.models
     if rule.model is not None and rule.model not in models:
         return RuleResult(
@@ -596,7 +613,7 @@ def _evaluate_escalation(index: int, rule: CheckRule, scorecard: Scorecard) -> R
     return RuleResult(index, rule, 0, 0, True, "every escalation finished (or none was needed)")
 
 
-def _evaluate_check(index: int, rule: CheckRule, scorecard: Scorecard) -> RuleResult:
+def _evaluate_check(index: int, rule: CheckRule, scorecard: GateDocument) -> RuleResult:
     if rule.check == "escalation-complete":
         return _evaluate_escalation(index, rule, scorecard)
     if "warnings" not in scorecard.model_fields_set:
@@ -637,9 +654,9 @@ def _or(value: str | None) -> str:
 
 
 def evaluate_gate(
-    scorecard: Scorecard | Mapping[str, Any],
+    scorecard: GateDocument | Mapping[str, Any],
     policy: GatePolicy | Mapping[str, Any],
-    baseline: Scorecard | Mapping[str, Any] | None = None,
+    baseline: GateDocument | Mapping[str, Any] | None = None,
     *,
     name: str | None = None,
     source: str | None = None,

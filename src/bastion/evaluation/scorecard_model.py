@@ -493,6 +493,23 @@ class Scorecard(Section):
         return {name: s for name, s in sections.items() if s is not None and s.to_json()}
 
 
+AUDIT_KINDS = ("privacy-audit", "extraction-audit")
+"""The ``kind`` of the audit documents ``bastion gate`` reads besides scorecards."""
+
+
+class AuditDocument(Section):
+    """A privacy or extraction audit document (:mod:`bastion.privacy.audit`, a run's
+    ``privacy.json``): not a scorecard, but shaped like one for the gate (``schema_version``,
+    ``kind``, ``models``); its own records (``mia``, ``inversion``, ``extraction``, ``data`` as
+    the data set's name, ...) are kept as written."""
+
+    schema_version: int
+    kind: Literal["privacy-audit", "extraction-audit"]
+    run: RunInfo = RunInfo()
+    models: dict[str, ModelResult] = {}
+    warnings: list[WarningRecord | str] = []
+
+
 # -- versions ------------------------------------------------------------------------------------
 def _from_v1(doc: dict[str, Any]) -> dict[str, Any]:
     """Version 1 to 2: the fields are unchanged; only the version number moves."""
@@ -526,7 +543,7 @@ def _sections() -> list[type[Section]]:
     return out
 
 
-def _error_message(e: ValidationError) -> str:
+def error_message(e: ValidationError) -> str:
     """The first error as ``field.path: what was expected`` (number unions read as one)."""
     errors = e.errors()
     path = _field_path(errors[0]["loc"])
@@ -579,7 +596,7 @@ def load_scorecard(doc: Scorecard | Mapping[str, Any], where: str = "scorecard")
     try:
         return Scorecard.model_validate(migrated)
     except ValidationError as e:
-        raise ScorecardError(_error_message(e)) from None
+        raise ScorecardError(error_message(e)) from None
 
 
 # -- JSON Schema ---------------------------------------------------------------------------------
