@@ -21,7 +21,7 @@ import math
 import secrets
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -268,40 +268,56 @@ class _Service:
         """The predict pipeline after authentication. Runs on the event loop; only the slow
         or blocking steps go to worker threads: parsing a large body, the model (the
         micro-batcher's thread) and the audit commit."""
-        s = self.settings
         if getattr(self.guard, "input_kind", "array") == "text":
-            texts = parse_text_body(body, max_batch=s.max_batch)
-            self.rate_limit(key, len(texts))
-            try:
-                decisions = await asyncio.wait_for(
-                    run_in_threadpool(self.guard.decide_texts, texts),  # type: ignore[attr-defined]
-                    s.request_timeout_s,
-                )
-            except TimeoutError:
-                self.metrics.timeouts.inc()
-                raise RequestError(
-                    504, "service", f"the model did not answer within {s.request_timeout_s:g} s"
-                ) from None
-            hashes = [hashlib.sha256(t.encode("utf-8", "surrogatepass")).hexdigest() for t in texts]
+            decisions, hashes = await self.decide_texts(body, key)
         else:
-            if len(body) > _PARSE_INLINE_BYTES:
-                x = await run_in_threadpool(self.parse, body)
-            else:
-                x = self.parse(body)
-            self.rate_limit(key, int(x.shape[0]))
-            future = self.batcher.submit(x)
-            try:
-                decisions = await asyncio.wait_for(asyncio.wrap_future(future), s.request_timeout_s)
-            except TimeoutError:
-                self.metrics.timeouts.inc()
-                raise RequestError(
-                    504, "service", f"the model did not answer within {s.request_timeout_s:g} s"
-                ) from None
-            decisions = self.check_extraction(key, x, decisions)
-            self.observe_drift(x, decisions)
-            hashes = [hashlib.sha256(np.ascontiguousarray(r).tobytes()).hexdigest() for r in x]
+            decisions, hashes = await self.decide_arrays(body, key)
+        await self.commit_audit(self.audit_records(decisions, hashes, key, request_id), request_id)
+        return self.response(decisions, key, request_id)
+
+    async def answer(self, pending: Awaitable[list[Decision]]) -> list[Decision]:
+        """The model's decisions, or 504 when they take longer than ``request_timeout_s``."""
+        timeout = self.settings.request_timeout_s
+        try:
+            return await asyncio.wait_for(pending, timeout)
+        except TimeoutError:
+            self.metrics.timeouts.inc()
+            raise RequestError(
+                504, "service", f"the model did not answer within {timeout:g} s"
+            ) from None
+
+    async def decide_texts(self, body: bytes, key: KeyRecord) -> tuple[list[Decision], list[str]]:
+        """A text model's decisions on the body's texts (rate-limited per text) and the
+        SHA-256 of each text."""
+        texts = parse_text_body(body, max_batch=self.settings.max_batch)
+        self.rate_limit(key, len(texts))
+        decide = self.guard.decide_texts  # type: ignore[attr-defined]
+        decisions = await self.answer(run_in_threadpool(decide, texts))
+        hashes = [hashlib.sha256(t.encode("utf-8", "surrogatepass")).hexdigest() for t in texts]
+        return decisions, hashes
+
+    async def decide_arrays(self, body: bytes, key: KeyRecord) -> tuple[list[Decision], list[str]]:
+        """An array model's micro-batched decisions on the body's inputs (rate-limited per
+        input, then the extraction check and the drift monitor) and each input's SHA-256."""
+        if len(body) > _PARSE_INLINE_BYTES:
+            x = await run_in_threadpool(self.parse, body)
+        else:
+            x = self.parse(body)
+        self.rate_limit(key, int(x.shape[0]))
+        future = self.batcher.submit(x)
+        decisions = await self.answer(asyncio.wrap_future(future))
+        decisions = self.check_extraction(key, x, decisions)
+        self.observe_drift(x, decisions)
+        hashes = [hashlib.sha256(np.ascontiguousarray(r).tobytes()).hexdigest() for r in x]
+        return decisions, hashes
+
+    def audit_records(
+        self, decisions: list[Decision], hashes: list[str], key: KeyRecord, request_id: str
+    ) -> list[AuditRecord]:
+        """One record per decision that is not ``accept`` (every decision with
+        ``audit_all``), stamped with the clock's time."""
         now = self.clock()
-        records = [
+        return [
             AuditRecord(
                 request_id=request_id,
                 index=i,
@@ -317,21 +333,31 @@ class _Service:
                 model=self.model_name,
             )
             for i, d in enumerate(decisions)
-            if s.audit_all or d.verdict != "accept"
+            if self.settings.audit_all or d.verdict != "accept"
         ]
-        if records:
-            try:
-                await run_in_threadpool(self.audit.write, records)
-            except AuditError as e:  # its text masks the URL's password; clients get none of it
-                self.metrics.audit_errors.inc()
-                self.log_audit_error(request_id, e)
-                raise RequestError(
-                    503,
-                    "service",
-                    "audit log unavailable; request not answered",
-                    headers={"Retry-After": "1"},
-                ) from None
-            self.metrics.audit_writes.inc(len(records))
+
+    async def commit_audit(self, records: list[AuditRecord], request_id: str) -> None:
+        """Commit ``records`` to the audit log in a worker thread; 503 if the commit fails
+        (the request is then not answered)."""
+        if not records:
+            return
+        try:
+            await run_in_threadpool(self.audit.write, records)
+        except AuditError as e:  # its text masks the URL's password; clients get none of it
+            self.metrics.audit_errors.inc()
+            self.log_audit_error(request_id, e)
+            raise RequestError(
+                503,
+                "service",
+                "audit log unavailable; request not answered",
+                headers={"Retry-After": "1"},
+            ) from None
+        self.metrics.audit_writes.inc(len(records))
+
+    def response(
+        self, decisions: list[Decision], key: KeyRecord, request_id: str
+    ) -> dict[str, Any]:
+        """The JSON answer: each decision as ``key``'s output policy shows it."""
         classes = self.guard.classes
         policy = self.policy(key)
         preds = []
@@ -506,84 +532,21 @@ def create_app(
 
     The micro-batching worker thread starts here and stops when the app shuts down.
     """
-    started = time.monotonic()
-    monitor = ExtractionMonitor(
-        min_samples=settings.extraction_min_samples,
-        threshold=settings.extraction_threshold,
-        window=settings.extraction_window,
-        every=settings.extraction_every,
-    )
-    policies = parse_policies(settings.output_policies)
-    for tier, policy in policies.items():
-        policy.check_classes(len(guard.classes), field=f"serve.output_policies.{tier}")
-    default_policy = OutputPolicy.parse(settings.default_output, field="serve.default_output")
-    default_policy.check_classes(len(guard.classes), field="serve.default_output")
-    budget = None
-    if settings.extraction_budget_bits is not None:
-        path = settings.extraction_reference
-        reference = CoverageReference.load(path) if path is not None else None
-        features = math.prod(guard.input_shape)
-        array_model = getattr(guard, "input_kind", "array") != "text"
-        if reference is not None and array_model and reference.features != features:
-            raise ConfigError(
-                f"serve.extraction_reference: {path} has cells of {reference.features} "
-                f"features, the served model takes {features}; fit it on this model's data "
-                "(bastion audit reference RUN_DIR)"
-            )
-        budget = BudgetMonitor(threshold=settings.extraction_budget_bits, reference=reference)
-
-    def flagged_keys() -> float:
-        flagged = set(monitor.flagged_keys())
-        return float(len(flagged | set(budget.flagged_keys() if budget is not None else ())))
-
-    metrics = ServiceMetrics(uptime=lambda: time.monotonic() - started, flagged_keys=flagged_keys)
-    batcher = MicroBatcher(
+    service = _build_service(
         guard,
-        max_rows=settings.micro_batch,
-        wait_s=settings.micro_batch_wait_ms / 1000.0,
-        max_pending=settings.max_pending,
-        on_batch=lambda n: metrics.batch_size.observe(float(n)),
-    )
-    service = _Service(
-        guard=guard,
         settings=settings,
         audit=audit,
         keys=keys,
         model_name=model_name or str(getattr(guard, "name", "model")),
-        metrics=metrics,
-        limiter=RateLimiter(),
-        monitor=monitor,
-        budget=budget,
-        policies=policies,
-        default_policy=default_policy,
-        batcher=batcher,
-        started=started,
         clock=clock,
-        bodies=BodyBudget(
-            per_client=settings.max_bodies_per_client,
-            total_bytes=settings.max_body_bytes_in_flight,
-        ),
         drift=drift,
         drift_state=drift_state,
-        drift_pool=ThreadPoolExecutor(max_workers=1, thread_name_prefix="drift")
-        if drift is not None
-        else None,
     )
-    if drift is not None:
-        metrics.add_gauge(
-            "bastion_drift_windows", "Drift-monitor windows tested.", lambda: drift.state.windows
-        )
-        for kind in ("input", "confidence", "class_mix"):
-            metrics.add_gauge(
-                f"bastion_drift_alerts_{kind}",
-                f"Drift alerts on the {kind.replace('_', ' ')} so far.",
-                lambda kind=kind: float(drift.state.alerts.get(kind, 0)),  # type: ignore[misc]
-            )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
-        batcher.close()
+        service.batcher.close()
         if service.drift_pool is not None:
             service.drift_pool.shutdown(wait=True)
 
@@ -605,7 +568,174 @@ def create_app(
         **extra,
     )
     app.state.service = service
+    _add_predict_route(app, service)
+    _add_info_routes(app, service)
+
+    @app.exception_handler(RequestError)
+    async def _request_error(_: Request, e: RequestError) -> JSONResponse:
+        return _error(e, None)
+
+    _install_openapi(app, service)
+    return app
+
+
+def _output_policies(
+    guard: GuardLike, settings: ServeSettings
+) -> tuple[dict[str, OutputPolicy], OutputPolicy]:
+    """The output policy of each key tier and the default one, each checked against the
+    guard's number of classes (:class:`ConfigError` naming the setting otherwise)."""
+    policies = parse_policies(settings.output_policies)
+    for tier, policy in policies.items():
+        policy.check_classes(len(guard.classes), field=f"serve.output_policies.{tier}")
+    default_policy = OutputPolicy.parse(settings.default_output, field="serve.default_output")
+    default_policy.check_classes(len(guard.classes), field="serve.default_output")
+    return policies, default_policy
+
+
+def _budget_monitor(guard: GuardLike, settings: ServeSettings) -> BudgetMonitor | None:
+    """The information-budget monitor of ``serve.extraction_budget_bits`` (``None`` when
+    unset), with its coverage reference when one is given; :class:`ConfigError` if the
+    reference was fitted on inputs of another size than the served array model's."""
+    if settings.extraction_budget_bits is None:
+        return None
+    path = settings.extraction_reference
+    reference = CoverageReference.load(path) if path is not None else None
+    features = math.prod(guard.input_shape)
+    array_model = getattr(guard, "input_kind", "array") != "text"
+    if reference is not None and array_model and reference.features != features:
+        raise ConfigError(
+            f"serve.extraction_reference: {path} has cells of {reference.features} "
+            f"features, the served model takes {features}; fit it on this model's data "
+            "(bastion audit reference RUN_DIR)"
+        )
+    return BudgetMonitor(threshold=settings.extraction_budget_bits, reference=reference)
+
+
+def _build_service(
+    guard: GuardLike,
+    *,
+    settings: ServeSettings,
+    audit: AuditLog,
+    keys: KeyStore,
+    model_name: str,
+    clock: Callable[[], float],
+    drift: DriftMonitor | None,
+    drift_state: Path | None,
+) -> _Service:
+    """The service state behind the routes: monitors, metrics, the micro-batcher (its
+    worker thread starts here) and the drift monitor's thread."""
+    started = time.monotonic()
+    monitor = ExtractionMonitor(
+        min_samples=settings.extraction_min_samples,
+        threshold=settings.extraction_threshold,
+        window=settings.extraction_window,
+        every=settings.extraction_every,
+    )
+    policies, default_policy = _output_policies(guard, settings)
+    budget = _budget_monitor(guard, settings)
+
+    def flagged_keys() -> float:
+        flagged = set(monitor.flagged_keys())
+        return float(len(flagged | set(budget.flagged_keys() if budget is not None else ())))
+
+    metrics = ServiceMetrics(uptime=lambda: time.monotonic() - started, flagged_keys=flagged_keys)
+    batcher = MicroBatcher(
+        guard,
+        max_rows=settings.micro_batch,
+        wait_s=settings.micro_batch_wait_ms / 1000.0,
+        max_pending=settings.max_pending,
+        on_batch=lambda n: metrics.batch_size.observe(float(n)),
+    )
+    service = _Service(
+        guard=guard,
+        settings=settings,
+        audit=audit,
+        keys=keys,
+        model_name=model_name,
+        metrics=metrics,
+        limiter=RateLimiter(),
+        monitor=monitor,
+        budget=budget,
+        policies=policies,
+        default_policy=default_policy,
+        batcher=batcher,
+        started=started,
+        clock=clock,
+        bodies=BodyBudget(
+            per_client=settings.max_bodies_per_client,
+            total_bytes=settings.max_body_bytes_in_flight,
+        ),
+        drift=drift,
+        drift_state=drift_state,
+        drift_pool=ThreadPoolExecutor(max_workers=1, thread_name_prefix="drift")
+        if drift is not None
+        else None,
+    )
+    if drift is not None:
+        _add_drift_gauges(metrics, drift)
+    return service
+
+
+def _add_drift_gauges(metrics: ServiceMetrics, drift: DriftMonitor) -> None:
+    """``/metrics`` gauges of the drift monitor's windows and alerts per kind."""
+    metrics.add_gauge(
+        "bastion_drift_windows", "Drift-monitor windows tested.", lambda: drift.state.windows
+    )
+    for kind in ("input", "confidence", "class_mix"):
+        metrics.add_gauge(
+            f"bastion_drift_alerts_{kind}",
+            f"Drift alerts on the {kind.replace('_', ' ')} so far.",
+            lambda kind=kind: float(drift.state.alerts.get(kind, 0)),  # type: ignore[misc]
+        )
+
+
+async def _predict(service: _Service, request: Request, request_id: str) -> Response:
+    """Answer one predict request: the key, then the body within its budgets, then
+    :meth:`_Service.handle`; every refusal is a JSON error response, a fault of the service
+    a JSON 500, a client gone mid-body a bare 499."""
+    settings = service.settings
+    source = request.client.host if request.client is not None else ""
+    body_read = False
+    try:
+        # the key first: nothing of the body is read (or buffered) for an unknown client
+        key = await service.authorize(request.headers.get("x-api-key"), source)
+        limit = settings.max_body_bytes
+        declared = _declared_length(request, limit)
+        reserved = limit if declared is None else declared
+        client = key.key_id if settings.require_auth else f"address:{source}"
+        service.bodies.acquire(client, reserved)
+        try:
+            body = await _read_body(request, limit)
+            body_read = True
+        finally:
+            service.bodies.release(client, reserved)
+        result = await service.handle(body, key, request_id)
+        return Response(
+            json.dumps(result, allow_nan=False),
+            media_type="application/json",
+            headers={"X-Request-ID": request_id},
+        )
+    except RequestError as e:
+        response = _error(e, request_id)
+        if not body_read and _large_body_pending(request):
+            # refused before its body was read (no key, over a limit): close rather than
+            # drain and buffer an upload nobody will read
+            response.headers["Connection"] = "close"
+        return response
+    except ClientDisconnect:  # the client went away mid-body: nobody to answer, no fault
+        service.metrics.client_disconnects.inc()
+        return Response(status_code=499)
+    except Exception:  # a fault of the service or guard, never of the input: JSON 500
+        _log.exception("request %s failed", request_id)
+        return _error(
+            RequestError(500, "service", "internal error; see the service log"), request_id
+        )
+
+
+def _add_predict_route(app: FastAPI, service: _Service) -> None:
+    """``POST /v1/predict``, counted and timed in the service's metrics."""
     next_id = request_ids()
+    metrics = service.metrics
 
     @app.post(
         "/v1/predict",
@@ -623,45 +753,15 @@ def create_app(
     async def predict(request: Request) -> Response:
         """Guarded prediction for one input or a batch (see PredictRequest)."""
         t0 = time.perf_counter()
-        request_id = next_id()
-        source = request.client.host if request.client is not None else ""
-        body_read = False
-        try:
-            # the key first: nothing of the body is read (or buffered) for an unknown client
-            key = await service.authorize(request.headers.get("x-api-key"), source)
-            limit = settings.max_body_bytes
-            declared = _declared_length(request, limit)
-            reserved = limit if declared is None else declared
-            client = key.key_id if settings.require_auth else f"address:{source}"
-            service.bodies.acquire(client, reserved)
-            try:
-                body = await _read_body(request, limit)
-                body_read = True
-            finally:
-                service.bodies.release(client, reserved)
-            result = await service.handle(body, key, request_id)
-            response: Response = Response(
-                json.dumps(result, allow_nan=False),
-                media_type="application/json",
-                headers={"X-Request-ID": request_id},
-            )
-        except RequestError as e:
-            response = _error(e, request_id)
-            if not body_read and _large_body_pending(request):
-                # refused before its body was read (no key, over a limit): close rather than
-                # drain and buffer an upload nobody will read
-                response.headers["Connection"] = "close"
-        except ClientDisconnect:  # the client went away mid-body: nobody to answer, no fault
-            metrics.client_disconnects.inc()
-            response = Response(status_code=499)
-        except Exception:  # a fault of the service or guard, never of the input: JSON 500
-            _log.exception("request %s failed", request_id)
-            response = _error(
-                RequestError(500, "service", "internal error; see the service log"), request_id
-            )
+        response = await _predict(service, request, next_id())
         metrics.requests.inc(endpoint="/v1/predict", status=str(response.status_code))
         metrics.latency.observe(time.perf_counter() - t0, endpoint="/v1/predict")
         return response
+
+
+def _add_info_routes(app: FastAPI, service: _Service) -> None:
+    """``GET /v1/health`` and ``GET /metrics``."""
+    guard, metrics = service.guard, service.metrics
 
     @app.get("/v1/health", response_model=HealthResponse)
     def health() -> dict[str, Any]:
@@ -673,8 +773,8 @@ def create_app(
             "input_shape": list(guard.input_shape),
             "classes": list(guard.classes),
             "guard_layers": guard_layers(guard),
-            "auth_required": settings.require_auth,
-            "uptime_s": time.monotonic() - started,
+            "auth_required": service.settings.require_auth,
+            "uptime_s": time.monotonic() - service.started,
         }
 
     @app.get("/metrics", response_class=PlainTextResponse)
@@ -685,10 +785,12 @@ def create_app(
             metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
         )
 
-    @app.exception_handler(RequestError)
-    async def _request_error(_: Request, e: RequestError) -> JSONResponse:
-        return _error(e, None)
 
+def _install_openapi(app: FastAPI, service: _Service) -> None:
+    """Replace the app's OpenAPI document with one built once, on first request, that
+    declares the served model's ``PredictRequest`` schema and, with auth on, the API-key
+    security scheme."""
+    guard, settings = service.guard, service.settings
     lock = threading.Lock()
 
     def openapi() -> dict[str, Any]:
@@ -720,4 +822,3 @@ def create_app(
             return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-    return app
