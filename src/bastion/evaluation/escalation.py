@@ -50,6 +50,7 @@ import hashlib
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -449,32 +450,33 @@ def _remedy_eot(
     return mean, std, {**details, "per_draw": accs}
 
 
-def _remedy_black_box(
-    run: _Run,
-    b: _EscalationBudget,
-    grad_model: nn.Module,
-    attacks: list[str],
-    seed: int,
-) -> dict[str, Any]:
-    """Each sub-attack on its own: one that raises (a gradient the model does not give) is
-    recorded in ``details["errors"]`` and the others still run; the remedy fails only when all
-    of them do."""
-    details: dict[str, Any] = {}
-    errors: dict[str, str] = {}
+@dataclass
+class _SubAttacks:
+    """The black-box remedy's sub-attacks, each run on its own: one that raises (a gradient the
+    model does not give) is recorded in ``errors`` and the others still run. ``attacks`` names
+    the ones that ran to the end; ``details`` gathers their figures, with the CPU seconds of
+    each under ``details["cpu_seconds"]``."""
 
-    cpu: dict[str, float] = {}
-    details["cpu_seconds"] = cpu
+    attacks: list[str]
+    details: dict[str, Any] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
 
-    def guarded(label: str, fn: Callable[[], object]) -> None:
+    def __post_init__(self) -> None:
+        self.cpu: dict[str, float] = {}
+        self.details["cpu_seconds"] = self.cpu
+
+    def guarded(self, label: str, fn: Callable[[], object]) -> None:
+        """Run ``fn``; name ``label`` in ``attacks`` when it returns, in ``errors`` when it
+        raises."""
         t0 = time.process_time()
         try:
             fn()
-            attacks.append(label)
+            self.attacks.append(label)
         except (BastionError, RuntimeError, ValueError) as e:
-            errors[label] = f"{type(e).__name__}: {e}"
-        cpu[label] = round(time.process_time() - t0, 3)
+            self.errors[label] = f"{type(e).__name__}: {e}"
+        self.cpu[label] = round(time.process_time() - t0, 3)
 
-    def until_stable(key: str, rounds: int, one: Callable[[int], int]) -> None:
+    def until_stable(self, key: str, rounds: int, one: Callable[[int], int]) -> None:
         """Run ``one(round)`` up to ``rounds`` times, stopping after a round that broke
         nothing (the figure is stable); record the rounds run and what they broke."""
         broke = []
@@ -482,41 +484,49 @@ def _remedy_black_box(
             broke.append(one(r))
             if broke[-1] == 0:
                 break
-        details[key] = {"rounds": len(broke), "broke": broke}
+        self.details[key] = {"rounds": len(broke), "broke": broke}
 
-    # one restart at a time, stopping once a restart breaks nothing
-    two_class = _classes(run.model, run.x) < 3  # the first pass and the checks climbed CE
-    loss = "ce" if two_class else "dlr"
-    guarded(
+
+def _bb_restarts(run: _Run, b: _EscalationBudget, grad_model: nn.Module, sub: _SubAttacks) -> None:
+    """APGD-DLR (APGD-CE for two-class models: the first pass and the checks climbed the
+    cross-entropy already), one restart at a time, stopping once a restart breaks nothing."""
+    loss = "ce" if _classes(run.model, run.x) < 3 else "dlr"
+
+    def one(r: int) -> int:
+        return run.attack(grad_model, APGD(steps=b.apgd_steps, loss=loss), f"bb:apgd-{loss}:{r}")
+
+    sub.guarded(
         f"apgd-{loss}-{b.apgd_steps} (up to {b.restarts} restarts)",
-        lambda: until_stable(
-            f"apgd-{loss}",
-            b.restarts,
-            lambda r: run.attack(
-                grad_model, APGD(steps=b.apgd_steps, loss=loss), f"bb:apgd-{loss}:{r}"
-            ),
-        ),
+        lambda: sub.until_stable(f"apgd-{loss}", b.restarts, one),
     )
-    if run.threat.norm in ("linf", "l2"):
-        if run.draws == 1:
-            square = Square(queries=b.square_queries)
-            guarded(
-                f"square-{b.square_queries}",
-                lambda: details.update(square_broke=run.attack(run.model, square, "bb:square")),
-            )
-        else:
-            # on a randomised model each query is judged on one noisy draw, so the random
-            # search mostly wanders: at most half the queries, in two runs of a quarter, the
-            # second only when the first broke something (the majority vote decides)
-            quarter = Square(queries=max(b.square_queries // 4, 1))
-            guarded(
-                f"square-{quarter.queries} (up to 2 runs)",
-                lambda: until_stable(
-                    "square", 2, lambda r: run.attack(run.model, quarter, f"bb:square:{r}")
-                ),
-            )
+
+
+def _bb_square(run: _Run, b: _EscalationBudget, sub: _SubAttacks) -> None:
+    """Square with the budget's queries (linf and l2 only). On a randomised model each query is
+    judged on one noisy draw, so the random search mostly wanders: at most half the queries, in
+    two runs of a quarter, the second only when the first broke something (the majority vote
+    decides)."""
+    if run.threat.norm not in ("linf", "l2"):
+        sub.details["square"] = f"skipped: square supports linf and l2, not {run.threat.norm}"
+    elif run.draws == 1:
+        square = Square(queries=b.square_queries)
+        sub.guarded(
+            f"square-{b.square_queries}",
+            lambda: sub.details.update(square_broke=run.attack(run.model, square, "bb:square")),
+        )
     else:
-        details["square"] = f"skipped: square supports linf and l2, not {run.threat.norm}"
+        quarter = Square(queries=max(b.square_queries // 4, 1))
+        sub.guarded(
+            f"square-{quarter.queries} (up to 2 runs)",
+            lambda: sub.until_stable(
+                "square", 2, lambda r: run.attack(run.model, quarter, f"bb:square:{r}")
+            ),
+        )
+
+
+def _bb_transfer(run: _Run, b: _EscalationBudget, seed: int, sub: _SubAttacks) -> None:
+    """APGD-CE on a softplus surrogate distilled from the model (:func:`distil_surrogate`),
+    when some example is still robust; records the surrogate's agreement with the model."""
 
     def transfer() -> None:
         if not bool(run.robust.any()):
@@ -525,15 +535,160 @@ def _remedy_black_box(
         sur = distil_surrogate(run.model, run.x, run.threat, generator=gen, steps=b.surrogate_steps)
         with torch.no_grad():
             agree = float((predict(sur, run.x) == predict(run.model, run.x)).float().mean())
-        details["surrogate_agreement"] = agree
-        details["transfer_broke"] = run.attack(sur, APGD(steps=b.apgd_steps), "bb:transfer")
+        sub.details["surrogate_agreement"] = agree
+        sub.details["transfer_broke"] = run.attack(sur, APGD(steps=b.apgd_steps), "bb:transfer")
 
-    guarded(f"transfer (apgd-ce-{b.apgd_steps} on a softplus surrogate)", transfer)
-    if errors:
-        details["errors"] = errors
+    sub.guarded(f"transfer (apgd-ce-{b.apgd_steps} on a softplus surrogate)", transfer)
+
+
+def _remedy_black_box(
+    run: _Run,
+    b: _EscalationBudget,
+    grad_model: nn.Module,
+    attacks: list[str],
+    seed: int,
+) -> dict[str, Any]:
+    """More APGD restarts, more Square queries and a transfer attack, each on its own
+    (:class:`_SubAttacks`); the remedy fails only when all of them do."""
+    sub = _SubAttacks(attacks)
+    _bb_restarts(run, b, grad_model, sub)
+    _bb_square(run, b, sub)
+    _bb_transfer(run, b, seed, sub)
+    if sub.errors:
+        sub.details["errors"] = sub.errors
     if not attacks:
-        raise RuntimeError(f"every black-box sub-attack failed: {errors}")
-    return details
+        raise RuntimeError(f"every black-box sub-attack failed: {sub.errors}")
+    return sub.details
+
+
+class _NotApplicable(Exception):
+    """A remedy found nothing to act on (``reason``; ``details`` the figures behind it)."""
+
+    def __init__(self, reason: str, details: dict[str, Any]):
+        super().__init__(reason)
+        self.reason, self.details = reason, details
+
+
+@dataclass
+class _Session:
+    """What the remedies of one escalation share: the run, the budget, the seed, the BPDA plan
+    the ``bpda`` remedy found (the later gradient remedies attack through it) and the spread
+    over draws of the EOT figure."""
+
+    run: _Run
+    budget: _EscalationBudget
+    seed: int
+    plan: BPDAPlan | None = None
+    spread: float | None = None
+
+    def gradient_model(self) -> AbstractContextManager[nn.Module]:
+        """The model with the BPDA replacements installed when some were found, else as is."""
+        model = self.run.model
+        return nullcontext(model) if self.plan is None else self.plan.installed(model)
+
+    def apply(self, remedy: Remedy, attacks: list[str]) -> tuple[float, dict[str, Any]]:
+        """Run ``remedy`` on the still-robust examples, naming what ran in ``attacks``:
+        ``(accuracy after it, details)``. Raises :class:`_NotApplicable` when it finds nothing
+        to act on."""
+        run, b = self.run, self.budget
+        if remedy == "bpda":
+            gen = torch.Generator(device=run.x.device).manual_seed(_seed(self.seed, "probe"))
+            found = find_bpda(run.model, run.x, run.threat, generator=gen)
+            if not found.found:
+                raise _NotApplicable(
+                    "the probe found no non-differentiable layer to bypass", found.to_dict()
+                )
+            self.plan = found
+            details = _remedy_bpda(run, b, found, attacks)
+            return run.acc(), details
+        if remedy == "margin":
+            with self.gradient_model() as gm:
+                details = _remedy_margin(run, b, gm, attacks)
+            if not attacks:
+                raise _NotApplicable(
+                    "two classes (no DLR) and logits that are not saturated", details
+                )
+            return run.acc(), details
+        if remedy == "eot":
+            acc, self.spread, details = _remedy_eot(run, b, attacks)
+            details["spread"] = self.spread
+            return acc, details
+        with self.gradient_model() as gm:
+            details = _remedy_black_box(run, b, gm, attacks, self.seed)
+        return run.acc(), details
+
+    def step(self, remedy: Remedy, answers: tuple[str, ...]) -> EscalationStep:
+        """Run ``remedy`` and record it: ``done`` with its cumulative accuracy and what it
+        broke, ``not-applicable``, or ``failed`` with the error it raised."""
+        t0, c0 = time.perf_counter(), time.process_time()
+        before = int(self.run.robust.sum())
+        attacks: list[str] = []
+        try:
+            acc, details = self.apply(remedy, attacks)
+        except _NotApplicable as e:
+            seconds = round(time.perf_counter() - t0, 3)
+            return EscalationStep(
+                remedy,
+                answers,
+                "not-applicable",
+                reason=e.reason,
+                seconds=seconds,
+                details=e.details,
+            )
+        except (BastionError, RuntimeError, ValueError) as e:
+            return EscalationStep(
+                remedy,
+                answers,
+                "failed",
+                tuple(attacks),
+                reason=f"{type(e).__name__}: {e}",
+                seconds=round(time.perf_counter() - t0, 3),
+                cpu_seconds=round(time.process_time() - c0, 3),
+            )
+        return EscalationStep(
+            remedy,
+            answers,
+            "done",
+            tuple(attacks),
+            acc,
+            before - int(self.run.robust.sum()),
+            round(time.perf_counter() - t0, 3),
+            details=details,
+            cpu_seconds=round(time.process_time() - c0, 3),
+        )
+
+
+def _wanted_remedies(failed: Sequence[SanityCheck]) -> dict[Remedy, list[str]]:
+    """``{remedy: the failed checks it answers}``, in the order the checks name them."""
+    wanted: dict[Remedy, list[str]] = {}
+    for c in failed:
+        for r in c.remedies or REMEDIES.get(c.code, ()):
+            wanted.setdefault(r, []).append(c.code)
+    return wanted
+
+
+def _run_remedies(
+    session: _Session,
+    wanted: Mapping[Remedy, Sequence[str]],
+    start: float,
+    progress: Callable[[str], None] | None,
+    time_limit_s: float | None,
+) -> list[EscalationStep]:
+    """The wanted remedies in :data:`REMEDY_ORDER`; none starts once ``time_limit_s`` seconds
+    have passed since ``start`` (recorded as failed, "time limit")."""
+    steps: list[EscalationStep] = []
+    for remedy in REMEDY_ORDER:
+        if remedy not in wanted:
+            continue
+        answers = tuple(wanted[remedy])
+        if time_limit_s is not None and time.perf_counter() - start >= time_limit_s:
+            reason = f"time limit: {time_limit_s:g} s spent before it could start"
+            steps.append(EscalationStep(remedy, answers, "failed", reason=reason))
+            continue
+        if progress is not None:
+            progress(remedy)
+        steps.append(session.step(remedy, answers))
+    return steps
 
 
 def escalate(
@@ -583,131 +738,32 @@ def escalate(
         )
     first = float(robust.float().mean())
     failed = [c for c in checks if not c.passed]
-    fired = tuple(c.code for c in failed)
     if not failed:
         return Escalation("not-needed", (), first, first, robust.clone())
-    wanted: dict[Remedy, list[str]] = {}
-    for c in failed:
-        for r in c.remedies or REMEDIES.get(c.code, ()):
-            wanted.setdefault(r, []).append(c.code)
+    wanted = _wanted_remedies(failed)
     b = ESCALATION_BUDGETS[budget]
     was_training = model.training
     model.eval()
     run = _Run(model, x.detach(), y, threat, robust, seed, batch_size)
     if "eot" in wanted:
         run.draws = max(b.eot_draws // 2, 1)
-    steps: list[EscalationStep] = []
-    figures = [first]
-    spread: float | None = None
-    plan: BPDAPlan | None = None
+    session = _Session(run, b, seed)
     try:
-        for remedy in REMEDY_ORDER:
-            if remedy not in wanted:
-                continue
-            answers = tuple(wanted[remedy])
-            t0, c0 = time.perf_counter(), time.process_time()
-            if time_limit_s is not None and t0 - start >= time_limit_s:
-                steps.append(
-                    EscalationStep(
-                        remedy,
-                        answers,
-                        "failed",
-                        reason=f"time limit: {time_limit_s:g} s spent before it could start",
-                    )
-                )
-                continue
-            if progress is not None:
-                progress(remedy)
-            before = int(run.robust.sum())
-            attacks: list[str] = []
-            try:
-                if remedy == "bpda":
-                    gen = torch.Generator(device=x.device).manual_seed(_seed(seed, "probe"))
-                    found = find_bpda(model, x, threat, generator=gen)
-                    if not found.found:
-                        steps.append(
-                            EscalationStep(
-                                remedy,
-                                answers,
-                                "not-applicable",
-                                reason="the probe found no non-differentiable layer to bypass",
-                                seconds=round(time.perf_counter() - t0, 3),
-                                details=found.to_dict(),
-                            )
-                        )
-                        continue
-                    plan = found
-                    details = _remedy_bpda(run, b, plan, attacks)
-                    acc = run.acc()
-                elif remedy == "margin":
-                    if plan is not None:
-                        with plan.installed(model) as gm:
-                            details = _remedy_margin(run, b, gm, attacks)
-                    else:
-                        details = _remedy_margin(run, b, model, attacks)
-                    if not attacks:
-                        steps.append(
-                            EscalationStep(
-                                remedy,
-                                answers,
-                                "not-applicable",
-                                reason="two classes (no DLR) and logits that are not saturated",
-                                seconds=round(time.perf_counter() - t0, 3),
-                                details=details,
-                            )
-                        )
-                        continue
-                    acc = run.acc()
-                elif remedy == "eot":
-                    acc, spread, details = _remedy_eot(run, b, attacks)
-                    details["spread"] = spread
-                else:
-                    if plan is not None:
-                        with plan.installed(model) as gm:
-                            details = _remedy_black_box(run, b, gm, attacks, seed)
-                    else:
-                        details = _remedy_black_box(run, b, model, attacks, seed)
-                    acc = run.acc()
-            except (BastionError, RuntimeError, ValueError) as e:
-                steps.append(
-                    EscalationStep(
-                        remedy,
-                        answers,
-                        "failed",
-                        tuple(attacks),
-                        reason=f"{type(e).__name__}: {e}",
-                        seconds=round(time.perf_counter() - t0, 3),
-                        cpu_seconds=round(time.process_time() - c0, 3),
-                    )
-                )
-                continue
-            figures.append(acc)
-            steps.append(
-                EscalationStep(
-                    remedy,
-                    answers,
-                    "done",
-                    tuple(attacks),
-                    acc,
-                    before - int(run.robust.sum()),
-                    round(time.perf_counter() - t0, 3),
-                    details=details,
-                    cpu_seconds=round(time.process_time() - c0, 3),
-                )
-            )
+        steps = _run_remedies(session, wanted, start, progress, time_limit_s)
     finally:
         model.train(was_training)
     done = {s.remedy for s in steps if s.status == "done"}
     unanswered = tuple(c.code for c in failed if not set(c.remedies or REMEDIES[c.code]) & done)
+    figures = [first] + [s.accuracy for s in steps if s.status == "done" and s.accuracy is not None]
     return Escalation(
         "incomplete" if unanswered else "complete",
-        fired,
+        tuple(c.code for c in failed),
         first,
         min(figures),
         run.robust,
         tuple(steps),
         unanswered,
-        spread,
+        session.spread,
         round(time.perf_counter() - start, 3),
         round(time.process_time() - cpu_start, 3),
     )

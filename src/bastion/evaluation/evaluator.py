@@ -20,8 +20,8 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -31,6 +31,10 @@ from bastion.attacks.registry import attack_knowledge
 from bastion.errors import ConfigError
 from bastion.evaluation.state import EvaluationState
 from bastion.threat import ThreatModel
+
+if TYPE_CHECKING:
+    from bastion.evaluation.escalation import Escalation
+    from bastion.evaluation.sanity import SanityCheck
 
 EvalProgressFn = Callable[[str, int, int], None]
 SanityBudget = Literal["quick", "full", "off"]
@@ -161,6 +165,103 @@ def robust_mask(
     return robust
 
 
+@dataclass
+class _FirstPass:
+    """The first pass of :func:`evaluate_model`: every (attack, eps) pair on the correctly
+    classified examples (``correct``, ``(N,)`` bool), with its timing, the minimum-norm
+    searches (one per attack answers every eps) and the evaluation state."""
+
+    model: nn.Module
+    x: Tensor
+    y: Tensor
+    threat: ThreatModel
+    grid: list[float]
+    correct: Tensor
+    seed: int
+    batch_size: int
+    runner: BatchRunner | None
+    state: EvaluationState | None
+    model_id: str
+    seconds: dict[str, dict[str, float]] = field(default_factory=dict)
+    searched: dict[str, SearchBatches] = field(default_factory=dict)
+
+    def run_pair(self, na: NamedAttack, eps: float) -> Tensor:
+        """``(N,)`` bool robust mask of ``na`` at ``eps``: the correct ones at eps 0, else the
+        recorded mask when the state has one, else the attack's (timed, then recorded)."""
+        if eps == 0:
+            return self.correct.clone()
+        key = EvaluationState.key(self.model_id, na.label, eps_key(eps))
+        recorded = self.state.get(key, self.x.shape[0]) if self.state is not None else None
+        if recorded is not None:
+            return recorded
+        t0 = time.perf_counter()
+        mask = self._attack(na, self.threat.with_eps(eps))
+        self.seconds.setdefault(na.label, {})[eps_key(eps)] = round(time.perf_counter() - t0, 3)
+        if self.state is not None:
+            self.state.put(key, mask)
+        return mask
+
+    def _attack(self, na: NamedAttack, t: ThreatModel) -> Tensor:
+        """Run ``na`` at ``t.eps``: a minimum-norm attack answers from its one search (run on
+        first use, stopping at the grid's smallest eps), any other attack runs here or on the
+        runner."""
+        if na.attack.kind != "minimum-norm":
+            return robust_mask(
+                self.model,
+                na.attack,
+                self.x,
+                self.y,
+                t,
+                candidates=self.correct,
+                seed=_seed_for(self.seed, na.label, t.eps),
+                batch_size=self.batch_size,
+                runner=self.runner,
+            )
+        if na.label not in self.searched:
+            stop = self.threat.with_eps(min(e for e in self.grid if e > 0))
+            self.searched[na.label] = minimum_norm_search(
+                self.model,
+                na.attack,
+                self.x,
+                self.y,
+                stop,
+                candidates=self.correct,
+                seed=_seed_for(self.seed, na.label, stop.eps),
+                batch_size=self.batch_size,
+            )
+        return robust_from_search(self.model, self.searched[na.label], self.correct, t)
+
+    def run(
+        self, attacks: Sequence[NamedAttack], progress: EvalProgressFn | None
+    ) -> tuple[dict[str, list[float]], list[float], dict[str, Tensor], Tensor]:
+        """Every pair, eps by eps: ``(per_attack, worst, masks_at_eps, worst_at_eps)``, the
+        accuracy of each attack along the grid, the worst case along it (the clean accuracy
+        without attacks), and the per-attack and worst-case masks at ``threat.eps``."""
+        self.seconds = {a.label: {} for a in attacks}
+        per_attack: dict[str, list[float]] = {a.label: [] for a in attacks}
+        worst: list[float] = []
+        masks_at_eps: dict[str, Tensor] = {}
+        worst_at_eps = self.correct.clone()
+        total, done = len(self.grid) * len(attacks), 0
+        for eps in self.grid:
+            worst_mask = self.correct.clone()
+            for na in attacks:
+                mask = self.run_pair(na, eps)
+                per_attack[na.label].append(float(mask.float().mean()))
+                worst_mask &= mask
+                if eps == self.threat.eps:
+                    masks_at_eps[na.label] = mask
+                done += 1
+                if progress is not None:
+                    progress(f"{na.label} eps={eps_key(eps)}", done, total)
+            worst.append(
+                float(worst_mask.float().mean()) if attacks else float(self.correct.float().mean())
+            )
+            if eps == self.threat.eps:
+                worst_at_eps = worst_mask
+        return per_attack, worst, masks_at_eps, worst_at_eps
+
+
 def evaluate_model(
     model: nn.Module,
     x: Tensor,
@@ -184,166 +285,98 @@ def evaluate_model(
 
     Returns a JSON-able dict with ``clean_accuracy``, ``worst_case_accuracy`` (at
     ``threat.eps``), ``attacks`` (``{label: {eps_key: accuracy}}`` for every eps of the grid),
-    ``accuracy_vs_eps``
-    (``{"eps": [...], "worst_case": [...], "per_attack": {label: [...]}}``) and
-    ``evaluation_seconds`` (wall clock; ``evaluation_cpu_seconds``: the process's CPU time), with
-    ``attack_seconds`` (``{label: {eps_key: seconds}}``, the
-    wall-clock time of each attack run in this call; resumed pairs have none). All accuracies
-    are fractions in [0, 1] of all ``N`` examples.
+    ``accuracy_vs_eps`` (``{"eps": [...], "worst_case": [...], "per_attack": {label: [...]}}``,
+    the first pass's curve), ``attack_seconds`` (``{label: {eps_key: seconds}}``, wall clock of
+    each pair run in this call; resumed pairs have none), ``evaluation_seconds`` and
+    ``evaluation_cpu_seconds``. All accuracies are fractions in [0, 1] of all ``N`` examples.
 
-    A minimum-norm attack (``attack.kind == "minimum-norm"``: FAB, DeepFool, Carlini-Wagner,
-    HopSkipJump) runs once per model (:func:`minimum_norm_search`, seeded as the pair at the
-    grid's smallest eps, which is also where its search may stop) and answers every eps of the
-    grid from the points it found (:func:`robust_from_search`); its ``attack_seconds`` at the
-    first eps include the search. It runs in this process even with a ``runner``.
+    The first pass (:class:`_FirstPass`: each (attack, eps) pair seeded on its own, a
+    minimum-norm attack run once per model for every eps, pairs recorded in ``state`` under
+    ``model_id`` not run again, batches run here or on a ``runner``) gives the same figures
+    however it is run.
 
-    With a ``state``, each finished (attack, eps) pair is recorded under ``model_id`` and a
-    pair already recorded is not run again (a resumed evaluation gives the same figures: each
-    pair draws from its own seeded generator).
-
-    Unless ``sanity="off"``, the checks of :func:`bastion.evaluation.run_sanity_checks` run with
-    that budget on the first examples, fed the first pass's per-example results at
-    ``threat.eps``, and are returned as ``sanity_checks`` (and the failed ones as
-    ``sanity_warnings``, naming ``model_name``, default ``model_id``). With ``escalate`` (the
-    default), a failed check triggers :func:`bastion.evaluation.escalate` on the examples the
-    first pass left robust; either way ``escalation`` records what happened (``status``
-    ``"off"``, ``"not-needed"``, ``"complete"`` or ``"incomplete"``). Then
-    ``worst_case_accuracy`` is the minimum over the first pass and every escalation,
-    ``first_pass_worst_case_accuracy`` the first pass's figure, ``worst_case_basis`` says
-    whether a black-box attack took part (``"white-box only"`` or ``"white-box and
-    black-box"``) and ``headline`` states the figure in one sentence. ``escalation_time_limit``
-    (seconds) stops escalation from starting further remedies; a fired check left unanswered
-    makes the escalation ``"incomplete"``, which the gate fails. ``accuracy_vs_eps``
-    stays the first pass's curve (escalation runs at ``threat.eps`` only).
-
-    ``runner`` runs the first pass's attack batches (see :func:`robust_mask`): in this process
-    by default, or on workers of an engine such as Ray, with the same per-example results; the
-    sanity checks and escalation always run here.
+    Then the evaluation checks itself (:func:`_check_and_escalate`, always in this process):
+    unless ``sanity="off"`` the gradient-masking checks run with that budget, and with
+    ``escalate`` a failed check triggers :func:`bastion.evaluation.escalate` (no remedy starts
+    after ``escalation_time_limit`` seconds); ``worst_case_accuracy`` is then the minimum over
+    the first pass and every escalation, and ``sanity_checks``, ``sanity_warnings`` (naming
+    ``model_name``, default ``model_id``), ``escalation``, ``first_pass_worst_case_accuracy``,
+    ``worst_case_basis`` and ``headline`` say how.
     """
     labels = [a.label for a in attacks]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"evaluation.attacks: labels must be unique, got {labels}")
     start, cpu_start = time.perf_counter(), time.process_time()
     model.eval()
-    n = x.shape[0]
-    if n == 0:
+    if (n := x.shape[0]) == 0:
         raise ConfigError("evaluation.examples: no examples to evaluate")
     correct = predict(model, x) == y
-    clean = float(correct.float().mean())
     grid = sorted({float(e) for e in eps_grid} | {threat.eps})
-    per_attack: dict[str, list[float]] = {a.label: [] for a in attacks}
-    seconds: dict[str, dict[str, float]] = {a.label: {} for a in attacks}
-    worst: list[float] = []
-    masks_at_eps: dict[str, Tensor] = {}
-    worst_at_eps = correct.clone()
-    total = len(grid) * len(attacks)
-    done = 0
-    searched: dict[str, SearchBatches] = {}  # minimum-norm attacks: one run answers every eps
-    for eps in grid:
-        t = threat.with_eps(eps)
-        worst_mask = correct.clone()
-        for na in attacks:
-            key = EvaluationState.key(model_id, na.label, eps_key(eps))
-            recorded = state.get(key, n) if state is not None and eps != 0 else None
-            if eps == 0:
-                mask = correct.clone()
-            elif recorded is not None:
-                mask = recorded
-            else:
-                t0 = time.perf_counter()
-                if na.attack.kind == "minimum-norm":
-                    if na.label not in searched:  # once, stopping at the grid's smallest eps
-                        stop = threat.with_eps(min(e for e in grid if e > 0))
-                        searched[na.label] = minimum_norm_search(
-                            model,
-                            na.attack,
-                            x,
-                            y,
-                            stop,
-                            candidates=correct,
-                            seed=_seed_for(seed, na.label, stop.eps),
-                            batch_size=batch_size,
-                        )
-                    mask = robust_from_search(model, searched[na.label], correct, t)
-                else:
-                    mask = robust_mask(
-                        model,
-                        na.attack,
-                        x,
-                        y,
-                        t,
-                        candidates=correct,
-                        seed=_seed_for(seed, na.label, eps),
-                        batch_size=batch_size,
-                        runner=runner,
-                    )
-                seconds[na.label][eps_key(eps)] = round(time.perf_counter() - t0, 3)
-                if state is not None:
-                    state.put(key, mask)
-            per_attack[na.label].append(float(mask.float().mean()))
-            worst_mask &= mask
-            if eps == threat.eps:
-                masks_at_eps[na.label] = mask
-            done += 1
-            if progress is not None:
-                progress(f"{na.label} eps={eps_key(eps)}", done, total)
-        worst.append(float(worst_mask.float().mean()) if attacks else clean)
-        if eps == threat.eps:
-            worst_at_eps = worst_mask
+    first_pass = _FirstPass(
+        model, x, y, threat, grid, correct, seed, batch_size, runner, state, model_id
+    )
+    per_attack, worst, masks_at_eps, worst_at_eps = first_pass.run(attacks, progress)
     attacks_doc = {
         label: {eps_key(e): v for e, v in zip(grid, vals, strict=True)}
         for label, vals in per_attack.items()
     }
     checked = _check_and_escalate(
-        model,
-        x,
-        y,
-        threat,
+        first_pass,
         attacks_doc,
         masks_at_eps,
         worst_at_eps,
         sanity=sanity,
         escalate=escalate,
-        seed=seed,
-        batch_size=batch_size,
         name=model_name or model_id,
         black_box=any(is_black_box(na.attack) for na in attacks),
         progress=progress,
         time_limit=escalation_time_limit,
     )
     return {
-        "clean_accuracy": clean,
+        "clean_accuracy": float(correct.float().mean()),
         **checked,
         "attacks": attacks_doc,
         "accuracy_vs_eps": {"eps": grid, "worst_case": worst, "per_attack": per_attack},
         "n_eval": n,
-        "attack_seconds": seconds,
+        "attack_seconds": first_pass.seconds,
         "evaluation_seconds": round(time.perf_counter() - start, 3),
         "evaluation_cpu_seconds": round(time.process_time() - cpu_start, 3),
     }
 
 
 def _check_and_escalate(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    threat: ThreatModel,
+    first_pass: _FirstPass,
     attacks_doc: dict[str, dict[str, float]],
     masks: dict[str, Tensor],
     worst_mask: Tensor,
     *,
     sanity: SanityBudget,
     escalate: bool,
-    seed: int,
-    batch_size: int,
     name: str,
     black_box: bool,
     progress: EvalProgressFn | None,
     time_limit: float | None,
 ) -> dict[str, Any]:
-    """The sanity checks and escalation part of :func:`evaluate_model`'s result."""
-    from bastion.evaluation.escalation import escalate as run_escalation
-    from bastion.evaluation.sanity import REMEDIES, run_sanity_checks, to_warnings
+    """The sanity checks and escalation part of :func:`evaluate_model`'s result.
+
+    Unless ``sanity="off"``, the checks of :func:`bastion.evaluation.run_sanity_checks` run with
+    that budget on the first examples, fed the first pass's per-example results at
+    ``threat.eps`` (``masks``), and are returned as ``sanity_checks`` (and the failed ones as
+    ``sanity_warnings``, naming ``name``). With ``escalate``, a failed check triggers
+    :func:`bastion.evaluation.escalate` on the examples the first pass left robust
+    (``worst_mask``); either way ``escalation`` records what happened (``status`` ``"off"``,
+    ``"not-needed"``, ``"complete"`` or ``"incomplete"``). Then ``worst_case_accuracy`` is the
+    minimum over the first pass and every escalation, ``first_pass_worst_case_accuracy`` the
+    first pass's figure, ``worst_case_basis`` says whether a black-box attack took part
+    (``"white-box only"`` or ``"white-box and black-box"``) and ``headline`` states the figure
+    in one sentence. ``time_limit`` (seconds) stops escalation from starting further
+    remedies; a fired check left unanswered makes the escalation ``"incomplete"``, which the
+    gate fails.
+    """
+    from bastion.evaluation.sanity import run_sanity_checks, to_warnings
+
+    fp = first_pass
+    model, x, y, threat, seed = fp.model, fp.x, fp.y, fp.threat, fp.seed
 
     first = float(worst_mask.float().mean())
     out: dict[str, Any] = {"worst_case_accuracy": first, "first_pass_worst_case_accuracy": first}
@@ -367,49 +400,87 @@ def _check_and_escalate(
         out["sanity_checks"] = [c.to_dict() for c in checks]
         out["sanity_warnings"] = to_warnings(checks, name)
         out["sanity_seconds"] = round(time.perf_counter() - t0, 3)
-        fired = [c.code for c in checks if not c.passed]
-        if fired and not escalate:
-            escalation = {
-                "enabled": False,
-                "status": "off",
-                "fired": fired,
-                "remedies": sorted({r for c in checks if not c.passed for r in REMEDIES[c.code]}),
-                "reason": "evaluation.escalate is false: the first-pass figure stands unverified",
-            }
-        elif fired:
-            esc = run_escalation(
-                model,
-                x,
-                y,
-                threat,
+        if any(not c.passed for c in checks):
+            escalation, black_box = _escalation_entry(
+                out,
+                lambda: _run_escalation(fp, checks, worst_mask, sanity, progress, time_limit),
                 checks,
-                robust=worst_mask,
-                seed=seed,
-                budget=sanity,
-                batch_size=batch_size,
-                progress=(lambda r: progress(f"escalation: {r}", 1, 1)) if progress else None,
-                time_limit_s=time_limit,
-            )
-            escalation = esc.to_dict(enabled=True)
-            if esc.status == "incomplete":
-                out["sanity_warnings"].append(
-                    {
-                        "code": "escalation-incomplete",
-                        "model": name,
-                        "message": "The escalation could not finish: no remedy for "
-                        f"{', '.join(esc.unanswered)} ran to the end "
-                        f"({'; '.join(s.reason for s in esc.steps if s.reason)}). The worst case "
-                        "is unverified and the gate fails this run.",
-                    }
-                )
-            out["worst_case_accuracy"] = esc.accuracy
-            black_box = black_box or any(
-                s.status == "done" and s.remedy == "black-box" for s in esc.steps
+                escalate=escalate,
+                name=name,
+                black_box=black_box,
             )
     out["escalation"] = escalation
     out["worst_case_basis"] = "white-box and black-box" if black_box else "white-box only"
     out["headline"] = headline(out["worst_case_accuracy"], first, escalation, black_box)
     return out
+
+
+def _run_escalation(
+    fp: _FirstPass,
+    checks: Sequence[SanityCheck],
+    worst_mask: Tensor,
+    budget: Literal["quick", "full"],
+    progress: EvalProgressFn | None,
+    time_limit: float | None,
+) -> Escalation:
+    """:func:`bastion.evaluation.escalate` on the examples the first pass left robust
+    (``worst_mask``, ``(N,)`` bool), reporting each remedy to ``progress``."""
+    from bastion.evaluation.escalation import escalate
+
+    return escalate(
+        fp.model,
+        fp.x,
+        fp.y,
+        fp.threat,
+        checks,
+        robust=worst_mask,
+        seed=fp.seed,
+        budget=budget,
+        batch_size=fp.batch_size,
+        progress=(lambda r: progress(f"escalation: {r}", 1, 1)) if progress else None,
+        time_limit_s=time_limit,
+    )
+
+
+def _escalation_entry(
+    out: dict[str, Any],
+    run: Callable[[], Escalation],
+    checks: Sequence[SanityCheck],
+    *,
+    escalate: bool,
+    name: str,
+    black_box: bool,
+) -> tuple[dict[str, Any], bool]:
+    """``(the scorecard's escalation entry, whether a black-box attack took part)`` once a check
+    fired: without ``escalate``, the remedies it would have run; else ``run()``'s outcome, whose
+    figure becomes ``out["worst_case_accuracy"]`` (an incomplete escalation adds a warning to
+    ``out["sanity_warnings"]``)."""
+    from bastion.evaluation.sanity import REMEDIES
+
+    failed = [c for c in checks if not c.passed]
+    if not escalate:
+        return {
+            "enabled": False,
+            "status": "off",
+            "fired": [c.code for c in failed],
+            "remedies": sorted({r for c in failed for r in REMEDIES[c.code]}),
+            "reason": "evaluation.escalate is false: the first-pass figure stands unverified",
+        }, black_box
+    esc = run()
+    if esc.status == "incomplete":
+        out["sanity_warnings"].append(
+            {
+                "code": "escalation-incomplete",
+                "model": name,
+                "message": "The escalation could not finish: no remedy for "
+                f"{', '.join(esc.unanswered)} ran to the end "
+                f"({'; '.join(s.reason for s in esc.steps if s.reason)}). The worst case "
+                "is unverified and the gate fails this run.",
+            }
+        )
+    out["worst_case_accuracy"] = esc.accuracy
+    black_box = black_box or any(s.status == "done" and s.remedy == "black-box" for s in esc.steps)
+    return esc.to_dict(enabled=True), black_box
 
 
 def headline(worst: float, first: float, escalation: dict[str, Any], black_box: bool) -> str:

@@ -54,7 +54,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -397,6 +397,71 @@ def run_sanity_checks(
         model.train(was_training)
 
 
+@dataclass(frozen=True)
+class _FirstPass:
+    """Accuracies at ``threat.eps`` of the attacks every check compares (fractions of all
+    examples checked) and the masks the later checks start from."""
+
+    fgsm: float
+    pgd: float
+    apgd: float
+    apgd_best: float
+    apgd_mask: Tensor
+    white: Tensor
+
+    @property
+    def iterative(self) -> float:
+        """The better of PGD and APGD-CE (given or computed)."""
+        return min(self.pgd, self.apgd_best)
+
+
+def _family_accuracy(
+    r: _Runner,
+    family: str,
+    given: AttackResults | None,
+    masks: Mapping[str, Tensor],
+    attack: Callable[[], Attack],
+) -> tuple[float, Tensor | None]:
+    """Accuracy of ``family`` at ``threat.eps``: from a given mask, else a given accuracy, else
+    computed by running ``attack()`` (then its ``(n,)`` robust mask is returned too)."""
+    mask = _family_mask(masks, family)
+    if mask is not None:
+        return r.acc(mask), mask
+    acc = _given_at(given, family, r.threat.eps)
+    if acc is not None:
+        return acc, None
+    mask = r.robust(family, attack(), r.threat.eps)
+    return r.acc(mask), mask
+
+
+def _first_pass(
+    r: _Runner, b: _BudgetSettings, given: AttackResults | None, masks: Mapping[str, Tensor]
+) -> _FirstPass:
+    """FGSM, PGD and APGD-CE at ``threat.eps``; ``white`` keeps the examples every white-box
+    attack with a known mask left robust."""
+    eps = r.threat.eps
+    fgsm, fgsm_mask = _family_accuracy(r, "fgsm", given, masks, FGSM)
+    pgd, pgd_mask = _family_accuracy(r, "pgd", given, masks, lambda: PGD(steps=b.pgd_steps))
+    apgd_mask = r.robust("apgd-ce", APGD(steps=b.apgd_steps), eps)
+    apgd = r.acc(apgd_mask)
+    given_apgd_mask = _family_mask(masks, "apgd")
+    given_apgd = (
+        _given_at(given, "apgd", eps) if given_apgd_mask is None else r.acc(given_apgd_mask)
+    )
+    white = r.correct.clone()
+    for m in (fgsm_mask, pgd_mask, apgd_mask, given_apgd_mask, _family_mask(masks, "apgd-t")):
+        if m is not None:
+            white &= m
+    return _FirstPass(
+        fgsm=fgsm,
+        pgd=pgd,
+        apgd=apgd,
+        apgd_best=apgd if given_apgd is None else min(apgd, given_apgd),
+        apgd_mask=apgd_mask,
+        white=white,
+    )
+
+
 def _run_all(
     model: nn.Module,
     x: Tensor,
@@ -408,193 +473,194 @@ def _run_all(
     given: AttackResults | None,
     masks: Mapping[str, Tensor],
 ) -> list[SanityCheck]:
-    eps = threat.eps
+    """Every check of :data:`CHECK_CODES` on ``(x, y)`` (already cut to the budget), in that
+    order; the attacks run in a fixed order, each seeded from ``seed`` and its label."""
     checks = [_check_determinism(model, x, th), _check_gradients(model, x, y, th)]
     r = _Runner(model, x, y, threat, seed)
-    clean = r.acc(r.correct)
+    first = _first_pass(r, b, given, masks)
+    checks.append(_check_single_step(first, threat.eps, th))
+    checks.append(_check_black_box(r, first, b, th, masks))
+    checks.append(_check_restarts(r, first, b, th))
+    checks.append(_check_monotonic(r, first, b, th, given))
+    checks.append(_check_unbounded(r, b, th))
+    order = {c: i for i, c in enumerate(CHECK_CODES)}
+    return sorted(checks, key=lambda c: order[c.code])
 
-    # accuracy at threat.eps of each family: a given mask, else a given accuracy, else computed;
-    # ``white`` keeps the examples every white-box attack with a known mask left robust
-    white = r.correct.clone()
-    fgsm_mask = _family_mask(masks, "fgsm")
-    fgsm = None if fgsm_mask is None else r.acc(fgsm_mask)
-    if fgsm is None:
-        fgsm = _given_at(given, "fgsm", eps)
-    if fgsm is None:
-        fgsm_mask = r.robust("fgsm", FGSM(), eps)
-        fgsm = r.acc(fgsm_mask)
-    pgd_mask = _family_mask(masks, "pgd")
-    pgd = None if pgd_mask is None else r.acc(pgd_mask)
-    if pgd is None:
-        pgd = _given_at(given, "pgd", eps)
-    if pgd is None:
-        pgd_mask = r.robust("pgd", PGD(steps=b.pgd_steps), eps)
-        pgd = r.acc(pgd_mask)
-    apgd_mask = r.robust("apgd-ce", APGD(steps=b.apgd_steps), eps)
-    apgd = r.acc(apgd_mask)
-    given_apgd_mask = _family_mask(masks, "apgd")
-    given_apgd = (
-        _given_at(given, "apgd", eps) if given_apgd_mask is None else r.acc(given_apgd_mask)
-    )
-    apgd_best = apgd if given_apgd is None else min(apgd, given_apgd)
-    iterative = min(pgd, apgd_best)
-    for m in (fgsm_mask, pgd_mask, apgd_mask, given_apgd_mask, _family_mask(masks, "apgd-t")):
-        if m is not None:
-            white &= m
 
-    code = "single-step-beats-iterative"
-    checks.append(
-        _fail(
-            code,
-            f"FGSM leaves {fgsm:.1%} accuracy, the iterative attacks (PGD, APGD-CE) "
-            f"{iterative:.1%} at eps={eps:g}",
-            "One step should never beat many steps of the same gradient: the iterative attacks "
-            "are stuck, typically in a masked or noisy loss surface (Carlini et al. 2019). Check "
-            "step sizes and steps, attack with a margin/DLR loss and random restarts, and do not "
-            "trust this robust accuracy until an adaptive attack (BPDA/EOT) agrees.",
-            {"fgsm": fgsm, "pgd": pgd, "apgd": apgd_best, "tol": th.single_step_tol},
-            fgsm >= iterative - th.single_step_tol,
-        )
+def _check_single_step(first: _FirstPass, eps: float, th: SanityThresholds) -> SanityCheck:
+    """``single-step-beats-iterative``: FGSM must not beat PGD / APGD-CE by ``single_step_tol``."""
+    return _fail(
+        "single-step-beats-iterative",
+        f"FGSM leaves {first.fgsm:.1%} accuracy, the iterative attacks (PGD, APGD-CE) "
+        f"{first.iterative:.1%} at eps={eps:g}",
+        "One step should never beat many steps of the same gradient: the iterative attacks "
+        "are stuck, typically in a masked or noisy loss surface (Carlini et al. 2019). Check "
+        "step sizes and steps, attack with a margin/DLR loss and random restarts, and do not "
+        "trust this robust accuracy until an adaptive attack (BPDA/EOT) agrees.",
+        {"fgsm": first.fgsm, "pgd": first.pgd, "apgd": first.apgd_best, "tol": th.single_step_tol},
+        first.fgsm >= first.iterative - th.single_step_tol,
     )
 
-    code = "black-box-beats-white-box"
+
+def _white_box_survivors(r: _Runner, first: _FirstPass, b: _BudgetSettings) -> Tensor:
+    """``(n,)`` bool: the first pass's white-box survivors after targeted APGD-DLR too, as in
+    AutoAttack (CE alone underrates some honestly trained models, and that is not gradient
+    masking). Targeted DLR needs at least four classes (Croce & Hein 2020); with fewer it is
+    left out."""
+    with torch.no_grad():
+        n_classes = int(r.model(r.x[:1]).shape[-1])
+    if n_classes < 4:
+        return first.white
+    attack = APGDTargeted(steps=b.apgd_steps, target_classes=min(b.target_classes, n_classes - 1))
+    return r.robust("apgd-t", attack, r.threat.eps, candidates=first.white)
+
+
+def _check_black_box(
+    r: _Runner,
+    first: _FirstPass,
+    b: _BudgetSettings,
+    th: SanityThresholds,
+    masks: Mapping[str, Tensor],
+) -> SanityCheck:
+    """``black-box-beats-white-box``: Square, on what every white-box attack left robust (a
+    given Square mask, else run here in AutoAttack's order), breaks at most ``black_box_tol``."""
+    code, eps = "black-box-beats-white-box", r.threat.eps
     square_mask = _family_mask(masks, "square")
-    if square_mask is None and threat.norm not in ("linf", "l2"):
-        checks.append(_skipped(code, f"square supports linf and l2, not {threat.norm}"))
-    elif square_mask is None and x.dim() != 4:
-        checks.append(_skipped(code, "square needs image inputs (N, C, H, W)"))
+    if square_mask is None and r.threat.norm not in ("linf", "l2"):
+        return _skipped(code, f"square supports linf and l2, not {r.threat.norm}")
+    if square_mask is None and r.x.dim() != 4:
+        return _skipped(code, "square needs image inputs (N, C, H, W)")
+    white = _white_box_survivors(r, first, b)
+    white_acc = r.acc(white)
+    if square_mask is None:
+        after = r.robust("square", Square(queries=b.square_queries), eps, candidates=white)
     else:
-        # the white-box side includes the targeted DLR attack, as AutoAttack's does: CE alone
-        # underrates some honestly trained models, and that is not gradient masking. Targeted
-        # DLR needs at least four classes (Croce & Hein 2020); with fewer it is left out.
-        with torch.no_grad():
-            n_classes = int(model(x[:1]).shape[-1])
-        if n_classes >= 4:
-            white = r.robust(
-                "apgd-t",
-                APGDTargeted(
-                    steps=b.apgd_steps, target_classes=min(b.target_classes, n_classes - 1)
-                ),
-                eps,
-                candidates=white,
-            )
-        white_acc = r.acc(white)
-        if square_mask is None:  # AutoAttack's order: Square only on what white-box left
-            after = r.robust("square", Square(queries=b.square_queries), eps, candidates=white)
-        else:
-            after = white & square_mask
-        broke = int((white & ~after).sum())
-        drop = broke / r.n
-        checks.append(
-            _fail(
-                code,
-                f"Square (score-based, no gradients) breaks {drop:.1%} of the examples "
-                f"({broke} of {r.n}) that every white-box attack left robust: "
-                f"{white_acc:.1%} accuracy after the white-box attacks, {r.acc(after):.1%} "
-                f"with Square at eps={eps:g}",
-                "A black-box attack that only sees the outputs beats attacks that see the "
-                "gradients: the gradients are masked or obfuscated (Athalye et al. 2018), or the "
-                "white-box attacks have not converged. The reported robustness is an artefact of "
-                "the attack, not of the model: use BPDA for non-differentiable steps, EOT for "
-                "randomness, a DLR or margin loss for saturated outputs, and report the worst "
-                "case including the black-box attack.",
-                {
-                    "white_box": white_acc,
-                    "with_square": r.acc(after),
-                    "drop": drop,
-                    "broken_by_square": broke,
-                    "examples": r.n,
-                    "tol": th.black_box_tol,
-                    "square_given": square_mask is not None,
-                },
-                drop <= th.black_box_tol,
-            )
-        )
-
-    code = "restarts-change-much"
-    more = r.robust(
-        "apgd-ce-restarts",
-        APGD(steps=b.apgd_steps, restarts=b.restarts - 1),
-        eps,
-        candidates=apgd_mask,
+        after = white & square_mask
+    broke = int((white & ~after).sum())
+    drop = broke / r.n
+    return _fail(
+        code,
+        f"Square (score-based, no gradients) breaks {drop:.1%} of the examples "
+        f"({broke} of {r.n}) that every white-box attack left robust: "
+        f"{white_acc:.1%} accuracy after the white-box attacks, {r.acc(after):.1%} "
+        f"with Square at eps={eps:g}",
+        "A black-box attack that only sees the outputs beats attacks that see the "
+        "gradients: the gradients are masked or obfuscated (Athalye et al. 2018), or the "
+        "white-box attacks have not converged. The reported robustness is an artefact of "
+        "the attack, not of the model: use BPDA for non-differentiable steps, EOT for "
+        "randomness, a DLR or margin loss for saturated outputs, and report the worst "
+        "case including the black-box attack.",
+        {
+            "white_box": white_acc,
+            "with_square": r.acc(after),
+            "drop": drop,
+            "broken_by_square": broke,
+            "examples": r.n,
+            "tol": th.black_box_tol,
+            "square_given": square_mask is not None,
+        },
+        drop <= th.black_box_tol,
     )
-    apgd_r = r.acc(more)
+
+
+def _check_restarts(
+    r: _Runner, first: _FirstPass, b: _BudgetSettings, th: SanityThresholds
+) -> SanityCheck:
+    """``restarts-change-much``: APGD-CE's extra restarts (on the examples one restart left
+    robust) lower accuracy by at most ``restarts_tol``."""
+    eps = r.threat.eps
+    attack = APGD(steps=b.apgd_steps, restarts=b.restarts - 1)
+    more = r.robust("apgd-ce-restarts", attack, eps, candidates=first.apgd_mask)
+    apgd, apgd_r = first.apgd, r.acc(more)
     drop = apgd - apgd_r
-    checks.append(
-        _fail(
-            code,
-            f"APGD-CE leaves {apgd:.1%} accuracy with 1 restart and {apgd_r:.1%} with "
-            f"{b.restarts} at eps={eps:g}",
-            "The result depends on the random start: the attack is not converging, often because "
-            "the loss surface is flat or noisy (masking or randomness). Report the figure with "
-            "many restarts, raise steps, and try a DLR loss, EOT for randomised models and a "
-            "black-box attack.",
-            {"one_restart": apgd, "restarts": b.restarts, "many_restarts": apgd_r, "drop": drop},
-            drop <= th.restarts_tol,
-        )
+    return _fail(
+        "restarts-change-much",
+        f"APGD-CE leaves {apgd:.1%} accuracy with 1 restart and {apgd_r:.1%} with "
+        f"{b.restarts} at eps={eps:g}",
+        "The result depends on the random start: the attack is not converging, often because "
+        "the loss surface is flat or noisy (masking or randomness). Report the figure with "
+        "many restarts, raise steps, and try a DLR loss, EOT for randomised models and a "
+        "black-box attack.",
+        {"one_restart": apgd, "restarts": b.restarts, "many_restarts": apgd_r, "drop": drop},
+        drop <= th.restarts_tol,
     )
 
-    code = "non-monotonic-eps"
+
+def _sanity_grid_curve(
+    r: _Runner, first: _FirstPass, b: _BudgetSettings
+) -> list[tuple[float, float]]:
+    """APGD-CE accuracy at the budget's eps factors (linf eps capped at the box width): the
+    clean accuracy at eps 0, the first pass's at ``threat.eps``."""
+    eps, threat = r.threat.eps, r.threat
     width = threat.bounds[1] - threat.bounds[0]
-    curves = _given_curves(given)
     grid = sorted(
         {min(f * eps, width) if threat.norm == "linf" else f * eps for f in b.eps_factors}
     )
     own: list[tuple[float, float]] = []
     for e in grid:
         if e <= 0:
-            own.append((e, clean))
+            own.append((e, r.acc(r.correct)))
         elif e == eps:
-            own.append((e, apgd))
+            own.append((e, first.apgd))
         else:
             own.append((e, r.acc(r.robust("apgd-ce-grid", APGD(steps=b.apgd_steps), e))))
-    curves["apgd-ce (sanity grid)"] = own
+    return own
+
+
+def _check_monotonic(
+    r: _Runner,
+    first: _FirstPass,
+    b: _BudgetSettings,
+    th: SanityThresholds,
+    given: AttackResults | None,
+) -> SanityCheck:
+    """``non-monotonic-eps``: no curve (given, or the sanity grid's) rises by more than
+    ``monotonic_tol`` from one eps to a larger one."""
+    curves = _given_curves(given)
+    curves["apgd-ce (sanity grid)"] = _sanity_grid_curve(r, first, b)
     rises: list[dict[str, Any]] = []
     for label, curve in curves.items():
         for (e0, a0), (e1, a1) in itertools.pairwise(curve):
             if a1 > a0 + th.monotonic_tol:
                 rises.append({"attack": label, "from_eps": e0, "to_eps": e1, "from": a0, "to": a1})
-    first = rises[0] if rises else None
+    rise = rises[0] if rises else None
     msg = (
-        f"accuracy rises with eps: {first['attack']} gives {first['from']:.1%} at "
-        f"eps={first['from_eps']:g} but {first['to']:.1%} at eps={first['to_eps']:g}"
-        if first
+        f"accuracy rises with eps: {rise['attack']} gives {rise['from']:.1%} at "
+        f"eps={rise['from_eps']:g} but {rise['to']:.1%} at eps={rise['to_eps']:g}"
+        if rise
         else f"accuracy falls with eps on every curve checked ({len(curves)})"
     )
-    checks.append(
-        _fail(
-            code,
-            msg,
-            "A larger budget contains every smaller one, so accuracy can only fall as eps grows; "
-            "a rise means the attack fails to find points it could reach (a too-large fixed step, "
-            "too few steps, masked gradients). Raise steps and restarts, use APGD, and look for "
-            "gradient masking before trusting the curve.",
-            {"curves": {k: [list(p) for p in v] for k, v in curves.items()}, "rises": rises},
-            not rises,
-        )
+    return _fail(
+        "non-monotonic-eps",
+        msg,
+        "A larger budget contains every smaller one, so accuracy can only fall as eps grows; "
+        "a rise means the attack fails to find points it could reach (a too-large fixed step, "
+        "too few steps, masked gradients). Raise steps and restarts, use APGD, and look for "
+        "gradient masking before trusting the curve.",
+        {"curves": {k: [list(p) for p in v] for k, v in curves.items()}, "rises": rises},
+        not rises,
     )
 
-    code = "unbounded-eps-not-zero"
-    big = _unbounded_eps(threat, x)
+
+def _check_unbounded(r: _Runner, b: _BudgetSettings, th: SanityThresholds) -> SanityCheck:
+    """``unbounded-eps-not-zero``: APGD-CE then PGD at an eps reaching the whole input box
+    leave at most ``unbounded_max_acc``."""
+    big = _unbounded_eps(r.threat, r.x)
     left = r.robust("apgd-ce-unbounded", APGD(steps=b.apgd_steps), big)
     left = r.robust("pgd-unbounded", PGD(steps=b.pgd_steps), big, candidates=left)
     acc_big = r.acc(left)
-    checks.append(
-        _fail(
-            code,
-            f"{acc_big:.1%} accuracy is left under APGD-CE then PGD at eps={big:g}, a budget that "
-            "reaches every valid input",
-            "With an unbounded budget every example can be turned into one of another class, so a "
-            "working attack drives accuracy to zero. If it does not, the gradients do not point "
-            "anywhere useful: the model masks gradients (non-differentiable or saturating "
-            "layers, randomness). Use BPDA / EOT, a DLR loss, a black-box attack, and check for "
-            "saturation before reporting any robust accuracy.",
-            {"eps": big, "accuracy": acc_big, "max_accuracy": th.unbounded_max_acc},
-            acc_big <= th.unbounded_max_acc,
-        )
+    return _fail(
+        "unbounded-eps-not-zero",
+        f"{acc_big:.1%} accuracy is left under APGD-CE then PGD at eps={big:g}, a budget that "
+        "reaches every valid input",
+        "With an unbounded budget every example can be turned into one of another class, so a "
+        "working attack drives accuracy to zero. If it does not, the gradients do not point "
+        "anywhere useful: the model masks gradients (non-differentiable or saturating "
+        "layers, randomness). Use BPDA / EOT, a DLR loss, a black-box attack, and check for "
+        "saturation before reporting any robust accuracy.",
+        {"eps": big, "accuracy": acc_big, "max_accuracy": th.unbounded_max_acc},
+        acc_big <= th.unbounded_max_acc,
     )
-    order = {c: i for i, c in enumerate(CHECK_CODES)}
-    return sorted(checks, key=lambda c: order[c.code])
 
 
 def to_warnings(checks: Sequence[SanityCheck], model_name: str) -> list[dict[str, str]]:
