@@ -166,103 +166,152 @@ class _APGDRunner:
         self,
         x: Tensor,
         y: Tensor,
+        idx: Tensor,
+        out: tuple[Tensor, Tensor, Tensor],
         *,
         loss: str,
         target: Tensor | None,
         generator: torch.Generator | None,
-        x_out: Tensor,
-        idx: Tensor,
-        fooled: Tensor,
-        queries: Tensor,
         until_target: bool = False,
     ) -> None:
-        """Attack ``x[idx]``; write fooling points into ``x_out`` and mark ``fooled`` in place.
+        """Attack ``x[idx]``; ``out`` is ``(x_out, fooled, queries)``, updated in place: write
+        fooling points into ``x_out`` and mark ``fooled``.
         Examples that stay robust get their highest-loss point written into ``x_out``. An example
-        is fooled when misclassified, or with ``until_target`` when classified as its target."""
-        threat = self.threat
-        xs, ys = x[idx], y[idx]
-        ts = target[idx] if target is not None else None
-        eps = threat.eps
-
-        def hit_of(logits: Tensor, pos: Tensor) -> Tensor:
-            if until_target and ts is not None:
-                return logits.argmax(1) == ts[pos]
-            return logits.argmax(1) != ys[pos]
-
-        x_cur = threat.random_init(xs, generator=generator)
-        f, g, logits = self._objective(x_cur, ys, loss, ts)
-        queries[idx] += self.eot
-        active = torch.arange(idx.numel(), device=x.device)  # positions in xs still attacked
-        x_best, f_best, g_best = x_cur.clone(), f.clone(), g.clone()
-        x_prev = x_cur.clone()
-        eta = torch.full((idx.numel(),), 2.0 * eps, device=x.device)
-        count = torch.zeros(idx.numel(), device=x.device)
-        f_best_ckpt = f_best.clone()
-        reduced_last = torch.ones(idx.numel(), dtype=torch.bool, device=x.device)
-        f_prev = f.clone()
-
-        def retire(hit: Tensor) -> None:
-            nonlocal active, x_cur, x_prev, g
-            pos = active[hit]
-            x_out[idx[pos]] = x_cur[hit]
-            fooled[idx[pos]] = True
-            keep = ~hit
-            active, x_cur, x_prev, g = active[keep], x_cur[keep], x_prev[keep], g[keep]
-
-        def confirmed(hit: Tensor, x_now: Tensor, pos: Tensor) -> Tensor:
-            """bf16 successes are kept only if they also fool the model in float32."""
-            if self.precision == "fp32" or not bool(hit.any()):
-                return hit
-            sub = hit.nonzero().squeeze(1)
-            with torch.no_grad():
-                hit[sub] = hit_of(self.model(x_now[sub]), pos[sub])
-            queries[idx[pos[sub]]] += 1
-            return hit
-
-        retire(confirmed(hit_of(logits, active), x_cur, active))
+        is fooled when misclassified, or with ``until_target`` when classified as its target.
+        The step size is checked at the ends of the intervals of :func:`_checkpoint_lengths`."""
+        state = _APGDRun(
+            self,
+            x,
+            y,
+            idx,
+            loss=loss,
+            target=target,
+            generator=generator,
+            out=out,
+            until_target=until_target,
+        )
         lengths = _checkpoint_lengths(self.steps)
         ck_i, since = 0, 0
         for k in range(self.steps):
-            if active.numel() == 0:
+            if state.active.numel() == 0:
                 break
-            a = active
-            alpha = 1.0 if k == 0 else 0.75
-            step = _bcast(eta[a], x_cur) * threat.steepest_step(g)
-            z = threat.project(x_cur + step, xs[a])
-            x_new = threat.project(
-                x_cur + alpha * (z - x_cur) + (1.0 - alpha) * (x_cur - x_prev), xs[a]
-            )
-            x_prev, x_cur = x_cur, x_new
-            f_new, g, logits = self._objective(
-                x_cur, ys[a], loss, ts[a] if ts is not None else None
-            )
-            queries[idx[a]] += self.eot
-            count[a] += (f_new > f_prev[a]).float()
-            f_prev[a] = f_new
-            better = f_new > f_best[a]
-            if bool(better.any()):
-                b = a[better]
-                x_best[b], f_best[b], g_best[b] = x_cur[better], f_new[better], g[better]
-            retire(confirmed(hit_of(logits, a), x_cur, a))
+            state.step(k)
             since += 1
             if since == lengths[ck_i]:
-                a = active
-                if a.numel():
-                    few_increases = count[a] < self.rho * lengths[ck_i]
-                    stalled = (~reduced_last[a]) & (f_best_ckpt[a] >= f_best[a])
-                    reduce = few_increases | stalled
-                    reduced_last[a] = reduce
-                    f_best_ckpt[a] = f_best[a]
-                    if bool(reduce.any()):
-                        r = a[reduce]
-                        eta[r] = eta[r] / 2.0
-                        x_cur[reduce] = x_best[r]
-                        g[reduce] = g_best[r]
-                count.zero_()
+                state.checkpoint(lengths[ck_i])
                 since = 0
                 ck_i = min(ck_i + 1, len(lengths) - 1)
-        if active.numel():  # still robust: hand back the strongest point found
-            x_out[idx[active]] = x_best[active]
+        state.finish()
+
+
+class _APGDRun:
+    """One APGD run over the examples ``x[idx]``: the per-example state of the paper's
+    algorithm (current, previous and best points, step sizes ``eta``, the checkpoint counters)
+    for the examples still attacked (``active``, positions in ``x[idx]``). A fooled example
+    leaves at once: its point goes into ``x_out`` and ``fooled`` is set; ``queries`` counts the
+    forward passes."""
+
+    def __init__(
+        self,
+        runner: _APGDRunner,
+        x: Tensor,
+        y: Tensor,
+        idx: Tensor,
+        *,
+        loss: str,
+        target: Tensor | None,
+        generator: torch.Generator | None,
+        out: tuple[Tensor, Tensor, Tensor],
+        until_target: bool,
+    ):
+        self.runner, self.idx, self.loss, self.until_target = runner, idx, loss, until_target
+        self.x_out, self.fooled, self.queries = out
+        self.xs, self.ys = x[idx], y[idx]
+        self.ts = target[idx] if target is not None else None
+        self.x_cur = runner.threat.random_init(self.xs, generator=generator)
+        f, self.g, logits = runner._objective(self.x_cur, self.ys, loss, self.ts)
+        self.queries[idx] += runner.eot
+        n, dev = idx.numel(), x.device
+        self.active = torch.arange(n, device=dev)  # positions in xs still attacked
+        self.x_best, self.f_best, self.g_best = self.x_cur.clone(), f.clone(), self.g.clone()
+        self.x_prev = self.x_cur.clone()
+        self.eta = torch.full((n,), 2.0 * runner.threat.eps, device=dev)
+        self.count = torch.zeros(n, device=dev)
+        self.f_best_ckpt = self.f_best.clone()
+        self.reduced_last = torch.ones(n, dtype=torch.bool, device=dev)
+        self.f_prev = f.clone()
+        self.retire(self.confirmed(self.hit_of(logits, self.active), self.x_cur, self.active))
+
+    def hit_of(self, logits: Tensor, pos: Tensor) -> Tensor:
+        """``(n,)`` bool: misclassified, or with ``until_target`` classified as the target."""
+        if self.until_target and self.ts is not None:
+            return logits.argmax(1) == self.ts[pos]
+        return logits.argmax(1) != self.ys[pos]
+
+    def confirmed(self, hit: Tensor, x_now: Tensor, pos: Tensor) -> Tensor:
+        """bf16 successes are kept only if they also fool the model in float32."""
+        if self.runner.precision == "fp32" or not bool(hit.any()):
+            return hit
+        sub = hit.nonzero().squeeze(1)
+        with torch.no_grad():
+            hit[sub] = self.hit_of(self.runner.model(x_now[sub]), pos[sub])
+        self.queries[self.idx[pos[sub]]] += 1
+        return hit
+
+    def retire(self, hit: Tensor) -> None:
+        """Hand the fooled active examples' points to ``x_out`` and drop them."""
+        pos = self.active[hit]
+        self.x_out[self.idx[pos]] = self.x_cur[hit]
+        self.fooled[self.idx[pos]] = True
+        keep = ~hit
+        self.active, self.x_cur = self.active[keep], self.x_cur[keep]
+        self.x_prev, self.g = self.x_prev[keep], self.g[keep]
+
+    def step(self, k: int) -> None:
+        """Step ``k``: a steepest step of size ``eta`` with momentum (``alpha = 0.75`` after
+        the first), projected; the best points and the increase counts are updated."""
+        threat, a = self.runner.threat, self.active
+        alpha = 1.0 if k == 0 else 0.75
+        x_cur, xs = self.x_cur, self.xs[a]
+        z = threat.project(x_cur + _bcast(self.eta[a], x_cur) * threat.steepest_step(self.g), xs)
+        x_new = threat.project(
+            x_cur + alpha * (z - x_cur) + (1.0 - alpha) * (x_cur - self.x_prev), xs
+        )
+        self.x_prev, self.x_cur = x_cur, x_new
+        ts = self.ts[a] if self.ts is not None else None
+        f_new, self.g, logits = self.runner._objective(x_new, self.ys[a], self.loss, ts)
+        self.queries[self.idx[a]] += self.runner.eot
+        self.count[a] += (f_new > self.f_prev[a]).float()
+        self.f_prev[a] = f_new
+        better = f_new > self.f_best[a]
+        if bool(better.any()):
+            b = a[better]
+            self.x_best[b], self.f_best[b] = x_new[better], f_new[better]
+            self.g_best[b] = self.g[better]
+        self.retire(self.confirmed(self.hit_of(logits, a), x_new, a))
+
+    def checkpoint(self, length: int) -> None:
+        """At the end of an interval of ``length`` steps, halve the step of each active example
+        whose loss rose in fewer than ``rho`` of them, or that neither reduced its step at the
+        last checkpoint nor improved its best loss since; it restarts from its best point."""
+        a = self.active
+        if a.numel():
+            few_increases = self.count[a] < self.runner.rho * length
+            stalled = (~self.reduced_last[a]) & (self.f_best_ckpt[a] >= self.f_best[a])
+            reduce = few_increases | stalled
+            self.reduced_last[a] = reduce
+            self.f_best_ckpt[a] = self.f_best[a]
+            if bool(reduce.any()):
+                r = a[reduce]
+                self.eta[r] = self.eta[r] / 2.0
+                self.x_cur[reduce] = self.x_best[r]
+                self.g[reduce] = self.g_best[r]
+        self.count.zero_()
+
+    def finish(self) -> None:
+        """The examples still robust: hand back the strongest point found."""
+        if self.active.numel():
+            self.x_out[self.idx[self.active]] = self.x_best[self.active]
 
 
 @register("apgd", knowledge="white-box", settings=APGDSettings)
@@ -309,10 +358,7 @@ class APGD(Attack):
         generator: torch.Generator | None,
         opening: Opening,
     ) -> tuple[Tensor, Tensor]:
-        n = x.shape[0]
-        queries = torch.zeros(n, dtype=torch.int64, device=x.device)
-        logits = opening.logits
-        queries += 1
+        queries, logits = opening.queries(), opening.logits
         _check_classes(logits.shape[1], self.loss, targeted=targets is not None)
         fooled = (logits.argmax(1) != y) if targets is None else (logits.argmax(1) == targets)
         x_out = x.clone()
@@ -327,17 +373,8 @@ class APGD(Attack):
             idx = (~fooled).nonzero().squeeze(1)
             if idx.numel() == 0:
                 break
-            runner.run(
-                x,
-                y,
-                loss=self.loss,
-                target=None,
-                generator=generator,
-                x_out=x_out,
-                idx=idx,
-                fooled=fooled,
-                queries=queries,
-            )
+            out = (x_out, fooled, queries)
+            runner.run(x, y, idx, out, loss=self.loss, target=None, generator=generator)
         return x_out, queries
 
 
@@ -369,17 +406,9 @@ def _targeted_apgd(
             break
         cand = x.clone()
         hit = torch.zeros_like(reached)
+        out = (cand, hit, queries)
         runner.run(
-            x,
-            y,
-            loss=loss,
-            target=targets,
-            generator=generator,
-            x_out=cand,
-            idx=idx,
-            fooled=hit,
-            queries=queries,
-            until_target=True,
+            x, y, idx, out, loss=loss, target=targets, generator=generator, until_target=True
         )
         with torch.no_grad():
             ok = runner.model(cand[idx]).argmax(1) == targets[idx]
@@ -434,8 +463,7 @@ class APGDTargeted(Attack):
                 "targets: apgd-t chooses its own targets; use apgd for a given target"
             )
         n = x.shape[0]
-        queries = torch.ones(n, dtype=torch.int64, device=x.device)
-        logits = opening.logits
+        queries, logits = opening.queries(), opening.logits
         c = logits.shape[1]
         _check_classes(c, self.loss, targeted=True)
         ranking = ranked_other_classes(logits, y, c - 1)  # (N, c - 1), best first
@@ -450,15 +478,6 @@ class APGDTargeted(Attack):
                 # the k-th ranked class other than the true one
                 target = torch.zeros(n, dtype=torch.int64, device=x.device)
                 target[idx] = ranking[idx, k - 1]
-                runner.run(
-                    x,
-                    y,
-                    loss=self.loss,
-                    target=target,
-                    generator=generator,
-                    x_out=x_out,
-                    idx=idx,
-                    fooled=fooled,
-                    queries=queries,
-                )
+                out = (x_out, fooled, queries)
+                runner.run(x, y, idx, out, loss=self.loss, target=target, generator=generator)
         return x_out, queries

@@ -182,6 +182,19 @@ class Opening:
     def num_classes(self) -> int:
         return int(self.logits.shape[1])
 
+    def queries(self) -> Tensor:
+        """``(N,)`` int64 ones: the query count of an attack that reads the opening (the clean
+        forward pass is one query per example)."""
+        return torch.ones(self._x.shape[0], dtype=torch.int64, device=self._x.device)
+
+    def classes(self, attack: str, at_least: int = 2) -> int:
+        """The number of classes ``C`` (reads the logits); raises :class:`AttackInputError`
+        naming ``attack`` when the model has fewer than ``at_least``."""
+        c = self.num_classes
+        if c < at_least:
+            raise AttackInputError(f"model: {attack} needs at least {at_least} classes, got {c}")
+        return c
+
 
 @dataclass(frozen=True)
 class MinimumNormResult:

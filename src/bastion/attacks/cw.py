@@ -112,7 +112,7 @@ class CarliniWagnerL2(Attack):
         n = x.shape[0]
         targeted = targets is not None
         label = targets if targets is not None else y
-        queries = torch.ones(n, dtype=torch.int64, device=x.device)
+        queries = opening.queries()
         done = ~opening.robust
 
         lo, hi = threat.bounds

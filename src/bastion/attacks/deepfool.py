@@ -39,7 +39,6 @@ from bastion.attacks._boundary import (
 from bastion.attacks.base import Attack, Opening, ranked_other_classes
 from bastion.attacks.registry import register
 from bastion.attacks.settings import AttackSettings
-from bastion.errors import AttackInputError
 from bastion.threat import ThreatModel
 
 _SLACK = 1e-4  # the paper's small push past the linearised boundary
@@ -89,13 +88,8 @@ class DeepFool(Attack):
         generator: torch.Generator | None,
         opening: Opening,
     ) -> tuple[Tensor, Tensor]:
-        n = x.shape[0]
-        queries = torch.ones(n, dtype=torch.int64, device=x.device)
-        clean = opening.logits
-        c = clean.shape[1]
-        if c < 2:
-            raise AttackInputError(f"model: deepfool needs at least 2 classes, got {c}")
-        done = ~opening.robust
+        queries, c = opening.queries(), opening.classes("deepfool")
+        clean, done = opening.logits, ~opening.robust
         x_out = x.clone()
         idx = (~done).nonzero().squeeze(1)
         if idx.numel() == 0:

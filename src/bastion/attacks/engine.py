@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -89,6 +90,91 @@ def input_gradient(
     return grad, logits.detach()
 
 
+@dataclass
+class _AscentLoop:
+    """The state of :func:`gradient_attack` across restarts: the best points ``x_best``
+    ``(N, ...)``, the forward passes per example ``queries`` ``(N,)`` and the examples already
+    fooled ``done`` ``(N,)`` (only those not done are attacked by a later restart)."""
+
+    model: nn.Module
+    threat: ThreatModel
+    x: Tensor
+    y: Tensor
+    targets: Tensor | None
+    steps: int
+    step_size: float
+    loss: LossFn
+    early_stop: bool
+    precision: Precision
+    x_best: Tensor
+    queries: Tensor
+    done: Tensor
+
+    def _targets(self, idx: Tensor) -> Tensor | None:
+        return self.targets[idx] if self.targets is not None else None
+
+    def _hits(self, logits: Tensor, xa: Tensor, ys: Tensor, ts: Tensor | None) -> Tensor:
+        """``(n,)`` bool: the iterates that fool the model; under bf16 each one is confirmed by
+        a float32 forward pass, so early stopping never freezes a false success."""
+        hit = _fooled(logits, ys, ts)
+        if self.precision != "fp32" and bool(hit.any()):
+            with torch.no_grad():
+                sub = hit.nonzero().squeeze(1)
+                ts_sub = ts[sub] if ts is not None else None
+                hit[sub] = _fooled(self.model(xa[sub]), ys[sub], ts_sub)
+        return hit
+
+    def climb(self, idx: Tensor, xa: Tensor) -> tuple[Tensor, Tensor]:
+        """Up to ``steps`` projected steepest-ascent steps (Madry et al. 2018) from ``xa`` for
+        the examples ``idx``; with early stopping an example leaves the working batch at its
+        first fooling iterate (kept in ``x_best``). Returns the examples still in the batch and
+        their last iterates; their gradient passes are counted in ``queries``."""
+        xs, ys, ts = self.x[idx], self.y[idx], self._targets(idx)
+        taken = 0  # gradient passes so far on the examples still in the working batch
+        for _step in range(self.steps):
+            grad, logits = input_gradient(
+                self.model, xa, ys, loss=self.loss, targets=ts, precision=self.precision
+            )
+            taken += 1
+            if self.early_stop:
+                hit = self._hits(logits, xa, ys, ts)
+                if bool(hit.any()):
+                    self.x_best[idx[hit]] = xa[hit]
+                    self.done[idx[hit]] = True
+                    self.queries[idx[hit]] += taken
+                    keep = ~hit
+                    idx, xs, ys, xa, grad = idx[keep], xs[keep], ys[keep], xa[keep], grad[keep]
+                    ts = ts[keep] if ts is not None else None
+                    if idx.numel() == 0:
+                        break
+            xa = self.threat.project(xa + self.step_size * self.threat.steepest_step(grad), xs)
+        self.queries[idx] += taken
+        return idx, xa
+
+    def settle(self, idx: Tensor, xa: Tensor, restarts: int) -> None:
+        """Record the last iterates ``xa`` of the examples ``idx`` a restart ended with: with
+        early stopping, checked by one forward pass (fooled or not, the latest attempt is
+        returned); without, kept as they are, checked only when a later restart needs to know
+        which examples this one fooled."""
+        if idx.numel() == 0:
+            return
+        ys, ts = self.y[idx], self._targets(idx)
+        if self.early_stop:
+            with torch.no_grad():
+                hit = _fooled(self.model(xa), ys, ts)
+            self.queries[idx] += 1
+            self.x_best[idx[hit]] = xa[hit]
+            self.done[idx[hit]] = True
+            self.x_best[idx[~hit]] = xa[~hit]  # not fooled: return the latest attempt
+        else:
+            self.x_best[idx] = xa
+            if restarts > 1:
+                with torch.no_grad():
+                    hit = _fooled(self.model(xa), ys, ts)
+                self.queries[idx] += 1
+                self.done[idx[hit]] = True
+
+
 def gradient_attack(
     model: nn.Module,
     x: Tensor,
@@ -128,66 +214,37 @@ def gradient_attack(
         ``(x_adv, queries)``: ``(N, ...)`` and ``(N,)`` int64 forward passes per example.
     """
     n = x.shape[0]
-    x_best = x.clone()
-    queries = torch.zeros(n, dtype=torch.int64, device=x.device)
-    done = torch.zeros(n, dtype=torch.bool, device=x.device)
+    loop = _AscentLoop(
+        model,
+        threat,
+        x,
+        y,
+        targets,
+        steps,
+        step_size,
+        loss,
+        early_stop,
+        precision,
+        x_best=x.clone(),
+        queries=torch.zeros(n, dtype=torch.int64, device=x.device),
+        done=torch.zeros(n, dtype=torch.bool, device=x.device),
+    )
     if early_stop:
         if fooled is None:
             with torch.no_grad():
                 fooled = _fooled(model(x), y, targets)
-        done = fooled.clone()
-        queries += 1
+        loop.done = fooled.clone()
+        loop.queries += 1
     with input_gradients_only(model):  # once for the whole loop (nested uses are free)
         for _ in range(max(1, restarts)):
-            idx = (~done).nonzero().squeeze(1)
+            idx = (~loop.done).nonzero().squeeze(1)
             if idx.numel() == 0:
                 break
-            xs, ys = x[idx], y[idx]
-            ts = targets[idx] if targets is not None else None
+            xs = x[idx]
             xa = (
                 threat.random_init(xs, generator=generator, scale=init_scale)
                 if random_start
                 else xs.clone()
             )
-            taken = 0  # gradient passes so far on the examples still in the working batch
-            for _step in range(steps):
-                grad, logits = input_gradient(
-                    model, xa, ys, loss=loss, targets=ts, precision=precision
-                )
-                taken += 1
-                if early_stop:
-                    hit = _fooled(logits, ys, ts)
-                    if precision != "fp32" and bool(hit.any()):
-                        with torch.no_grad():  # confirm in float32
-                            sub = hit.nonzero().squeeze(1)
-                            hit[sub] = _fooled(
-                                model(xa[sub]), ys[sub], ts[sub] if ts is not None else None
-                            )
-                    if bool(hit.any()):
-                        x_best[idx[hit]] = xa[hit]
-                        done[idx[hit]] = True
-                        queries[idx[hit]] += taken
-                        keep = ~hit
-                        idx, xs, ys, xa, grad = idx[keep], xs[keep], ys[keep], xa[keep], grad[keep]
-                        ts = ts[keep] if ts is not None else None
-                        if idx.numel() == 0:
-                            break
-                xa = threat.project(xa + step_size * threat.steepest_step(grad), xs)
-            queries[idx] += taken
-            if idx.numel() == 0:
-                continue
-            if early_stop:
-                with torch.no_grad():
-                    hit = _fooled(model(xa), ys, ts)
-                queries[idx] += 1
-                x_best[idx[hit]] = xa[hit]
-                done[idx[hit]] = True
-                x_best[idx[~hit]] = xa[~hit]  # not fooled: return the latest attempt
-            else:
-                x_best[idx] = xa
-                if restarts > 1:  # later restarts only attack the examples this one did not fool
-                    with torch.no_grad():
-                        hit = _fooled(model(xa), ys, ts)
-                    queries[idx] += 1
-                    done[idx[hit]] = True
-    return x_best, queries
+            loop.settle(*loop.climb(idx, xa), restarts)
+    return loop.x_best, loop.queries

@@ -38,6 +38,7 @@ examples not yet broken within ``eps``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from pydantic import Field
@@ -127,6 +128,22 @@ class FABTargetedSettings(FABSettings):
     target_classes: int = Field(default=9, ge=1, description="top-ranked other classes to aim at")
 
 
+@dataclass
+class _Closest:
+    """The closest adversarial point found so far per example: ``best`` ``(N, ...)`` (the clean
+    input until one is found), its norm ``best_norm`` ``(N,)`` (``inf`` until then), ``done``
+    ``(N,)`` the examples the clean input already fools, and ``queries`` ``(N,)`` int64."""
+
+    best: Tensor
+    best_norm: Tensor
+    done: Tensor
+    queries: Tensor
+
+    def pending(self, eps: float) -> Tensor:
+        """Indices of the examples not yet broken within ``eps``."""
+        return ((~self.done) & (self.best_norm > eps)).nonzero().squeeze(1)
+
+
 class _FABSettings(Attack):
     """Settings and the single FAB run shared by :class:`FAB` and :class:`FABTargeted`."""
 
@@ -157,6 +174,32 @@ class _FABSettings(Attack):
         radius = 0.5 * torch.clamp(best_norm, max=threat.eps)
         u = _random_direction((flat.shape[0], flat.shape[1]), threat.norm, generator, flat)
         return threat.clip(flat + radius[:, None] * u).view_as(x0)
+
+    def _nothing_found(self, x: Tensor, opening: Opening) -> _Closest:
+        """Nothing found yet: the examples the model already gets wrong are done (norm 0)."""
+        done = ~opening.robust
+        best_norm = torch.full((x.shape[0],), float("inf"), dtype=x.dtype, device=x.device)
+        best_norm[done] = 0.0
+        return _Closest(x.clone(), best_norm, done, opening.queries())
+
+    def _run_once(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        idx: Tensor,
+        restart: int,
+        goal: tuple[PairFn, SuccessFn],
+        threat: ThreatModel,
+        generator: torch.Generator | None,
+        closest: _Closest,
+    ) -> None:
+        """Run ``restart`` (from :meth:`_start`) on the examples ``idx`` towards ``goal``
+        (hyperplanes and success); closer points found update ``closest`` (two queries a step)."""
+        sub_best, sub_norm = closest.best[idx], closest.best_norm[idx]
+        x_start = self._start(x[idx], sub_norm, restart, threat, generator)
+        self._search(model, x[idx], x_start, *goal, threat, sub_best, sub_norm)
+        closest.best[idx], closest.best_norm[idx] = sub_best, sub_norm
+        closest.queries[idx] += 2 * self.steps
 
     def _search(
         self,
@@ -240,31 +283,20 @@ class FAB(_FABSettings):
         generator: torch.Generator | None,
         opening: Opening,
     ) -> tuple[Tensor, Tensor]:
-        n = x.shape[0]
-        queries = torch.ones(n, dtype=torch.int64, device=x.device)
-        clean = opening.logits
-        c = clean.shape[1]
-        if c < 2:
-            raise AttackInputError(f"model: fab needs at least 2 classes, got {c}")
-        done = ~opening.robust
-        best = x.clone()
-        best_norm = torch.full((n,), float("inf"), dtype=x.dtype, device=x.device)
-        best_norm[done] = 0.0
+        c, clean = opening.classes("fab"), opening.logits
+        closest = self._nothing_found(x, opening)
         for r in range(self.restarts):
-            idx = ((~done) & (best_norm > threat.eps)).nonzero().squeeze(1)
+            idx = closest.pending(threat.eps)
             if idx.numel() == 0:
                 break
             ys = y[idx]
-            if targets is None:
-                pairs, success = _away_from(ys, ranked_other_classes(clean[idx], ys, c - 1))
-            else:
-                pairs, success = _reach(targets[idx])
-            sub_best, sub_norm = best[idx], best_norm[idx]
-            x_start = self._start(x[idx], sub_norm, r, threat, generator)
-            self._search(model, x[idx], x_start, pairs, success, threat, sub_best, sub_norm)
-            best[idx], best_norm[idx] = sub_best, sub_norm
-            queries[idx] += 2 * self.steps
-        return best, queries
+            goal = (
+                _away_from(ys, ranked_other_classes(clean[idx], ys, c - 1))
+                if targets is None
+                else _reach(targets[idx])
+            )
+            self._run_once(model, x, idx, r, goal, threat, generator, closest)
+        return closest.best, closest.queries
 
 
 @register("fab-t", knowledge="white-box", kind="minimum-norm", settings=FABTargetedSettings)
@@ -311,27 +343,15 @@ class FABTargeted(_FABSettings):
             raise AttackInputError(
                 "targets: fab-t chooses its own targets; use fab for a given target"
             )
-        n = x.shape[0]
-        queries = torch.ones(n, dtype=torch.int64, device=x.device)
-        clean = opening.logits
-        c = clean.shape[1]
-        if c < 2:
-            raise AttackInputError(f"model: fab-t needs at least 2 classes, got {c}")
-        done = ~opening.robust
-        best = x.clone()
-        best_norm = torch.full((n,), float("inf"), dtype=x.dtype, device=x.device)
-        best_norm[done] = 0.0
+        c, clean = opening.classes("fab-t"), opening.logits
+        closest = self._nothing_found(x, opening)
         for k in range(min(self.target_classes, c - 1)):
             for r in range(self.restarts):
-                idx = ((~done) & (best_norm > threat.eps)).nonzero().squeeze(1)
+                idx = closest.pending(threat.eps)
                 if idx.numel() == 0:
-                    return best, queries
+                    return closest.best, closest.queries
                 ys = y[idx]
                 target = ranked_other_classes(clean[idx], ys, k + 1)[:, k : k + 1]
-                pairs, success = _away_from(ys, target)
-                sub_best, sub_norm = best[idx], best_norm[idx]
-                x_start = self._start(x[idx], sub_norm, r, threat, generator)
-                self._search(model, x[idx], x_start, pairs, success, threat, sub_best, sub_norm)
-                best[idx], best_norm[idx] = sub_best, sub_norm
-                queries[idx] += 2 * self.steps
-        return best, queries
+                goal = _away_from(ys, target)
+                self._run_once(model, x, idx, r, goal, threat, generator, closest)
+        return closest.best, closest.queries

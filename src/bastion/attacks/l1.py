@@ -117,8 +117,7 @@ class SparseL1Descent(Attack):
     ) -> tuple[Tensor, Tensor]:
         if threat.norm != "l1":
             raise AttackInputError(f"threat.norm: slide is an l1 attack, got norm {threat.norm!r}")
-        n = x.shape[0]
-        queries = torch.ones(n, dtype=torch.int64, device=x.device)
+        queries = opening.queries()
         done = ~opening.robust
         x_out = x.clone()
         step = self.step_size * threat.eps
