@@ -405,114 +405,64 @@ def _registry(items: Iterable[Corruption]) -> dict[str, Corruption]:
     return {c.name: c for c in items}
 
 
+#: One line for reports per corruption, in registry order.
+_DESCRIPTIONS: dict[str, str] = {
+    "gaussian_noise": "additive Gaussian noise of standard deviation sigma (fraction of the range)",
+    "shot_noise": "Poisson photon noise, Poisson(x * photons) / photons",
+    "impulse_noise": "salt and pepper: a fraction amount of the values set to the range's ends",
+    "speckle_noise": "multiplicative Gaussian noise, x + x * sigma * N(0, 1)",
+    "gaussian_blur": "Gaussian blur of standard deviation sigma pixels (at 28x28)",
+    "motion_blur": "blur along a line of length pixels (at 28x28) at a random angle",
+    "contrast": "contrast scaled by factor about each image's mean",
+    "brightness": "brightness raised by delta (fraction of the range)",
+    "occlusion": "count random rectangles of size times the image's sides, filled with fill",
+    "rotation": "rotation by degrees, clockwise or anticlockwise at random",
+    "shift": "translation by fraction of the image side in a random direction",
+    "shear": "horizontal shear by factor, left or right at random",
+    "elastic": "elastic deformation with RMS displacement pixels (at 28x28), smoothed over "
+    "smoothing pixels",
+}
+
+_OCCLUSION_ROWS = tuple(
+    {"count": count, "size": size, "fill": 0.5}
+    for count, size in ((1, 0.25), (1, 0.35), (2, 0.35), (3, 0.35), (4, 0.4))
+)
+
+_ELASTIC_ROWS = _table("displacement", (0.5, 0.9, 1.3, 1.7, 2.2), smoothing=3.5)
+
+#: ``(name, family, fn, parameters at severities 1..5)``, in registry order.
+_TABLE: tuple[tuple[str, str, CorruptionFn, tuple[Mapping[str, float], ...]], ...] = (
+    ("gaussian_noise", "noise", _gaussian_noise, _table("sigma", (0.08, 0.12, 0.18, 0.26, 0.38))),
+    ("shot_noise", "noise", _shot_noise, _table("photons", (60, 25, 12, 5, 3))),
+    ("impulse_noise", "noise", _impulse_noise, _table("amount", (0.03, 0.06, 0.09, 0.17, 0.27))),
+    ("speckle_noise", "noise", _speckle_noise, _table("sigma", (0.15, 0.2, 0.35, 0.45, 0.6))),
+    ("gaussian_blur", "blur", _gaussian_blur, _table("sigma", (0.6, 0.9, 1.2, 1.6, 2.2))),
+    ("motion_blur", "blur", _motion_blur, _table("length", (2.0, 3.0, 4.0, 5.5, 7.0))),
+    ("contrast", "photometric", _contrast, _table("factor", (0.75, 0.5, 0.4, 0.3, 0.15))),
+    ("brightness", "photometric", _brightness, _table("delta", (0.1, 0.2, 0.3, 0.4, 0.5))),
+    ("occlusion", "occlusion", _occlusion, _OCCLUSION_ROWS),
+    ("rotation", "geometric", _rotation, _table("degrees", (6, 12, 18, 24, 30))),
+    ("shift", "geometric", _shift, _table("fraction", (0.04, 0.08, 0.12, 0.16, 0.2))),
+    ("shear", "geometric", _shear, _table("factor", (0.1, 0.2, 0.3, 0.4, 0.5))),
+    ("elastic", "geometric", _elastic, _ELASTIC_ROWS),
+)
+
+#: The noise corruptions take any ``(N, ...)`` input; the others need images.
+_ANY_SHAPE = frozenset({"gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise"})
+#: Corruptions that draw nothing from the generator.
+_DETERMINISTIC = frozenset({"gaussian_blur", "contrast", "brightness"})
+
 CORRUPTIONS: dict[str, Corruption] = _registry(
-    [
-        Corruption(
-            "gaussian_noise",
-            "additive Gaussian noise of standard deviation sigma (fraction of the range)",
-            "noise",
-            _table("sigma", (0.08, 0.12, 0.18, 0.26, 0.38)),
-            _gaussian_noise,
-            images_only=False,
-        ),
-        Corruption(
-            "shot_noise",
-            "Poisson photon noise, Poisson(x * photons) / photons",
-            "noise",
-            _table("photons", (60, 25, 12, 5, 3)),
-            _shot_noise,
-            images_only=False,
-        ),
-        Corruption(
-            "impulse_noise",
-            "salt and pepper: a fraction amount of the values set to the range's ends",
-            "noise",
-            _table("amount", (0.03, 0.06, 0.09, 0.17, 0.27)),
-            _impulse_noise,
-            images_only=False,
-        ),
-        Corruption(
-            "speckle_noise",
-            "multiplicative Gaussian noise, x + x * sigma * N(0, 1)",
-            "noise",
-            _table("sigma", (0.15, 0.2, 0.35, 0.45, 0.6)),
-            _speckle_noise,
-            images_only=False,
-        ),
-        Corruption(
-            "gaussian_blur",
-            "Gaussian blur of standard deviation sigma pixels (at 28x28)",
-            "blur",
-            _table("sigma", (0.6, 0.9, 1.2, 1.6, 2.2)),
-            _gaussian_blur,
-            random=False,
-        ),
-        Corruption(
-            "motion_blur",
-            "blur along a line of length pixels (at 28x28) at a random angle",
-            "blur",
-            _table("length", (2.0, 3.0, 4.0, 5.5, 7.0)),
-            _motion_blur,
-        ),
-        Corruption(
-            "contrast",
-            "contrast scaled by factor about each image's mean",
-            "photometric",
-            _table("factor", (0.75, 0.5, 0.4, 0.3, 0.15)),
-            _contrast,
-            random=False,
-        ),
-        Corruption(
-            "brightness",
-            "brightness raised by delta (fraction of the range)",
-            "photometric",
-            _table("delta", (0.1, 0.2, 0.3, 0.4, 0.5)),
-            _brightness,
-            random=False,
-        ),
-        Corruption(
-            "occlusion",
-            "count random rectangles of size times the image's sides, filled with fill",
-            "occlusion",
-            (
-                {"count": 1, "size": 0.25, "fill": 0.5},
-                {"count": 1, "size": 0.35, "fill": 0.5},
-                {"count": 2, "size": 0.35, "fill": 0.5},
-                {"count": 3, "size": 0.35, "fill": 0.5},
-                {"count": 4, "size": 0.4, "fill": 0.5},
-            ),
-            _occlusion,
-        ),
-        Corruption(
-            "rotation",
-            "rotation by degrees, clockwise or anticlockwise at random",
-            "geometric",
-            _table("degrees", (6, 12, 18, 24, 30)),
-            _rotation,
-        ),
-        Corruption(
-            "shift",
-            "translation by fraction of the image side in a random direction",
-            "geometric",
-            _table("fraction", (0.04, 0.08, 0.12, 0.16, 0.2)),
-            _shift,
-        ),
-        Corruption(
-            "shear",
-            "horizontal shear by factor, left or right at random",
-            "geometric",
-            _table("factor", (0.1, 0.2, 0.3, 0.4, 0.5)),
-            _shear,
-        ),
-        Corruption(
-            "elastic",
-            "elastic deformation with RMS displacement pixels (at 28x28), smoothed over "
-            "smoothing pixels",
-            "geometric",
-            _table("displacement", (0.5, 0.9, 1.3, 1.7, 2.2), smoothing=3.5),
-            _elastic,
-        ),
-    ]
+    Corruption(
+        name,
+        _DESCRIPTIONS[name],
+        family,
+        params,
+        fn,
+        images_only=name not in _ANY_SHAPE,
+        random=name not in _DETERMINISTIC,
+    )
+    for name, family, fn, params in _TABLE
 )
 
 

@@ -349,28 +349,60 @@ def certify_dataset(
     n0 = _check_int("n0", n0, 1)
     n = _check_int("n", n, 1)
     a = _check_alpha(alpha)
+    start_time = time.perf_counter()
+    pred, rad = _certify_in_groups(smoothed, x, n0, n, a, generator, progress)
+    seconds = time.perf_counter() - start_time
+    return _certification_result(smoothed, n0, n, a, grid, pred, rad, y, seconds)
+
+
+def _certify_in_groups(
+    smoothed: SmoothedClassifier,
+    x: Tensor,
+    n0: int,
+    n: int,
+    alpha: float,
+    generator: torch.Generator | None,
+    progress: CertifyProgressFn | None,
+) -> tuple[Tensor, Tensor]:
+    """``(classes, radii)``, both ``(N,)`` on the CPU: :meth:`SmoothedClassifier.certify` on
+    groups of examples whose ``n`` noise samples fill one batch, reporting each group to
+    ``progress``."""
+    total = int(x.shape[0])
     group = max(1, smoothed.batch_size // n)
     classes: list[Tensor] = []
     radii: list[Tensor] = []
-    start_time = time.perf_counter()
     for start in range(0, total, group):
         stop = min(total, start + group)
-        c, r = smoothed.certify(x[start:stop], n0, n, a, generator)
+        c, r = smoothed.certify(x[start:stop], n0, n, alpha, generator)
         classes.append(c)
         radii.append(r)
         if progress is not None:
             progress("certify", stop, total)
-    seconds = time.perf_counter() - start_time
-    pred = torch.cat(classes).cpu()
-    rad = torch.cat(radii).cpu()
+    return torch.cat(classes).cpu(), torch.cat(radii).cpu()
+
+
+def _certification_result(
+    smoothed: SmoothedClassifier,
+    n0: int,
+    n: int,
+    alpha: float,
+    grid: list[float],
+    pred: Tensor,
+    rad: Tensor,
+    y: Tensor,
+    seconds: float,
+) -> dict[str, Any]:
+    """The JSON-able result of :func:`certify_dataset` from the predictions ``pred`` and radii
+    ``rad`` (``(N,)``, ``-1`` = abstain) of the examples labelled ``y``."""
     labels = y.detach().cpu().to(torch.int64)
     correct = pred == labels
     acc = certified_accuracy(rad, correct, grid)
+    total = int(pred.shape[0])
     return {
         "sigma": smoothed.sigma,
         "n0": n0,
         "n": n,
-        "alpha": a,
+        "alpha": alpha,
         "batch_size": smoothed.batch_size,
         "precision": smoothed.precision,
         "n_examples": total,
