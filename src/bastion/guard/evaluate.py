@@ -79,38 +79,63 @@ def evaluate_guard(
         result["attacks"][name] = {"model_success": _rate(res.success)}
     for j, fpr in enumerate(fprs):
         g = guard.with_fpr(fpr)
-        det, cor, ans = g.outcome(x, y)
-        answered_correct = cor.float().sum() / ans.float().sum().clamp_min(1)
-        entry: dict[str, Any] = {
-            "clean": {
-                "fired": _rate(det),
-                "accuracy": _rate(cor),
-                "answered": _rate(ans),
-                "answered_accuracy": round(float(answered_correct), 4),
-            },
-            "standard": {},
-        }
-        worst = torch.ones(x.shape[0], dtype=torch.bool)
-        for name, xa in adv.items():
-            d, c, _ = g.outcome(xa, y)
-            stopped = d | c
-            worst &= stopped
-            entry["standard"][name] = {"detected": _rate(d), "stopped": _rate(stopped)}
+        entry, worst = _at_rate(g, x, y, adv)
         if adaptive:
             attack = adaptive_attack or AdaptiveGuardAttack()
             gen = torch.Generator().manual_seed(seed + 1000 + j)
-            xa, broken = attack.run(g, x, y, threat, generator=gen)
-            d, _, _ = g.outcome(xa, y)
-            entry["adaptive"] = {
-                "detected": _rate(d),
-                "stopped": _rate(~broken),
-                "settings": {
-                    "steps": attack.steps,
-                    "lambdas": list(attack.lambdas),
-                    "kappa": attack.kappa,
-                },
-            }
+            entry["adaptive"], broken = _adaptive(g, attack, x, y, threat, gen)
             worst &= ~broken
         entry["worst_case_stopped"] = _rate(worst)
         result["fpr"][f"{fpr:g}"] = entry
     return result
+
+
+def _at_rate(
+    g: Guard, x: Tensor, y: Tensor, adv: dict[str, Tensor]
+) -> tuple[dict[str, Any], Tensor]:
+    """At one false-positive rate: the guard on clean ``x`` (share fired, accuracy, share
+    answered and the accuracy of the answers) and on each standard attack's inputs (share
+    detected, share stopped: detected or answered correctly), and the ``(N,)`` mask of the
+    inputs every standard attack's version of which was stopped."""
+    det, cor, ans = g.outcome(x, y)
+    answered_correct = cor.float().sum() / ans.float().sum().clamp_min(1)
+    entry: dict[str, Any] = {
+        "clean": {
+            "fired": _rate(det),
+            "accuracy": _rate(cor),
+            "answered": _rate(ans),
+            "answered_accuracy": round(float(answered_correct), 4),
+        },
+        "standard": {},
+    }
+    worst = torch.ones(x.shape[0], dtype=torch.bool)
+    for name, xa in adv.items():
+        d, c, _ = g.outcome(xa, y)
+        stopped = d | c
+        worst &= stopped
+        entry["standard"][name] = {"detected": _rate(d), "stopped": _rate(stopped)}
+    return entry, worst
+
+
+def _adaptive(
+    g: Guard,
+    attack: AdaptiveGuardAttack,
+    x: Tensor,
+    y: Tensor,
+    threat: ThreatModel,
+    gen: torch.Generator,
+) -> tuple[dict[str, Any], Tensor]:
+    """The guard-aware attack at one rate: its entry (share detected, share stopped, its
+    settings) and the ``(N,)`` mask of the inputs it broke."""
+    xa, broken = attack.run(g, x, y, threat, generator=gen)
+    d, _, _ = g.outcome(xa, y)
+    entry = {
+        "detected": _rate(d),
+        "stopped": _rate(~broken),
+        "settings": {
+            "steps": attack.steps,
+            "lambdas": list(attack.lambdas),
+            "kappa": attack.kappa,
+        },
+    }
+    return entry, broken

@@ -105,64 +105,119 @@ def build_guard(
     x_fit, y_fit = x_cal[fit_idx].float(), y_cal[fit_idx]
     x_hold, y_hold = x_cal[hold_idx].float(), y_cal[hold_idx]
 
-    bounds = config.validation.bounds or threat.bounds
-    validator = InputValidator(
+    scorer, validator = guard_parts(
+        models,
+        config,
+        config.validation.bounds or threat.bounds,
         input_shape=input_shape,
-        bounds=bounds,
-        atol=config.validation.atol,
-        clip=config.validation.out_of_range == "clip",
         schema=schema if config.validation.check_schema else None,
         sanitize=sanitize,
     )
-    squeeze = (
-        (config.squeezing.bit_depth, config.squeezing.median_size)
-        if config.squeezing.enabled
-        else None
-    )
-    ood = config.ood.method if config.ood.enabled else None
-    scorer = GuardScorer(
-        list(models),
-        temperature=1.0,
-        squeeze=squeeze,
-        bounds=bounds,
-        mahalanobis=None,
-        ood=ood,
-        ood_temperature=config.ood.temperature,
-    ).eval()
-
+    scorer.eval()
     # class statistics on the penultimate features of the fit split (Lee et al. 2018)
     if (config.ood.enabled and config.ood.method == "mahalanobis") or config.adversarial.enabled:
         with torch.inference_mode():
             feats = torch.cat(_batched(lambda b: scorer.features(b).flatten(1), x_fit))
         scorer.mahalanobis = Mahalanobis.fit(feats.clone(), y_fit, n_classes)
-
-    # the adversarial-input detector: clean vs attacked fit split
     if config.adversarial.enabled:
-        eps = config.adversarial.eps if config.adversarial.eps is not None else threat.eps
-        atk_threat = threat.with_eps(eps)
-        target = PredictiveLogits(scorer)
-        x_atk = []
-        for i, name in enumerate(config.adversarial.attacks):
-            params: dict[str, Any] = {} if name == "fgsm" else {"steps": config.adversarial.steps}
-            if name == "pgd":
-                params["early_stop"] = False
-            attack = build_attack(name, params, where=f"guard.adversarial.attacks[{i}]")
-            ag = torch.Generator().manual_seed(seed + 1 + i)
-            x_atk.append(attack(target, x_fit, y_fit, atk_threat, generator=ag).x_adv)
-        with torch.inference_mode():
-            clean_stat = scorer.detector_features(x_fit)[0]
-            adv_stat = torch.cat([scorer.detector_features(xa)[0] for xa in x_atk])
-        detector = AdversarialDetector(clean_stat.shape[1], config.adversarial.hidden)
-        scorer.detector = detector.fit(
-            clean_stat.clone(),
-            adv_stat.clone(),
-            epochs=config.adversarial.epochs,
-            generator=torch.Generator().manual_seed(seed + 100),
-        )
-        for p in detector.parameters():
-            p.requires_grad_(False)
+        _fit_detector(scorer, config, x_fit, y_fit, threat=threat, seed=seed)
+    cal, firing = _calibrate(scorer, config, x_hold, y_hold)
+    return Guard(
+        config=config,
+        scorer=scorer,
+        validator=validator,
+        classes=classes,
+        cal_scores=cal.clone(),
+        firing=tuple(firing),
+        fpr=config.fpr,
+        models=models,
+        seed=seed,
+    )
 
-    # temperature and clean held-out scores (Guo et al. 2017)
+
+def guard_parts(
+    models: list[BastionModel],
+    config: GuardConfig,
+    bounds: tuple[float, float],
+    *,
+    input_shape: tuple[int, ...],
+    schema: TabularSchema | None,
+    sanitize: Sanitizer | None,
+    temperature: float = 1.0,
+    mahalanobis: Mahalanobis | None = None,
+    detector: AdversarialDetector | None = None,
+) -> tuple[GuardScorer, InputValidator]:
+    """The guard's scorer over ``models`` (with the configured squeezing and OOD score) and
+    its input validator, as :func:`build_guard` fits them and :func:`~bastion.guard.io.
+    load_guard` restores them (the fitted temperature, statistics and detector given)."""
+    squeeze = (
+        (config.squeezing.bit_depth, config.squeezing.median_size)
+        if config.squeezing.enabled
+        else None
+    )
+    scorer = GuardScorer(
+        list(models),
+        temperature=temperature,
+        squeeze=squeeze,
+        bounds=bounds,
+        mahalanobis=mahalanobis,
+        ood=config.ood.method if config.ood.enabled else None,
+        ood_temperature=config.ood.temperature,
+        detector=detector,
+    )
+    validator = InputValidator(
+        input_shape=input_shape,
+        bounds=bounds,
+        atol=config.validation.atol,
+        clip=config.validation.out_of_range == "clip",
+        schema=schema,
+        sanitize=sanitize,
+    )
+    return scorer, validator
+
+
+def _fit_detector(
+    scorer: GuardScorer,
+    config: GuardConfig,
+    x_fit: Tensor,
+    y_fit: Tensor,
+    *,
+    threat: ThreatModel,
+    seed: int,
+) -> None:
+    """The adversarial-input detector: trained on the fit split ``(N, *input_shape)`` clean
+    against the same inputs attacked by each of ``guard.adversarial.attacks`` (attack ``i``
+    seeded ``seed + 1 + i``, the detector ``seed + 100``); set frozen on ``scorer``."""
+    eps = config.adversarial.eps if config.adversarial.eps is not None else threat.eps
+    atk_threat = threat.with_eps(eps)
+    target = PredictiveLogits(scorer)
+    x_atk = []
+    for i, name in enumerate(config.adversarial.attacks):
+        params: dict[str, Any] = {} if name == "fgsm" else {"steps": config.adversarial.steps}
+        if name == "pgd":
+            params["early_stop"] = False
+        attack = build_attack(name, params, where=f"guard.adversarial.attacks[{i}]")
+        ag = torch.Generator().manual_seed(seed + 1 + i)
+        x_atk.append(attack(target, x_fit, y_fit, atk_threat, generator=ag).x_adv)
+    with torch.inference_mode():
+        clean_stat = scorer.detector_features(x_fit)[0]
+        adv_stat = torch.cat([scorer.detector_features(xa)[0] for xa in x_atk])
+    detector = AdversarialDetector(clean_stat.shape[1], config.adversarial.hidden)
+    scorer.detector = detector.fit(
+        clean_stat.clone(),
+        adv_stat.clone(),
+        epochs=config.adversarial.epochs,
+        generator=torch.Generator().manual_seed(seed + 100),
+    )
+    for p in detector.parameters():
+        p.requires_grad_(False)
+
+
+def _calibrate(
+    scorer: GuardScorer, config: GuardConfig, x_hold: Tensor, y_hold: Tensor
+) -> tuple[Tensor, list[str]]:
+    """Fit the scorer's temperature on the held-out split (Guo et al. 2017) and return the
+    clean held-out scores ``(N_hold, len(firing))`` of the layers that fire, and their names."""
     with torch.inference_mode():
         logits = torch.cat(_batched(lambda b: scorer(b)[1], x_hold))
     scorer.temperature = fit_temperature(logits.clone(), y_hold)
@@ -179,17 +234,7 @@ def build_guard(
         if firing
         else torch.zeros(x_hold.shape[0], 0)
     )
-    return Guard(
-        config=config,
-        scorer=scorer,
-        validator=validator,
-        classes=classes,
-        cal_scores=cal.clone(),
-        firing=tuple(firing),
-        fpr=config.fpr,
-        models=models,
-        seed=seed,
-    )
+    return cal, firing
 
 
 def fit_guard(

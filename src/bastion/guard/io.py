@@ -25,9 +25,10 @@ from bastion.data.schema import TabularSchema
 from bastion.errors import ConfigError, ModelFileError
 from bastion.guard.config import GuardConfig
 from bastion.guard.core import Guard
+from bastion.guard.fit import guard_parts
 from bastion.guard.ood import Mahalanobis
-from bastion.guard.scorer import AdversarialDetector, GuardScorer
-from bastion.guard.validation import InputValidator, Sanitizer
+from bastion.guard.scorer import AdversarialDetector
+from bastion.guard.validation import Sanitizer
 from bastion.models.io import load_model, save_model
 from bastion.models.zoo import BastionModel
 
@@ -82,16 +83,8 @@ def load_guard(path: str | os.PathLike[str], *, sanitize: Sanitizer | None = Non
     """Load a guard written by :func:`save_guard`; raises :class:`ModelFileError` or
     :class:`ConfigError` naming the file and what was wrong."""
     root = Path(path)
-    meta_path = root / "guard.json"
-    if not meta_path.is_file():
-        raise ModelFileError(f"{meta_path}: guard metadata not found (expected a saved guard)")
-    try:
-        doc = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelFileError(f"{meta_path}: invalid JSON ({e})") from e
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise ModelFileError(f"{meta_path}: not a bastion guard (expected format {FORMAT!r})")
-    config = GuardConfig.from_dict(doc["config"], where=f"{meta_path}: config")
+    doc = _read_meta(root / "guard.json")
+    config = GuardConfig.from_dict(doc["config"], where=f"{root / 'guard.json'}: config")
     try:
         tensors = load_file(str(root / "guard.safetensors"))
     except (SafetensorError, OSError, ValueError) as e:
@@ -105,42 +98,16 @@ def load_guard(path: str | os.PathLike[str], *, sanitize: Sanitizer | None = Non
     maha = None
     if "mahalanobis.means_w" in tensors:
         maha = Mahalanobis(tensors["mahalanobis.means_w"], tensors["mahalanobis.whiten"])
-    detector = None
-    if doc.get("detector"):
-        info = doc["detector"]
-        detector = AdversarialDetector(int(info["n_features"]), int(info["hidden"]))
-        state = {k[len("detector.") :]: v for k, v in tensors.items() if k.startswith("detector.")}
-        try:
-            detector.load_state_dict(state, strict=True)
-        except RuntimeError as e:
-            raise ModelFileError(f"{root}: detector weights do not match ({e})") from e
-        for p in detector.parameters():
-            p.requires_grad_(False)
-        detector.eval()
-    bounds = (float(doc["bounds"][0]), float(doc["bounds"][1]))
-    squeeze = (
-        (config.squeezing.bit_depth, config.squeezing.median_size)
-        if config.squeezing.enabled
-        else None
-    )
-    scorer = GuardScorer(
+    scorer, validator = guard_parts(
         models,
-        temperature=float(doc["temperature"]),
-        squeeze=squeeze,
-        bounds=bounds,
-        mahalanobis=maha,
-        ood=config.ood.method if config.ood.enabled else None,
-        ood_temperature=config.ood.temperature,
-        detector=detector,
-    )
-    schema = TabularSchema.from_dict(doc["schema"]) if doc.get("schema") else None
-    validator = InputValidator(
+        config,
+        (float(doc["bounds"][0]), float(doc["bounds"][1])),
         input_shape=tuple(int(s) for s in doc["input_shape"]),
-        bounds=bounds,
-        atol=config.validation.atol,
-        clip=config.validation.out_of_range == "clip",
-        schema=schema,
+        schema=TabularSchema.from_dict(doc["schema"]) if doc.get("schema") else None,
         sanitize=sanitize,
+        temperature=float(doc["temperature"]),
+        mahalanobis=maha,
+        detector=_load_detector(root, doc, tensors),
     )
     firing = tuple(str(f) for f in doc["firing"])
     cal = tensors["cal_scores"]
@@ -160,3 +127,37 @@ def load_guard(path: str | os.PathLike[str], *, sanitize: Sanitizer | None = Non
         seed=int(doc["seed"]),
     )
     return guard
+
+
+def _read_meta(meta_path: Path) -> dict[str, Any]:
+    """``guard.json`` as a dict; :class:`ModelFileError` if it is missing, not JSON or not of
+    this format."""
+    if not meta_path.is_file():
+        raise ModelFileError(f"{meta_path}: guard metadata not found (expected a saved guard)")
+    try:
+        doc = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelFileError(f"{meta_path}: invalid JSON ({e})") from e
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise ModelFileError(f"{meta_path}: not a bastion guard (expected format {FORMAT!r})")
+    return doc
+
+
+def _load_detector(
+    root: Path, doc: dict[str, Any], tensors: dict[str, torch.Tensor]
+) -> AdversarialDetector | None:
+    """The saved adversarial-input detector, frozen and in eval mode (``None`` if the guard
+    has none); :class:`ModelFileError` if its weights do not match its recorded size."""
+    if not doc.get("detector"):
+        return None
+    info = doc["detector"]
+    detector = AdversarialDetector(int(info["n_features"]), int(info["hidden"]))
+    state = {k[len("detector.") :]: v for k, v in tensors.items() if k.startswith("detector.")}
+    try:
+        detector.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise ModelFileError(f"{root}: detector weights do not match ({e})") from e
+    for p in detector.parameters():
+        p.requires_grad_(False)
+    detector.eval()
+    return detector
