@@ -90,6 +90,15 @@ def main() -> None:
     minilm.add_argument(
         "--part", choices=["both", "movie_review", "sms_spam", "combine"], default="both"
     )
+    minilm.add_argument("--results-name", default="text-minilm", help="results file name stem")
+    minilm.add_argument(
+        "--smoothing",
+        type=int,
+        default=0,
+        metavar="SAMPLES",
+        help="smooth the hardened model with this many word-piece-masked copies (0: off)",
+    )
+    minilm.add_argument("--mask-rate", type=float, default=0.15, help="with --smoothing")
     args = parser.parse_args()
     if args.model == "minilm":
         from text_minilm import run

@@ -47,13 +47,35 @@ def _load() -> str:
 
 
 def _command(args: argparse.Namespace, part: str) -> str:
+    train = "" if args.train is None else f" --train {args.train}"
+    smoothing = (
+        f" --smoothing {args.smoothing} --mask-rate {args.mask_rate}" if args.smoothing else ""
+    )
+    name = "" if args.results_name == "text-minilm" else f" --results-name {args.results_name}"
     return (
         f"python benchmarks/text.py --model minilm --part {part} --minilm {args.minilm} "
-        f"--data-dir {args.data_dir} --examples {args.examples} --train {args.train} --val "
+        f"--data-dir {args.data_dir} --examples {args.examples}{train} --val "
         f"{args.val} --test {args.test} --epochs {args.epochs} --max-length {args.max_length} "
         f"--batch-size {args.batch_size} --lr {args.lr} --neighbours {args.neighbours} --seed "
-        f"{args.seed} --threads {args.threads}"
+        f"{args.seed} --threads {args.threads}{smoothing}{name}"
     )
+
+
+def _hardening(args: argparse.Namespace) -> dict[str, Any]:
+    """``--smoothing N``: the hardened model (A2T) answers by ``N`` word-piece-masked copies
+    (RanMASK, mean-pooled: the attacks query it directly); no noisy training."""
+    if not args.smoothing:
+        return {}
+    return {
+        "hardening": {
+            "smoothing": {
+                "enabled": True,
+                "samples": args.smoothing,
+                "mask_rate": args.mask_rate,
+                "train_noise": False,
+            }
+        }
+    }
 
 
 def _transformer(args: argparse.Namespace) -> dict[str, Any]:
@@ -69,6 +91,13 @@ def _transformer(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _print_progress(event: dict[str, Any]) -> None:
+    """Print every event but the training steps: of those, every 50th batch and epoch ends
+    (training accuracy and loss, so a run stopped early still shows how far it got)."""
+    if event.get("stage") != "train" or event.get("end_of_epoch") or event["batch"] % 50 == 0:
+        print(time.strftime("%H:%M:%S"), event, flush=True)
+
+
 def run(args: argparse.Namespace, results: Path) -> None:
     """Run the parts ``args.part`` names with the parsed ``benchmarks/text.py`` arguments.
 
@@ -79,9 +108,9 @@ def run(args: argparse.Namespace, results: Path) -> None:
     torch.set_num_threads(args.threads)
     if args.part == "combine":
         docs = [  # a part that did not finish in time is reported as not measured
-            json.loads((results / f"text-minilm-{p}.json").read_text())
+            json.loads((results / f"{args.results_name}-{p}.json").read_text())
             for p in ("movie_review", "sms_spam")
-            if (results / f"text-minilm-{p}.json").is_file()
+            if (results / f"{args.results_name}-{p}.json").is_file()
         ]
         report(
             args,
@@ -118,6 +147,7 @@ def run(args: argparse.Namespace, results: Path) -> None:
                     "n_attack": args.examples,
                     "transformer": _transformer(args),
                     **extra,
+                    **_hardening(args),
                 }
             )
             load[name] = [_load()]
@@ -127,7 +157,7 @@ def run(args: argparse.Namespace, results: Path) -> None:
                 args.data_dir / folder,
                 Path(tmp) / name,
                 seed=args.seed,
-                progress=lambda e: print(e, flush=True) if e.get("stage") != "train" else None,
+                progress=_print_progress,
             )
             seconds[name] = time.perf_counter() - t0
             load[name].append(_load())
@@ -140,7 +170,7 @@ def run(args: argparse.Namespace, results: Path) -> None:
             "load_average": load,
             "commands": {args.part: _command(args, args.part)},
         }
-        (results / f"text-minilm-{args.part}.json").write_text(json.dumps(doc, indent=1))
+        (results / f"{args.results_name}-{args.part}.json").write_text(json.dumps(doc, indent=1))
         return
     report(args, results, runs, seconds, load, {p: _command(args, p) for p in parts})
 
@@ -183,7 +213,9 @@ def report(
         "runs": runs,
     }
     results.mkdir(parents=True, exist_ok=True)
-    (results / "text-minilm.json").write_text(json.dumps(doc, indent=1, ensure_ascii=False))
+    (results / f"{args.results_name}.json").write_text(
+        json.dumps(doc, indent=1, ensure_ascii=False)
+    )
     mr_t = mr["transformer"]
     full = (
         mr_t["n_train"] >= 8000 and mr["models"]["standard"]["training"]["settings"]["epochs"] >= 2
@@ -281,5 +313,5 @@ def report(
         "the figures above are MiniLM-L6 (22.7 M) at the scale stated.",
         "",
     ]
-    (results / "text-minilm.md").write_text("\n".join(md))
+    (results / f"{args.results_name}.md").write_text("\n".join(md))
     print("\n".join(md))

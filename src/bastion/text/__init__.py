@@ -40,7 +40,13 @@ from bastion.text.models import (
     build_text_model,
 )
 from bastion.text.sanitize import Sanitizer, sanitize
-from bastion.text.smoothing import SmoothedTextClassifier, TokenNoise, text_seed
+from bastion.text.smoothing import (
+    SmoothedTextClassifier,
+    SmoothedTransformerClassifier,
+    TokenNoise,
+    smooth_classifier,
+    text_seed,
+)
 from bastion.text.surrogate import SurrogateAttack
 from bastion.text.synonym_encoding import SynonymCodes, synonym_codes
 from bastion.text.training import (
@@ -66,6 +72,7 @@ __all__ = [
     "NGramBag",
     "Sanitizer",
     "SmoothedTextClassifier",
+    "SmoothedTransformerClassifier",
     "SubstitutionTable",
     "SurrogateAttack",
     "SynonymCodes",
@@ -100,6 +107,7 @@ __all__ = [
     "run_text_experiment",
     "sanitize",
     "save_text_model",
+    "smooth_classifier",
     "split_texts",
     "stop_words",
     "synonym_codes",

@@ -280,10 +280,17 @@ class TextConfig(_Strict):
             if given:
                 raise ValueError(f"{', '.join(given)}: not used with a transformer (remove it)")
             h = self.hardening
-            if h.synonym_encoding or h.smoothing.enabled or h.typo_neighbours:
+            if h.synonym_encoding or h.typo_neighbours:
                 raise ValueError(
-                    "hardening: synonym_encoding, smoothing and typo_neighbours are not "
-                    "available for a transformer"
+                    "hardening: synonym_encoding and typo_neighbours are not available for a "
+                    "transformer"
+                )
+            sm = h.smoothing
+            if sm.enabled and (sm.train_noise or sm.train_epochs is not None):
+                raise ValueError(
+                    "hardening.smoothing.train_noise, train_epochs: not available for a "
+                    "transformer (it is not trained on noisy copies: set train_noise: false and "
+                    "leave train_epochs out)"
                 )
         if self.val_fraction + self.test_fraction >= 1.0:
             raise ValueError("val_fraction + test_fraction must be below 1")

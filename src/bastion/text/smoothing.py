@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +41,7 @@ from bastion.errors import ConfigError
 from bastion.text.candidates import CandidateSource
 from bastion.text.classifier import TextClassifier
 from bastion.text.training import SubstitutionTable
+from bastion.text.transformer import TransformerTextClassifier
 from bastion.text.vocab import PAD_ID, UNK_ID
 
 Aggregate = Literal["mean", "vote"]
@@ -79,10 +80,12 @@ def text_seed(ids: Tensor | Sequence[int], seed: int) -> int:
 class TokenNoise:
     """Word masking and substitution in token-id space.
 
-    Every non-padding token with an id above ``<unk>`` is independently replaced by ``<unk>``
-    with probability ``mask_rate``; a token that is not masked is replaced with probability
-    ``substitute_rate`` by one of its candidates in ``table`` (drawn uniformly; tokens without
-    candidates stay). Padding and ``<unk>`` never change, so a copy has the length of its text.
+    Every token that is not ``fixed`` (by default: every non-padding token with an id above
+    ``<unk>``) is independently replaced by ``mask_id`` (``<unk>`` by default) with probability
+    ``mask_rate``; a token that is not masked is replaced with probability ``substitute_rate``
+    by one of its candidates in ``table`` (drawn uniformly; tokens without candidates stay).
+    Fixed tokens (padding, ``<unk>``, a transformer's special tokens) never change, so a copy
+    has the length of its text.
 
     Args:
         mask_rate: probability in ``[0, 1)`` of masking a word.
@@ -90,6 +93,10 @@ class TokenNoise:
             when positive).
         table: ``(V, K)`` int64 candidate ids per vocabulary id, ``-1`` for none, the valid ones
             first (a :class:`~bastion.text.SubstitutionTable` or its ``.table``).
+        mask_id: the id a masked token becomes (``<unk>`` of the word vocabulary by default; a
+            transformer's ``[MASK]`` for RanMASK on word pieces).
+        fixed: ids that never change (a transformer's special tokens); ``None``: the word
+            vocabulary's padding and ``<unk>`` (every id up to ``<unk>``).
 
     Raises:
         ConfigError: naming the ``smoothing.*`` field for a bad setting.
@@ -101,7 +108,11 @@ class TokenNoise:
         mask_rate: float,
         substitute_rate: float = 0.0,
         table: SubstitutionTable | Tensor | None = None,
+        mask_id: int = UNK_ID,
+        fixed: Tensor | None = None,
     ):
+        self.mask_id = mask_id
+        self.fixed = fixed
         self.mask_rate = _check_rate("mask_rate", mask_rate)
         self.substitute_rate = _check_rate("substitute_rate", substitute_rate)
         if isinstance(table, SubstitutionTable):
@@ -133,7 +144,8 @@ class TokenNoise:
                 f"{tuple(uniform.shape)}"
             )
         u_mask, u_sub, u_pick = uniform.to(ids.device).unbind(0)
-        word = ids > UNK_ID
+        fixed = self.fixed
+        word = ids > UNK_ID if fixed is None else ~torch.isin(ids, fixed.to(ids.device))
         out = ids
         if self.substitute_rate > 0.0 and self.table is not None and self._counts is not None:
             table = self.table.to(ids.device)
@@ -144,7 +156,8 @@ class TokenNoise:
             swap = word & (u_sub < self.substitute_rate) & (counts > 0)
             out = torch.where(swap, cand, out)
         if self.mask_rate > 0.0:
-            out = torch.where(word & (u_mask < self.mask_rate), torch.full_like(ids, UNK_ID), out)
+            masked = torch.full_like(ids, self.mask_id)
+            out = torch.where(word & (u_mask < self.mask_rate), masked, out)
         return out
 
     def __call__(self, ids: Tensor, generator: torch.Generator) -> Tensor:
@@ -168,7 +181,51 @@ class TokenNoise:
         return self.apply(ids.repeat_interleave(samples, dim=0), uniform)
 
 
-class SmoothedTextClassifier(TextClassifier):
+class _Smoothing:
+    """What both smoothed classifiers share: settings, their checks and ``params()``."""
+
+    noise: TokenNoise
+    samples: int
+    seed: int
+    aggregate: Aggregate
+
+    def _settings(self, samples: int, seed: int, aggregate: str) -> None:
+        self.samples = _check_int("samples", samples, 1)
+        self.seed = _check_int("seed", seed, 0)
+        if aggregate not in ("mean", "vote"):
+            raise ConfigError(f"smoothing.aggregate: expected 'mean' or 'vote', got {aggregate!r}")
+        self.aggregate = cast(Aggregate, aggregate)
+
+    @property
+    def mask_rate(self) -> float:
+        return self.noise.mask_rate
+
+    @property
+    def substitute_rate(self) -> float:
+        return self.noise.substitute_rate
+
+    def params(self) -> dict[str, Any]:
+        """The settings, JSON-ready."""
+        return {
+            "method": "randomized_smoothing",
+            "samples": self.samples,
+            **self.noise.params(),
+            "aggregate": self.aggregate,
+            "seed": self.seed,
+        }
+
+    def pool(self, logits: Tensor) -> Tensor:
+        """Smoothed probabilities ``(N, C)`` from the logits ``(N * samples, C)`` of the copies
+        (row ``i``'s copies consecutive): mean softmax or vote shares."""
+        c = logits.shape[1]
+        if self.aggregate == "mean":
+            per_copy = torch.softmax(logits.float(), dim=1)
+        else:
+            per_copy = F.one_hot(logits.argmax(dim=1), c).float()
+        return per_copy.cpu().reshape(-1, self.samples, c).mean(dim=1)
+
+
+class SmoothedTextClassifier(_Smoothing, TextClassifier):
     """A :class:`TextClassifier` answering by the pooled answers on noisy copies of each text.
 
     ``clf(texts)`` returns probabilities ``(N, C)`` float32 on the CPU whose rows sum to 1:
@@ -217,14 +274,13 @@ class SmoothedTextClassifier(TextClassifier):
         batch_size: int = 8192,
     ):
         if not isinstance(base, TextClassifier):
-            raise ConfigError(f"smoothing.base: expected a TextClassifier, got {type(base)}")
-        self.samples = _check_int("samples", samples, 1)
+            raise ConfigError(
+                f"smoothing.base: expected a TextClassifier, got {type(base).__name__} (a "
+                "transformer classifier: SmoothedTransformerClassifier, or smooth_classifier)"
+            )
+        self._settings(samples, seed, aggregate)
         _check_int("k", k, 1)
-        self.seed = _check_int("seed", seed, 0)
         self.rows_per_batch = _check_int("batch_size", batch_size, 1)
-        if aggregate not in ("mean", "vote"):
-            raise ConfigError(f"smoothing.aggregate: expected 'mean' or 'vote', got {aggregate!r}")
-        self.aggregate: Aggregate = aggregate
         table: SubstitutionTable | None
         if candidates is None or isinstance(candidates, SubstitutionTable):
             table = candidates
@@ -235,24 +291,6 @@ class SmoothedTextClassifier(TextClassifier):
             base.model, base.vocab, sanitizer=base.sanitizer, batch_size=base.batch_size
         )
         self.base = base
-
-    @property
-    def mask_rate(self) -> float:
-        return self.noise.mask_rate
-
-    @property
-    def substitute_rate(self) -> float:
-        return self.noise.substitute_rate
-
-    def params(self) -> dict[str, Any]:
-        """The settings, JSON-ready."""
-        return {
-            "method": "randomized_smoothing",
-            "samples": self.samples,
-            **self.noise.params(),
-            "aggregate": self.aggregate,
-            "seed": self.seed,
-        }
 
     def noisy_ids(self, ids: Tensor) -> Tensor:
         """The noisy copies ``(N * samples, L)`` of encoded texts ``(N, L)`` (see
@@ -267,16 +305,12 @@ class SmoothedTextClassifier(TextClassifier):
         if n == 0:
             return torch.zeros((0, c))
         noisy = self.noisy_ids(ids)
-        outs: list[Tensor] = []
         with torch.inference_mode():
-            for i in range(0, noisy.shape[0], self.rows_per_batch):
-                logits = self.model(noisy[i : i + self.rows_per_batch]).float()
-                if self.aggregate == "mean":
-                    outs.append(torch.softmax(logits, dim=1).cpu())
-                else:
-                    outs.append(F.one_hot(logits.argmax(dim=1), c).float().cpu())
-        per_copy = torch.cat(outs).reshape(n, self.samples, c)
-        return per_copy.mean(dim=1)
+            logits = [
+                self.model(noisy[i : i + self.rows_per_batch]).float()
+                for i in range(0, noisy.shape[0], self.rows_per_batch)
+            ]
+        return self.pool(torch.cat(logits))
 
     def __call__(self, texts: Sequence[str]) -> Tensor:
         """Smoothed probabilities ``(N, C)`` float32 on the CPU; rows sum to 1."""
@@ -295,3 +329,95 @@ class SmoothedTextClassifier(TextClassifier):
         that :meth:`word_saliency` is gradient x embedding averaged over them (a masked or
         substituted position scores what the model sees there)."""
         return self.noisy_ids(row) if self.noise.active else row
+
+
+class SmoothedTransformerClassifier(_Smoothing, TransformerTextClassifier):
+    """Randomized smoothing of a :class:`~bastion.text.TransformerTextClassifier`: the noise
+    masks or substitutes word pieces (RanMASK, Zeng et al. 2021, masks BERT's input tokens
+    with ``[MASK]``; SAFER, Ye et al. 2020, substitutes words by random synonyms).
+
+    Each text is sanitised and tokenised as the wrapped classifier does it (truncated at
+    ``max_length`` tokens); each of its ``samples`` copies replaces every word piece (special
+    tokens never) by the tokenizer's mask token (``[UNK]`` when it has none) with probability
+    ``mask_rate``, else by a random candidate of ``table`` with probability
+    ``substitute_rate``. ``clf(texts)`` returns ``(N, C)`` float32 probabilities on the CPU
+    whose rows sum to 1, pooled as :class:`SmoothedTextClassifier` pools them (``"mean"``
+    softmax or ``"vote"`` shares); without noise it returns the wrapped classifier's output.
+    The noise of a text is seeded by :func:`text_seed` of its token ids, so the smoothed
+    classifier is a deterministic function of the text that attacks can query, and
+    :meth:`word_saliency` is gradient x embedding averaged over the same kind of copies.
+
+    Args:
+        base: the transformer classifier (its model, tokenizer and sanitiser are used).
+        samples, mask_rate, substitute_rate, seed, aggregate: as
+            :class:`SmoothedTextClassifier`.
+        table: ``(V, K)`` int64 word-piece candidates per tokenizer id, ``-1`` for none (e.g.
+            the ``.table`` of :class:`bastion.text.transformer_training.WordPieceA2T`); needed
+            when ``substitute_rate > 0``.
+        batch_size: noisy copies per forward pass.
+
+    Raises:
+        ConfigError: naming the ``smoothing.*`` field for a bad setting.
+    """
+
+    def __init__(
+        self,
+        base: TransformerTextClassifier,
+        *,
+        samples: int = 16,
+        mask_rate: float = 0.2,
+        substitute_rate: float = 0.0,
+        table: SubstitutionTable | Tensor | None = None,
+        seed: int = 0,
+        aggregate: Aggregate = "mean",
+        batch_size: int = 256,
+    ):
+        if not isinstance(base, TransformerTextClassifier):
+            raise ConfigError(
+                f"smoothing.base: expected a TransformerTextClassifier, got {type(base).__name__}"
+            )
+        self._settings(samples, seed, aggregate)
+        self.rows_per_batch = _check_int("batch_size", batch_size, 1)
+        tok = base.tokenizer
+        mask_id = tok.mask_token_id if tok.mask_token_id is not None else tok.unk_token_id
+        fixed = torch.tensor(sorted(set(tok.all_special_ids)), dtype=torch.int64)
+        self.noise = TokenNoise(
+            mask_rate=mask_rate,
+            substitute_rate=substitute_rate,
+            table=table,
+            mask_id=int(mask_id),
+            fixed=fixed,
+        )
+        super().__init__(base.model, tok, sanitizer=base.sanitizer, batch_size=base.batch_size)
+        self.base = base
+
+    def noisy_rows(self, row: Tensor) -> Tensor:
+        """The ``(samples, L)`` noisy copies of one tokenised text ``row`` ``(1, L)``."""
+        return self.noise.copies(row, self.samples, [text_seed(row[0], self.seed)])
+
+    def __call__(self, texts: Sequence[str]) -> Tensor:
+        """Smoothed probabilities ``(N, C)`` float32 on the CPU; rows sum to 1."""
+        if not self.noise.active:
+            return self.base(texts)
+        if not texts:
+            return torch.zeros((0, self.model.num_classes))
+        copies: list[list[int]] = []
+        for row in self.token_ids(texts):
+            copies += self.noisy_rows(torch.tensor([row], dtype=torch.int64)).tolist()
+        return self.pool(self.logits_of_rows(copies, self.rows_per_batch))
+
+    def saliency_rows(self, row: Tensor) -> Tensor:
+        """The noisy copies of ``row`` (see :meth:`TransformerTextClassifier.saliency_rows`)."""
+        return self.noisy_rows(row) if self.noise.active else row
+
+
+def smooth_classifier(
+    base: TextClassifier | TransformerTextClassifier, **settings: Any
+) -> SmoothedTextClassifier | SmoothedTransformerClassifier:
+    """Randomized smoothing of any text classifier: :class:`SmoothedTransformerClassifier` for a
+    transformer (noise on word pieces; ``table=`` for substitutes), else
+    :class:`SmoothedTextClassifier` (noise on words; ``candidates=`` for substitutes).
+    ``settings`` are the keyword arguments of the class chosen."""
+    if isinstance(base, TransformerTextClassifier):
+        return SmoothedTransformerClassifier(base, **settings)
+    return SmoothedTextClassifier(base, **settings)

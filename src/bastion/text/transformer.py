@@ -520,19 +520,26 @@ class TransformerTextClassifier:
             out[i, : len(r)] = torch.tensor(list(r), dtype=torch.int64)
         return out
 
+    def logits_of_rows(
+        self, rows: Sequence[Sequence[int]], batch_size: int | None = None
+    ) -> Tensor:
+        """Logits ``(N, C)`` float32 on the CPU of token-id rows (of any lengths), run in
+        batches of ``batch_size`` (default ``self.batch_size``) rows of similar length."""
+        out = torch.empty((len(rows), self.model.num_classes))
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+        step = batch_size or self.batch_size
+        with torch.inference_mode():
+            for s in range(0, len(order), step):
+                idx = order[s : s + step]
+                ids = self.pad([rows[i] for i in idx]).to(self.device)
+                out[idx] = self.model(ids).float().cpu()
+        return out
+
     def __call__(self, texts: Sequence[str]) -> Tensor:
         """Probabilities ``(N, C)`` float32 on the CPU."""
         if not texts:
             return torch.zeros((0, self.model.num_classes))
-        rows = self.token_ids(texts)
-        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
-        out = torch.empty((len(rows), self.model.num_classes))
-        with torch.inference_mode():
-            for s in range(0, len(order), self.batch_size):
-                idx = order[s : s + self.batch_size]
-                ids = self.pad([rows[i] for i in idx]).to(self.device)
-                out[idx] = torch.softmax(self.model(ids).float(), dim=1).cpu()
-        return out
+        return torch.softmax(self.logits_of_rows(self.token_ids(texts)), dim=1)
 
     def predict(self, texts: Sequence[str]) -> Tensor:
         """Predicted class indices ``(N,)`` int64."""
@@ -557,21 +564,29 @@ class TransformerTextClassifier:
             max_length=self.model.max_length,
         )
         word_ids = enc.word_ids(0)
-        ids = torch.tensor([enc["input_ids"]], dtype=torch.int64, device=self.device)
+        row = torch.tensor([enc["input_ids"]], dtype=torch.int64)
+        ids = self.saliency_rows(row).to(self.device)
         was_training = self.model.training
         self.model.eval()
         with torch.enable_grad():
             emb = self.model.embed(ids).detach().requires_grad_(True)
             logits = self.model.forward_embedded(emb, ids)
-            target = torch.tensor([label], device=self.device)
+            target = torch.full((ids.shape[0],), label, device=self.device)
             loss = torch.nn.functional.cross_entropy(logits, target)
             (grad,) = torch.autograd.grad(loss, emb)
         self.model.train(was_training)
-        piece = -(grad * emb.detach()).sum(dim=2)[0].cpu()
+        # the loss is the mean over the rows: summing the rows' scores gives their mean
+        piece = -(grad * emb.detach()).sum(dim=2).sum(dim=0).cpu()
         for t, w in enumerate(word_ids):
             if w is not None:
                 scores[keep[w]] += piece[t]
         return scores
+
+    def saliency_rows(self, row: Tensor) -> Tensor:
+        """The id rows ``(R, L)`` whose mean loss :meth:`word_saliency` differentiates, for the
+        tokenised words ``row`` ``(1, L)``: the row itself here; the smoothed classifier
+        (:class:`bastion.text.SmoothedTransformerClassifier`) returns its noisy copies."""
+        return row
 
 
 class WordPieceNeighbours:

@@ -35,7 +35,7 @@ import torch
 from bastion.text.attack_base import TextAttackResult
 from bastion.text.candidates import CandidateSource, SynonymLexicon, UnionCandidates
 from bastion.text.config import TextConfig, TextTransformerConfig
-from bastion.text.evaluation import attack_metrics, clean_accuracy
+from bastion.text.evaluation import clean_accuracy
 from bastion.text.experiment_parts import (
     _attack_set,
     _emit,
@@ -45,6 +45,7 @@ from bastion.text.experiment_parts import (
 )
 from bastion.text.loaders import TextDataset
 from bastion.text.sanitize import Sanitizer
+from bastion.text.smoothed_targets import attack_target, smooth_hardened
 from bastion.text.transformer import (
     PooledEncoderClassifier,
     SentenceConstraint,
@@ -213,6 +214,9 @@ def run_transformer_experiment(
         "hardened": TransformerTextClassifier(hardened, tok),
         "hardened+sanitizer": TransformerTextClassifier(hardened, tok, sanitizer=sanitizer),
     }
+    sm = h.smoothing  # the hardened targets smoothed on word pieces (smoothed_targets)
+    unsmoothed = targets["hardened"]
+    targets, twins = smooth_hardened(targets, sm, table=augmenter.table)
     test = data.test.subset(tr.max_test) if tr.max_test is not None else data.test
     models_out: dict[str, Any] = {}
     for name, history in (("standard", history_std), ("hardened", history_hard)):
@@ -224,6 +228,9 @@ def run_transformer_experiment(
             "path": paths[name],
             "training": history,
         }
+    if sm.enabled:
+        acc = clean_accuracy(unsmoothed, test.texts, test.labels)
+        models_out["hardened"]["clean_accuracy_unsmoothed"] = acc
 
     a = config.attack
     lexicon = SynonymLexicon()
@@ -246,13 +253,9 @@ def run_transformer_experiment(
         for target_name, clf in targets.items():
             _emit(progress, {"stage": "attack", "attack": attack_name, "target": target_name})
             t0 = time.perf_counter()
-            result = attack(
-                clf,
-                attack_set.texts,
-                attack_set.labels,
-                generator=torch.Generator().manual_seed(seed + 1),
-            )
-            metrics = attack_metrics(result)
+            twin = twins.get(target_name)
+            texts, labels = attack_set.texts, attack_set.labels
+            result, metrics = attack_target(attack, clf, twin, texts, labels, seed=seed + 1)
             metrics["seconds"] = round(time.perf_counter() - t0, 3)
             if target_name == "standard":
                 metrics["examples"] = _examples(result)
@@ -299,7 +302,7 @@ def run_transformer_experiment(
             "defence_typo_neighbours": False,
         },
         "synonym_encoding": None,
-        "smoothing": None,
+        "smoothing": sm.model_dump(mode="json") if sm.enabled else None,
         "sanitizer": sanitizer.params(),
         "n_attacked": len(attack_set),
         "models": models_out,
