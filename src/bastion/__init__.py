@@ -5,7 +5,8 @@ The public API is small on purpose; the stages live in subpackages (``bastion.at
 """
 
 from bastion.errors import BastionError, ConfigError, DataError, ModelFileError
-from bastion.models import load_model, save_model
+from bastion.models import save_model
+from bastion.models.io import load_any_model as load_model
 from bastion.threat import ThreatModel
 
 __version__ = "0.1.0"

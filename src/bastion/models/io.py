@@ -1,7 +1,9 @@
 """Saving and loading models: safetensors weights with a JSON sidecar.
 
 ``save_model(model, "dir/hardened")`` writes ``dir/hardened.safetensors`` and
-``dir/hardened.json``. The sidecar holds the :class:`ModelSpec` (architecture, input shape,
+``dir/hardened.json``; :func:`load_model` reads them back. :func:`load_any_model` (the public
+``bastion.load_model``) also reads a transformer text model's directory.
+The sidecar holds the :class:`ModelSpec` (architecture, input shape,
 classes, normalisation) plus provenance (data fingerprint, config hash, threat model, metrics).
 """
 
@@ -11,7 +13,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
@@ -20,6 +22,9 @@ from safetensors.torch import load_file, save_file
 from bastion.errors import ConfigError, ModelFileError
 from bastion.models.external import is_reference, load_reference, reference_sidecar
 from bastion.models.zoo import BastionModel, ModelSpec, build_model
+
+if TYPE_CHECKING:
+    from bastion.text.transformer import TransformerTextClassifier
 
 FORMAT = "bastion-model/1"
 
@@ -85,8 +90,7 @@ def load_model(path: str | os.PathLike[str], *, device: str | torch.device = "cp
     if Path(path).is_dir() and (Path(path) / "config.json").is_file():
         raise ModelFileError(
             f"{path}: a transformer text model (Hugging Face directory), not an array model: "
-            "load it with bastion.text.transformer.load_transformer_model, serve it with "
-            "'bastion serve'"
+            "load it with bastion.load_model (a text classifier), serve it with 'bastion serve'"
         )
     weights, _ = _paths(path)
     doc = read_sidecar(path)
@@ -111,6 +115,34 @@ def load_model(path: str | os.PathLike[str], *, device: str | torch.device = "cp
         )
     model.load_state_dict(state, strict=True)
     return model.to(device).eval()
+
+
+def load_any_model(
+    path: str | os.PathLike[str], *, device: str | torch.device = "cpu"
+) -> BastionModel | TransformerTextClassifier:
+    """``bastion.load_model``: any saved model, by what ``path`` holds.
+
+    - A transformer directory (a Hugging Face ``config.json`` inside: one written by
+      :func:`bastion.text.transformer.save_transformer_model`, or a team's own
+      ``*ForSequenceClassification`` checkpoint) gives a
+      :class:`~bastion.text.TransformerTextClassifier`: a function from a list of ``N`` raw
+      strings to probabilities ``(N, num_classes)`` float32 (texts truncated at the model's
+      ``max_length`` tokens), in eval mode on ``device``, without the text guard's sanitiser
+      (``bastion serve`` puts that in front).
+    - Anything else is an array model (:func:`load_model`): a module from a float32 batch in
+      the data's natural range to logits ``(N, num_classes)``.
+
+    Check which one came back with ``isinstance(m, torch.nn.Module)`` (array model) or
+    ``isinstance(m, TransformerTextClassifier)``. Errors are :class:`ModelFileError` naming
+    the path (or ``model`` for a transformer directory) and the problem.
+    """
+    if Path(path).is_dir() and (Path(path) / "config.json").is_file():
+        from bastion.text.transformer import TransformerTextClassifier as Classifier
+        from bastion.text.transformer import load_transformer_model
+
+        loaded = load_transformer_model(path, device=device)
+        return Classifier(loaded.model, loaded.tokenizer)
+    return load_model(path, device=device)
 
 
 def state_dict_mismatch(
