@@ -364,6 +364,39 @@ def prepare_loss(
     name = settings.name
     if name == "standard" or (name in ADVERSARIAL and name != "mixed" and threat.eps == 0):
         return lambda m: _ce(m, x, y)
+    if name in ("gaussian", "distill", "augmix"):
+        return _non_adversarial_loss(settings, x, y, threat, generator, teacher)
+    if name == "mixed":
+        comp = _draw_component(settings, generator)
+        if comp.kind == "corruption":
+            op = CorruptionAugment(None, comp.severities, 1.0, bounds=threat.bounds)
+            xc = op(x, generator)
+            return lambda m: _ce(m, xc, y)
+        eps_now = threat.eps if comp.eps is None else comp.eps * eps_fraction
+        threat = ThreatModel(comp.kind, eps_now, threat.bounds)  # type: ignore[arg-type]
+        if threat.eps == 0:
+            return lambda m: _ce(m, x, y)
+    model.eval()
+    try:
+        xa = _craft(settings, model, x, y, threat, generator)
+        eta = threat.random_init(x, generator=generator) - x if settings.grad_align > 0 else None
+    finally:
+        model.train()
+    return _adversarial_loss(settings, x, y, xa, eta)
+
+
+def _non_adversarial_loss(
+    settings: ObjectiveSettings,
+    x: Tensor,
+    y: Tensor,
+    threat: ThreatModel,
+    generator: torch.Generator | None,
+    teacher: nn.Module | None,
+) -> LossClosure:
+    """The loss of ``gaussian`` (CE on noisy inputs), ``distill`` (Papernot et al. 2016:
+    CE on the teacher's soft labels at temperature T) or ``augmix`` (Hendrycks et al. 2020:
+    CE plus the Jensen-Shannon consistency of two augmented views)."""
+    name = settings.name
     if name == "gaussian":
         noisy = x + settings.sigma * torch.randn(
             x.shape, generator=generator, device=x.device, dtype=x.dtype
@@ -383,52 +416,54 @@ def prepare_loss(
             return t * loss, logits
 
         return distill
-    if name == "augmix":
-        views = [
-            augmix(x, settings.augmix, bounds=threat.bounds, generator=generator) for _ in "ab"
-        ]
-        lam = settings.augmix.jsd_weight
+    views = [augmix(x, settings.augmix, bounds=threat.bounds, generator=generator) for _ in "ab"]
+    lam = settings.augmix.jsd_weight
 
-        def consistency(m: nn.Module) -> tuple[Tensor, Tensor]:
-            logits = m(torch.cat([x, *views]))
-            lc, la, lb = logits.split(x.shape[0])
-            return F.cross_entropy(lc, y) + lam * jensen_shannon(lc, la, lb), lc
+    def consistency(m: nn.Module) -> tuple[Tensor, Tensor]:
+        logits = m(torch.cat([x, *views]))
+        lc, la, lb = logits.split(x.shape[0])
+        return F.cross_entropy(lc, y) + lam * jensen_shannon(lc, la, lb), lc
 
-        return consistency
-    if name == "mixed":
-        comp = _draw_component(settings, generator)
-        if comp.kind == "corruption":
-            op = CorruptionAugment(None, comp.severities, 1.0, bounds=threat.bounds)
-            xc = op(x, generator)
-            return lambda m: _ce(m, xc, y)
-        eps_now = threat.eps if comp.eps is None else comp.eps * eps_fraction
-        threat = ThreatModel(comp.kind, eps_now, threat.bounds)  # type: ignore[arg-type]
-        if threat.eps == 0:
-            return lambda m: _ce(m, x, y)
+    return consistency
+
+
+def _craft(
+    settings: ObjectiveSettings,
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    threat: ThreatModel,
+    generator: torch.Generator | None,
+) -> Tensor:
+    """The adversarial inputs ``(B, ...)`` an adversarial objective trains on: TRADES's KL
+    attack, N-FGSM's noisy step, else FGSM (``fast-fgsm``) or PGD with the objective's steps."""
+    name = settings.name
     step = settings.effective_step_size() * threat.eps
-    eta: Tensor | None = None
-    model.eval()
-    try:
-        if name == "trades":
-            xa = _kl_attack(model, x, threat, settings.steps, step, generator)
-        elif name == "n-fgsm":
-            xa = _n_fgsm(model, x, y, threat, settings, generator)
-        else:
-            xa, _ = gradient_attack(
-                model,
-                x,
-                y,
-                threat,
-                steps=1 if name == "fast-fgsm" else settings.steps,
-                step_size=step,
-                random_start=settings.random_start,
-                early_stop=False,
-                generator=generator,
-            )
-        if settings.grad_align > 0:
-            eta = threat.random_init(x, generator=generator) - x
-    finally:
-        model.train()
+    if name == "trades":
+        return _kl_attack(model, x, threat, settings.steps, step, generator)
+    if name == "n-fgsm":
+        return _n_fgsm(model, x, y, threat, settings, generator)
+    xa, _ = gradient_attack(
+        model,
+        x,
+        y,
+        threat,
+        steps=1 if name == "fast-fgsm" else settings.steps,
+        step_size=step,
+        random_start=settings.random_start,
+        early_stop=False,
+        generator=generator,
+    )
+    return xa
+
+
+def _adversarial_loss(
+    settings: ObjectiveSettings, x: Tensor, y: Tensor, xa: Tensor, eta: Tensor | None
+) -> LossClosure:
+    """The loss on crafted inputs ``xa``: TRADES (Zhang et al. 2019), MART (Wang et al.
+    2020), CE plus GradAlign (Andriushchenko & Flammarion 2020) at the random point
+    ``x + eta``, or plain CE (Madry et al. 2018)."""
+    name = settings.name
     if name == "trades":
         beta = settings.beta
 

@@ -258,6 +258,24 @@ class _Progress:
     elapsed: float = 0.0
 
 
+@dataclass
+class _Fit:
+    """What one call of ``Trainer._fit`` works on: the model, its optimizer, the shuffling
+    and attack generator, where the run stands, and the training tensors ``(N, ...)``/``(N,)``."""
+
+    model: nn.Module
+    opt: torch.optim.Optimizer
+    gen: torch.Generator
+    run: _Progress
+    teacher: nn.Module | None
+    checkpoint_dir: str | os.PathLike[str] | None
+    start: float
+    x: Tensor
+    y: Tensor
+    batches: int
+    final_eps: float
+
+
 class Trainer:
     """Train a model on tensors ``(N, ...)``/``(N,)`` under a threat model.
 
@@ -433,106 +451,28 @@ class Trainer:
         gen = torch.Generator().manual_seed(self.seed)
         val_gen_seed = self.seed + 1
         opt = self._optimizer(model)
-        run = _Progress()
-        if saved is not None:
-            if saved.get("settings") != repr(s) or saved.get("seed") != self.seed:
-                raise ConfigError(
-                    "resume_from: the checkpoint was written with other training settings or "
-                    "another seed; expected the same settings and seed as the interrupted run"
-                )
-            model.load_state_dict(saved["model"])
-            opt.load_state_dict(saved["optimizer"])
-            gen.set_state(saved["generator"])
-            run = _Progress(**saved["run"])
-            if self.data_parallel is not None and not self.data_parallel.is_main:
-                run.loss_sum, run.correct, run.seen = 0.0, 0, 0  # rank 0 carries the totals
+        run = self._resume(saved, model, opt, gen) if saved is not None else _Progress()
         n = x_train.shape[0]
         batches = max(1, (n + s.batch_size - 1) // s.batch_size)
-        total_steps = s.epochs * batches
-        final_eps = self.threat.eps if s.train_eps is None else s.train_eps
+        fit = _Fit(
+            model=model,
+            opt=opt,
+            gen=gen,
+            run=run,
+            teacher=teacher,
+            checkpoint_dir=checkpoint_dir,
+            start=start,
+            x=x_train,
+            y=y_train,
+            batches=batches,
+            final_eps=self.threat.eps if s.train_eps is None else s.train_eps,
+        )
         xv, yv = x_val[: s.val_examples], y_val[: s.val_examples]
-        width = self.threat.bounds[1] - self.threat.bounds[0]
-        eps = ramped_eps(final_eps, run.epoch - 1 + run.batch / batches, s.eps_ramp_epochs)
+        eps = ramped_eps(fit.final_eps, run.epoch - 1 + run.batch / batches, s.eps_ramp_epochs)
         lr = s.lr
         while run.epoch <= s.epochs and run.stop_reason is None:
-            epoch = run.epoch
             t0 = time.perf_counter()
-            model.train()
-            if run.batch == 0 or run.perm is None:
-                run.perm = torch.randperm(n, generator=gen)
-                run.loss_sum, run.correct, run.seen = 0.0, 0, 0
-            objective = s.objective
-            steps = attack_steps(s.step_phases, epoch, objective.steps)
-            if steps != objective.steps:
-                objective = dataclasses.replace(objective, steps=steps)
-            awp_on = s.awp is not None and epoch > s.awp.warmup_epochs
-            dp = self.data_parallel
-            attack_gen = gen if dp is None else dp.attack_generator(self.seed, epoch)
-            for b in range(run.batch, batches):
-                idx = run.perm[b * s.batch_size : (b + 1) * s.batch_size]
-                global_n = int(idx.numel())
-                if dp is not None:
-                    idx = dp.shard(idx)
-                xb, yb = x_train[idx], y_train[idx]
-                lr = learning_rate(s.schedule, s.lr, run.step / total_steps)
-                for group in opt.param_groups:
-                    group["lr"] = lr
-                eps = ramped_eps(final_eps, (epoch - 1) + b / batches, s.eps_ramp_epochs)
-                threat = self.threat.with_eps(
-                    min(eps, width) if self.threat.norm == "linf" else eps
-                )
-                if yb.numel() == 0:  # a last batch smaller than the number of processes
-                    opt.zero_grad(set_to_none=True)
-                    loss, logits = torch.zeros(()), torch.zeros(0, 1)
-                else:
-                    loss_fn = prepare_loss(
-                        objective,
-                        model,
-                        xb,
-                        yb,
-                        threat,
-                        generator=attack_gen,
-                        eps_fraction=eps / final_eps if final_eps > 0 else 1.0,
-                        teacher=teacher,
-                    )
-                    opt.zero_grad(set_to_none=True)
-                    if awp_on and s.awp is not None:
-                        pairs = weight_perturbation(model, loss_fn, s.awp.gamma)
-                        with perturbed(pairs):
-                            loss, logits = loss_fn(model)
-                            loss.backward()  # type: ignore[no-untyped-call]
-                    else:
-                        loss, logits = loss_fn(model)
-                        loss.backward()  # type: ignore[no-untyped-call]
-                if dp is not None:
-                    dp.average_gradients(model, int(yb.numel()), global_n)
-                if s.grad_clip > 0:
-                    nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
-                opt.step()
-                run.step += 1
-                run.batch = b + 1
-                run.loss_sum += float(loss.detach()) * yb.shape[0]
-                run.correct += int((logits.detach().argmax(1) == yb).sum())
-                run.seen += yb.shape[0]
-                if (
-                    checkpoint_dir is not None
-                    and s.checkpoint_every > 0
-                    and run.step % s.checkpoint_every == 0
-                    and run.batch < batches
-                ):
-                    self._checkpoint(checkpoint_dir, model, opt, gen, run, teacher, start)
-                if self.progress is not None:
-                    self.progress(
-                        {
-                            "epoch": epoch,
-                            "epochs": s.epochs,
-                            "batch": b + 1,
-                            "batches": batches,
-                            "loss": run.loss_sum / run.seen,
-                            "accuracy": run.correct / run.seen,
-                            "eps": eps,
-                        }
-                    )
+            lr, eps, steps = self._epoch(fit, lr, eps)
             record = self._end_epoch(model, opt, xv, yv, run, val_gen_seed, t0)
             record.update(lr=lr, train_eps=eps, attack_steps=float(steps))
             run.epoch += 1
@@ -543,6 +483,141 @@ class Trainer:
             if self.progress is not None:
                 self.progress({**record, "epochs": s.epochs, "end_of_epoch": True})
         return self._finish(model, xv, yv, run, val_gen_seed, start)
+
+    def _resume(
+        self,
+        saved: dict[str, Any],
+        model: nn.Module,
+        opt: torch.optim.Optimizer,
+        gen: torch.Generator,
+    ) -> _Progress:
+        """Load a checkpoint's model, optimizer and generator state and return where its run
+        stood; :class:`ConfigError` if it was written with other settings or another seed."""
+        if saved.get("settings") != repr(self.settings) or saved.get("seed") != self.seed:
+            raise ConfigError(
+                "resume_from: the checkpoint was written with other training settings or "
+                "another seed; expected the same settings and seed as the interrupted run"
+            )
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        gen.set_state(saved["generator"])
+        run = _Progress(**saved["run"])
+        if self.data_parallel is not None and not self.data_parallel.is_main:
+            run.loss_sum, run.correct, run.seen = 0.0, 0, 0  # rank 0 carries the totals
+        return run
+
+    def _epoch(self, fit: _Fit, lr: float, eps: float) -> tuple[float, float, int]:
+        """Train the batches of epoch ``fit.run.epoch`` left to run (all of them, unless
+        resumed mid-epoch); returns the last batch's learning rate and training eps, and the
+        attack steps of this epoch."""
+        s, run, model, opt = self.settings, fit.run, fit.model, fit.opt
+        epoch = run.epoch
+        model.train()
+        if run.batch == 0 or run.perm is None:
+            run.perm = torch.randperm(fit.x.shape[0], generator=fit.gen)
+            run.loss_sum, run.correct, run.seen = 0.0, 0, 0
+        objective = s.objective
+        steps = attack_steps(s.step_phases, epoch, objective.steps)
+        if steps != objective.steps:
+            objective = dataclasses.replace(objective, steps=steps)
+        awp_on = s.awp is not None and epoch > s.awp.warmup_epochs
+        dp = self.data_parallel
+        attack_gen = fit.gen if dp is None else dp.attack_generator(self.seed, epoch)
+        width = self.threat.bounds[1] - self.threat.bounds[0]
+        for b in range(run.batch, fit.batches):
+            idx = run.perm[b * s.batch_size : (b + 1) * s.batch_size]
+            global_n = int(idx.numel())
+            if dp is not None:
+                idx = dp.shard(idx)
+            xb, yb = fit.x[idx], fit.y[idx]
+            lr = learning_rate(s.schedule, s.lr, run.step / (s.epochs * fit.batches))
+            for group in opt.param_groups:
+                group["lr"] = lr
+            eps = ramped_eps(fit.final_eps, (epoch - 1) + b / fit.batches, s.eps_ramp_epochs)
+            threat = self.threat.with_eps(min(eps, width) if self.threat.norm == "linf" else eps)
+            eps_fraction = eps / fit.final_eps if fit.final_eps > 0 else 1.0
+            loss, logits = self._backward(
+                fit, objective, xb, yb, threat, attack_gen, eps_fraction, awp_on
+            )
+            if dp is not None:
+                dp.average_gradients(model, int(yb.numel()), global_n)
+            if s.grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
+            opt.step()
+            self._after_batch(fit, b, loss, logits, yb, eps)
+        return lr, eps, steps
+
+    def _backward(
+        self,
+        fit: _Fit,
+        objective: ObjectiveSettings,
+        xb: Tensor,
+        yb: Tensor,
+        threat: ThreatModel,
+        attack_gen: torch.Generator,
+        eps_fraction: float,
+        awp_on: bool,
+    ) -> tuple[Tensor, Tensor]:
+        """The objective's loss on one batch, its gradients accumulated into the zeroed
+        model (at the adversarial weight perturbation when AWP is on); returns the loss and
+        the logits ``(B, C)`` (``(0, 1)`` for an empty shard)."""
+        opt, model, awp = fit.opt, fit.model, self.settings.awp
+        if yb.numel() == 0:  # a last batch smaller than the number of processes
+            opt.zero_grad(set_to_none=True)
+            return torch.zeros(()), torch.zeros(0, 1)
+        loss_fn = prepare_loss(
+            objective,
+            model,
+            xb,
+            yb,
+            threat,
+            generator=attack_gen,
+            eps_fraction=eps_fraction,
+            teacher=fit.teacher,
+        )
+        opt.zero_grad(set_to_none=True)
+        if awp_on and awp is not None:
+            pairs = weight_perturbation(model, loss_fn, awp.gamma)
+            with perturbed(pairs):
+                loss, logits = loss_fn(model)
+                loss.backward()  # type: ignore[no-untyped-call]
+        else:
+            loss, logits = loss_fn(model)
+            loss.backward()  # type: ignore[no-untyped-call]
+        return loss, logits
+
+    def _after_batch(
+        self, fit: _Fit, b: int, loss: Tensor, logits: Tensor, yb: Tensor, eps: float
+    ) -> None:
+        """Count batch ``b`` into the run's totals, checkpoint every ``checkpoint_every``
+        steps (not at an epoch's last batch: the epoch's end does) and report progress."""
+        s, run = self.settings, fit.run
+        run.step += 1
+        run.batch = b + 1
+        run.loss_sum += float(loss.detach()) * yb.shape[0]
+        run.correct += int((logits.detach().argmax(1) == yb).sum())
+        run.seen += yb.shape[0]
+        if (
+            fit.checkpoint_dir is not None
+            and s.checkpoint_every > 0
+            and run.step % s.checkpoint_every == 0
+            and run.batch < fit.batches
+        ):
+            self._checkpoint(
+                fit.checkpoint_dir, fit.model, fit.opt, fit.gen, run, fit.teacher, fit.start
+            )
+        if self.progress is not None:
+            self.progress(
+                {
+                    "epoch": run.epoch,
+                    "epochs": s.epochs,
+                    "batch": b + 1,
+                    "batches": fit.batches,
+                    "loss": run.loss_sum / run.seen,
+                    "accuracy": run.correct / run.seen,
+                    "eps": eps,
+                }
+            )
 
     def _end_epoch(
         self,
@@ -578,42 +653,66 @@ class Trainer:
             for rank, (loss_sum, _, n) in enumerate(sums):
                 record[f"train_loss_rank{rank}"] = loss_sum / max(n, 1)
         if s.objective.name in SINGLE_STEP:  # recorded for single-step runs, checked if asked
-            fgsm = self.fgsm_accuracy(model, xv, yv)
-            record["val_fgsm_accuracy"] = fgsm
-            good = run.good
-            if (
-                self._watch_overfitting()
-                and good is not None
-                and catastrophic_overfitting(
-                    good_robust=good["robust"],
-                    good_fgsm=good["fgsm"],
-                    robust=val_robust,
-                    fgsm=fgsm,
-                    drop=s.overfit_drop,
-                )
-            ):
-                run.warnings.append(
-                    f"catastrophic overfitting at epoch {epoch}: PGD validation accuracy fell "
-                    f"from {good['robust']:.1%} (epoch {good['epoch']}) to {val_robust:.1%} while "
-                    f"FGSM validation accuracy rose to {fgsm:.1%}; rolled back to epoch "
-                    f"{good['epoch']} and stopped (use n-fgsm, grad_align or pgd-at)"
-                )
-                model.load_state_dict(good["model"])
-                opt.load_state_dict(good["optimizer"])
-                run.stop_reason = "catastrophic-overfitting"
-                record["rolled_back_to"] = float(good["epoch"])
-            else:
-                run.good = {
-                    "epoch": epoch,
-                    "robust": val_robust,
-                    "fgsm": fgsm,
-                    "model": _copy_state(model),
-                    "optimizer": _copy_state(opt),
-                }
+            self._watch_fgsm(model, opt, xv, yv, run, val_robust, record)
         record["seconds"] = time.perf_counter() - t0
         run.history.append(record)
-        if run.stop_reason is not None:
-            return record
+        if run.stop_reason is None:
+            self._select(model, run, val_clean, val_robust)
+        return record
+
+    def _watch_fgsm(
+        self,
+        model: nn.Module,
+        opt: torch.optim.Optimizer,
+        xv: Tensor,
+        yv: Tensor,
+        run: _Progress,
+        val_robust: float,
+        record: dict[str, float],
+    ) -> None:
+        """Record the FGSM validation accuracy; when asked to watch, on catastrophic
+        overfitting (Wong et al. 2020) roll back to the last good epoch and stop, else keep
+        this epoch as the last good one."""
+        fgsm = self.fgsm_accuracy(model, xv, yv)
+        record["val_fgsm_accuracy"] = fgsm
+        good, epoch = run.good, run.epoch
+        if (
+            self._watch_overfitting()
+            and good is not None
+            and catastrophic_overfitting(
+                good_robust=good["robust"],
+                good_fgsm=good["fgsm"],
+                robust=val_robust,
+                fgsm=fgsm,
+                drop=self.settings.overfit_drop,
+            )
+        ):
+            run.warnings.append(
+                f"catastrophic overfitting at epoch {epoch}: PGD validation accuracy fell "
+                f"from {good['robust']:.1%} (epoch {good['epoch']}) to {val_robust:.1%} while "
+                f"FGSM validation accuracy rose to {fgsm:.1%}; rolled back to epoch "
+                f"{good['epoch']} and stopped (use n-fgsm, grad_align or pgd-at)"
+            )
+            model.load_state_dict(good["model"])
+            opt.load_state_dict(good["optimizer"])
+            run.stop_reason = "catastrophic-overfitting"
+            record["rolled_back_to"] = float(good["epoch"])
+        else:
+            run.good = {
+                "epoch": epoch,
+                "robust": val_robust,
+                "fgsm": fgsm,
+                "model": _copy_state(model),
+                "optimizer": _copy_state(opt),
+            }
+
+    def _select(
+        self, model: nn.Module, run: _Progress, val_clean: float, val_robust: float
+    ) -> None:
+        """Keep this epoch's weights if its selection score is the best so far (a robust
+        score only once training reached the full eps); stop for patience."""
+        s = self.settings
+        epoch = run.epoch
         sel = s.selection
         score = float(epoch) if sel == "last" else val_clean if sel == "clean" else val_robust
         # a robust score only counts once training reached the full eps
@@ -627,7 +726,6 @@ class Trainer:
             run.stale += 1
         if s.patience > 0 and run.stale >= s.patience and epoch < s.epochs:
             run.stop_reason = "patience"
-        return record
 
     def _finish(
         self,
