@@ -75,6 +75,69 @@ def load_dataset(
             (naming the field), misplaced or missing ``path``/``schema``, or any problem with
             the data itself (naming the file, and the row and column where relevant).
     """
+    _check_arguments(
+        name,
+        seed=seed,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        path=path,
+        schema=schema,
+        image_size=image_size,
+        channels=channels,
+        factory=factory,
+    )
+    if factory is not None:
+        return load_factory(
+            factory,
+            kwargs=factory_kwargs,
+            python_path=python_path,
+            seed=seed,
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+        )
+    if name in ("image-folder", "npz"):
+        return _load_file_set(name, path, seed, val_fraction, test_fraction, image_size, channels)
+    if name in ("digits", "breast-cancer"):
+        builtin = load_digits_dataset if name == "digits" else load_breast_cancer_dataset
+        return builtin(seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
+    if name == "mnist":
+        return load_mnist(data_dir, seed=seed, val_fraction=val_fraction)
+    return _load_csv_set(path, schema, seed, val_fraction, test_fraction)
+
+
+def _load_csv_set(
+    path: str | os.PathLike[str] | None,
+    schema: str | os.PathLike[str] | None,
+    seed: int,
+    val_fraction: float,
+    test_fraction: float,
+) -> Dataset:
+    """The ``csv`` data set; :class:`DataError` naming ``path`` and/or ``schema`` when
+    either is missing."""
+    if path is None or schema is None:
+        missing = " and ".join(f for f, v in (("path", path), ("schema", schema)) if v is None)
+        raise DataError(
+            f"csv: {missing} required: the CSV file and its YAML or JSON schema file "
+            "(data.path and data.schema in a config, --path and --schema on the command line, "
+            "path= and schema= in Python)"
+        )
+    return load_csv(path, schema, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
+
+
+def _check_arguments(
+    name: str,
+    *,
+    seed: int,
+    val_fraction: float,
+    test_fraction: float,
+    path: str | os.PathLike[str] | None,
+    schema: str | os.PathLike[str] | None,
+    image_size: Sequence[int] | None,
+    channels: int | None,
+    factory: str | None,
+) -> None:
+    """:class:`DataError` naming the field for an unknown data set name, a bad seed or
+    fraction, or an argument the named set does not use (or a ``factory`` it lacks)."""
     if name not in _NAMES:
         raise DataError(
             f"unknown data set {name!r} (expected one of {', '.join(available_datasets())})"
@@ -96,35 +159,6 @@ def load_dataset(
             if factory is None
             else f"factory: only used by the 'factory' data set, not {name!r}"
         )
-    if factory is not None:
-        return load_factory(
-            factory,
-            kwargs=factory_kwargs,
-            python_path=python_path,
-            seed=seed,
-            val_fraction=val_fraction,
-            test_fraction=test_fraction,
-        )
-    if name in ("image-folder", "npz"):
-        return _load_file_set(name, path, seed, val_fraction, test_fraction, image_size, channels)
-    if name == "digits":
-        return load_digits_dataset(
-            seed=seed, val_fraction=val_fraction, test_fraction=test_fraction
-        )
-    if name == "breast-cancer":
-        return load_breast_cancer_dataset(
-            seed=seed, val_fraction=val_fraction, test_fraction=test_fraction
-        )
-    if name == "mnist":
-        return load_mnist(data_dir, seed=seed, val_fraction=val_fraction)
-    if path is None or schema is None:
-        missing = " and ".join(f for f, v in (("path", path), ("schema", schema)) if v is None)
-        raise DataError(
-            f"csv: {missing} required: the CSV file and its YAML or JSON schema file "
-            "(data.path and data.schema in a config, --path and --schema on the command line, "
-            "path= and schema= in Python)"
-        )
-    return load_csv(path, schema, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
 
 
 def _load_file_set(

@@ -13,6 +13,7 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -102,71 +103,13 @@ def read_csv_table(
     file = Path(path)
     reader = csv.reader(io.StringIO(_decode(file), newline=""))
     try:
-        header = next(reader, None)
-        if header is None:
-            raise DataError(f"{file} is empty: expected a header row naming the columns")
-        if not header:
-            raise DataError(f"{file}: line 1 is blank: expected a header row naming the columns")
-        names = [name.strip() for name in header]
-        duplicates = sorted({name for name in names if names.count(name) > 1})
-        if duplicates:
-            raise DataError(f"{file}: header names column(s) {duplicates} more than once")
-        position = {name: index for index, name in enumerate(names)}
-        for index, feature in enumerate(schema.features):
-            if feature.name not in position:
-                raise DataError(
-                    f"{file}: column {feature.name!r} (schema.features[{index}]) is missing from "
-                    f"the header (columns: {', '.join(names)})"
-                )
-        if schema.target not in position:
-            raise DataError(
-                f"{file}: target column {schema.target!r} (schema.target) is missing from the "
-                f"header (columns: {', '.join(names)})"
-            )
-        lookups = [
-            {category: i for i, category in enumerate(feature.categories)}
-            if feature.type == "categorical"
-            else None
-            for feature in schema.features
-        ]
-        feature_columns = [position[feature.name] for feature in schema.features]
-        target_column = position[schema.target]
-        class_index = {name: i for i, name in enumerate(schema.classes)}
-        rows: list[list[float]] = []
-        labels: list[str] = []
-        row_number = 0
-        for record in reader:
-            if not record:
-                continue
-            row_number += 1
-            where = f"{file} row {row_number}"
-            if len(record) != len(names):
-                raise DataError(
-                    f"{where} (line {reader.line_num}): expected {len(names)} fields as in the "
-                    f"header, got {len(record)}"
-                )
-            values: list[float] = []
-            for feature, column, lookup in zip(
-                schema.features, feature_columns, lookups, strict=True
-            ):
-                try:
-                    values.append(_parse_cell(feature, record[column], lookup))
-                except DataError as exc:
-                    raise DataError(f"{where}, column {feature.name!r}: {exc}") from None
-            label = record[target_column].strip()
-            if not label:
-                raise DataError(f"{where}, column {schema.target!r}: missing class label")
-            if class_index and label not in class_index:
-                raise DataError(
-                    f"{where}, column {schema.target!r}: unknown class label {label!r} "
-                    f"(expected one of {', '.join(schema.classes)})"
-                )
-            rows.append(values)
-            labels.append(label)
+        names = _read_header(file, reader, schema)
+        rows, labels = _read_rows(file, reader, schema, names)
     except csv.Error as exc:
         raise DataError(f"{file} line {reader.line_num}: malformed CSV: {exc}") from None
     if not rows:
         raise DataError(f"{file} has a header but no data rows")
+    class_index = {name: i for i, name in enumerate(schema.classes)}
     if not class_index:
         classes = tuple(sorted(set(labels)))
         if len(classes) < 2:
@@ -179,6 +122,77 @@ def read_csv_table(
     raw = np.asarray(rows, dtype=np.float64).reshape(len(rows), schema.n_features)
     y = np.asarray([class_index[label] for label in labels], dtype=np.int64)
     return raw, y, schema
+
+
+def _read_header(file: Path, reader: Any, schema: TabularSchema) -> list[str]:
+    """The header's column names, stripped; :class:`DataError` for an empty file, a blank
+    header, a repeated name, or a schema feature or target the header lacks."""
+    header = next(reader, None)
+    if header is None:
+        raise DataError(f"{file} is empty: expected a header row naming the columns")
+    if not header:
+        raise DataError(f"{file}: line 1 is blank: expected a header row naming the columns")
+    names = [name.strip() for name in header]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise DataError(f"{file}: header names column(s) {duplicates} more than once")
+    for index, feature in enumerate(schema.features):
+        if feature.name not in names:
+            raise DataError(
+                f"{file}: column {feature.name!r} (schema.features[{index}]) is missing from "
+                f"the header (columns: {', '.join(names)})"
+            )
+    if schema.target not in names:
+        raise DataError(
+            f"{file}: target column {schema.target!r} (schema.target) is missing from the "
+            f"header (columns: {', '.join(names)})"
+        )
+    return names
+
+
+def _read_rows(
+    file: Path, reader: Any, schema: TabularSchema, names: list[str]
+) -> tuple[list[list[float]], list[str]]:
+    """The data rows after the header (blank lines skipped): each row's feature values (a
+    category as its index) and its class label; :class:`DataError` naming the row and column
+    for a wrong number of fields, a bad value, or a missing or unknown label."""
+    position = {name: index for index, name in enumerate(names)}
+    lookups = [
+        {category: i for i, category in enumerate(feature.categories)}
+        if feature.type == "categorical"
+        else None
+        for feature in schema.features
+    ]
+    feature_columns = [position[feature.name] for feature in schema.features]
+    target_column = position[schema.target]
+    rows: list[list[float]] = []
+    labels: list[str] = []
+    for record in reader:
+        if not record:
+            continue
+        where = f"{file} row {len(rows) + 1}"
+        if len(record) != len(names):
+            raise DataError(
+                f"{where} (line {reader.line_num}): expected {len(names)} fields as in the "
+                f"header, got {len(record)}"
+            )
+        values: list[float] = []
+        for feature, column, lookup in zip(schema.features, feature_columns, lookups, strict=True):
+            try:
+                values.append(_parse_cell(feature, record[column], lookup))
+            except DataError as exc:
+                raise DataError(f"{where}, column {feature.name!r}: {exc}") from None
+        label = record[target_column].strip()
+        if not label:
+            raise DataError(f"{where}, column {schema.target!r}: missing class label")
+        if schema.classes and label not in schema.classes:
+            raise DataError(
+                f"{where}, column {schema.target!r}: unknown class label {label!r} "
+                f"(expected one of {', '.join(schema.classes)})"
+            )
+        rows.append(values)
+        labels.append(label)
+    return rows, labels
 
 
 def tabular_dataset(
