@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bastion.evaluation.scorecard import read_scorecard
+from bastion.evaluation.scorecard_model import load_scorecard
 from bastion.report import render_html, render_markdown
 from bastion.report.model_card import render_model_card
 
@@ -54,3 +55,46 @@ def test_channel_sections() -> None:
     header = next(line for line in card.splitlines() if line.startswith("| attack |"))
     assert "params" not in header  # an attack's settings are not a target column
     assert '<section id="text">' in render_html(txt)
+
+
+def test_guard_section_reads_the_typed_guard(scorecard: dict[str, object]) -> None:
+    """A guard section shaped like :func:`bastion.guard.evaluate.evaluate_guard`'s result."""
+    at = {
+        "clean": {"fired": 0.01, "accuracy": 0.9, "answered": 0.99, "answered_accuracy": 0.912},
+        "standard": {"pgd": {"detected": 0.6, "stopped": 0.734}},
+        "adaptive": {"detected": 0.2, "stopped": 0.456, "settings": {"steps": 10}},
+        "worst_case_stopped": 0.421,
+    }
+    scorecard["guard"] = {"model": "hardened", "examples": 120, "fpr": {"0.01": at}}
+    page = render_html(scorecard)
+    section = page[page.index('<section id="guard">') :]
+    section = section[: section.index("</section>")]
+    for text in ("91.2%", "73.4%", "45.6%", "42.1%", "pgd stopped", "hardened on 120"):
+        assert text in section
+    read = load_scorecard(scorecard)
+    assert read.guard is not None and read.guard.fpr["0.01"].adaptive is not None
+    assert read.guard.fpr["0.01"].adaptive.extra() == {"settings": {"steps": 10}}
+
+
+def test_privacy_section_reads_the_typed_audits(scorecard: dict[str, object]) -> None:
+    mia = {"tpr_at_0.1pct_fpr": 0.0123, "tpr_at_1pct_fpr": 0.0456, "auc": 0.61}
+    scorecard["privacy"] = {
+        "dp": {"hardened": {"epsilon": 3.5, "delta": 1e-5}},
+        "audits": [
+            {
+                "kind": "privacy-audit",
+                "model": "runs/x/models/hardened",
+                "mia": {**mia, "attacks": {"lira-online": mia}},
+                "inversion": {"identified": 0.3, "cosine_own": 0.52},
+            }
+        ],
+    }
+    typed = load_scorecard(scorecard)
+    assert typed.privacy is not None and typed.privacy.audits[0].mia is not None
+    assert typed.privacy.audits[0].mia.tpr_at_0_1pct_fpr == 0.0123
+    assert typed.to_json()["privacy"] == scorecard["privacy"]  # the dotted name round-trips
+    page = render_html(typed)
+    for text in ("1.23%", "4.56%", "lira-online", "3.5", "30.00%"):
+        assert text in page
+    card = render_model_card(scorecard)
+    assert "- Membership inference on `hardened`: TPR 1.23% at 0.1% FPR" in card

@@ -28,7 +28,15 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, StrictFloat, StrictInt, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+    model_validator,
+)
 
 from bastion.errors import ConfigError
 
@@ -55,11 +63,12 @@ class Section(BaseModel):
     version 1; renderers read attributes.
     """
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON document: only the fields that were set, numbers as written."""
-        return self.model_dump(mode="json", exclude_unset=True)
+        """The JSON document: only the fields that were set, numbers as written (a field
+        whose JSON name is no Python name, e.g. ``tpr_at_0.1pct_fpr``, under its alias)."""
+        return self.model_dump(mode="json", exclude_unset=True, by_alias=True)
 
     def __getitem__(self, key: str) -> Any:
         return self.to_json()[key]
@@ -376,8 +385,106 @@ class WarningRecord(Section):
 
 
 class ChannelSection(Section):
-    """A stage's own section (``guard``, ``poisoning``, ``privacy``): open-ended records,
-    kept as written."""
+    """A stage's own section (``poisoning``): open-ended records, kept as written."""
+
+
+class GuardRates(Section):
+    """Shares of examples at one guard setting: ``detected`` by a layer, ``stopped`` (detected,
+    abstained on or answered correctly)."""
+
+    detected: Figure = None
+    stopped: Figure = None
+
+
+class GuardClean(Section):
+    """The guard on clean inputs: how often it ``fired`` (the false-positive rate), accuracy,
+    share answered and accuracy on those answered."""
+
+    fired: Figure = None
+    accuracy: Figure = None
+    answered: Figure = None
+    answered_accuracy: Figure = None
+
+
+class GuardAtFpr(Section):
+    """The guard set to one clean false-positive rate: clean behaviour, each standard attack,
+    the guard-aware adaptive attack (Carlini & Wagner 2017) and the worst case stopped."""
+
+    clean: GuardClean = GuardClean()
+    standard: dict[str, GuardRates] = {}
+    adaptive: GuardRates | None = None
+    worst_case_stopped: Figure = None
+
+
+class GuardSection(Section):
+    """The runtime guard around a model (:func:`bastion.guard.evaluate.evaluate_guard`): per
+    target false-positive rate (``fpr``, keyed ``format(rate, "g")``), what it stopped."""
+
+    model: str | None = None
+    examples: int | None = None
+    fpr: dict[str, GuardAtFpr] = {}
+
+
+class DpGuarantee(Section):
+    """A model trained with DP-SGD (Abadi et al. 2016): its (epsilon, delta) guarantee."""
+
+    epsilon: Figure = None
+    delta: Figure = None
+
+
+class MiaFigures(Section):
+    """Membership inference figures: the true-positive rate at 0.1% and 1% false-positive rate
+    (Carlini et al. 2022, "Membership inference attacks from first principles") and the AUC."""
+
+    tpr_at_0_1pct_fpr: Figure = Field(None, alias="tpr_at_0.1pct_fpr")
+    tpr_at_1pct_fpr: Figure = None
+    auc: Figure = None
+
+
+class MiaRecord(MiaFigures):
+    """A membership-inference audit: the strongest attack's figures and each attack's."""
+
+    attacks: dict[str, MiaFigures] = {}
+
+
+class InversionRecord(Section):
+    """Model inversion (Fredrikson et al. 2015): share of classes identified from their
+    reconstructions and the cosine similarity to their own class mean."""
+
+    identified: Figure = None
+    cosine_own: Figure = None
+
+
+class ExtractionRecord(Section):
+    """Model extraction (Tramer et al. 2016; Orekondy et al. 2019): the best method, queries,
+    the copy's fidelity and accuracy at the budget and the transfer success from the copy."""
+
+    best_method: str | None = None
+    queries: Figure = None
+    fidelity_at_budget: Figure = None
+    accuracy_at_budget: Figure = None
+    transfer_success_rate: Figure = None
+
+
+class PrivacyAuditRecord(Section):
+    """One audit document (``kind`` ``privacy-audit`` or ``extraction-audit``) as the privacy
+    section holds it."""
+
+    kind: str | None = None
+    model: str | None = None
+    target: str | None = None
+    mia: MiaRecord | None = None
+    inversion: InversionRecord | None = None
+    extraction: ExtractionRecord | None = None
+
+
+class PrivacySection(Section):
+    """The privacy section: DP-SGD guarantees per model, the audit documents and the per-model
+    summary the gate reads (``privacy.models.NAME.mia.tpr_at_0.1pct_fpr``)."""
+
+    dp: dict[str, DpGuarantee] = {}
+    audits: list[PrivacyAuditRecord] = []
+    models: dict[str, dict[str, Any]] = {}
 
 
 class TabularAttackFigures(Section):
@@ -483,8 +590,8 @@ class Scorecard(Section):
     card: CardInfo | None = None
     tabular: TabularSection | None = None
     text: TextSection | None = None
-    guard: ChannelSection | None = None
-    privacy: ChannelSection | None = None
+    guard: GuardSection | None = None
+    privacy: PrivacySection | None = None
     poisoning: ChannelSection | None = None
 
     def channels(self) -> dict[str, Section]:

@@ -20,6 +20,7 @@ import bastion.report._format as fmt
 from bastion.evaluation.scorecard_model import (
     Calibration,
     CalibrationStats,
+    GuardRates,
     LatencyRow,
     Scorecard,
     TextAttackFigures,
@@ -528,13 +529,12 @@ def _tabular(view: ScorecardView) -> str:
 def _guard(view: ScorecardView) -> str:
     """The runtime guard: share of attacks stopped at each clean false-positive rate, under
     standard attacks and an adaptive attack that knows the guard."""
-    g = view.channels.get("guard")
+    g = view.scorecard.guard
     if not g:
         return ""
-    fprs = g.get("fpr") or {}
     attack_names: list[str] = []
-    for per in fprs.values():
-        attack_names += [a for a in (per.get("standard") or {}) if a not in attack_names]
+    for per in g.fpr.values():
+        attack_names += [a for a in per.standard if a not in attack_names]
     head = "".join(
         f"<th>{_e(n)}</th>"
         for n in [
@@ -547,27 +547,25 @@ def _guard(view: ScorecardView) -> str:
         ]
     )
     rows = []
-    for fpr, per in fprs.items():
-        clean = per.get("clean") or {}
+    for fpr, per in g.fpr.items():
         cells = [
             _text_cell(f"{float(fpr):.0%}"),
-            _num_cell(_pct(clean.get("fired"))),
-            _num_cell(_pct(clean.get("answered_accuracy"))),
+            _num_cell(_pct(per.clean.fired)),
+            _num_cell(_pct(per.clean.answered_accuracy)),
         ]
         cells += [
-            _num_cell(_pct(((per.get("standard") or {}).get(a) or {}).get("stopped")))
-            for a in attack_names
+            _num_cell(_pct((per.standard.get(a) or GuardRates()).stopped)) for a in attack_names
         ]
         cells += [
-            _num_cell(_pct((per.get("adaptive") or {}).get("stopped"))),
-            _num_cell(_pct(per.get("worst_case_stopped"))),
+            _num_cell(_pct((per.adaptive or GuardRates()).stopped)),
+            _num_cell(_pct(per.worst_case_stopped)),
         ]
         rows.append(f"<tr>{''.join(cells)}</tr>")
     return (
         '<section id="guard"><h2>Runtime guard</h2>'
         f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}'
         "</tbody></table></div>"
-        f'<p class="note">Guard around {_e(g.get("model"))} on {_e(g.get("examples"))} test '
+        f'<p class="note">Guard around {_e(g.model)} on {_e(g.examples)} test '
         "examples. Stopped: detected by a layer, abstained, or answered correctly. The adaptive "
         "attack optimises against the model and the detectors together (Carlini &amp; Wagner "
         "2017); quote the worst case.</p></section>"

@@ -255,9 +255,8 @@ def render_model_card(scorecard: Scorecard | Mapping[str, Any]) -> str:
         lines += _model_section(name, r, eps_key)
     lines += _tabular_section(sc.tabular)
     lines += _text_section(sc.text)
-    doc = sc.to_json()  # the poisoning and privacy sections are open-ended records
-    lines += poisoning_markdown(doc)
-    lines += privacy_markdown(doc)
+    lines += poisoning_markdown(sc.to_json())  # the poisoning section is open-ended
+    lines += privacy_markdown(sc)
     return "\n".join(lines + _limits(sc) + _provenance(sc))
 
 

@@ -27,7 +27,15 @@ from pathlib import Path
 from typing import Any
 
 from bastion.errors import ConfigError
-from bastion.evaluation.scorecard_model import Scorecard
+from bastion.evaluation.scorecard_model import (
+    ExtractionRecord,
+    MiaFigures,
+    MiaRecord,
+    PrivacyAuditRecord,
+    PrivacySection,
+    Scorecard,
+    load_scorecard,
+)
 from bastion.report._view import ScorecardView
 
 __all__ = [
@@ -109,42 +117,82 @@ def dp_guarantees(scorecard: Mapping[str, Any]) -> dict[str, tuple[float, float]
     return out
 
 
-def _audits(channel: Mapping[str, Any], kind: str) -> list[Mapping[str, Any]]:
-    docs = channel.get("audits")
-    if not isinstance(docs, Sequence) or isinstance(docs, str):
+def _audits(channel: PrivacySection, kind: str) -> list[PrivacyAuditRecord]:
+    return [d for d in channel.audits if d.kind == kind]
+
+
+def _dp(channel: PrivacySection) -> dict[str, tuple[float, float]]:
+    return {
+        m: (float(g.epsilon), float(g.delta))
+        for m, g in channel.dp.items()
+        if g.epsilon is not None and g.delta is not None
+    }
+
+
+def _mia_rows(doc: PrivacyAuditRecord) -> list[tuple[str, str, MiaFigures]]:
+    if doc.mia is None:
         return []
-    return [d for d in docs if isinstance(d, Mapping) and d.get("kind") == kind]
+    model = Path(doc.model or "?").name
+    return [(model, a, r) for a, r in doc.mia.attacks.items()]
 
 
-def _dp(channel: Mapping[str, Any]) -> dict[str, tuple[float, float]]:
-    dp = channel.get("dp")
-    out: dict[str, tuple[float, float]] = {}
-    for m, g in dp.items() if isinstance(dp, Mapping) else ():
-        eps = _num(g.get("epsilon")) if isinstance(g, Mapping) else None
-        delta = _num(g.get("delta")) if isinstance(g, Mapping) else None
-        if eps is not None and delta is not None:
-            out[str(m)] = (eps, delta)
+def _or(value: object, default: str = "-") -> object:
+    return default if value is None else value
+
+
+def _dp_html(dp: dict[str, tuple[float, float]]) -> str:
+    rows = "".join(
+        f"<tr><td>{_e(m)}</td><td>{eps:.3g}</td><td>{delta:.3g}</td></tr>"
+        for m, (eps, delta) in dp.items()
+    )
+    return (
+        "<h3>Differential privacy (DP-SGD, Opacus RDP accountant)</h3><table><thead><tr>"
+        "<th>model</th><th>epsilon</th><th>delta</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>"
+    )
+
+
+def _mia_html(doc: PrivacyAuditRecord) -> str:
+    rows = "".join(
+        f"<tr><td>{_e(m)}</td><td>{_e(a)}</td><td>{_pct(r.tpr_at_0_1pct_fpr)}</td>"
+        f"<td>{_pct(r.tpr_at_1pct_fpr)}</td><td>{_e(_or(r.auc))}</td></tr>"
+        for m, a, r in _mia_rows(doc)
+    )
+    out = (
+        "<h3>Membership inference</h3><table><thead><tr><th>model</th><th>attack</th>"
+        "<th>TPR @ 0.1% FPR</th><th>TPR @ 1% FPR</th><th>AUC</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>"
+    )
+    inv = doc.inversion
+    if inv is not None:
+        out += (
+            f"<p>Model inversion: {_pct(inv.identified)} of classes identified from "
+            f"their reconstructions; cosine to the class mean {_e(inv.cosine_own)}.</p>"
+        )
     return out
 
 
-def _mia_rows(doc: Mapping[str, Any]) -> list[tuple[str, str, Mapping[str, Any]]]:
-    mia = doc.get("mia")
-    attacks = mia.get("attacks") if isinstance(mia, Mapping) else None
-    if not isinstance(attacks, Mapping):
-        return []
-    model = Path(str(doc.get("model", "?"))).name
-    return [(model, str(a), r) for a, r in attacks.items() if isinstance(r, Mapping)]
-
-
-def _extraction(doc: Mapping[str, Any]) -> Mapping[str, Any]:
-    ex = doc.get("extraction")
-    return ex if isinstance(ex, Mapping) else {}
+def _extraction_html(ex_docs: list[PrivacyAuditRecord]) -> str:
+    rows = "".join(
+        f"<tr><td>{_e(_or(d.target, '?'))}</td><td>{_e(_or(ex.best_method))}</td>"
+        f"<td>{_e(_or(ex.queries))}</td><td>{_pct(ex.fidelity_at_budget)}</td>"
+        f"<td>{_pct(ex.accuracy_at_budget)}</td>"
+        f"<td>{_pct(ex.transfer_success_rate)}</td></tr>"
+        for d in ex_docs
+        for ex in (d.extraction or ExtractionRecord(),)
+    )
+    return (
+        "<h3>Model extraction</h3><table><thead><tr><th>target</th><th>best attack</th>"
+        "<th>queries</th><th>fidelity</th><th>copy accuracy</th>"
+        "<th>transfer from the copy</th></tr></thead>"
+        f"<tbody>{rows}</tbody></table>"
+    )
 
 
 def render_privacy_section(view: ScorecardView) -> str:
-    """The HTML ``<section id="privacy">`` of the view's ``privacy`` channel (empty string
-    when there is nothing to show)."""
-    channel = view.channels.get("privacy") or {}
+    """The HTML ``<section id="privacy">`` of the scorecard's typed ``privacy`` section (empty
+    string when there is nothing to show)."""
+    channel = view.scorecard.privacy or PrivacySection()
     dp = _dp(channel)
     mia_docs = _audits(channel, "privacy-audit")
     ex_docs = _audits(channel, "extraction-audit")
@@ -152,56 +200,18 @@ def render_privacy_section(view: ScorecardView) -> str:
         return ""
     parts = ['<section id="privacy"><h2>Privacy and model theft</h2>']
     if dp:
-        rows = "".join(
-            f"<tr><td>{_e(m)}</td><td>{eps:.3g}</td><td>{delta:.3g}</td></tr>"
-            for m, (eps, delta) in dp.items()
-        )
-        parts.append(
-            "<h3>Differential privacy (DP-SGD, Opacus RDP accountant)</h3><table><thead><tr>"
-            "<th>model</th><th>epsilon</th><th>delta</th></tr></thead>"
-            f"<tbody>{rows}</tbody></table>"
-        )
-    for doc in mia_docs:
-        rows = "".join(
-            f"<tr><td>{_e(m)}</td><td>{_e(a)}</td><td>{_pct(r.get('tpr_at_0.1pct_fpr'))}</td>"
-            f"<td>{_pct(r.get('tpr_at_1pct_fpr'))}</td><td>{_e(r.get('auc', '-'))}</td></tr>"
-            for m, a, r in _mia_rows(doc)
-        )
-        parts.append(
-            "<h3>Membership inference</h3><table><thead><tr><th>model</th><th>attack</th>"
-            "<th>TPR @ 0.1% FPR</th><th>TPR @ 1% FPR</th><th>AUC</th></tr></thead>"
-            f"<tbody>{rows}</tbody></table>"
-        )
-        inv = doc.get("inversion")
-        if isinstance(inv, Mapping):
-            parts.append(
-                f"<p>Model inversion: {_pct(inv.get('identified'))} of classes identified from "
-                f"their reconstructions; cosine to the class mean {_e(inv.get('cosine_own'))}.</p>"
-            )
+        parts.append(_dp_html(dp))
+    parts += [_mia_html(doc) for doc in mia_docs]
     if ex_docs:
-        rows = "".join(
-            f"<tr><td>{_e(d.get('target', '?'))}</td><td>{_e(ex.get('best_method', '-'))}</td>"
-            f"<td>{_e(ex.get('queries', '-'))}</td><td>{_pct(ex.get('fidelity_at_budget'))}</td>"
-            f"<td>{_pct(ex.get('accuracy_at_budget'))}</td>"
-            f"<td>{_pct(ex.get('transfer_success_rate'))}</td></tr>"
-            for d in ex_docs
-            for ex in (_extraction(d),)
-        )
-        parts.append(
-            "<h3>Model extraction</h3><table><thead><tr><th>target</th><th>best attack</th>"
-            "<th>queries</th><th>fidelity</th><th>copy accuracy</th>"
-            "<th>transfer from the copy</th></tr></thead>"
-            f"<tbody>{rows}</tbody></table>"
-        )
+        parts.append(_extraction_html(ex_docs))
     parts.append("</section>")
     return "".join(parts)
 
 
-def privacy_markdown(scorecard: Mapping[str, Any]) -> list[str]:
-    """The model card's ``## Privacy`` lines from the scorecard's ``privacy`` channel
+def privacy_markdown(scorecard: Scorecard | Mapping[str, Any]) -> list[str]:
+    """The model card's ``## Privacy`` lines from the scorecard's typed ``privacy`` section
     (none when there is nothing to show)."""
-    raw = scorecard.get("privacy")
-    channel: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+    channel = load_scorecard(scorecard).privacy or PrivacySection()
     dp = _dp(channel)
     mia_docs = _audits(channel, "privacy-audit")
     ex_docs = _audits(channel, "extraction-audit")
@@ -211,18 +221,17 @@ def privacy_markdown(scorecard: Mapping[str, Any]) -> list[str]:
     for m, (eps, delta) in dp.items():
         lines.append(f"- `{m}`: ({eps:.3g}, {delta:.3g})-differentially private (DP-SGD, Opacus)")
     for doc in mia_docs:
-        found = doc.get("mia")
-        mia: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
-        model = Path(str(doc.get("model", "?"))).name
+        mia = doc.mia or MiaRecord.model_validate({})
         lines.append(
-            f"- Membership inference on `{model}`: TPR {_pct(mia.get('tpr_at_0.1pct_fpr'))} at "
-            f"0.1% FPR, {_pct(mia.get('tpr_at_1pct_fpr'))} at 1% FPR (strongest attack)"
+            f"- Membership inference on `{Path(doc.model or '?').name}`: TPR "
+            f"{_pct(mia.tpr_at_0_1pct_fpr)} at 0.1% FPR, {_pct(mia.tpr_at_1pct_fpr)} at 1% FPR "
+            "(strongest attack)"
         )
     for doc in ex_docs:
-        ex = _extraction(doc)
+        ex = doc.extraction or ExtractionRecord()
         lines.append(
-            f"- Extraction of `{doc.get('target', '?')}`: a copy agreeing on "
-            f"{_pct(ex.get('fidelity_at_budget'))} of held-out inputs after "
-            f"{ex.get('queries', '?')} queries ({ex.get('best_method', '?')})"
+            f"- Extraction of `{_or(doc.target, '?')}`: a copy agreeing on "
+            f"{_pct(ex.fidelity_at_budget)} of held-out inputs after "
+            f"{_or(ex.queries, '?')} queries ({_or(ex.best_method, '?')})"
         )
     return [*lines, ""]
