@@ -266,21 +266,8 @@ def promote(
         current = stack[-1] if stack else None
         if current == row.run_id:
             raise RegistryError(f"promote: run {row.run_id} is already in {stage!r}")
-        notes: list[str] = []
-        baseline = None
-        if current is not None:
-            base_row = reg.resolve_in(s, current)
-            baseline = base_row.scorecard
-        gate_policy = pol
-        if baseline is None and pol.needs_baseline:
-            kept = tuple(
-                r for r in pol.rules if not (isinstance(r, MetricRule) and r.kind == "max_drop")
-            )
-            notes.append(
-                f"no run in {stage!r} yet: {len(pol.rules) - len(kept)} max_drop rule(s) not "
-                "applied"
-            )
-            gate_policy = GatePolicy(kept, pol.source)
+        baseline = reg.resolve_in(s, current).scorecard if current is not None else None
+        gate_policy, notes = _policy_for_baseline(pol, baseline is not None, stage)
         result = evaluate_gate(
             row.scorecard, gate_policy, baseline, name=row.run_id, source=row.run_dir
         )
@@ -289,29 +276,45 @@ def promote(
             if register is not None
             else ()
         )
-        at_risk = [r for r in statuses if r.status == "at risk"]
-        passed = result.passed and not at_risk
-        if reason is None:
-            n = len(result.results)
-            parts = [f"{f.label} ({f.message})" for f in result.failures]
-            parts += [f"risk {r.risk.id} ({r.risk.threat}) at risk" for r in at_risk]
-            reason = f"gate passed ({n}/{n} rules)" if passed else "refused: " + "; ".join(parts)
-            if passed and statuses:
-                reason += f", no risk of {risks_path} at risk"
+        passed = result.passed and not any(r.status == "at risk" for r in statuses)
         event = _event(
             s,
             stage=stage,
             action="promote" if passed else "refused",
             run_id=row.run_id,
             previous_run_id=current,
-            reason=reason,
+            reason=reason if reason is not None else _reason(result, statuses, risks_path),
             policy_source=str(policy_path),
             policy_sha256=policy_digest,
             gate=gate_record(result) + risk_record(statuses),
         )
-        return PromotionResult(
-            stage, row.run_id, current, passed, result, event, tuple(notes), statuses
-        )
+        return PromotionResult(stage, row.run_id, current, passed, result, event, notes, statuses)
+
+
+def _policy_for_baseline(
+    pol: GatePolicy, has_baseline: bool, stage: str
+) -> tuple[GatePolicy, tuple[str, ...]]:
+    """The policy to judge a promotion by, and notes: with no run in the stage yet, its
+    ``max_drop`` rules (which compare against that run) are left out, and a note says so."""
+    if has_baseline or not pol.needs_baseline:
+        return pol, ()
+    kept = tuple(r for r in pol.rules if not (isinstance(r, MetricRule) and r.kind == "max_drop"))
+    note = f"no run in {stage!r} yet: {len(pol.rules) - len(kept)} max_drop rule(s) not applied"
+    return GatePolicy(kept, pol.source), (note,)
+
+
+def _reason(result: GateResult, statuses: tuple[RiskStatus, ...], risks_path: Path | None) -> str:
+    """The recorded reason of a promotion (rules passed, and no risk at risk) or of a
+    refusal (each failed rule and each risk at risk)."""
+    at_risk = [r for r in statuses if r.status == "at risk"]
+    passed = result.passed and not at_risk
+    n = len(result.results)
+    parts = [f"{f.label} ({f.message})" for f in result.failures]
+    parts += [f"risk {r.risk.id} ({r.risk.threat}) at risk" for r in at_risk]
+    reason = f"gate passed ({n}/{n} rules)" if passed else "refused: " + "; ".join(parts)
+    if passed and statuses:
+        reason += f", no risk of {risks_path} at risk"
+    return reason
 
 
 def rollback(
