@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 
 if TYPE_CHECKING:
+    from bastion.registry.canary import CanaryRule
     from bastion.registry.store import Registry, RunInfo
 
 __all__ = ["add_commands", "runs_app"]
@@ -603,30 +604,14 @@ def serve_stage_command(
     share of the inputs (demoted when a rule of its `demote_when` in the stages file fires)
     and a shadow stage judged on all of them. Needs the service extra."""
     import uvicorn
-    import yaml
 
-    from bastion.errors import BastionError
-    from bastion.registry.db import RegistryError
+    from bastion.cli import _parse_sets
     from bastion.registry.serving import build_stage_app
-    from bastion.registry.stages import ENV_STAGES, load_stages
     from bastion.serve import ServeSettings
     from bastion.serve.runner import uvicorn_options
 
-    section: dict[str, object] = {}
-    for item in sets or []:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise BastionError(f"--set: expected KEY=VALUE, got {item!r}")
-        section[key] = yaml.safe_load(raw)
-    settings = ServeSettings.from_mapping(section)
-    configured = load_stages(stages)
-    from_file = stages or os.environ.get(ENV_STAGES, "").strip()
-    if canary is not None and from_file and canary not in configured:
-        raise RegistryError(
-            f"--canary: stage {canary!r} is not configured in {from_file} (configured: "
-            f"{', '.join(configured)}), so its demote_when rules cannot be read"
-        )
-    rules = configured[canary].demote_when if canary is not None and canary in configured else ()
+    settings = ServeSettings.from_mapping(_parse_sets(sets, "--set"))
+    rules = _canary_rules(canary, stages)
     reg = _open(registry, out)
     app, guard = build_stage_app(
         reg,
@@ -652,6 +637,22 @@ def serve_stage_command(
     finally:
         guard.close()
         reg.close()
+
+
+def _canary_rules(canary: str | None, stages: Path | None) -> tuple[CanaryRule, ...]:
+    """The ``demote_when`` rules of the canary stage (none without a canary or a stage not
+    configured); :class:`RegistryError` if a stages file is given but lacks the canary."""
+    from bastion.registry.db import RegistryError
+    from bastion.registry.stages import ENV_STAGES, load_stages
+
+    configured = load_stages(stages)
+    from_file = stages or os.environ.get(ENV_STAGES, "").strip()
+    if canary is not None and from_file and canary not in configured:
+        raise RegistryError(
+            f"--canary: stage {canary!r} is not configured in {from_file} (configured: "
+            f"{', '.join(configured)}), so its demote_when rules cannot be read"
+        )
+    return configured[canary].demote_when if canary is not None and canary in configured else ()
 
 
 def add_commands(app: typer.Typer) -> None:
