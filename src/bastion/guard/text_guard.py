@@ -10,7 +10,8 @@ Layers, in order, for each text:
    A text the sanitiser had to change by removing invisible characters or mapping homoglyphs is
    answered but ``flag``-ged, with the counts as scores: those characters have no business in
    ordinary input and are the signature of the invisible-character and homoglyph attacks. A
-   text with nothing but white space left after sanitising -> ``reject``;
+   text with nothing but white space left after sanitising, or with nothing the model reads
+   (no word or token: a lone control character or combining mark) -> ``reject``;
 3. prediction by the (hardened) text model on the sanitised text. A transformer
    (:class:`bastion.text.transformer.TransformerTextModel`) reads at most its ``max_length``
    tokens: a longer text is answered from its first ``max_length`` tokens and ``flag``-ged
@@ -25,6 +26,7 @@ The service calls :meth:`TextGuard.decide_texts`; ``input_kind == "text"`` tells
 from __future__ import annotations
 
 import os
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -43,9 +45,15 @@ from bastion.text.transformer import (
     is_transformer_dir,
     load_transformer_model,
 )
-from bastion.text.vocab import Vocabulary
+from bastion.text.vocab import Vocabulary, tokenize
 
 __all__ = ["TextGuard"]
+
+
+def _readable(token: str) -> bool:
+    """Whether a word-model token holds a character other than a control character or a
+    combining mark (Unicode categories C* and M*)."""
+    return any(unicodedata.category(ch)[0] not in "CM" for ch in token)
 
 
 class TextGuard:
@@ -158,6 +166,17 @@ class TextGuard:
             return "validation: not encodable as UTF-8 (a lone surrogate?)"
         return None
 
+    def _no_tokens(self, texts: list[str]) -> list[bool]:
+        """Whether the model would read nothing of each sanitised text (a lone control
+        character or combining mark): no token but the special ones for a transformer, no word
+        or punctuation token with a character outside the control and mark categories for a
+        word model. Such a text is rejected, not answered."""
+        clf = self.classifier
+        if isinstance(clf, TransformerTextClassifier):
+            bare = len(clf.token_ids([""])[0])
+            return [n <= bare for n in clf.token_counts(texts)]
+        return [not any(map(_readable, tokenize(t, lower=clf.vocab.lower))) for t in texts]
+
     def decide_texts(self, texts: Sequence[object]) -> list[Decision]:
         """One decision per text, in order; never raises for a bad text (it is rejected)."""
         out: list[Decision | None] = [None] * len(texts)
@@ -191,6 +210,7 @@ class TextGuard:
             reasons.append(fired)
         if keep:
             probs = self.classifier(cleaned)
+            unreadable = self._no_tokens(cleaned)
             if isinstance(self.classifier, TransformerTextClassifier):
                 limit = self.classifier.model.max_length
                 for j, n in enumerate(self.classifier.token_counts(cleaned)):
@@ -198,6 +218,10 @@ class TextGuard:
                         reasons[j] += (f"model: read the first {limit} of {n} tokens (truncated)",)
                         scores[j]["truncated_tokens"] = float(n - limit)
             for j, i in enumerate(keep):
+                if unreadable[j]:
+                    why = "validation: nothing to classify (no word or token in the text)"
+                    out[i] = Decision("reject", reasons=(why,), scores=scores[j])
+                    continue
                 p = probs[j]
                 conf, label = float(p.max()), int(p.argmax())
                 sc = {**scores[j], "confidence": conf}
