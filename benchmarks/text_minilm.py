@@ -37,7 +37,7 @@ def _pct(x: float | None) -> str:
 
 def _judge(value: float | None, ok: Callable[[float], bool]) -> str:
     if value is None:
-        return "not measured in time (the part did not finish before the deadline)"
+        return "not measured (the SMS part is not in this file)"
     return "met" if ok(value) else "MISSED"
 
 
@@ -119,6 +119,7 @@ def run(args: argparse.Namespace, results: Path) -> None:
             {k: v for d in docs for k, v in d["seconds"].items()},
             {k: v for d in docs for k, v in d["load_average"].items()},
             {k: v for d in docs for k, v in d["commands"].items()},
+            {k: v for d in docs for k, v in d.get("cpu_seconds", {}).items()},
         )
         return
     parts = {
@@ -139,6 +140,7 @@ def run(args: argparse.Namespace, results: Path) -> None:
     runs: dict[str, dict[str, Any]] = {}
     seconds: dict[str, float] = {}
     load: dict[str, list[str]] = {}
+    cpu: dict[str, float] = {}  # CPU seconds of this process (all threads)
     with tempfile.TemporaryDirectory() as tmp:
         for name, (folder, extra) in parts.items():
             cfg = parse_text_config(
@@ -151,7 +153,7 @@ def run(args: argparse.Namespace, results: Path) -> None:
                 }
             )
             load[name] = [_load()]
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), time.process_time()
             runs[name] = run_text_experiment(
                 cfg,
                 args.data_dir / folder,
@@ -160,6 +162,7 @@ def run(args: argparse.Namespace, results: Path) -> None:
                 progress=_print_progress,
             )
             seconds[name] = time.perf_counter() - t0
+            cpu[name] = time.process_time() - cpu0
             load[name].append(_load())
             print(f"{name}: {seconds[name]:.0f} s", flush=True)
     if args.part != "both":
@@ -168,32 +171,24 @@ def run(args: argparse.Namespace, results: Path) -> None:
             "runs": runs,
             "seconds": seconds,
             "load_average": load,
+            "cpu_seconds": cpu,
             "commands": {args.part: _command(args, args.part)},
         }
         (results / f"{args.results_name}-{args.part}.json").write_text(json.dumps(doc, indent=1))
         return
-    report(args, results, runs, seconds, load, {p: _command(args, p) for p in parts})
+    report(args, results, runs, seconds, load, {p: _command(args, p) for p in parts}, cpu)
 
 
-def report(
-    args: argparse.Namespace,
-    results: Path,
-    runs: dict[str, dict[str, Any]],
-    seconds: dict[str, float],
-    load: dict[str, list[str]],
-    commands: dict[str, str],
-) -> None:
-    """Write ``text-minilm.json`` and ``text-minilm.md`` from both parts' results."""
+def _targets(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The issue's target figures from both parts (SMS ones ``None`` without that part)."""
     mr, sms = runs["movie_review"], runs.get("sms_spam")
     s = mr["summary"]
-    std_train = mr["models"]["standard"]["training"]
-    hard_train = mr["models"]["hardened"]["training"]
     none: dict[str, Any] = {"success_rate": None}
     inv = sms["attacks"]["invisible"] if sms else {"standard": none, "standard+sanitizer": none}
     hom = sms["attacks"]["homoglyph"] if sms else {"standard": none, "standard+sanitizer": none}
-    targets = {
+    return {
         "mr_clean_accuracy_standard": s["clean_accuracy_standard"],
-        "mr_train_minutes_standard": std_train["train_seconds"] / 60,
+        "mr_train_minutes_standard": mr["models"]["standard"]["training"]["train_seconds"] / 60,
         "mr_combined_success_standard": s["combined_success_standard"],
         "mr_combined_success_hardened_guarded": s["combined_success_hardened_guarded"],
         "mr_clean_accuracy_cost": s["clean_accuracy_cost"],
@@ -202,52 +197,37 @@ def report(
         "sms_homoglyph_standard": hom["standard"]["success_rate"],
         "sms_homoglyph_guarded": hom["standard+sanitizer"]["success_rate"],
     }
-    doc = {
-        "commands": commands,
-        "machine": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "load_average": load,
-        "versions": package_versions(),
-        "seconds": seconds,
-        "targets": targets,
-        "runs": runs,
-    }
-    results.mkdir(parents=True, exist_ok=True)
-    (results / f"{args.results_name}.json").write_text(
-        json.dumps(doc, indent=1, ensure_ascii=False)
-    )
-    mr_t = mr["transformer"]
-    full = (
-        mr_t["n_train"] >= 8000 and mr["models"]["standard"]["training"]["settings"]["epochs"] >= 2
-    )
+
+
+def _scale(mr: dict[str, Any]) -> str:
+    """What the target rows add about the scale: nothing at the target's setting (the whole
+    training split, two epochs)."""
+    whole = mr["transformer"]["n_train"] >= mr["dataset"]["n_train"]
+    epochs = mr["models"]["standard"]["training"]["settings"]["epochs"]
+    if whole and epochs >= 2:
+        return ""
+    if whole:
+        return f" (whole training split, {epochs} epoch: the target's setting has 2)"
+    return " (reduced scale: not the target's setting)"
+
+
+def _target_rows(runs: dict[str, dict[str, Any]], targets: dict[str, Any]) -> list[str]:
+    """The Markdown table of the targets."""
+    mr = runs["movie_review"]
+    std_train = mr["models"]["standard"]["training"]
+    hard_train = mr["models"]["hardened"]["training"]
     drop = (targets["mr_combined_success_standard"] or 0) - (
         targets["mr_combined_success_hardened_guarded"] or 0
     )
     mark = {True: "met", False: "MISSED"}
-    scale = "" if full else " (reduced scale: not the target's setting)"
+    scale = _scale(mr)
+    hardened = "A2T + smoothing + sanitiser" if mr.get("smoothing") else "A2T + sanitiser"
     combined_std = _pct(targets["mr_combined_success_standard"])
     combined_hard = _pct(targets["mr_combined_success_hardened_guarded"])
-    md = [
-        "# Text channel benchmark on a pretrained transformer (MiniLM)",
-        "",
-        "Commands (each part in its own process; then `--part combine` writes this file):",
-        "",
-        *[f"- {k}: `{v}`" for k, v in commands.items()],
-        "",
-        f"Machine: {platform.platform()}, {os.cpu_count()} CPUs shared with other users, torch "
-        f"threads {args.threads}. Load average before/after: "
-        + "; ".join(f"{k} {v[0]} -> {v[1]}" for k, v in load.items())
-        + ". Wall time: "
-        + ", ".join(f"{k} {v / 60:.1f} min" for k, v in seconds.items())
-        + " (two fine-tunings and all attacks on four targets each). With that load the times "
-        "are several times what an idle 2-core machine needs; compare them with each other, not "
-        "with other machines.",
-        "",
-        "## Targets",
-        "",
+    return [
         "| target | measured | status |",
         "| --- | --- | --- |",
-        f"| MR: fine-tuned MiniLM >= 80% clean (first {mr_t['n_test']} test texts) | "
+        f"| MR: fine-tuned MiniLM >= 80% clean (first {mr['transformer']['n_test']} test texts) | "
         f"{_pct(targets['mr_clean_accuracy_standard'])} | "
         f"{mark[(targets['mr_clean_accuracy_standard'] or 0) >= 0.8]}{scale} |",
         f"| MR: trained in <= 30 min on 2 cores | "
@@ -256,7 +236,7 @@ def report(
         f"{mark[targets['mr_train_minutes_standard'] <= 30]}{scale} |",
         f"| MR: combined attack succeeds on >= 80% (standard) | {combined_std} | "
         f"{mark[(targets['mr_combined_success_standard'] or 0) >= 0.8]} |",
-        f"| MR: A2T + sanitiser cut combined success by >= 25 points | {combined_std} -> "
+        f"| MR: {hardened} cut combined success by >= 25 points | {combined_std} -> "
         f"{combined_hard} ({100 * drop:.1f} points) | {mark[drop >= 0.25]}{scale} |",
         f"| MR: clean cost <= 2 points | "
         f"{100 * targets['mr_clean_accuracy_cost']:.1f} points | "
@@ -271,33 +251,100 @@ def report(
         f"{_judge(targets['sms_homoglyph_standard'], lambda v: v >= 0.9)} |",
         f"| SMS: homoglyphs <= 1% with the sanitiser | {_pct(targets['sms_homoglyph_guarded'])} | "
         f"{_judge(targets['sms_homoglyph_guarded'], lambda v: v <= 0.01)} |",
+    ]
+
+
+def _details(name: str, out: dict[str, Any]) -> list[str]:
+    """One part's clean accuracies and attack table (smoothed hardened targets named so)."""
+    tr = out["transformer"]
+    models = out["models"]
+    hard = "hardened (A2T+smoothing)" if out.get("smoothing") else "hardened"
+    unsmoothed = models["hardened"].get("clean_accuracy_unsmoothed")
+    smoothing = (
+        f" Smoothing: {out['smoothing']['samples']} copies, mask rate "
+        f"{out['smoothing']['mask_rate']}, {out['smoothing']['aggregate']}-pooled; the "
+        f"hardened model without it: {_pct(unsmoothed)} clean."
+        if out.get("smoothing")
+        else ""
+    )
+    md = [
+        f"### {name} ({tr['n_train']} training texts, {out['n_attacked']} attacked)",
+        "",
+        f"Clean accuracy: standard {_pct(models['standard']['clean_accuracy'])}, "
+        f"with sanitiser {_pct(models['standard']['clean_accuracy_sanitized'])}; "
+        f"{hard} {_pct(models['hardened']['clean_accuracy'])}, with sanitiser "
+        f"{_pct(models['hardened']['clean_accuracy_sanitized'])}.{smoothing} Test texts longer "
+        f"than {tr['max_length']} tokens (truncated): {_pct(tr['truncated_test_share'])}. "
+        f"Training precision {models['standard']['training']['precision']} (probe "
+        f"seconds per step: {models['standard']['training']['precision_probe_s']}).",
+        "",
+        f"| attack | standard | standard+sanitizer | {hard} | {hard}+sanitizer |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for attack, per in out["attacks"].items():
+        cells = [  # success rate (texts broken / correctly classified texts attacked)
+            f"{_pct(per[t]['success_rate'])} ({per[t]['n_success']}/{per[t]['n_correct']})"
+            for t in ("standard", "standard+sanitizer", "hardened", "hardened+sanitizer")
+        ]
+        md.append(f"| {attack} | {' | '.join(cells)} |")
+    md.append("")
+    return md
+
+
+def report(
+    args: argparse.Namespace,
+    results: Path,
+    runs: dict[str, dict[str, Any]],
+    seconds: dict[str, float],
+    load: dict[str, list[str]],
+    commands: dict[str, str],
+    cpu: dict[str, float] | None = None,
+) -> None:
+    """Write ``<results-name>.json`` and ``.md`` (default ``text-minilm``) from the parts'
+    results (Movie Review; SMS Spam when it ran)."""
+    targets = _targets(runs)
+    doc = {
+        "commands": commands,
+        "machine": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "load_average": load,
+        "versions": package_versions(),
+        "seconds": seconds,
+        "cpu_seconds": cpu or {},
+        "targets": targets,
+        "runs": runs,
+    }
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{args.results_name}.json").write_text(
+        json.dumps(doc, indent=1, ensure_ascii=False)
+    )
+    md = [
+        "# Text channel benchmark on a pretrained transformer (MiniLM)",
+        "",
+        "Commands (each part in its own process; then `--part combine` writes this file):",
+        "",
+        *[f"- {k}: `{v}`" for k, v in commands.items()],
+        "",
+        f"Machine: {platform.platform()}, {os.cpu_count()} CPUs shared with other users, torch "
+        f"threads {args.threads}. Load average before/after: "
+        + "; ".join(f"{k} {v[0]} -> {v[1]}" for k, v in load.items())
+        + ". Wall time: "
+        + ", ".join(f"{k} {v / 60:.1f} min" for k, v in seconds.items())
+        + " (two fine-tunings and all attacks on four targets each)"
+        + "".join(f"; CPU time {k} {v / 60:.1f} min" for k, v in (cpu or {}).items())
+        + ". With that load the times "
+        "are several times what an idle 2-core machine needs; compare them with each other, not "
+        "with other machines.",
+        "",
+        "## Targets",
+        "",
+        *_target_rows(runs, targets),
         "",
         "## Details",
         "",
     ]
     for name, out in runs.items():
-        tr = out["transformer"]
-        md += [
-            f"### {name} ({tr['n_train']} training texts, {out['n_attacked']} attacked)",
-            "",
-            f"Clean accuracy: standard {_pct(out['models']['standard']['clean_accuracy'])}, "
-            f"with sanitiser {_pct(out['models']['standard']['clean_accuracy_sanitized'])}; "
-            f"hardened {_pct(out['models']['hardened']['clean_accuracy'])}, with sanitiser "
-            f"{_pct(out['models']['hardened']['clean_accuracy_sanitized'])}. Test texts longer "
-            f"than {tr['max_length']} tokens (truncated): {_pct(tr['truncated_test_share'])}. "
-            f"Training precision {out['models']['standard']['training']['precision']} (probe "
-            f"seconds per step: {out['models']['standard']['training']['precision_probe_s']}).",
-            "",
-            "| attack | standard | standard+sanitizer | hardened | hardened+sanitizer |",
-            "| --- | --- | --- | --- | --- |",
-        ]
-        for attack, per in out["attacks"].items():
-            cells = [  # success rate (texts broken / correctly classified texts attacked)
-                f"{_pct(per[t]['success_rate'])} ({per[t]['n_success']}/{per[t]['n_correct']})"
-                for t in ("standard", "standard+sanitizer", "hardened", "hardened+sanitizer")
-            ]
-            md.append(f"| {attack} | {' | '.join(cells)} |")
-        md.append("")
+        md += _details(name, out)
     md += [
         "## TextAttack",
         "",
