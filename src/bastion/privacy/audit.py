@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from bastion.data import Dataset
 from bastion.errors import BastionError, ConfigError
@@ -48,6 +48,8 @@ from bastion.privacy.membership import ShadowProgress, ShadowRecipe, run_lira
 from bastion.threat import ThreatModel
 
 if TYPE_CHECKING:
+    from bastion.data.core import Split
+    from bastion.models.zoo import ModelSpec
     from bastion.serve.budget import CoverageReference
 
 __all__ = [
@@ -113,6 +115,40 @@ def run_recipe(run_dir: Path, name: str, spec: Any) -> ShadowRecipe:
     return ShadowRecipe(spec, cfg.train_settings(entry), cfg.threat_model(), dp)
 
 
+def _population(ds: Dataset, population: int | None) -> tuple[Tensor, Tensor, Tensor]:
+    """The audited population: the training split (members) then the test split
+    (non-members), each cut to ``population`` examples when given; returns ``x`` ``(N, ...)``,
+    ``y`` ``(N,)`` and the ``(N,)`` member mask. :class:`ConfigError` for a population under 2."""
+    if population is not None and population < 2:
+        raise ConfigError(f"--population: expected an integer >= 2, got {population}")
+    train, test = ds.train, ds.test
+    if population is not None:
+        train, test = train.subset(population), test.subset(population)
+    x = torch.cat([train.x, test.x])
+    y = torch.cat([train.y, test.y])
+    member = torch.cat(
+        [torch.ones(len(train), dtype=torch.bool), torch.zeros(len(test), dtype=torch.bool)]
+    )
+    return x, y, member
+
+
+def _inversion(
+    net: nn.Module, ds: Dataset, settings: InversionSettings | None, grid: Path
+) -> dict[str, Any]:
+    """Model inversion of every class (Fredrikson et al. 2015), started from the mean test
+    input (the attacker's prior), scored against the training class means; for 1- or
+    3-channel images the reconstructions and means are also saved as the PNG ``grid``."""
+    classes = torch.arange(ds.num_classes)
+    start = ds.test.x.mean(0)  # the attacker's prior: data it holds, not the training set
+    recon, info = invert_classes(net, classes, start, settings=settings, bounds=ds.bounds)
+    means = class_means(ds.train.x, ds.train.y, ds.num_classes)
+    sim = inversion_similarity(recon, classes, means, data_range=ds.bounds[1] - ds.bounds[0])
+    inv: dict[str, Any] = {**sim, "confidence": info["confidence"], "steps": info["steps"]}
+    if ds.kind == "image" and ds.input_shape[0] in (1, 3):
+        inv["grid"] = str(save_grid(grid, [recon, means], bounds=ds.bounds))
+    return inv
+
+
 def privacy_audit(
     run_dir: Path,
     *,
@@ -148,16 +184,7 @@ def privacy_audit(
     source = load_model_split(sidecar, data_dir=data_dir, where=str(stem), warn=warn)
     ds = source.data
     recipe = run_recipe(root, name, net.spec)
-    if population is not None and population < 2:
-        raise ConfigError(f"--population: expected an integer >= 2, got {population}")
-    train, test = ds.train, ds.test
-    if population is not None:
-        train, test = train.subset(population), test.subset(population)
-    x = torch.cat([train.x, test.x])
-    y = torch.cat([train.y, test.y])
-    member = torch.cat(
-        [torch.ones(len(train), dtype=torch.bool), torch.zeros(len(test), dtype=torch.bool)]
-    )
+    x, y, member = _population(ds, population)
     folder = shadow_dir or root / "privacy" / f"shadows-{stem.name}"
     lira = run_lira(
         net,
@@ -188,18 +215,8 @@ def privacy_audit(
         "mia": mia,
     }
     if inversion:
-        classes = torch.arange(ds.num_classes)
-        start = ds.test.x.mean(0)  # the attacker's prior: data it holds, not the training set
-        recon, info = invert_classes(
-            net, classes, start, settings=inversion_settings, bounds=ds.bounds
-        )
-        means = class_means(ds.train.x, ds.train.y, ds.num_classes)
-        sim = inversion_similarity(recon, classes, means, data_range=ds.bounds[1] - ds.bounds[0])
-        inv: dict[str, Any] = {**sim, "confidence": info["confidence"], "steps": info["steps"]}
-        if ds.kind == "image" and ds.input_shape[0] in (1, 3):
-            path = grid or root / "privacy" / f"inversion-{stem.name}.png"
-            inv["grid"] = str(save_grid(path, [recon, means], bounds=ds.bounds))
-        doc["inversion"] = inv
+        grid_path = grid or root / "privacy" / f"inversion-{stem.name}.png"
+        doc["inversion"] = _inversion(net, ds, inversion_settings, grid_path)
     doc["models"] = {name: {k: v for k, v in doc.items() if k in ("mia", "inversion")}}
     return doc
 
@@ -207,6 +224,52 @@ def privacy_audit(
 def default_budgets(pool: int) -> list[int]:
     """Four query budgets up to the pool size: ``P/8, P/4, P/2, P``."""
     return sorted({max(1, pool // 8), max(1, pool // 4), max(1, pool // 2), pool})
+
+
+def _steal(
+    method: str,
+    victim: nn.Module,
+    data: Dataset,
+    pool: Split,
+    held: Split,
+    spec: ModelSpec,
+    order: list[int],
+    settings: StudentSettings | None,
+    seed: int,
+    step: Callable[[dict[str, Any]], None],
+) -> ExtractionResult:
+    """One extraction method up to the largest budget: Jacobian augmentation (Papernot et
+    al. 2017) from ``10 x classes`` seed inputs of the pool (at most a quarter of it), with
+    enough rounds to reach the budget; else Knockoff Nets (Orekondy et al. 2019) at each
+    budget, on probabilities or (``knockoff-labels``) labels only."""
+    if method == "jacobian":
+        per_seed = max(1, min(len(pool) // 4, 10 * data.num_classes))
+        rounds = max(1, 1 + math.ceil(math.log2(max(order[-1] / per_seed, 1.0))))
+        return jacobian_augmentation(
+            victim,
+            pool.x[:per_seed],
+            held.x,
+            held.y,
+            spec,
+            rounds=rounds,
+            max_queries=max(order[-1], per_seed),
+            bounds=data.bounds,
+            settings=settings,
+            seed=seed,
+            progress=step,
+        )
+    return knockoff_nets(
+        victim,
+        pool.x,
+        held.x,
+        held.y,
+        spec,
+        budgets=order,
+        labels_only=method == "knockoff-labels",
+        settings=settings,
+        seed=seed,
+        progress=step,
+    )
 
 
 def extraction_audit(
@@ -255,35 +318,7 @@ def extraction_audit(
             if progress is not None:
                 progress(m, point)
 
-        if m == "jacobian":
-            per_seed = max(1, min(len(pool) // 4, 10 * data.num_classes))
-            rounds = max(1, 1 + math.ceil(math.log2(max(order[-1] / per_seed, 1.0))))
-            results[m] = jacobian_augmentation(
-                victim,
-                pool.x[:per_seed],
-                held.x,
-                held.y,
-                spec,
-                rounds=rounds,
-                max_queries=max(order[-1], per_seed),
-                bounds=data.bounds,
-                settings=settings,
-                seed=seed,
-                progress=step,
-            )
-        else:
-            results[m] = knockoff_nets(
-                victim,
-                pool.x,
-                held.x,
-                held.y,
-                spec,
-                budgets=order,
-                labels_only=m == "knockoff-labels",
-                settings=settings,
-                seed=seed,
-                progress=step,
-            )
+        results[m] = _steal(m, victim, data, pool, held, spec, order, settings, seed, step)
     best = max(results.values(), key=lambda r: r.curve[-1]["fidelity"])
     best.transfer = transferability(
         best.student,

@@ -116,6 +116,38 @@ class DPResult:
         }
 
 
+def _dp_epoch(private: nn.Module, opt: Any, dl: Any) -> tuple[float, int, int, int]:
+    """One epoch of DP-SGD over Opacus's Poisson-sampled loader ``dl``: the summed loss,
+    the correct and seen examples, and the optimizer steps taken (an empty batch still takes
+    a noise step)."""
+    private.train()
+    loss_sum, correct, seen, steps = 0.0, 0, 0, 0
+    for xb, yb in dl:
+        opt.zero_grad(set_to_none=True)
+        if yb.numel() == 0:  # an empty Poisson batch still takes a (noise) step
+            opt.step()
+            steps += 1
+            continue
+        logits = private(xb)
+        loss = F.cross_entropy(logits, yb)
+        loss.backward()  # type: ignore[no-untyped-call]
+        opt.step()
+        steps += 1
+        loss_sum += float(loss.detach()) * yb.shape[0]
+        correct += int((logits.detach().argmax(1) == yb).sum())
+        seen += yb.shape[0]
+    return loss_sum, correct, seen, steps
+
+
+def _drop_grad_samples(model: nn.Module) -> None:
+    """Remove Opacus's per-sample gradient attributes and the gradients from ``model``."""
+    for p in model.parameters():
+        for attr in ("grad_sample", "summed_grad", "_forward_counter"):
+            if hasattr(p, attr):
+                delattr(p, attr)
+        p.grad = None
+
+
 def train_dp(
     model: nn.Module, x: Tensor, y: Tensor, settings: DPSettings, *, seed: int = 0
 ) -> DPResult:
@@ -166,22 +198,8 @@ def train_dp(
         steps = 0
         try:
             for epoch in range(1, s.epochs + 1):
-                private.train()
-                loss_sum, correct, seen = 0.0, 0, 0
-                for xb, yb in dl:
-                    opt.zero_grad(set_to_none=True)
-                    if yb.numel() == 0:  # an empty Poisson batch still takes a (noise) step
-                        opt.step()
-                        steps += 1
-                        continue
-                    logits = private(xb)
-                    loss = F.cross_entropy(logits, yb)
-                    loss.backward()  # type: ignore[no-untyped-call]
-                    opt.step()
-                    steps += 1
-                    loss_sum += float(loss.detach()) * yb.shape[0]
-                    correct += int((logits.detach().argmax(1) == yb).sum())
-                    seen += yb.shape[0]
+                loss_sum, correct, seen, taken = _dp_epoch(private, opt, dl)
+                steps += taken
                 history.append(
                     {
                         "epoch": float(epoch),
@@ -194,11 +212,7 @@ def train_dp(
         finally:
             if hasattr(private, "remove_hooks"):
                 private.remove_hooks()
-    for p in model.parameters():  # drop Opacus's per-sample gradient attributes
-        for attr in ("grad_sample", "summed_grad", "_forward_counter"):
-            if hasattr(p, attr):
-                delattr(p, attr)
-        p.grad = None
+    _drop_grad_samples(model)
     model.eval()
     return DPResult(
         epsilon=epsilon,

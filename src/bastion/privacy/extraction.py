@@ -276,13 +276,7 @@ def knockoff_nets(
         tb = probs[:b][keep]
         targets = tb.argmax(1) if labels_only else tb
         student = train_student(spec, xb, targets, s, seed=seed + b)
-        pred = predict(student, x_eval)
-        point = {
-            "queries": float(b),
-            "fidelity": float((pred == victim_eval).float().mean()),
-            "accuracy": float((pred == y_eval).float().mean()),
-            "seconds": time.perf_counter() - t0,
-        }
+        point = _curve_point(student, x_eval, y_eval, victim_eval, b, t0)
         curve.append(point)
         if progress is not None:
             progress(dict(point))
@@ -297,6 +291,58 @@ def knockoff_nets(
         student=student,
         settings={"budgets": order, "labels_only": labels_only, "seed": seed, **s.__dict__},
     )
+
+
+def _curve_point(
+    student: nn.Module,
+    x_eval: Tensor,
+    y_eval: Tensor,
+    victim_eval: Tensor,
+    queries: int,
+    t0: float,
+) -> dict[str, float]:
+    """One point of an extraction curve: the queries spent, the student's agreement with
+    the victim's labels (fidelity) and its accuracy on ``x_eval`` ``(E, ...)``, and the
+    seconds since ``t0``."""
+    pred = predict(student, x_eval)
+    return {
+        "queries": float(queries),
+        "fidelity": float((pred == victim_eval).float().mean()),
+        "accuracy": float((pred == y_eval).float().mean()),
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def _jacobian_cap(rounds: int, step: float, tau: int, seeds: int, max_queries: int | None) -> int:
+    """The query cap of :func:`jacobian_augmentation` (default: the ``seeds`` inputs doubled
+    every round but the last); :class:`ConfigError` naming the ``jacobian`` field for a bad
+    rounds, step, tau, an empty seed set or a cap under the seed set."""
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ConfigError(f"jacobian.rounds: expected an integer >= 1, got {rounds!r}")
+    if not (step > 0 and math.isfinite(step)):
+        raise ConfigError(f"jacobian.step: expected a positive number, got {step!r}")
+    if isinstance(tau, bool) or not isinstance(tau, int) or tau < 1:
+        raise ConfigError(f"jacobian.tau: expected an integer >= 1, got {tau!r}")
+    if seeds < 1:
+        raise ConfigError("jacobian.seed_set: expected at least one input")
+    cap = max_queries if max_queries is not None else seeds * 2 ** (rounds - 1)
+    if cap < seeds:
+        raise ConfigError(
+            f"jacobian.max_queries: expected at least the {seeds} seed inputs, got {cap}"
+        )
+    return cap
+
+
+def _jacobian_step(
+    student: nn.Module, x: Tensor, labels: Tensor, lam: float, bounds: tuple[float, float]
+) -> Tensor:
+    """New points ``x + lam * sign(d student(x)[label] / dx)``, clipped to ``bounds``
+    (Papernot et al. 2017, the augmentation step)."""
+    xg = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        out = student(xg).gather(1, labels.view(-1, 1)).sum()
+        (grad,) = torch.autograd.grad(out, xg)
+    return (x + lam * grad.sign()).clamp(bounds[0], bounds[1]).detach()
 
 
 def jacobian_augmentation(
@@ -330,19 +376,7 @@ def jacobian_augmentation(
         one curve point per round, at the queries spent so far.
     """
     s = settings or StudentSettings()
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-        raise ConfigError(f"jacobian.rounds: expected an integer >= 1, got {rounds!r}")
-    if not (step > 0 and math.isfinite(step)):
-        raise ConfigError(f"jacobian.step: expected a positive number, got {step!r}")
-    if isinstance(tau, bool) or not isinstance(tau, int) or tau < 1:
-        raise ConfigError(f"jacobian.tau: expected an integer >= 1, got {tau!r}")
-    if x_seed.shape[0] < 1:
-        raise ConfigError("jacobian.seed_set: expected at least one input")
-    cap = max_queries if max_queries is not None else x_seed.shape[0] * 2 ** (rounds - 1)
-    if cap < x_seed.shape[0]:
-        raise ConfigError(
-            f"jacobian.max_queries: expected at least the {x_seed.shape[0]} seed inputs, got {cap}"
-        )
+    cap = _jacobian_cap(rounds, step, tau, x_seed.shape[0], max_queries)
     gen = torch.Generator().manual_seed(seed)
     victim_eval = _victim_labels(victim, x_eval)
     victim_acc = float((victim_eval == y_eval).float().mean())
@@ -355,13 +389,7 @@ def jacobian_augmentation(
     for rho in range(rounds):
         t0 = time.perf_counter()
         student = train_student(spec, xs[answered], labels[answered], s, seed=seed + rho)
-        pred = predict(student, x_eval)
-        point = {
-            "queries": float(queries),
-            "fidelity": float((pred == victim_eval).float().mean()),
-            "accuracy": float((pred == y_eval).float().mean()),
-            "seconds": time.perf_counter() - t0,
-        }
+        point = _curve_point(student, x_eval, y_eval, victim_eval, queries, t0)
         curve.append(point)
         if progress is not None:
             progress(dict(point))
@@ -372,11 +400,7 @@ def jacobian_augmentation(
         if src.numel() > room:
             src = src[torch.randperm(src.numel(), generator=gen)[:room]]
         lam = step * (-1) ** (rho // tau)
-        xg = xs[src].detach().clone().requires_grad_(True)
-        with torch.enable_grad():
-            out = student(xg).gather(1, labels[src].view(-1, 1)).sum()
-            (grad,) = torch.autograd.grad(out, xg)
-        new = (xs[src] + lam * grad.sign()).clamp(bounds[0], bounds[1]).detach()
+        new = _jacobian_step(student, xs[src], labels[src], lam, bounds)
         p_new, a_new = query_victim(victim, new)
         xs = torch.cat([xs, new])
         labels = torch.cat([labels, p_new.argmax(1)])

@@ -314,6 +314,59 @@ class ShadowSet:
     seconds: float
 
 
+def _check_shadow_arguments(shadows: int, workers: int, x: Tensor, y: Tensor) -> None:
+    """:class:`ConfigError` naming the ``lira`` field for a shadow count under 2, a worker
+    count under 1, or a population of fewer than 4 labelled examples."""
+    if isinstance(shadows, bool) or not isinstance(shadows, int) or shadows < 2:
+        raise ConfigError(f"lira.shadows: expected an integer >= 2, got {shadows!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"lira.workers: expected an integer >= 1, got {workers!r}")
+    if x.shape[0] != y.shape[0] or x.shape[0] < 4:
+        raise ConfigError(
+            f"lira.population: expected at least 4 examples with one label each, got "
+            f"{x.shape[0]} inputs and {y.shape[0]} labels"
+        )
+
+
+def _run_jobs(jobs: list[_Job], workers: int, report: Callable[[int, float], None]) -> None:
+    """Train each job's shadow, in a spawned pool of up to ``workers`` processes when more
+    than one is asked and there is more than one job; ``report(index, seconds)`` after each."""
+    if workers > 1 and len(jobs) > 1:
+        import torch.multiprocessing as tmp
+
+        ctx = tmp.get_context("spawn")
+        with ctx.Pool(processes=min(workers, len(jobs))) as pool:
+            for index, seconds in pool.imap_unordered(_train_one, jobs):
+                report(index, seconds)
+    else:
+        for job in jobs:
+            report(*_train_one(job))
+
+
+def _score_shadows(
+    folder: Path,
+    recipe: ShadowRecipe,
+    population: str,
+    seed: int,
+    x: Tensor,
+    y: Tensor,
+    *,
+    shadows: int,
+    shifts: Sequence[tuple[int, int]] | None,
+) -> tuple[Tensor, Tensor]:
+    """Each saved shadow's IN half ``(M, N)`` and confidences ``(M, N)`` (``(M, N, K)`` with
+    ``K`` shifted views) on the population ``x`` ``(N, ...)``, ``y`` ``(N,)``."""
+    masks, confs = [], []
+    for i in range(shadows):
+        model = _read_shadow(_shadow_path(folder, i), recipe, population, seed)
+        masks.append(shadow_half(x.shape[0], seed, i)[0])
+        if shifts:
+            confs.append(view_confidences(model, x, y, shifts))
+        else:
+            confs.append(logit_confidence(model, x, y))
+    return torch.stack(masks), torch.stack(confs)
+
+
 def train_shadows(
     recipe: ShadowRecipe,
     x: Tensor,
@@ -351,15 +404,7 @@ def train_shadows(
     Returns:
         a :class:`ShadowSet`; the same arguments give the same set (training is seeded).
     """
-    if isinstance(shadows, bool) or not isinstance(shadows, int) or shadows < 2:
-        raise ConfigError(f"lira.shadows: expected an integer >= 2, got {shadows!r}")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ConfigError(f"lira.workers: expected an integer >= 1, got {workers!r}")
-    if x.shape[0] != y.shape[0] or x.shape[0] < 4:
-        raise ConfigError(
-            f"lira.population: expected at least 4 examples with one label each, got "
-            f"{x.shape[0]} inputs and {y.shape[0]} labels"
-        )
+    _check_shadow_arguments(shadows, workers, x, y)
     start = time.perf_counter()
     folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
@@ -391,27 +436,13 @@ def train_shadows(
                 }
             )
 
-    if workers > 1 and len(jobs) > 1:
-        import torch.multiprocessing as tmp
-
-        ctx = tmp.get_context("spawn")
-        with ctx.Pool(processes=min(workers, len(jobs))) as pool:
-            for index, seconds in pool.imap_unordered(_train_one, jobs):
-                report(index, seconds)
-    else:
-        for job in jobs:
-            report(*_train_one(job))
-    masks, confs = [], []
-    for i in range(shadows):
-        model = _read_shadow(_shadow_path(folder, i), recipe, population, seed)
-        masks.append(shadow_half(x.shape[0], seed, i)[0])
-        if shifts:
-            confs.append(view_confidences(model, x, y, shifts))
-        else:
-            confs.append(logit_confidence(model, x, y))
+    _run_jobs(jobs, workers, report)
+    in_mask, confidences = _score_shadows(
+        folder, recipe, population, seed, x, y, shadows=shadows, shifts=shifts
+    )
     return ShadowSet(
-        in_mask=torch.stack(masks),
-        confidences=torch.stack(confs),
+        in_mask=in_mask,
+        confidences=confidences,
         trained=len(jobs),
         reused=len(present),
         seconds=time.perf_counter() - start,
