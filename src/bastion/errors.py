@@ -6,6 +6,9 @@ can print it as one line and exit non-zero without a traceback.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import yaml
 
 
@@ -38,3 +41,15 @@ def yaml_error_line(e: Exception) -> str:
         context = f" ({e.context})" if e.context and e.problem else ""
         return f"{where}{what}{context}"
     return " ".join(str(e).split())
+
+
+def read_yaml_file(path: Path, error: type[Exception], missing: str) -> Any:
+    """The parsed YAML document of the file ``path``; raises ``error`` with one line naming
+    the file: ``"{path}: {missing}"`` when it is not a file, ``"{path}: not valid YAML: ..."``
+    (line and column) when it cannot be parsed or is not UTF-8."""
+    if not path.is_file():
+        raise error(f"{path}: {missing}")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise error(f"{path}: not valid YAML: {yaml_error_line(e)}") from None

@@ -33,12 +33,11 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from bastion.errors import BastionError, yaml_error_line
+from bastion.errors import BastionError, read_yaml_file
 from bastion.evaluation.gate import MetricNotFound, parse_metric_path, resolve_metric
 
 __all__ = [
@@ -59,18 +58,6 @@ __all__ = [
 LEVELS = {"low": 1, "medium": 2, "high": 3, "critical": 4}
 """Likelihood and impact levels, and their weights in a risk's score (likelihood x impact)."""
 
-THREATS = (
-    "evasion",
-    "poisoning",
-    "extraction",
-    "inversion",
-    "membership-inference",
-    "prompt-injection",
-    "drift",
-    "other",
-)
-"""The threat categories a risk may name."""
-
 Level = Literal["low", "medium", "high", "critical"]
 Threat = Literal[
     "evasion",
@@ -82,6 +69,8 @@ Threat = Literal[
     "drift",
     "other",
 ]
+THREATS: tuple[str, ...] = get_args(Threat)
+"""The threat categories a risk may name."""
 Status = Literal["mitigated", "at risk", "no evidence"]
 
 
@@ -194,12 +183,7 @@ def parse_register(doc: Any, *, source: str = "risks") -> Register:
 def load_register(path: str | os.PathLike[str]) -> Register:
     """Read and validate a register YAML file."""
     p = Path(path)
-    if not p.is_file():
-        raise RiskError(f"{p}: risk register not found")
-    try:
-        doc = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise RiskError(f"{p}: not valid YAML: {yaml_error_line(e)}") from None
+    doc = read_yaml_file(p, RiskError, "risk register not found")
     return parse_register(doc, source=str(p))
 
 

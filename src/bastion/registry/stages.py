@@ -26,11 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bastion.errors import yaml_error_line
+from bastion.errors import read_yaml_file
 from bastion.evaluation.gate import (
     GatePolicy,
     GateResult,
@@ -90,12 +89,7 @@ def load_stages(path: str | os.PathLike[str] | None = None) -> dict[str, StageCo
     if path is None:
         return {name: StageConfig(name) for name in DEFAULT_STAGES}
     p = Path(path)
-    if not p.is_file():
-        raise RegistryError(f"{p}: stages file not found")
-    try:
-        doc = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise RegistryError(f"{p}: not valid YAML: {yaml_error_line(e)}") from None
+    doc = read_yaml_file(p, RegistryError, "stages file not found")
     if not isinstance(doc, Mapping) or set(doc) != {"stages"}:
         raise RegistryError(f"{p}: expected one top-level key 'stages' (a mapping of stage names)")
     raw = doc["stages"]
