@@ -131,53 +131,59 @@ def train(
     out: Annotated[
         Path | None, typer.Option("--out", help="Model path stem (writes .safetensors and .json).")
     ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            "--resume",
+            help="Continue an interrupted run from its checkpoint folder (STEM.checkpoint) "
+            "or checkpoint.pt.",
+        ),
+    ] = None,
     data_dir: DataDir = None,
     quiet: Quiet = False,
     threads: Threads = None,
     device: Device = None,
 ) -> None:
-    """Train one model entry of a config and save it."""
+    """Train one model entry of a config and save it (checkpoints in STEM.checkpoint while it
+    runs, removed once the model is saved; --resume continues an interrupted run)."""
     from bastion.config import load_config
     from bastion.models import save_model
-    from bastion.pipeline import load_run_data, model_metadata, train_entry
+    from bastion.pipeline import load_run_data
     from bastion.progress import ProgressReporter
+    from bastion.stages import (
+        TrainInputs,
+        check_resume,
+        default_checkpoint_dir,
+        remove_checkpoints,
+        resume_folder,
+        train_stage,
+    )
 
     cfg, _ = load_config(config)
     names = [m.name for m in cfg.models]
     if model is not None and model not in names:
         raise BastionError(f"--model: expected one of {', '.join(names)}, got {model!r}")
     entry = cfg.models[names.index(model)] if model is not None else cfg.models[-1]
-    import os
-
-    import torch
-
-    from bastion.training.distributed import DataParallel
-
-    dev = _resolve_device(device, cfg.device)
-    if dev.type == "cuda" and dev.index is None and "LOCAL_RANK" in os.environ:
-        dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))  # one GPU per torchrun process
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)  # NCCL's collectives run on the current GPU
-    dp = DataParallel.from_env(device=dev)  # under torchrun: this process's rank
+    resume_from = resume_folder(resume) if resume is not None else None
+    if resume_from is not None:
+        check_resume(resume_from, cfg, entry)
+    path = out or Path(f"{cfg.name}-{entry.name}")
+    ckpt = resume_from or default_checkpoint_dir(path)
+    dev, dp = _train_processes(device, cfg.device, threads, cfg.threads, quiet)
     main_process = dp is None or dp.is_main
-    if dp is not None and threads is None and cfg.threads == "auto":
-        from bastion.runtime import available_cores
-
-        threads = str(max(1, available_cores() // dp.world))  # the processes share the cores
-    _use_threads(threads, cfg.threads, quiet=not main_process)
-    if dp is not None and main_process:
-        _err.print(f"data-parallel training on {dp.world} processes", highlight=False)
     data = load_run_data(cfg, config_path=config, data_dir=data_dir)
     reporter = ProgressReporter(_err, enabled=not quiet and main_process)
+    inputs = TrainInputs(cfg, entry, data, config, ckpt, resume_from, reporter, dp, dev)
     try:
         with reporter.session():
-            net, result = train_entry(
-                cfg, entry, data, reporter=reporter, data_parallel=dp, device=dev
-            )
+            trained = train_stage(inputs)
     except KeyboardInterrupt:
         if dp is not None:
             dp.close(wait=False)
-        raise Interrupted("interrupted; nothing written") from None
+        raise Interrupted(
+            f"interrupted; no model written (checkpoint kept in {ckpt}: continue with "
+            f"bastion train {config} --resume {ckpt})"
+        ) from None
     except BaseException:
         if dp is not None:
             dp.close(wait=False)
@@ -186,8 +192,43 @@ def train(
         dp.close()
     if not main_process:
         return  # rank 0 saves the (identical) model
-    path = out or Path(f"{cfg.name}-{entry.name}")
-    written = save_model(net, path, model_metadata(cfg, entry, data, result, config_path=config))
+    written = save_model(trained.model, path, trained.metadata)
+    remove_checkpoints(ckpt)
+    _print_trained(written, trained.result)
+    from bastion.registry.hooks import record_model_file
+
+    record_model_file(written, console=_err, command="bastion " + " ".join(sys.argv[1:]))
+
+
+def _train_processes(
+    device: str | None, config_device: str, threads: str | None, config_threads: Any, quiet: bool
+) -> tuple[Any, Any]:
+    """The device and, under torchrun, this process's :class:`DataParallel` place for
+    ``bastion train``; sets the thread count (each process takes its share of the cores)."""
+    import os
+
+    import torch
+
+    from bastion.training.distributed import DataParallel
+
+    dev = _resolve_device(device, config_device)
+    if dev.type == "cuda" and dev.index is None and "LOCAL_RANK" in os.environ:
+        dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))  # one GPU per torchrun process
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)  # NCCL's collectives run on the current GPU
+    dp = DataParallel.from_env(device=dev)  # under torchrun: this process's rank
+    main_process = dp is None or dp.is_main
+    if dp is not None and threads is None and config_threads == "auto":
+        from bastion.runtime import available_cores
+
+        threads = str(max(1, available_cores() // dp.world))  # the processes share the cores
+    _use_threads(threads, config_threads, quiet=not main_process)
+    if dp is not None and main_process:
+        _err.print(f"data-parallel training on {dp.world} processes", highlight=False)
+    return dev, dp
+
+
+def _print_trained(written: Path, result: Any) -> None:
     best = result.history[result.best_epoch - 1] if result.best_epoch else result.history[-1]
     val_robust = best["val_robust_accuracy"]  # NaN: not measured (standard training)
     robust_text = "not measured" if val_robust != val_robust else f"{val_robust:.1%}"
@@ -195,9 +236,6 @@ def train(
         f"saved {written} (epoch {result.best_epoch}: val clean {best['val_clean_accuracy']:.1%}, "
         f"val robust {robust_text}, {result.seconds:.0f} s)"
     )
-    from bastion.registry.hooks import record_model_file
-
-    record_model_file(written, console=_err, command="bastion " + " ".join(sys.argv[1:]))
 
 
 @app.command()
