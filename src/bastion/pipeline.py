@@ -754,6 +754,213 @@ def with_subset(cfg: RunConfig, subset: int | None) -> RunConfig:
     return cfg.model_copy(update={"evaluation": ev.model_copy(update=update)})
 
 
+def train_models(
+    cfg: RunConfig,
+    data: Dataset,
+    train_data: Dataset,
+    run_dir: Path,
+    reporter: ProgressReporter,
+    device: torch.device,
+    config_path: Path,
+    timings: dict[str, float],
+) -> tuple[list[TrainedModel], list[dict[str, str]]]:
+    """The run's train stage: train every model entry on ``train_data`` (the data, or its
+    quarantined copy under a poisoning section), save each under ``run_dir/models`` with its
+    metadata (fingerprinted on ``data``), record ``train_<name>_seconds`` in ``timings``; returns
+    the trained models and the catastrophic-overfitting warnings."""
+    trained: list[TrainedModel] = []
+    warnings: list[dict[str, str]] = []
+    for entry in cfg.models:
+        reporter.log(f"training {entry.name} ({entry.objective.name})")
+        model, result = train_entry(cfg, entry, train_data, reporter=reporter, device=device)
+        timings[f"train_{entry.name}_seconds"] = result.seconds
+        meta = model_metadata(cfg, entry, data, result, config_path=config_path)
+        save_model(model, run_dir / "models" / entry.name, meta)
+        trained.append(
+            TrainedModel(
+                entry.name,
+                model,
+                entry.objective.name,
+                cfg.architecture_for(entry).architecture,
+                result.summary(),
+                temperature=result.temperature or 1.0,
+            )
+        )
+        warnings += [
+            {"code": "catastrophic-overfitting", "model": entry.name, "message": w}
+            for w in result.warnings
+        ]
+    return trained, warnings
+
+
+def _privacy_stage(
+    cfg: RunConfig,
+    run_dir: Path,
+    trained: list[TrainedModel],
+    data: Dataset | None,
+    data_dir: str | None,
+    reporter: ProgressReporter,
+    timings: dict[str, float],
+) -> list[dict[str, str]]:
+    """The run's privacy stage (:mod:`bastion.privacy.run_section`): audit the trained models
+    when the config has a privacy section; returns the warning when there is nothing to audit
+    (said, never skipped silently)."""
+    privacy_section = cfg.privacy_config()
+    if privacy_section is None:
+        return []
+    if data is None:
+        message = (
+            "privacy: the section audits the image and array models this run trains; "
+            "this config trains none (text and tabular channels are not audited yet)"
+        )
+        reporter.log(message)
+        return [{"code": "privacy-not-run", "message": message}]
+    from bastion.privacy.run_section import run_privacy_section
+
+    t0 = time.perf_counter()
+    run_privacy_section(
+        privacy_section,
+        run_dir,
+        [t.name for t in trained],
+        seed=cfg.seed,
+        data_dir=data_dir,
+        log=reporter.log,
+    )
+    timings["privacy_seconds"] = time.perf_counter() - t0
+    return []
+
+
+def _channel_stage(
+    cfg: RunConfig,
+    run_dir: Path,
+    config_path: Path,
+    data_dir: str | os.PathLike[str] | None,
+    reporter: ProgressReporter,
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    """The run's channel stage: the text or tabular channel's poisoning drill (a poisoning
+    section in a config without array models) and the tabular/text channels
+    (:func:`run_channels`); returns their scorecard sections, paths relative to ``run_dir``."""
+    drill = None
+    pcfg = cfg.poisoning_config()
+    if pcfg is not None and not cfg.models:
+        from bastion.poisoning.channel_run import run_channel_poisoning
+
+        drill = run_channel_poisoning(
+            pcfg,
+            cfg,
+            run_dir,
+            data_dir=resolve_data_dir(cfg, config_path, data_dir),
+            config_dir=config_path.parent,
+            log=reporter.log,
+        )
+    channels: dict[str, Any] = relative_paths(
+        run_channels(
+            cfg,
+            run_dir,
+            config_path=config_path,
+            data_dir=data_dir,
+            reporter=reporter,
+            timings=timings,
+        ),
+        run_dir,
+    )
+    if drill is not None:
+        channels["poisoning"] = drill
+    return channels
+
+
+def _examples_evaluated(cfg: RunConfig, data: Dataset | None, channels: dict[str, Any]) -> int:
+    """How many test examples the run evaluated (the channels' count without array data)."""
+    if data is None:
+        return _channel_examples(channels)
+    if cfg.evaluation.examples is None:
+        return len(data.test)
+    return min(cfg.evaluation.examples, len(data.test))
+
+
+def _write_run_files(scorecard: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """The run's report stage: attach the privacy audit, write ``scorecard.json``,
+    ``report.html`` and ``model_card.md``; returns the scorecard written."""
+    from bastion.report import write_report
+    from bastion.report.model_card import render_model_card
+
+    if (run_dir / "privacy.json").is_file():
+        from bastion.privacy.run_section import attach_run_privacy
+
+        scorecard = attach_run_privacy(scorecard, run_dir)
+    write_json(scorecard, run_dir / "scorecard.json")
+    write_report(scorecard, run_dir / "report.html")
+    (run_dir / "model_card.md").write_text(render_model_card(scorecard), encoding="utf-8")
+    return scorecard
+
+
+def _run_runtime(
+    cfg: RunConfig, device: str | None, threads: int | str | None, console: Console
+) -> tuple[torch.device, Any]:
+    """The run's device (``--device``, else the config's) and thread choice (applied, said)."""
+    dev = resolve_device(
+        device if device is not None else cfg.device,
+        where="--device" if device is not None else "device",
+    )
+    thread_choice = apply_threads(
+        parse_threads(threads if threads is not None else cfg.threads, where="threads")
+    )
+    console.print(thread_choice.describe(), highlight=False)
+    return dev, thread_choice
+
+
+def _partial_run_dir(out: Path, name: str, console: Console) -> tuple[str, Path]:
+    """Create ``out`` and the run's hidden partial directory in it (after removing those of
+    killed runs); returns the run's time stamp and the partial directory."""
+    out.mkdir(parents=True, exist_ok=True)
+    for p in remove_stale_partials(out):
+        console.print(f"removed {p.name}, left by a run that was killed")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    tmp = out / f".{name}-{stamp}.partial-{os.getpid()}"
+    tmp.mkdir()
+    return stamp, tmp
+
+
+def _prepare_poisoning(
+    cfg: RunConfig, data: Dataset | None, run_dir: Path, reporter: ProgressReporter
+) -> Any:
+    """The poisoning section's scan and quarantine before training (:mod:`bastion.poisoning`),
+    or ``None`` without a poisoning section or array data."""
+    pcfg = cfg.poisoning_config()
+    if pcfg is None or data is None:
+        return None
+    from bastion.poisoning.flow import prepare_run_training
+
+    return prepare_run_training(pcfg, data, run_dir, seed=cfg.seed, log=reporter.log)
+
+
+def _poisoning_section(poisoning: Any, trained: list[TrainedModel]) -> dict[str, Any]:
+    """The poisoning section's check of the trained models (none without the section)."""
+    if poisoning is None:
+        return {}
+    return {"poisoning": poisoning.verify([(t.name, t.model) for t in trained])}
+
+
+def _guard_stage(
+    cfg: RunConfig, data: Dataset | None, run_dir: Path, reporter: ProgressReporter
+) -> dict[str, Any]:
+    """The run's guard stage: fit and evaluate the guard of a ``guard`` section on array data
+    (:func:`fit_run_guard`); returns its scorecard section, or nothing."""
+    if cfg.guard is None or data is None:
+        return {}
+    return {"guard": fit_run_guard(cfg, data, run_dir, reporter=reporter)}
+
+
+def _print_summary(scorecard: dict[str, Any], final: Path, console: Console) -> None:
+    """The summary tables, warnings and escalations, and where the run was written."""
+    for table in summary_tables(scorecard):
+        console.print(table)
+    for line in summary_lines(scorecard):  # warnings and escalations
+        console.print(line, highlight=False, markup=False)
+    console.print(f"run written to {final}")
+
+
 def run_pipeline(
     config_path: str | os.PathLike[str],
     *,
@@ -775,128 +982,37 @@ def run_pipeline(
     The run is written to a hidden temporary directory beside the final one and renamed once
     complete: a run that fails or is interrupted leaves no partial run directory behind.
     """
-    from bastion.report import write_report
-    from bastion.report.model_card import render_model_card
-
     t_start = time.perf_counter()
     config_path = Path(config_path)
     cfg, raw = load_config(config_path)
     cfg = with_subset(cfg, subset)
     console = console or Console(stderr=True)
-    dev = resolve_device(
-        device if device is not None else cfg.device,
-        where="--device" if device is not None else "device",
-    )
-    thread_choice = apply_threads(
-        parse_threads(threads if threads is not None else cfg.threads, where="threads")
-    )
-    console.print(thread_choice.describe(), highlight=False)
+    dev, thread_choice = _run_runtime(cfg, device, threads, console)
     reporter = ProgressReporter(console, enabled=show_progress)
     t0 = time.perf_counter()
     data = load_run_data(cfg, config_path=config_path, data_dir=data_dir) if cfg.models else None
     timings: dict[str, float] = {"data_seconds": time.perf_counter() - t0}
     out = Path(out_dir)
     created_out = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    for p in remove_stale_partials(out):
-        console.print(f"removed {p.name}, left by a run that was killed")
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    tmp = out / f".{cfg.name}-{stamp}.partial-{os.getpid()}"
-    tmp.mkdir()
+    stamp, tmp = _partial_run_dir(out, cfg.name, console)
     try:
         (tmp / "config.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
         trained: list[TrainedModel] = []
         training_warnings: list[dict[str, str]] = []
         with reporter.session():
-            poisoning = None  # the poisoning section's scan and quarantine (bastion.poisoning)
-            pcfg = cfg.poisoning_config()
-            if pcfg is not None and data is not None:
-                from bastion.poisoning.flow import prepare_run_training
-
-                poisoning = prepare_run_training(pcfg, data, tmp, seed=cfg.seed, log=reporter.log)
-            for entry in cfg.models:
-                assert data is not None
-                reporter.log(f"training {entry.name} ({entry.objective.name})")
+            poisoning = _prepare_poisoning(cfg, data, tmp, reporter)
+            if data is not None:
                 train_data = data if poisoning is None else poisoning.data
-                model, result = train_entry(cfg, entry, train_data, reporter=reporter, device=dev)
-                timings[f"train_{entry.name}_seconds"] = result.seconds
-                meta = model_metadata(cfg, entry, data, result, config_path=config_path)
-                save_model(model, tmp / "models" / entry.name, meta)
-                trained.append(
-                    TrainedModel(
-                        entry.name,
-                        model,
-                        entry.objective.name,
-                        cfg.architecture_for(entry).architecture,
-                        result.summary(),
-                        temperature=result.temperature or 1.0,
-                    )
+                trained, training_warnings = train_models(
+                    cfg, data, train_data, tmp, reporter, dev, config_path, timings
                 )
-                training_warnings += [
-                    {"code": "catastrophic-overfitting", "model": entry.name, "message": w}
-                    for w in result.warnings
-                ]
             t0 = time.perf_counter()
             results = evaluate_models(cfg, trained, data, reporter=reporter) if data else {}
             timings["evaluation_seconds"] = time.perf_counter() - t0
-            privacy_section = cfg.privacy_config()  # bastion.privacy.run_section
-            if privacy_section is not None and data is not None:
-                from bastion.privacy.run_section import run_privacy_section
-
-                t0 = time.perf_counter()
-                run_privacy_section(
-                    privacy_section,
-                    tmp,
-                    [t.name for t in trained],
-                    seed=cfg.seed,
-                    data_dir=resolve_data_dir(cfg, config_path, data_dir),
-                    log=reporter.log,
-                )
-                timings["privacy_seconds"] = time.perf_counter() - t0
-            elif privacy_section is not None:  # said, never skipped silently
-                message = (
-                    "privacy: the section audits the image and array models this run trains; "
-                    "this config trains none (text and tabular channels are not audited yet)"
-                )
-                reporter.log(message)
-                training_warnings.append({"code": "privacy-not-run", "message": message})
-            if cfg.guard is not None and data is not None:
-                guard_section = fit_run_guard(cfg, data, tmp, reporter=reporter)
-                results_guard = {"guard": guard_section}
-            else:
-                results_guard = {}
-            drill = None  # the text or tabular channel's poisoning drill
-            if pcfg is not None and data is None:
-                from bastion.poisoning.channel_run import run_channel_poisoning
-
-                drill = run_channel_poisoning(
-                    pcfg,
-                    cfg,
-                    tmp,
-                    data_dir=resolve_data_dir(cfg, config_path, data_dir),
-                    config_dir=config_path.parent,
-                    log=reporter.log,
-                )
-            channels = relative_paths(
-                run_channels(
-                    cfg,
-                    tmp,
-                    config_path=config_path,
-                    data_dir=data_dir,
-                    reporter=reporter,
-                    timings=timings,
-                ),
-                tmp,
-            )
-            if drill is not None:
-                channels["poisoning"] = drill
-        n_eval = (
-            _channel_examples(channels)
-            if data is None
-            else len(data.test)
-            if cfg.evaluation.examples is None
-            else min(cfg.evaluation.examples, len(data.test))
-        )
+            dirs = resolve_data_dir(cfg, config_path, data_dir)
+            training_warnings += _privacy_stage(cfg, tmp, trained, data, dirs, reporter, timings)
+            results_guard = _guard_stage(cfg, data, tmp, reporter)
+            channels = _channel_stage(cfg, tmp, config_path, data_dir, reporter, timings)
         timings["total_seconds"] = time.perf_counter() - t_start
         scorecard = build_scorecard(
             cfg,
@@ -904,26 +1020,12 @@ def run_pipeline(
             results,
             timings=timings,
             command=command,
-            n_eval=n_eval,
+            n_eval=_examples_evaluated(cfg, data, channels),
             warnings=training_warnings + collect_warnings(cfg, results),
-            channels={
-                **channels,
-                **results_guard,
-                **(
-                    {"poisoning": poisoning.verify([(t.name, t.model) for t in trained])}
-                    if poisoning is not None
-                    else {}
-                ),
-            },
+            channels={**channels, **results_guard, **_poisoning_section(poisoning, trained)},
             runtime={**thread_choice.to_dict(), "device": str(dev)},
         )
-        if (tmp / "privacy.json").is_file():
-            from bastion.privacy.run_section import attach_run_privacy
-
-            scorecard = attach_run_privacy(scorecard, tmp)
-        write_json(scorecard, tmp / "scorecard.json")
-        write_report(scorecard, tmp / "report.html")
-        (tmp / "model_card.md").write_text(render_model_card(scorecard), encoding="utf-8")
+        scorecard = _write_run_files(scorecard, tmp)
         final = _unique_dir(out, f"{cfg.name}-{stamp}")
         os.replace(tmp, final)
     except BaseException:
@@ -931,11 +1033,7 @@ def run_pipeline(
         if created_out and not any(out.iterdir()):
             out.rmdir()  # nothing of this run is left behind, not even the folder it made
         raise
-    for table in summary_tables(scorecard):
-        console.print(table)
-    for line in summary_lines(scorecard):  # warnings and escalations
-        console.print(line, highlight=False, markup=False)
-    console.print(f"run written to {final}")
+    _print_summary(scorecard, final, console)
     from bastion.registry.hooks import record_run_dir
 
     record_run_dir(final, out_dir=out, console=console, command=command)
