@@ -240,7 +240,7 @@ def _target_rows(runs: dict[str, dict[str, Any]], targets: dict[str, Any]) -> li
         f"{combined_hard} ({100 * drop:.1f} points) | {mark[drop >= 0.25]}{scale} |",
         f"| MR: clean cost <= 2 points | "
         f"{100 * targets['mr_clean_accuracy_cost']:.1f} points | "
-        f"{mark[targets['mr_clean_accuracy_cost'] <= 0.02]}{scale} |",
+        f"{mark[targets['mr_clean_accuracy_cost'] <= 0.02 + 1e-9]}{scale} |",
         f"| SMS: invisible characters evade on >= 90% of spam | "
         f"{_pct(targets['sms_invisible_standard'])} | "
         f"{_judge(targets['sms_invisible_standard'], lambda v: v >= 0.9)} |",
