@@ -908,6 +908,34 @@ def audit_masking(
         raise typer.Exit(1)
 
 
+def _print_privacy_audit(doc: dict[str, Any]) -> None:
+    """The privacy audit's figures: members, shadows, per-attack AUC and TPR at low FPR, and
+    the inversion's result when it ran."""
+    mia = doc["mia"]
+    first = next(iter(mia["attacks"].values()))
+    _out.print(
+        f"{first['members']} members, {first['non_members']} non-members, {mia['shadows']} "
+        f"shadows (lowest measurable FPR {first['min_fpr']:.2%})",
+        highlight=False,
+        markup=False,
+    )
+    for name, rep in mia["attacks"].items():
+        _out.print(
+            f"{name:<16} AUC {rep['auc']:.3f}  TPR@0.1%FPR {rep['tpr_at_0.1pct_fpr']:.2%}  "
+            f"TPR@1%FPR {rep['tpr_at_1pct_fpr']:.2%}",
+            highlight=False,
+            markup=False,
+        )
+    if "inversion" in doc:
+        inv = doc["inversion"]
+        _out.print(
+            f"inversion: {inv['identified']:.0%} of classes identified (chance "
+            f"{inv['chance']:.0%}), cosine to own class mean {inv['cosine_own']:.2f}",
+            highlight=False,
+            markup=False,
+        )
+
+
 @audit_app.command("privacy")
 def audit_privacy(
     run_dir: Annotated[
@@ -972,29 +1000,7 @@ def audit_privacy(
         raise Interrupted(
             "interrupted; finished shadows are kept, run the same command again to resume"
         ) from None
-    mia = doc["mia"]
-    first = next(iter(mia["attacks"].values()))
-    _out.print(
-        f"{first['members']} members, {first['non_members']} non-members, {mia['shadows']} "
-        f"shadows (lowest measurable FPR {first['min_fpr']:.2%})",
-        highlight=False,
-        markup=False,
-    )
-    for name, rep in mia["attacks"].items():
-        _out.print(
-            f"{name:<16} AUC {rep['auc']:.3f}  TPR@0.1%FPR {rep['tpr_at_0.1pct_fpr']:.2%}  "
-            f"TPR@1%FPR {rep['tpr_at_1pct_fpr']:.2%}",
-            highlight=False,
-            markup=False,
-        )
-    if "inversion" in doc:
-        inv = doc["inversion"]
-        _out.print(
-            f"inversion: {inv['identified']:.0%} of classes identified (chance "
-            f"{inv['chance']:.0%}), cosine to own class mean {inv['cosine_own']:.2f}",
-            highlight=False,
-            markup=False,
-        )
+    _print_privacy_audit(doc)
     root = run_dir if run_dir.is_dir() else run_dir.parent.parent
     path = out or root / "privacy.json"
     write_json(sanitize(doc), path)
