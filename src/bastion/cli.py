@@ -1039,6 +1039,61 @@ def audit_reference(
     _out.print(f"{reference.cells} cells written to {path}", highlight=False, markup=False)
 
 
+def _extraction_victim(
+    target: str,
+    data: Any,
+    split_seed: Any,
+    data_dir: Any,
+    key: str | None,
+    eps: float | None,
+) -> tuple[Any, Any, Any, str, str]:
+    """The extraction audit's victim (a service URL or a saved model), its query data, the
+    threat of the transfer check, the note on the query pool and the victim's name."""
+    from bastion.data import load_dataset
+    from bastion.threat import ThreatModel
+
+    threat = None
+    if target.startswith(("http://", "https://")):
+        from bastion.privacy.targets import ServedModelTarget
+
+        ds = load_dataset(data or "digits", data_dir=data_dir, seed=split_seed or 0)
+        victim: Any = ServedModelTarget(target, num_classes=ds.num_classes, api_key=key)
+        note = (
+            "remote target: its training data are unknown, so the query pool (the test split "
+            f"of {ds.name!r}, split seed {split_seed or 0}) may overlap them"
+        )
+        name = target
+    else:
+        if key is not None:
+            raise BastionError("--key: only a service URL takes an API key")
+        victim, meta, ds = _model_and_split(Path(target), data, split_seed, data_dir)
+        rec = (meta.get("metadata") or {}).get("threat")
+        if isinstance(rec, dict) and eps is None:
+            threat = ThreatModel.from_dict(rec)
+        note = "queries from the model's own test split: disjoint from its training data"
+        name = Path(target).with_suffix("").name
+    if eps is not None:
+        threat = ThreatModel("linf", eps, ds.bounds)
+    return victim, ds, threat, note, name
+
+
+def _print_extraction(ex: dict[str, Any]) -> None:
+    """Fidelity and accuracy of each stealing method at its budget, and the transfer rate."""
+    for m, r in ex["methods"].items():
+        _out.print(
+            f"{m:<16} fidelity {r['fidelity_at_budget']:.1%} at {r['queries']} queries, "
+            f"accuracy {r['accuracy_at_budget']:.1%} (victim {r['victim_accuracy']:.1%})",
+            highlight=False,
+            markup=False,
+        )
+    _out.print(
+        f"transfer from the stolen copy ({ex['best_method']}): "
+        f"{ex['transfer_success_rate']:.1%} of the victim's correct answers flipped",
+        highlight=False,
+        markup=False,
+    )
+
+
 @audit_app.command("extraction")
 def audit_extraction(
     target: Annotated[
@@ -1078,10 +1133,8 @@ def audit_extraction(
     """Steal TARGET's functionality (Knockoff Nets, label-only, Jacobian augmentation) and
     report fidelity against queries and transfer of attacks; JSON for `bastion gate`
     (e.g. extraction.fidelity_at_budget)."""
-    from bastion.data import load_dataset
     from bastion.evaluation.scorecard import sanitize, write_json
     from bastion.privacy.audit import extraction_audit
-    from bastion.threat import ThreatModel
 
     _use_threads(threads)
     try:
@@ -1090,28 +1143,9 @@ def audit_extraction(
         raise BastionError(
             f"--budgets: expected integers such as 50,100,200, got {budgets!r}"
         ) from None
-    threat = None
-    if target.startswith(("http://", "https://")):
-        from bastion.privacy.targets import ServedModelTarget
-
-        ds = load_dataset(data or "digits", data_dir=data_dir, seed=split_seed or 0)
-        victim: Any = ServedModelTarget(target, num_classes=ds.num_classes, api_key=key)
-        note = (
-            "remote target: its training data are unknown, so the query pool (the test split "
-            f"of {ds.name!r}, split seed {split_seed or 0}) may overlap them"
-        )
-        name = target
-    else:
-        if key is not None:
-            raise BastionError("--key: only a service URL takes an API key")
-        victim, meta, ds = _model_and_split(Path(target), data, split_seed, data_dir)
-        rec = (meta.get("metadata") or {}).get("threat")
-        if isinstance(rec, dict) and eps is None:
-            threat = ThreatModel.from_dict(rec)
-        note = "queries from the model's own test split: disjoint from its training data"
-        name = Path(target).with_suffix("").name
-    if eps is not None:
-        threat = ThreatModel("linf", eps, ds.bounds)
+    victim, ds, threat, note, name = _extraction_victim(
+        target, data, split_seed, data_dir, key, eps
+    )
 
     def point(m: str, p: dict[str, Any]) -> None:
         _err.print(
@@ -1132,20 +1166,7 @@ def audit_extraction(
         note=note,
         progress=point,
     )
-    ex = doc["extraction"]
-    for m, r in ex["methods"].items():
-        _out.print(
-            f"{m:<16} fidelity {r['fidelity_at_budget']:.1%} at {r['queries']} queries, "
-            f"accuracy {r['accuracy_at_budget']:.1%} (victim {r['victim_accuracy']:.1%})",
-            highlight=False,
-            markup=False,
-        )
-    _out.print(
-        f"transfer from the stolen copy ({ex['best_method']}): "
-        f"{ex['transfer_success_rate']:.1%} of the victim's correct answers flipped",
-        highlight=False,
-        markup=False,
-    )
+    _print_extraction(doc["extraction"])
     write_json(sanitize(doc), out)
     _out.print(f"audit written to {out}")
 
