@@ -453,6 +453,60 @@ def attacks_list(
     _out.print(settings_text(name, channel=channel), end="", markup=False, highlight=False)
 
 
+def _saved_model_for_evaluation(p: Path, cfg: Any, data: Any, dev: Any) -> Any:
+    """A saved model of ``bastion evaluate --model P`` as a pipeline TrainedModel: its input
+    shape checked against the data, its recorded split against the config's (a warning when
+    it records none), placed on ``dev`` unless it is a black-box (gradient-free) graph."""
+    from bastion.models import load_model, read_sidecar
+    from bastion.pipeline import TrainedModel
+    from bastion.provenance import check_declared_split, check_model_split
+    from bastion.runtime import place_on_device
+
+    net = load_model(p)
+    meta = read_sidecar(p)
+    if tuple(net.spec.input_shape) != tuple(data.input_shape):
+        raise BastionError(
+            f"--model {p}: expects input shape {tuple(net.spec.input_shape)}, "
+            f"the data set has {tuple(data.input_shape)}"
+        )
+    declared = (meta.get("metadata") or {}).get("declared_split")
+    if isinstance(declared, dict):
+        check_declared_split(
+            declared,
+            name=cfg.data.name,
+            seed=cfg.seed,
+            val_fraction=cfg.data.val_fraction,
+            test_fraction=cfg.data.test_fraction,
+            where=f"--model {p}",
+        )
+    elif not check_model_split(meta, data, where=f"--model {p}"):
+        _err.print(
+            f"[bold yellow]warning:[/] --model {p}: its sidecar records no data split; "
+            f"the config's split (seed {cfg.seed}) may contain its training examples",
+            highlight=False,
+        )
+    md = meta.get("metadata", {})
+    name = str(md.get("name") or Path(p).with_suffix("").name)
+    objective = (
+        md.get("objective", {}).get("name", "unknown")
+        if isinstance(md.get("objective"), dict)
+        else "unknown"
+    )
+    source = net.spec.options.get("source")
+    if net.spec.options.get("gradients") is False:
+        _check_black_box_evaluation(cfg, where=f"--model {p}")
+    else:  # an ONNX graph runs in onnxruntime on the CPU
+        place_on_device(net, dev)
+    return TrainedModel(
+        name,
+        net,
+        objective,
+        f"{net.spec.architecture}: {source}" if source else net.spec.architecture,
+        md.get("training"),
+        temperature=float(md.get("temperature") or 1.0),
+    )
+
+
 @app.command()
 def evaluate(
     config: Annotated[
@@ -505,9 +559,7 @@ def evaluate(
     from bastion.config import load_config
     from bastion.evaluation.scorecard import config_hash, write_json
     from bastion.evaluation.state import EvaluationState
-    from bastion.models import load_model, read_sidecar
     from bastion.pipeline import (
-        TrainedModel,
         build_scorecard,
         collect_warnings,
         evaluate_models,
@@ -516,13 +568,10 @@ def evaluate(
         with_subset,
     )
     from bastion.progress import ProgressReporter
-    from bastion.provenance import check_declared_split, check_model_split
 
     cfg, _ = load_config(config, evaluate_only=True)
     cfg = with_subset(cfg, subset)
     runtime = _use_threads(threads, cfg.threads)
-    from bastion.runtime import place_on_device
-
     dev = _resolve_device(device, cfg.device)
     if (ray or ray_address is not None) and dev.type != "cpu":
         if device is not None:
@@ -540,53 +589,7 @@ def evaluate(
             },
         )
     )
-    trained = []
-    for p in models:
-        net = load_model(p)
-        meta = read_sidecar(p)
-        if tuple(net.spec.input_shape) != tuple(data.input_shape):
-            raise BastionError(
-                f"--model {p}: expects input shape {tuple(net.spec.input_shape)}, "
-                f"the data set has {tuple(data.input_shape)}"
-            )
-        declared = (meta.get("metadata") or {}).get("declared_split")
-        if isinstance(declared, dict):
-            check_declared_split(
-                declared,
-                name=cfg.data.name,
-                seed=cfg.seed,
-                val_fraction=cfg.data.val_fraction,
-                test_fraction=cfg.data.test_fraction,
-                where=f"--model {p}",
-            )
-        elif not check_model_split(meta, data, where=f"--model {p}"):
-            _err.print(
-                f"[bold yellow]warning:[/] --model {p}: its sidecar records no data split; "
-                f"the config's split (seed {cfg.seed}) may contain its training examples",
-                highlight=False,
-            )
-        md = meta.get("metadata", {})
-        name = str(md.get("name") or Path(p).with_suffix("").name)
-        objective = (
-            md.get("objective", {}).get("name", "unknown")
-            if isinstance(md.get("objective"), dict)
-            else "unknown"
-        )
-        source = net.spec.options.get("source")
-        if net.spec.options.get("gradients") is False:
-            _check_black_box_evaluation(cfg, where=f"--model {p}")
-        else:  # an ONNX graph runs in onnxruntime on the CPU
-            place_on_device(net, dev)
-        trained.append(
-            TrainedModel(
-                name,
-                net,
-                objective,
-                f"{net.spec.architecture}: {source}" if source else net.spec.architecture,
-                md.get("training"),
-                temperature=float(md.get("temperature") or 1.0),
-            )
-        )
+    trained = [_saved_model_for_evaluation(p, cfg, data, dev) for p in models]
     runtime["device"] = str(dev)
     reporter = ProgressReporter(_err, enabled=not quiet)
     t0 = time.perf_counter()
